@@ -1,0 +1,158 @@
+//! What the server machine asks its runtime to do, and what the runtime reports back.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::ids::{ConnId, ProcessKey};
+use crate::protocol::{SandboxType, Signal, Stream};
+
+/// One unit of output from [`crate::Server::poll_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send one JSON-RPC message (a response or a notification) as one frame on `conn`.
+    Transmit {
+        /// The connection to send on.
+        conn: ConnId,
+        /// The frame: one JSON text, without a trailing newline.
+        text: String,
+    },
+    /// Close `conn` after flushing what was transmitted before (e.g. after a protocol violation
+    /// that the reference answers by closing).
+    Close {
+        /// The connection to close.
+        conn: ConnId,
+    },
+    /// Perform a side effect.
+    Command(Command),
+}
+
+/// A side effect for the runtime to perform. Results come back through
+/// [`crate::Server::handle_process`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Start a process. Answer with [`ProcessEvent::Spawned`] or [`ProcessEvent::SpawnFailed`],
+    /// then stream [`ProcessEvent::Output`], [`ProcessEvent::Eof`] and [`ProcessEvent::Exited`].
+    Spawn {
+        /// The handle the core uses for this process from now on.
+        key: ProcessKey,
+        /// What to run and how.
+        spec: SpawnSpec,
+    },
+    /// Write bytes to the process's stdin (pipe or PTY master), in order after earlier writes.
+    WriteStdin {
+        /// The process.
+        key: ProcessKey,
+        /// The bytes; never empty.
+        bytes: Vec<u8>,
+    },
+    /// Close the process's stdin (EOF), after any queued writes.
+    CloseStdin {
+        /// The process.
+        key: ProcessKey,
+    },
+    /// Deliver `signal` to the process group the process leads.
+    Signal {
+        /// The process.
+        key: ProcessKey,
+        /// The signal.
+        signal: Signal,
+    },
+    /// SIGKILL the whole process group. Exit and EOF events still follow as usual.
+    Kill {
+        /// The process.
+        key: ProcessKey,
+    },
+    /// Resize a PTY process's terminal.
+    Resize {
+        /// The process.
+        key: ProcessKey,
+        /// Rows (lines).
+        rows: u16,
+        /// Columns (characters).
+        cols: u16,
+    },
+    /// The core forgot this process: drop any runtime state kept for it. Events reported for
+    /// it afterwards are ignored.
+    Release {
+        /// The process.
+        key: ProcessKey,
+    },
+}
+
+/// How to start one process. Built by the core from a validated `process/start`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnSpec {
+    /// Program and arguments; never empty. `argv[0]` is the program looked up in `PATH` of
+    /// `env` (or of the server when `env` has no `PATH`).
+    pub argv: Vec<String>,
+    /// Override of `argv[0]` as the child sees it (the program run is still `argv[0]`).
+    pub arg0: Option<String>,
+    /// Working directory, an absolute host path decoded from a PathUri.
+    pub cwd: PathBuf,
+    /// The child's exact environment: nothing is inherited from the server.
+    pub env: BTreeMap<String, String>,
+    /// Run on a PTY (24×80 until resized); output comes as [`Stream::Pty`].
+    pub tty: bool,
+    /// Keep a stdin pipe open for writes (non-PTY). Without it stdin is `/dev/null`.
+    pub pipe_stdin: bool,
+    /// The sandbox to apply before exec.
+    pub sandbox: SandboxType,
+}
+
+/// Something that happened to a process, reported by the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProcessEvent {
+    /// The process started.
+    Spawned {
+        /// Its OS process id (also its process group id).
+        pid: u32,
+    },
+    /// The process could not be started; no other event follows.
+    SpawnFailed {
+        /// The OS error text, e.g. "No such file or directory (os error 2)".
+        error: String,
+    },
+    /// Bytes read from an output stream, in order. Never empty.
+    Output {
+        /// The stream the bytes came from.
+        stream: Stream,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// An output stream reached end of file. A process has two streams (stdout and stderr), or
+    /// one (pty) when it runs on a PTY.
+    Eof {
+        /// The stream.
+        stream: Stream,
+    },
+    /// The process exited (reaped).
+    Exited {
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// Writing to stdin failed (the child closed it); later writes report `stdinClosed`.
+    StdinClosed,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called `exit(code)`.
+    Code(i32),
+    /// A signal killed it (the number, e.g. 9 for SIGKILL).
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention: the code, or 128 + signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Code(code) => code,
+            ExitStatus::Signal(signo) => 128 + signo,
+        }
+    }
+}
+
