@@ -1,8 +1,23 @@
-//! execd-core: the sans-IO core of execd.
+//! execd-core: the sans-IO core of execd, a remote process executor.
+//!
+//! This crate holds every protocol rule and no I/O: no sockets, no processes, no files, no
+//! clock or RNG reads. A runtime (`execd-smol`, `execd-tokio`) feeds it frames, process events
+//! and the current time, and performs the [`Output`]s it yields. See [`Server`] for the call
+//! order.
+//!
+//! The wire protocol is the JSON-RPC dialect of the Codex exec-server (see `docs/PROTOCOL.md`),
+//! with negotiated extensions.
 
+pub mod denial;
 pub mod ids;
 pub mod protocol;
+pub mod rpc;
 pub mod server;
 
 pub use ids::{ConnId, ProcessKey, Seq};
-pub use server::{Command, ExitStatus, Output, ProcessEvent, SpawnSpec};
+pub use protocol::PathUri;
+pub use rpc::{ErrorCode, RequestId, RpcError};
+pub use server::{
+    Command, ExitStatus, Output, ProcessEvent, Server, ServerConfig, ServerError, SessionId,
+    SpawnSpec,
+};

@@ -1,9 +1,51 @@
 //! Wire types of the Codex exec-server dialect, one file per concept.
 
+mod bytes;
+mod initialize;
+mod path_uri;
+mod process;
 mod sandbox;
 mod signal;
 mod stream;
 
+pub use bytes::Base64Bytes;
+pub use initialize::{Capabilities, InitializeParams, InitializeResult};
+pub use path_uri::{PathUri, PathUriError};
+pub use process::{
+    ClosedNotification, ExitedNotification, ListResult, OutputNotification, ProcessIdParams,
+    ProcessInfo, ReadChunk, ReadParams, ReadResult, ResizeParams, SignalParams, StartParams,
+    StartResult, TerminateResult, WriteParams, WriteResult, WriteStatus,
+};
 pub use sandbox::SandboxType;
 pub use signal::{Signal, UnknownSignal};
 pub use stream::Stream;
+
+/// Method names as on the wire.
+pub mod method {
+    /// Request: open or resume a session.
+    pub const INITIALIZE: &str = "initialize";
+    /// Notification: the client is ready.
+    pub const INITIALIZED: &str = "initialized";
+    /// Request: start a process.
+    pub const PROCESS_START: &str = "process/start";
+    /// Request: read retained output (optionally long-polling).
+    pub const PROCESS_READ: &str = "process/read";
+    /// Request: write to stdin.
+    pub const PROCESS_WRITE: &str = "process/write";
+    /// Request: SIGKILL the process group.
+    pub const PROCESS_TERMINATE: &str = "process/terminate";
+    /// Request: signal the process group.
+    pub const PROCESS_SIGNAL: &str = "process/signal";
+    /// ext request: close stdin.
+    pub const PROCESS_CLOSE_STDIN: &str = "process/closeStdin";
+    /// ext request: resize the PTY.
+    pub const PROCESS_RESIZE: &str = "process/resize";
+    /// ext request: list the session's processes.
+    pub const PROCESS_LIST: &str = "process/list";
+    /// Notification: output chunk.
+    pub const PROCESS_OUTPUT: &str = "process/output";
+    /// Notification: the process exited.
+    pub const PROCESS_EXITED: &str = "process/exited";
+    /// Notification: the process is closed (exited and all output streams at EOF).
+    pub const PROCESS_CLOSED: &str = "process/closed";
+}

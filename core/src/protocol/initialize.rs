@@ -1,0 +1,64 @@
+use serde::{Deserialize, Serialize};
+
+/// `initialize` params: `{clientName, resumeSessionId?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitializeParams {
+    /// A name for logs.
+    #[serde(default)]
+    pub client_name: String,
+    /// The session to re-attach, from an earlier `initialize` result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_session_id: Option<String>,
+}
+
+/// `initialize` result: `{sessionId}` plus execd's negotiation fields (ext), which clients of
+/// the Codex exec-server ignore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitializeResult {
+    /// The session id: a lower-case hyphenated UUID v4.
+    pub session_id: String,
+    /// ext: the execd protocol revision, e.g. `"execd/1"`; absent from the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// ext: the extensions this server supports; absent from the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+}
+
+/// ext: what execd supports beyond the Codex exec-server. A client uses an extension only when
+/// the server advertised it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    /// `process/signal` accepts POSIX signal names besides `"interrupt"`.
+    #[serde(default)]
+    pub posix_signals: bool,
+    /// `process/closeStdin` exists.
+    #[serde(default)]
+    pub close_stdin: bool,
+    /// `process/resize` exists.
+    #[serde(default)]
+    pub resize: bool,
+    /// `process/list` exists.
+    #[serde(default)]
+    pub process_list: bool,
+    /// `process/read` reports evicted output (`firstRetainedSeq`, `lostChunks`) and
+    /// `process/exited` carries `exitSignal`.
+    #[serde(default)]
+    pub retention_gaps: bool,
+}
+
+impl Capabilities {
+    /// Everything this build of execd supports.
+    pub fn all() -> Self {
+        Capabilities {
+            posix_signals: true,
+            close_stdin: true,
+            resize: true,
+            process_list: true,
+            retention_gaps: true,
+        }
+    }
+}
