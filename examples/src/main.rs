@@ -1,1 +1,106 @@
-fn main() {}
+//! `execd`: the reference server and a command-line client.
+//!
+//! - `execd serve [--listen ws://127.0.0.1:0 | stdio] [--session-ttl SECONDS]` prints the bound
+//!   URL as its first stdout line and serves; logs go to stderr.
+//! - `execd run [--url URL] [--tty] [--cwd DIR] [--env K=V]… -- CMD ARG…` runs one command and
+//!   exits with its exit code. Without `--url` it starts `execd serve --listen stdio` as a child
+//!   and talks to it over its stdin/stdout.
+
+mod run;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use execd_core::ServerConfig;
+use execd_smol::{ServerOptions, WsServer};
+
+#[derive(Debug, Parser)]
+#[command(name = "execd", version, about = "A remote process executor speaking the Codex exec-server protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve the protocol on a WebSocket address or on stdin/stdout.
+    Serve(ServeArgs),
+    /// Run one command through a server and exit with its exit code.
+    Run(run::RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// `ws://IP:PORT` (port 0 picks a free one) or `stdio`.
+    #[arg(long, default_value = "ws://127.0.0.1:0")]
+    listen: String,
+    /// Seconds a detached session lives before its processes are killed.
+    #[arg(long, default_value_t = 30)]
+    session_ttl: u64,
+    /// Largest inbound message, in bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    max_frame_bytes: usize,
+    /// Allow binding a non-loopback address. execd has no authentication yet: anyone who can
+    /// reach the port can run commands as this user.
+    #[arg(long)]
+    allow_non_loopback: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EXECD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Cmd::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Run(args) => run::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("execd: {e:#}");
+            ExitCode::from(run::EXIT_EXECD_ERROR)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut core = ServerConfig::default();
+    core.session_ttl = Duration::from_secs(args.session_ttl);
+    core.max_frame_bytes = args.max_frame_bytes;
+    let options = ServerOptions { core, ..ServerOptions::default() };
+    if args.listen == "stdio" {
+        return smol::block_on(execd_smol::serve_stdio(options)).context("stdio server failed");
+    }
+    let addr = parse_listen(&args.listen)?;
+    if !addr.ip().is_loopback() && !args.allow_non_loopback {
+        bail!("refusing to listen on non-loopback {addr} without --allow-non-loopback (execd has no authentication)");
+    }
+    smol::block_on(async {
+        let server = WsServer::bind(addr, options).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", server.url())?;
+        stdout.flush()?;
+        drop(stdout);
+        server.run().await.context("server failed")
+    })
+}
+
+fn parse_listen(listen: &str) -> anyhow::Result<SocketAddr> {
+    let rest = listen
+        .strip_prefix("ws://")
+        .with_context(|| format!("--listen takes ws://IP:PORT or stdio, not {listen:?}"))?;
+    let rest = rest.trim_end_matches('/');
+    let rest = rest.strip_prefix("localhost:").map_or_else(|| rest.to_owned(), |port| format!("127.0.0.1:{port}"));
+    rest.parse().with_context(|| format!("invalid listen address {listen:?}"))
+}
+
+/// The `execd` binary next to this one, for launching `execd serve --listen stdio`.
+pub(crate) fn self_exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("cannot find the execd executable")
+}

@@ -1,0 +1,360 @@
+//! The server event loop: one task owns the sans-IO [`execd_core::Server`] and drives it from
+//! transport frames, process events and its timers.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use async_channel::{Receiver, Sender};
+use execd_core::{Command, ConnId, Output, ProcessEvent, ProcessKey, ServerConfig};
+use futures_lite::future;
+use tracing::{debug, info, trace, warn};
+
+use crate::process::ProcessTable;
+use crate::transport::{self, FrameReader, FrameWriter, Inbound, Limits, WsListener};
+
+/// Settings of a server: the core's rules and the transport's limits.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Protocol rules (TTLs, retention, dedupe window, frame budget).
+    pub core: ServerConfig,
+    /// Transport limits (frame size, ping interval). `max_frame_bytes` is kept equal to the
+    /// core's.
+    pub limits: Limits,
+}
+
+impl ServerOptions {
+    fn limits(&self) -> Limits {
+        Limits { max_frame_bytes: self.core.max_frame_bytes, ..self.limits.clone() }
+    }
+}
+
+/// Process events queued between the pumps and the loop before pumps wait (backpressure from
+/// the loop to the children's pipes).
+const PROCESS_EVENT_QUEUE: usize = 256;
+/// Events handled per wake-up before the loop flushes its outputs.
+const EVENT_BATCH: usize = 64;
+
+/// A WebSocket server bound to a loopback (or other) address.
+#[derive(Debug)]
+pub struct WsServer {
+    listener: WsListener,
+    options: ServerOptions,
+}
+
+impl WsServer {
+    /// Binds `addr` (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn bind(addr: SocketAddr, options: ServerOptions) -> io::Result<WsServer> {
+        let listener = WsListener::bind(addr, options.limits()).await?;
+        Ok(WsServer { listener, options })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr()
+    }
+
+    /// `ws://IP:PORT` of the bound address.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.local_addr())
+    }
+
+    /// Serves until the listener fails. Children die with the server (PDEATHSIG) and are
+    /// killed when this future is dropped.
+    ///
+    /// # Errors
+    /// An accept error that is not per-connection; no OS randomness for session ids.
+    pub async fn run(self) -> io::Result<()> {
+        let (loop_tx, loop_rx) = async_channel::unbounded();
+        let listener = self.listener;
+        let accept_tx = loop_tx.clone();
+        let acceptor = smol::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((reader, writer, peer)) => {
+                        debug!(%peer, "connection accepted");
+                        if accept_tx.send(LoopEvent::Accepted(reader, writer)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) if is_transient_accept_error(&e) => {
+                        warn!(error = %e, "accept failed");
+                        smol::Timer::after(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        let event_loop = EventLoop::new(self.options, loop_tx, false)?;
+        let serve = event_loop.run(loop_rx);
+        future::or(async { acceptor.await }, async {
+            serve.await;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    !matches!(e.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported)
+}
+
+/// Serves one connection over this process's stdin and stdout (newline-delimited JSON) until
+/// stdin closes; then kills every process it started and returns.
+///
+/// # Errors
+/// No OS randomness for session ids.
+pub async fn serve_stdio(options: ServerOptions) -> io::Result<()> {
+    let stdin = blocking::Unblock::new(io::stdin());
+    let stdout = blocking::Unblock::new(io::stdout());
+    let (reader, writer) = transport::stdio_transport(stdin, stdout, options.limits());
+    serve_connection(reader, writer, options).await
+}
+
+/// Serves one already-open connection until it closes, then kills every process it started.
+/// Used for stdio, and by embedders with their own transport.
+///
+/// # Errors
+/// No OS randomness for session ids.
+pub async fn serve_connection(reader: FrameReader, writer: FrameWriter, options: ServerOptions) -> io::Result<()> {
+    let (loop_tx, loop_rx) = async_channel::unbounded();
+    // Cannot fail: the receiver is alive.
+    let _ = loop_tx.send(LoopEvent::Accepted(reader, writer)).await;
+    let event_loop = EventLoop::new(options, loop_tx, true)?;
+    event_loop.run(loop_rx).await;
+    Ok(())
+}
+
+enum LoopEvent {
+    Accepted(FrameReader, FrameWriter),
+    Frame(ConnId, Inbound),
+    Closed(ConnId),
+}
+
+enum WriterMsg {
+    Frame(String),
+    Close,
+}
+
+struct EventLoop {
+    server: execd_core::Server,
+    processes: ProcessTable,
+    process_rx: Receiver<(ProcessKey, ProcessEvent)>,
+    loop_tx: Sender<LoopEvent>,
+    writers: HashMap<ConnId, Sender<WriterMsg>>,
+    /// Stop when the last connection closes (stdio mode).
+    single: bool,
+}
+
+impl EventLoop {
+    fn new(options: ServerOptions, loop_tx: Sender<LoopEvent>, single: bool) -> io::Result<Self> {
+        // Without OS randomness session ids would be guessable; refuse to run that way.
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
+        let (process_tx, process_rx) = async_channel::bounded(PROCESS_EVENT_QUEUE);
+        Ok(EventLoop {
+            server: execd_core::Server::new(options.core, seed),
+            processes: ProcessTable::new(process_tx),
+            process_rx,
+            loop_tx,
+            writers: HashMap::new(),
+            single,
+        })
+    }
+
+    async fn run(mut self, loop_rx: Receiver<LoopEvent>) {
+        loop {
+            self.drain();
+            let deadline = self.server.poll_timeout();
+            let timer = async {
+                match deadline {
+                    Some(at) => {
+                        smol::Timer::at(at).await;
+                    }
+                    None => future::pending::<()>().await,
+                }
+                Wake::Timer
+            };
+            let wake = future::or(
+                async { loop_rx.recv().await.map_or(Wake::Stop, Wake::Loop) },
+                future::or(
+                    async { self.process_rx.recv().await.map_or(Wake::Stop, |(k, e)| Wake::Process(k, e)) },
+                    timer,
+                ),
+            )
+            .await;
+            let now = Instant::now();
+            match wake {
+                Wake::Stop => break,
+                Wake::Timer => self.server.handle_timeout(now),
+                Wake::Loop(ev) => {
+                    if self.on_loop_event(now, ev) {
+                        break;
+                    }
+                }
+                Wake::Process(key, ev) => self.server.handle_process(now, key, ev),
+            }
+            // Take what else is ready before flushing, so bursts go out as bursts.
+            for _ in 0..EVENT_BATCH {
+                if let Ok((key, ev)) = self.process_rx.try_recv() {
+                    self.server.handle_process(now, key, ev);
+                    continue;
+                }
+                match loop_rx.try_recv() {
+                    Ok(ev) => {
+                        if self.on_loop_event(now, ev) {
+                            self.drain();
+                            self.shutdown();
+                            return;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            if deadline.is_some_and(|d| d <= now) {
+                self.server.handle_timeout(now);
+            }
+        }
+        self.drain();
+        self.shutdown();
+    }
+
+    /// Returns true when the loop should stop.
+    fn on_loop_event(&mut self, now: Instant, ev: LoopEvent) -> bool {
+        match ev {
+            LoopEvent::Accepted(reader, writer) => {
+                let conn = self.server.handle_connect(now);
+                info!(%conn, "connection opened");
+                self.start_connection(conn, reader, writer);
+                false
+            }
+            LoopEvent::Frame(conn, Inbound::Frame(bytes)) => {
+                trace!(%conn, len = bytes.len(), "frame");
+                if let Err(e) = self.server.handle_message(now, conn, &bytes) {
+                    debug!(error = %e, "frame for a closed connection");
+                }
+                false
+            }
+            LoopEvent::Frame(conn, Inbound::TooLarge { len }) => {
+                let _ = self.server.handle_frame_too_large(now, conn, len);
+                false
+            }
+            LoopEvent::Closed(conn) => {
+                info!(%conn, "connection closed");
+                self.writers.remove(&conn);
+                let _ = self.server.handle_disconnect(now, conn);
+                self.single && self.writers.is_empty()
+            }
+        }
+    }
+
+    fn start_connection(&mut self, conn: ConnId, mut reader: FrameReader, mut writer: FrameWriter) {
+        let (tx, rx) = async_channel::unbounded::<WriterMsg>();
+        self.writers.insert(conn, tx);
+        let loop_tx = self.loop_tx.clone();
+        smol::spawn(async move {
+            loop {
+                match reader.recv().await {
+                    Some(Ok(inbound)) => {
+                        if loop_tx.send(LoopEvent::Frame(conn, inbound)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        debug!(%conn, error = %e, "connection read failed");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let _ = loop_tx.send(LoopEvent::Closed(conn)).await;
+        })
+        .detach();
+        smol::spawn(async move {
+            let result: io::Result<()> = async {
+                while let Ok(msg) = rx.recv().await {
+                    let mut next = Some(msg);
+                    // Send everything queued, then flush once.
+                    while let Some(msg) = next.take() {
+                        match msg {
+                            WriterMsg::Frame(text) => writer.send(text).await?,
+                            WriterMsg::Close => {
+                                writer.close().await?;
+                                return Ok(());
+                            }
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    writer.flush().await?;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                debug!(%conn, error = %e, "connection write failed");
+            }
+            let _ = writer.close().await;
+        })
+        .detach();
+    }
+
+    fn drain(&mut self) {
+        let now = Instant::now();
+        while let Some(out) = self.server.poll_output() {
+            match out {
+                Output::Transmit { conn, text } => {
+                    if let Some(tx) = self.writers.get(&conn) {
+                        let _ = tx.try_send(WriterMsg::Frame(text));
+                    }
+                }
+                Output::Close { conn } => {
+                    if let Some(tx) = self.writers.get(&conn) {
+                        let _ = tx.try_send(WriterMsg::Close);
+                    }
+                }
+                Output::Command(cmd) => self.perform(now, cmd),
+                _ => {}
+            }
+        }
+    }
+
+    fn perform(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Spawn { key, spec } => {
+                let event = self.processes.spawn(key, spec);
+                self.server.handle_process(now, key, event);
+            }
+            Command::WriteStdin { key, bytes } => self.processes.write_stdin(key, bytes),
+            Command::CloseStdin { key } => self.processes.close_stdin(key),
+            Command::Signal { key, signal } => self.processes.signal(key, signal),
+            Command::Kill { key } => self.processes.kill(key),
+            Command::Resize { key, rows, cols } => self.processes.resize(key, rows, cols),
+            Command::Release { key } => self.processes.release(key),
+            _ => {}
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.processes.kill_all();
+        for tx in self.writers.values() {
+            let _ = tx.try_send(WriterMsg::Close);
+        }
+    }
+}
+
+enum Wake {
+    Loop(LoopEvent),
+    Process(ProcessKey, ProcessEvent),
+    Timer,
+    Stop,
+}
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        self.processes.kill_all();
+    }
+}

@@ -1,0 +1,188 @@
+//! Message transports: one JSON-RPC message per frame, over WebSocket or newline-delimited stdio.
+//!
+//! The transport moves opaque frames and knows nothing about JSON. A connection is a pair of
+//! halves that can live on different tasks:
+//!
+//! - [`FrameReader::recv`] yields [`Inbound`] frames until the peer closes (`None`).
+//! - [`FrameWriter::send`] queues one outgoing text frame without flushing;
+//!   [`FrameWriter::flush`] writes the queued burst. Callers send a burst, then flush once.
+//!
+//! Constructors:
+//!
+//! - Server: [`WsListener::bind`] then [`WsListener::accept`] (WebSocket, with `GET /readyz`
+//!   and the `Origin` refusal on the same port), or [`stdio_transport`] over the server's own
+//!   stdin/stdout.
+//! - Client: [`ws_connect`], or [`stdio_transport`] over a child's pipes.
+//!
+//! Rules from PROTOCOL.md "Transport": one JSON-RPC message per WebSocket message; text and
+//! binary frames are accepted, text is sent; `GET /readyz` answers 200; a handshake carrying an
+//! `Origin` header is refused with 403; the server pings every 30 s.
+
+mod http;
+mod stdio;
+mod ws;
+
+use std::io;
+use std::time::Duration;
+
+pub use stdio::stdio_transport;
+pub use ws::{ws_connect, WsListener};
+
+/// Size and timing limits of a transport.
+///
+/// `Limits::default()` gives the values documented on each field; override single fields with
+/// `Limits { max_frame_bytes: 1 << 20, ..Limits::default() }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest inbound frame (WebSocket message or stdio line, excluding the newline), in bytes,
+    /// delivered as [`Inbound::Frame`]. Larger frames become [`Inbound::TooLarge`] and the
+    /// connection stays usable. Default 64 MiB.
+    pub max_frame_bytes: usize,
+    /// WebSocket only: the size, in bytes, above which an inbound message closes the connection
+    /// instead of yielding [`Inbound::TooLarge`].
+    ///
+    /// tungstenite cannot skip a message it refuses: once its own size limit trips, the
+    /// connection is unusable. So tungstenite's limit is set to
+    /// `max(ws_hard_limit_bytes, max_frame_bytes)` and messages between the two limits are
+    /// received in full, then reported as `TooLarge`. Above the hard limit `recv` returns an
+    /// error and the connection ends. Default 256 MiB.
+    pub ws_hard_limit_bytes: usize,
+    /// WebSocket only: send a Ping after this long without receiving anything from the peer.
+    /// `None` disables pings. Default 30 s (PROTOCOL.md: the server pings every 30 s).
+    pub ping_interval: Option<Duration>,
+    /// WebSocket server only: time allowed for a new connection to deliver its HTTP request head
+    /// and finish the WebSocket handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 << 20,
+            ws_hard_limit_bytes: 256 << 20,
+            ping_interval: Some(Duration::from_secs(30)),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One inbound item from a transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Inbound {
+    /// One complete frame: a WebSocket text or binary message, or one stdio line without its
+    /// line ending. Never larger than [`Limits::max_frame_bytes`].
+    Frame(Vec<u8>),
+    /// A frame larger than [`Limits::max_frame_bytes`] was received and discarded; `len` is its
+    /// size in bytes. The connection stays usable.
+    TooLarge {
+        /// Size of the discarded frame in bytes (for stdio, the line without its newline).
+        len: usize,
+    },
+}
+
+/// The receiving half of a transport connection. `Send`, so it can move into a task.
+pub struct FrameReader {
+    inner: ReaderInner,
+}
+
+enum ReaderInner {
+    Ws(ws::WsReader),
+    Stdio(stdio::LineReader),
+}
+
+impl FrameReader {
+    /// Receives the next frame.
+    ///
+    /// Returns `None` once the peer has closed cleanly (WebSocket Close handshake, or EOF on
+    /// stdio), `Some(Err(_))` on an I/O or WebSocket protocol error (the connection is then
+    /// finished; later calls return `None`).
+    ///
+    /// Cancel-safe: dropping the future loses no data. For WebSocket, keep calling `recv` (one
+    /// reader task per connection): it also answers the peer's pings and sends the idle pings
+    /// of [`Limits::ping_interval`].
+    pub async fn recv(&mut self) -> Option<io::Result<Inbound>> {
+        match &mut self.inner {
+            ReaderInner::Ws(r) => r.recv().await,
+            ReaderInner::Stdio(r) => r.recv().await,
+        }
+    }
+}
+
+impl std::fmt::Debug for FrameReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.inner {
+            ReaderInner::Ws(_) => "ws",
+            ReaderInner::Stdio(_) => "stdio",
+        };
+        f.debug_struct("FrameReader").field("kind", &kind).finish()
+    }
+}
+
+/// The sending half of a transport connection. `Send`, so it can move into a task.
+pub struct FrameWriter {
+    inner: WriterInner,
+}
+
+enum WriterInner {
+    Ws(ws::WsWriter),
+    Stdio(stdio::LineWriter),
+}
+
+impl FrameWriter {
+    /// Queues one text frame without flushing.
+    ///
+    /// Data reaches the peer once about 128 KiB is buffered or on [`flush`](Self::flush). Waits
+    /// only when the buffer is full and the peer is not reading (backpressure).
+    ///
+    /// Errors: the connection's I/O error; for stdio, `InvalidInput` if `text` contains a
+    /// newline (it would split the frame). Not cancel-safe: a cancelled `send` may leave a
+    /// partial stdio line behind, so drop the connection after cancelling one.
+    pub async fn send(&mut self, text: String) -> io::Result<()> {
+        match &mut self.inner {
+            WriterInner::Ws(w) => w.send(text).await,
+            WriterInner::Stdio(w) => w.send(text).await,
+        }
+    }
+
+    /// Writes all queued frames to the peer.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            WriterInner::Ws(w) => w.flush().await,
+            WriterInner::Stdio(w) => w.flush().await,
+        }
+    }
+
+    /// Flushes, then closes: a WebSocket Close frame (the [`FrameReader`] then sees the peer's
+    /// reply and returns `None`), or closing the stdio writer.
+    pub async fn close(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            WriterInner::Ws(w) => w.close().await,
+            WriterInner::Stdio(w) => w.close().await,
+        }
+    }
+}
+
+impl std::fmt::Debug for FrameWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.inner {
+            WriterInner::Ws(_) => "ws",
+            WriterInner::Stdio(_) => "stdio",
+        };
+        f.debug_struct("FrameWriter").field("kind", &kind).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send + 'static>() {}
+
+    #[test]
+    fn halves_are_send() {
+        assert_send::<FrameReader>();
+        assert_send::<FrameWriter>();
+        assert_send::<WsListener>();
+    }
+}

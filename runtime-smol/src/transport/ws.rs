@@ -1,0 +1,558 @@
+//! WebSocket transport: the listener (with its HTTP pre-routing), the client connector, and the
+//! reader/writer halves sharing one tungstenite stream.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::error::ProtocolError;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
+use async_tungstenite::WebSocketStream;
+use futures::task::AtomicWaker;
+use futures::{Sink, Stream};
+use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use smol::net::{TcpListener, TcpStream};
+use smol::{Task, Timer};
+
+use super::http::{self, Prefixed, Route};
+use super::{FrameReader, FrameWriter, Inbound, Limits, ReaderInner, WriterInner};
+
+/// Accepted connections waiting for [`WsListener::accept`]; handshakes block when it is full.
+const READY_QUEUE: usize = 64;
+/// Pause after a failed `accept(2)` (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A WebSocket server socket.
+///
+/// A background task accepts TCP connections and runs each one's HTTP pre-routing and WebSocket
+/// handshake in its own task (bounded by [`Limits::handshake_timeout`]), so one slow client
+/// never delays another. Per connection, before the handshake: TCP_NODELAY is set; the request
+/// head (at most 16 KiB) is read; `GET /readyz` is answered `200 OK` with body `ok`; a request
+/// with an `Origin` header is answered `403 Forbidden`; a plain request is answered 400 (`/`)
+/// or 404 (other paths); those connections are then closed. Upgrade requests on any path
+/// become WebSocket connections. Dropping the listener stops accepting.
+pub struct WsListener {
+    local_addr: SocketAddr,
+    ready: async_channel::Receiver<(FrameReader, FrameWriter, SocketAddr)>,
+    _accept_loop: Task<()>,
+}
+
+impl WsListener {
+    /// Binds a TCP listener on `addr` (port 0 picks a free port) and starts accepting.
+    ///
+    /// Errors: the bind error.
+    pub async fn bind(addr: SocketAddr, limits: Limits) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let (tx, rx) = async_channel::bounded(READY_QUEUE);
+        let accept_loop = smol::spawn(accept_loop(listener, tx, Arc::new(limits)));
+        tracing::info!(%local_addr, "websocket listener bound");
+        Ok(Self {
+            local_addr,
+            ready: rx,
+            _accept_loop: accept_loop,
+        })
+    }
+
+    /// The bound address (with the actual port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits for the next connection that completed its WebSocket handshake.
+    ///
+    /// Returns its two halves and the peer address. Cancel-safe. Errors only if the accept task
+    /// has stopped, which does not happen while the listener is alive.
+    pub async fn accept(&self) -> io::Result<(FrameReader, FrameWriter, SocketAddr)> {
+        self.ready
+            .recv()
+            .await
+            .map_err(|_| io::Error::other("websocket accept task stopped"))
+    }
+}
+
+impl std::fmt::Debug for WsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsListener")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects to a `ws://host:port/path` URL and performs the client handshake.
+///
+/// Sets TCP_NODELAY. No `Origin` header is sent (the server would refuse it). `wss://` is not
+/// supported yet (`Unsupported`). Errors: the URL parse error (`InvalidInput`), the connect
+/// error, or the handshake error. Wrap in a timeout if the server may not answer.
+pub async fn ws_connect(url: &str, limits: Limits) -> io::Result<(FrameReader, FrameWriter)> {
+    let request = url
+        .into_client_request()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let uri = request.uri();
+    match uri.scheme_str() {
+        Some("ws") => {}
+        Some("wss") => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "wss:// is not supported by this transport",
+            ))
+        }
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a ws:// URL: {url}"),
+            ))
+        }
+    }
+    let host = uri.host().unwrap_or_default();
+    // An IPv6 literal comes bracketed (`[::1]`); the resolver wants it bare.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "websocket client: set TCP_NODELAY failed");
+    }
+    let io: Box<dyn WsIo> = Box::new(tcp);
+    let (ws, _response) =
+        async_tungstenite::client_async_with_config(request, io, Some(ws_config(&limits)))
+            .await
+            .map_err(ws_to_io)?;
+    tracing::debug!(%host, port, "websocket client connected");
+    Ok(split(ws, &limits))
+}
+
+/// The byte stream under a WebSocket: TCP, with a replayed request head on the server side.
+pub(super) trait WsIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> WsIo for T {}
+
+type Ws = WebSocketStream<Box<dyn WsIo>>;
+
+/// tungstenite settings for both roles.
+///
+/// Incoming size limits are the hard limit, not `max_frame_bytes` (see
+/// [`Limits::ws_hard_limit_bytes`]). The write buffer is tungstenite's default 128 KiB: frames
+/// are formatted into it and written once it passes that size or on flush, so a burst of small
+/// frames costs one `write(2)` per 128 KiB, not one per frame.
+fn ws_config(limits: &Limits) -> WebSocketConfig {
+    let hard = limits.ws_hard_limit_bytes.max(limits.max_frame_bytes);
+    WebSocketConfig::default()
+        .max_message_size(Some(hard))
+        .max_frame_size(Some(hard))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ready: async_channel::Sender<(FrameReader, FrameWriter, SocketAddr)>,
+    limits: Arc<Limits>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "websocket listener: accept failed");
+                Timer::after(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        if ready.is_closed() {
+            return;
+        }
+        let ready = ready.clone();
+        let limits = Arc::clone(&limits);
+        smol::spawn(async move {
+            let timeout = limits.handshake_timeout;
+            let handshake = async { Some(handshake(tcp, peer, &limits).await) };
+            let expired = async {
+                Timer::after(timeout).await;
+                None
+            };
+            match futures_lite::future::or(handshake, expired).await {
+                Some(Ok(Some((reader, writer)))) => {
+                    tracing::debug!(%peer, "websocket connection accepted");
+                    // A closed channel means the listener was dropped; the connection goes too.
+                    let _ = ready.send((reader, writer, peer)).await;
+                }
+                Some(Ok(None)) => {}
+                Some(Err(e)) => tracing::debug!(%peer, error = %e, "websocket handshake failed"),
+                None => tracing::debug!(%peer, "websocket handshake timed out"),
+            }
+        })
+        .detach();
+    }
+}
+
+/// Pre-routes one accepted socket; `Ok(None)` when it was answered with plain HTTP or left.
+async fn handshake(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    limits: &Limits,
+) -> io::Result<Option<(FrameReader, FrameWriter)>> {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "set TCP_NODELAY failed");
+    }
+    let Some((head, route)) = http::read_head(&mut tcp).await? else {
+        tracing::debug!(%peer, "connection closed before a complete request head");
+        return Ok(None);
+    };
+    if route != Route::Upgrade {
+        tracing::debug!(%peer, ?route, "answering plain HTTP request");
+        tcp.write_all(route.response()).await?;
+        tcp.flush().await?;
+        // Best effort: the response is written; the peer may already be gone.
+        let _ = tcp.shutdown(std::net::Shutdown::Write);
+        return Ok(None);
+    }
+    let io: Box<dyn WsIo> = Box::new(Prefixed::new(head, tcp));
+    let ws = async_tungstenite::accept_async_with_config(io, Some(ws_config(limits)))
+        .await
+        .map_err(ws_to_io)?;
+    Ok(Some(split(ws, limits)))
+}
+
+/// Splits a WebSocket into the transport halves.
+fn split(ws: Ws, limits: &Limits) -> (FrameReader, FrameWriter) {
+    let wakers = Arc::new(WriteWakers::default());
+    let shared = Arc::new(Shared {
+        ws: Mutex::new(ws),
+        write_waker: Waker::from(Arc::clone(&wakers)),
+        wakers,
+    });
+    let pinger = limits.ping_interval.map(|interval| Pinger {
+        interval,
+        timer: Timer::after(interval),
+        last_rx: Instant::now(),
+        state: PingState::Idle,
+    });
+    let reader = WsReader {
+        shared: Arc::clone(&shared),
+        max_frame_bytes: limits.max_frame_bytes,
+        pinger,
+        closing: false,
+        done: false,
+    };
+    let writer = WsWriter { shared };
+    (
+        FrameReader {
+            inner: ReaderInner::Ws(reader),
+        },
+        FrameWriter {
+            inner: WriterInner::Ws(writer),
+        },
+    )
+}
+
+/// The WebSocket shared by the reader (which also sends pings) and the writer.
+///
+/// The mutex is held only for one synchronous poll of the stream, never across an await, so
+/// the halves never wait on each other for longer than one non-blocking read or write.
+/// async-tungstenite keeps separate read and write wakers; its write slot holds one waker, but
+/// two parties write (the writer, and the reader's pinger). So all write-side polls go through
+/// `write_waker`, which wakes both of them.
+struct Shared {
+    ws: Mutex<Ws>,
+    wakers: Arc<WriteWakers>,
+    write_waker: Waker,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Ws> {
+        // A panic while polling cannot leave the stream in a state worse than any I/O error;
+        // keep going rather than propagate the poison.
+        self.ws.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The two tasks that may wait for the socket to become writable: the writer's, and the
+/// reader's (sending a ping or the Close reply).
+#[derive(Default)]
+struct WriteWakers {
+    writer: AtomicWaker,
+    reader: AtomicWaker,
+}
+
+impl Wake for WriteWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.writer.wake();
+        self.reader.wake();
+    }
+}
+
+/// Reading half: delivers messages, answers pings (tungstenite queues the pong and flushes it
+/// on the next read), and sends idle pings.
+pub(super) struct WsReader {
+    shared: Arc<Shared>,
+    max_frame_bytes: usize,
+    pinger: Option<Pinger>,
+    /// A Close frame arrived: flush tungstenite's reply (if any), then end.
+    closing: bool,
+    done: bool,
+}
+
+struct Pinger {
+    interval: Duration,
+    timer: Timer,
+    /// When anything (data, ping, pong, close) last arrived from the peer.
+    last_rx: Instant,
+    state: PingState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PingState {
+    Idle,
+    /// A ping is due but tungstenite's write buffer is still draining.
+    Queued,
+    /// The ping is in tungstenite's buffer and being flushed.
+    Flushing,
+}
+
+impl WsReader {
+    pub(super) async fn recv(&mut self) -> Option<io::Result<Inbound>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Inbound>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.closing {
+            return self.poll_close_reply(cx);
+        }
+        if let Err(e) = self.poll_ping(cx) {
+            return Poll::Ready(Some(Err(self.finish(e))));
+        }
+        loop {
+            let next = Pin::new(&mut *self.shared.lock()).poll_next(cx);
+            let message = match next {
+                Poll::Pending => break,
+                Poll::Ready(None) => {
+                    tracing::debug!("websocket closed");
+                    self.shutdown_socket();
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "websocket read failed");
+                    return Poll::Ready(Some(Err(self.finish(ws_to_io(e)))));
+                }
+                Poll::Ready(Some(Ok(message))) => message,
+            };
+            if let Some(pinger) = &mut self.pinger {
+                pinger.last_rx = Instant::now();
+            }
+            let payload: Bytes = match message {
+                Message::Text(text) => text.into(),
+                Message::Binary(bytes) => bytes,
+                // Pongs are queued by tungstenite and flushed by the next `poll_next`.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                // Nothing may follow a Close frame. Do not wait for the peer to close TCP (a
+                // client's peer would not until its own reader runs): flush tungstenite's
+                // reply, if any, and end.
+                Message::Close(frame) => {
+                    tracing::debug!(?frame, "websocket close frame received");
+                    self.closing = true;
+                    return self.poll_close_reply(cx);
+                }
+            };
+            if payload.len() > self.max_frame_bytes {
+                tracing::debug!(
+                    len = payload.len(),
+                    "websocket message over the frame limit"
+                );
+                return Poll::Ready(Some(Ok(Inbound::TooLarge { len: payload.len() })));
+            }
+            tracing::trace!(len = payload.len(), "websocket frame");
+            // No copy when tungstenite's buffer is not shared.
+            return Poll::Ready(Some(Ok(Inbound::Frame(Vec::from(payload)))));
+        }
+        let mut ping_due = false;
+        if let Some(pinger) = &mut self.pinger {
+            // Loop until the timer is armed (Pending), so its waker is registered.
+            while Pin::new(&mut pinger.timer).poll(cx).is_ready() {
+                let due = pinger.last_rx + pinger.interval;
+                if Instant::now() < due {
+                    pinger.timer.set_at(due);
+                } else {
+                    pinger.timer.set_after(pinger.interval);
+                    ping_due = true;
+                }
+            }
+            if ping_due && pinger.state == PingState::Idle {
+                tracing::trace!("websocket idle: sending ping");
+                pinger.state = PingState::Queued;
+            }
+        }
+        if ping_due {
+            if let Err(e) = self.poll_ping(cx) {
+                return Poll::Ready(Some(Err(self.finish(e))));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Flushes the reply to a received Close frame, then ends the stream.
+    fn poll_close_reply(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Inbound>>> {
+        self.shared.wakers.reader.register(cx.waker());
+        let mut write_cx = Context::from_waker(&self.shared.write_waker);
+        let flushed = Pin::new(&mut *self.shared.lock()).poll_flush(&mut write_cx);
+        match flushed {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "websocket close reply not sent");
+                }
+                self.shutdown_socket();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    /// Marks the connection finished after an error; returns the error.
+    fn finish(&mut self, e: io::Error) -> io::Error {
+        self.shutdown_socket();
+        e
+    }
+
+    /// Once the WebSocket has ended, shuts down the socket's write side so the peer sees EOF
+    /// even while the [`WsWriter`] is still alive (the socket closes when both halves drop).
+    fn shutdown_socket(&mut self) {
+        self.done = true;
+        let mut ws = self.shared.lock();
+        // A TCP shutdown completes synchronously; a no-op waker is enough.
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(Err(e)) = Pin::new(ws.get_mut()).poll_close(&mut cx) {
+            tracing::trace!(error = %e, "websocket socket shutdown failed");
+        }
+    }
+
+    /// Drives a due ping into tungstenite and flushes it, without blocking reads.
+    ///
+    /// Errors: I/O errors of the socket. Protocol-state errors (the connection is closing) just
+    /// drop the ping; the read side reports how the connection ended.
+    fn poll_ping(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(pinger) = &mut self.pinger else {
+            return Ok(());
+        };
+        if pinger.state == PingState::Idle {
+            return Ok(());
+        }
+        self.shared.wakers.reader.register(cx.waker());
+        let mut write_cx = Context::from_waker(&self.shared.write_waker);
+        let mut ws = self.shared.lock();
+        let mut ws = Pin::new(&mut *ws);
+        let result = loop {
+            match pinger.state {
+                PingState::Idle => break Ok(()),
+                PingState::Queued => match ws.as_mut().poll_ready(&mut write_cx) {
+                    Poll::Pending => break Ok(()),
+                    Poll::Ready(Err(e)) => break Err(e),
+                    Poll::Ready(Ok(())) => {
+                        if let Err(e) = ws.as_mut().start_send(Message::Ping(Default::default())) {
+                            break Err(e);
+                        }
+                        pinger.state = PingState::Flushing;
+                    }
+                },
+                PingState::Flushing => match ws.as_mut().poll_flush(&mut write_cx) {
+                    Poll::Pending => break Ok(()),
+                    Poll::Ready(result) => {
+                        pinger.state = PingState::Idle;
+                        break result;
+                    }
+                },
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(WsError::Io(e)) => {
+                pinger.state = PingState::Idle;
+                Err(e)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket ping not sent");
+                pinger.state = PingState::Idle;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Writing half.
+pub(super) struct WsWriter {
+    shared: Arc<Shared>,
+}
+
+impl WsWriter {
+    pub(super) async fn send(&mut self, text: String) -> io::Result<()> {
+        tracing::trace!(len = text.len(), "websocket send");
+        let mut message = Some(Message::text(text));
+        poll_fn(|cx| {
+            self.with_write_cx(cx, |mut ws, write_cx| {
+                match ws.as_mut().poll_ready(write_cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                match message.take() {
+                    Some(message) => Poll::Ready(ws.as_mut().start_send(message)),
+                    None => Poll::Ready(Ok(())),
+                }
+            })
+        })
+        .await
+        .map_err(ws_to_io)
+    }
+
+    pub(super) async fn flush(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.with_write_cx(cx, |mut ws, write_cx| ws.as_mut().poll_flush(write_cx)))
+            .await
+            .map_err(ws_to_io)
+    }
+
+    pub(super) async fn close(&mut self) -> io::Result<()> {
+        tracing::debug!("websocket close");
+        poll_fn(|cx| self.with_write_cx(cx, |mut ws, write_cx| ws.as_mut().poll_close(write_cx)))
+            .await
+            .map_err(ws_to_io)
+    }
+
+    /// Runs one write-side poll of the stream with the shared write waker.
+    fn with_write_cx<R>(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(Pin<&mut Ws>, &mut Context<'_>) -> R,
+    ) -> R {
+        self.shared.wakers.writer.register(cx.waker());
+        let mut write_cx = Context::from_waker(&self.shared.write_waker);
+        let mut ws = self.shared.lock();
+        f(Pin::new(&mut *ws), &mut write_cx)
+    }
+}
+
+/// Maps a tungstenite error onto `io::Error`, keeping the I/O error when there is one.
+fn ws_to_io(e: WsError) -> io::Error {
+    match e {
+        WsError::Io(e) => e,
+        WsError::ConnectionClosed
+        | WsError::AlreadyClosed
+        | WsError::Protocol(ProtocolError::SendAfterClosing) => {
+            io::Error::new(io::ErrorKind::NotConnected, e)
+        }
+        WsError::Capacity(_) | WsError::Utf8 | WsError::Protocol(_) => {
+            io::Error::new(io::ErrorKind::InvalidData, e)
+        }
+        e => io::Error::other(e),
+    }
+}

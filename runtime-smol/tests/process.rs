@@ -1,0 +1,568 @@
+//! The OS process layer against real children: spawning, output and exit events, stdin, PTYs,
+//! signals. Every await has a timeout.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_channel::Receiver;
+use execd_core::protocol::{SandboxType, Signal, Stream};
+use execd_core::{ExitStatus, ProcessEvent, SpawnSpec};
+use execd_smol::process::ProcessTable;
+use futures_lite::future;
+use smol::Timer;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const KEY: u64 = 1;
+
+/// Awaits `fut`, failing the test after `TIMEOUT`.
+async fn timeout<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    let out = future::or(async { Some(fut.await) }, async {
+        Timer::after(TIMEOUT).await;
+        None
+    })
+    .await;
+    match out {
+        Some(out) => out,
+        None => panic!("timed out waiting for {what}"),
+    }
+}
+
+fn spec(argv: &[&str]) -> SpawnSpec {
+    SpawnSpec {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        arg0: None,
+        cwd: PathBuf::from("/"),
+        env: BTreeMap::new(),
+        tty: false,
+        pipe_stdin: false,
+        sandbox: SandboxType::None,
+    }
+}
+
+fn sh(script: &str) -> SpawnSpec {
+    spec(&["sh", "-c", script])
+}
+
+struct Harness {
+    table: ProcessTable<u64>,
+    events: Receiver<(u64, ProcessEvent)>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let (tx, events) = async_channel::unbounded();
+        Harness {
+            table: ProcessTable::new(tx),
+            events,
+        }
+    }
+
+    fn spawn(&mut self, spec: SpawnSpec) -> u32 {
+        match self.table.spawn(KEY, spec) {
+            ProcessEvent::Spawned { pid } => pid,
+            other => panic!("spawn failed: {other:?}"),
+        }
+    }
+
+    async fn next(&self) -> ProcessEvent {
+        let (key, event) = timeout("a process event", self.events.recv())
+            .await
+            .expect("event channel open");
+        assert_eq!(key, KEY);
+        event
+    }
+
+    /// Collects events until the process closes: exited and every stream at EOF.
+    async fn run_to_close(&self) -> Run {
+        let mut run = Run::default();
+        loop {
+            let event = self.next().await;
+            match &event {
+                ProcessEvent::Output { stream, bytes } => {
+                    assert!(!bytes.is_empty(), "empty output chunk");
+                    assert!(
+                        !run.eofs.contains(stream),
+                        "output on {stream:?} after its EOF"
+                    );
+                    run.output
+                        .entry(*stream)
+                        .or_default()
+                        .extend_from_slice(bytes);
+                }
+                ProcessEvent::Eof { stream } => {
+                    assert!(!run.eofs.contains(stream), "second EOF on {stream:?}");
+                    run.eofs.push(*stream);
+                }
+                ProcessEvent::Exited { status } => {
+                    assert!(run.exit.is_none(), "second exit");
+                    run.exit = Some(*status);
+                }
+                ProcessEvent::StdinClosed => run.stdin_closed += 1,
+                other => panic!("unexpected event {other:?}"),
+            }
+            run.events.push(event);
+            let streams =
+                if run.output.contains_key(&Stream::Pty) || run.eofs.contains(&Stream::Pty) {
+                    1
+                } else {
+                    2
+                };
+            if run.exit.is_some() && run.eofs.len() == streams {
+                return run;
+            }
+        }
+    }
+
+    /// Reads output until `stream` has produced something containing `needle`.
+    async fn wait_for_output(&self, stream: Stream, needle: &str) -> Vec<u8> {
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            match self.next().await {
+                ProcessEvent::Output { stream: s, bytes } if s == stream => {
+                    seen.extend_from_slice(&bytes)
+                }
+                ProcessEvent::Output { .. } => {}
+                other => panic!("unexpected event while waiting for {needle:?}: {other:?}"),
+            }
+        }
+        seen
+    }
+}
+
+#[derive(Debug, Default)]
+struct Run {
+    events: Vec<ProcessEvent>,
+    output: BTreeMap<Stream, Vec<u8>>,
+    eofs: Vec<Stream>,
+    exit: Option<ExitStatus>,
+    stdin_closed: usize,
+}
+
+impl Run {
+    fn text(&self, stream: Stream) -> String {
+        String::from_utf8_lossy(self.output.get(&stream).map_or(&[][..], Vec::as_slice))
+            .into_owned()
+    }
+}
+
+#[test]
+fn output_eof_and_exit_code_arrive_in_order() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        h.spawn(sh("echo out; echo err >&2; exit 3"));
+
+        let run = h.run_to_close().await;
+
+        assert_eq!(run.text(Stream::Stdout), "out\n");
+        assert_eq!(run.text(Stream::Stderr), "err\n");
+        assert_eq!(run.exit, Some(ExitStatus::Code(3)));
+        // The child's output is drained before its exit is reported.
+        assert_eq!(
+            run.events.last(),
+            Some(&ProcessEvent::Exited {
+                status: ExitStatus::Code(3)
+            })
+        );
+        assert!(h.events.is_empty());
+    });
+}
+
+#[test]
+fn death_by_signal_is_reported_as_signal() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        h.spawn(sh("kill -9 $$"));
+
+        let run = h.run_to_close().await;
+
+        assert_eq!(run.exit, Some(ExitStatus::Signal(9)));
+    });
+}
+
+#[test]
+fn environment_is_exactly_the_given_one() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        let mut spec = spec(&["env"]);
+        spec.env.insert("FOO".into(), "bar baz".into());
+        spec.env.insert("EMPTY".into(), String::new());
+        h.spawn(spec);
+
+        let run = h.run_to_close().await;
+
+        assert_eq!(run.text(Stream::Stdout), "EMPTY=\nFOO=bar baz\n");
+        assert_eq!(run.exit, Some(ExitStatus::Code(0)));
+    });
+}
+
+#[test]
+fn program_is_looked_up_in_the_child_path() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        let mut spec = spec(&["sh", "-c", "echo found"]);
+        spec.env.insert("PATH".into(), "/nonexistent".into());
+        assert!(matches!(
+            h.table.spawn(KEY, spec.clone()),
+            ProcessEvent::SpawnFailed { .. }
+        ));
+
+        spec.env
+            .insert("PATH".into(), "/nonexistent:/usr/bin:/bin".into());
+        h.spawn(spec);
+        let run = h.run_to_close().await;
+
+        assert_eq!(run.text(Stream::Stdout), "found\n");
+    });
+}
+
+#[test]
+fn arg0_overrides_what_the_child_sees() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        let mut spec = sh("echo $0");
+        spec.arg0 = Some("custom-name".into());
+        h.spawn(spec);
+        let run = h.run_to_close().await;
+        assert_eq!(run.text(Stream::Stdout), "custom-name\n");
+
+        let mut h = Harness::new();
+        h.spawn(sh("echo $0"));
+        let run = h.run_to_close().await;
+        assert_eq!(run.text(Stream::Stdout), "sh\n", "argv[0] is kept as given");
+    });
+}
+
+#[test]
+fn cwd_is_set() {
+    smol::block_on(async {
+        let dir = std::env::temp_dir().join(format!("execd-process-cwd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        let dir = std::fs::canonicalize(&dir).expect("canonicalize temp dir");
+        let mut h = Harness::new();
+        let mut spec = spec(&["pwd"]);
+        spec.cwd = dir.clone();
+        h.spawn(spec);
+
+        let run = h.run_to_close().await;
+
+        let _ = std::fs::remove_dir(&dir);
+        assert_eq!(run.text(Stream::Stdout), format!("{}\n", dir.display()));
+    });
+}
+
+#[test]
+fn spawn_failures_report_the_os_error_and_nothing_else() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+
+        let missing = h.table.spawn(KEY, spec(&["no-such-command-execd-test"]));
+        let bad_cwd = {
+            let mut spec = spec(&["true"]);
+            spec.cwd = PathBuf::from("/no/such/dir/execd-test");
+            h.table.spawn(KEY, spec)
+        };
+        let not_executable = h.table.spawn(KEY, spec(&["/etc/passwd"]));
+        let empty = h.table.spawn(KEY, spec(&[]));
+
+        let enoent = ProcessEvent::SpawnFailed {
+            error: "No such file or directory (os error 2)".into(),
+        };
+        assert_eq!(missing, enoent);
+        assert_eq!(bad_cwd, enoent);
+        assert_eq!(
+            not_executable,
+            ProcessEvent::SpawnFailed {
+                error: "Permission denied (os error 13)".into()
+            }
+        );
+        assert!(matches!(empty, ProcessEvent::SpawnFailed { .. }));
+        // The key is still free: a later spawn with it works.
+        h.spawn(spec(&["true"]));
+        let run = h.run_to_close().await;
+        assert_eq!(run.exit, Some(ExitStatus::Code(0)));
+    });
+}
+
+#[test]
+fn piped_stdin_is_echoed_exactly_and_closes() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        let mut spec = spec(&["cat"]);
+        spec.pipe_stdin = true;
+        h.spawn(spec);
+
+        h.table.write_stdin(KEY, b"hello\n".to_vec());
+        h.table.write_stdin(KEY, vec![0, 1, 2, 255]);
+        h.table.write_stdin(KEY, b"world".to_vec());
+        h.table.close_stdin(KEY);
+        let run = h.run_to_close().await;
+
+        let mut expected = b"hello\n".to_vec();
+        expected.extend_from_slice(&[0, 1, 2, 255]);
+        expected.extend_from_slice(b"world");
+        assert_eq!(run.output.get(&Stream::Stdout), Some(&expected));
+        assert_eq!(run.exit, Some(ExitStatus::Code(0)));
+        assert_eq!(run.stdin_closed, 0);
+    });
+}
+
+#[test]
+fn stdin_is_dev_null_without_pipe_stdin() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        h.spawn(spec(&["cat"]));
+        h.table.write_stdin(KEY, b"ignored".to_vec());
+
+        let run = h.run_to_close().await;
+
+        assert_eq!(run.output.get(&Stream::Stdout), None);
+        assert_eq!(run.exit, Some(ExitStatus::Code(0)));
+        assert_eq!(run.stdin_closed, 0);
+    });
+}
+
+#[test]
+fn write_after_child_closed_stdin_reports_stdin_closed_once() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        let mut spec = sh("exec 0<&-; echo ready; sleep 100");
+        spec.pipe_stdin = true;
+        h.spawn(spec);
+        h.wait_for_output(Stream::Stdout, "ready").await;
+
+        h.table.write_stdin(KEY, b"one".to_vec());
+        h.table.write_stdin(KEY, b"two".to_vec());
+        assert_eq!(h.next().await, ProcessEvent::StdinClosed);
+        h.table.write_stdin(KEY, b"three".to_vec());
+        h.table.kill(KEY);
+        let run = h.run_to_close().await;
+
+        assert_eq!(run.stdin_closed, 0, "StdinClosed is reported once");
+        assert_eq!(run.exit, Some(ExitStatus::Signal(9)));
+    });
+}
+
+#[test]
+fn tty_child_sees_a_terminal() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        let mut spec = sh("test -t 0 && test -t 1 && test -t 2 && echo tty");
+        spec.tty = true;
+        h.spawn(spec);
+
+        let run = h.run_to_close().await;
+
+        assert_eq!(run.text(Stream::Pty), "tty\r\n");
+        assert_eq!(run.eofs, vec![Stream::Pty]);
+        assert_eq!(run.exit, Some(ExitStatus::Code(0)));
+    });
+}
+
+#[test]
+fn tty_is_the_controlling_terminal_of_a_new_session() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        // `ps -o sid=,pgid=,tty=` would do too, but /dev/tty is enough: it opens only if the
+        // process has a controlling terminal.
+        let mut spec = sh("echo x > /dev/tty && echo ok");
+        spec.tty = true;
+        h.spawn(spec);
+
+        let run = h.run_to_close().await;
+
+        assert_eq!(run.text(Stream::Pty), "x\r\nok\r\n");
+    });
+}
+
+#[test]
+fn tty_starts_at_24_by_80_and_resizes() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        let mut spec = sh("stty size; read line; stty size");
+        spec.tty = true;
+        h.spawn(spec);
+        h.wait_for_output(Stream::Pty, "24 80\r\n").await;
+
+        h.table.resize(KEY, 40, 100);
+        h.table.write_stdin(KEY, b"\n".to_vec());
+        let run = h.run_to_close().await;
+
+        assert!(
+            run.text(Stream::Pty).contains("40 100\r\n"),
+            "output: {:?}",
+            run.text(Stream::Pty)
+        );
+        assert_eq!(run.exit, Some(ExitStatus::Code(0)));
+    });
+}
+
+#[test]
+fn tty_input_reaches_the_child() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        let mut spec = sh("read line; echo \"got $line\"");
+        spec.tty = true;
+        h.spawn(spec);
+
+        h.table.write_stdin(KEY, b"hello\n".to_vec());
+        h.table.close_stdin(KEY);
+        let run = h.run_to_close().await;
+
+        assert!(run.text(Stream::Pty).contains("got hello\r\n"));
+        assert_eq!(run.exit, Some(ExitStatus::Code(0)));
+    });
+}
+
+#[test]
+fn kill_reaches_grandchildren_in_the_group() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        h.spawn(sh("sleep 100 & echo started; wait"));
+        h.wait_for_output(Stream::Stdout, "started").await;
+
+        h.table.kill(KEY);
+        // The sleeping grandchild holds stdout and stderr: both reach EOF only if it died too.
+        let run = h.run_to_close().await;
+
+        assert_eq!(run.exit, Some(ExitStatus::Signal(9)));
+    });
+}
+
+#[test]
+fn kill_reaches_grandchildren_on_a_tty() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        let mut spec = sh("sleep 100 & echo started; wait");
+        spec.tty = true;
+        h.spawn(spec);
+        h.wait_for_output(Stream::Pty, "started").await;
+
+        h.table.kill_all();
+        let run = h.run_to_close().await;
+
+        assert_eq!(run.exit, Some(ExitStatus::Signal(9)));
+    });
+}
+
+#[test]
+fn signal_is_delivered_to_the_group() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        h.spawn(sh(
+            "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 1; done",
+        ));
+        h.wait_for_output(Stream::Stdout, "ready").await;
+
+        h.table.signal(KEY, Signal::Term);
+        let run = h.run_to_close().await;
+
+        assert!(run.text(Stream::Stdout).contains("got-term"));
+        assert_eq!(run.exit, Some(ExitStatus::Code(7)));
+    });
+}
+
+#[test]
+fn large_output_arrives_complete() {
+    smol::block_on(async {
+        const SIZE: usize = 64 * 1024 * 1024;
+        let mut h = Harness::new();
+        h.spawn(spec(&["head", "-c", "67108864", "/dev/zero"]));
+
+        let mut total = 0;
+        let mut exit = None;
+        let mut eofs = 0;
+        while exit.is_none() || eofs < 2 {
+            match h.next().await {
+                ProcessEvent::Output { stream, bytes } => {
+                    assert_eq!(stream, Stream::Stdout);
+                    assert!(bytes.len() <= 64 * 1024);
+                    assert!(bytes.iter().all(|&b| b == 0));
+                    total += bytes.len();
+                }
+                ProcessEvent::Eof { .. } => eofs += 1,
+                ProcessEvent::Exited { status } => exit = Some(status),
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+
+        assert_eq!(total, SIZE);
+        assert_eq!(exit, Some(ExitStatus::Code(0)));
+    });
+}
+
+#[test]
+fn operations_on_unknown_or_released_keys_are_ignored() {
+    smol::block_on(async {
+        let mut h = Harness::new();
+        h.table.write_stdin(42, b"x".to_vec());
+        h.table.close_stdin(42);
+        h.table.signal(42, Signal::Int);
+        h.table.kill(42);
+        h.table.resize(42, 1, 1);
+        h.table.release(42);
+        h.table.resize(KEY, 10, 10);
+
+        let mut spec = spec(&["cat"]);
+        spec.pipe_stdin = true;
+        h.spawn(spec);
+        assert!(matches!(
+            h.table.spawn(KEY, sh("true")),
+            ProcessEvent::SpawnFailed { .. }
+        ));
+        h.table.resize(KEY, 10, 10); // not a PTY
+        h.table.write_stdin(KEY, b"bye".to_vec());
+        h.table.release(KEY);
+        h.table.kill(KEY); // released: ignored, but releasing closed stdin
+        let run = h.run_to_close().await;
+
+        assert_eq!(run.text(Stream::Stdout), "bye");
+        assert_eq!(run.exit, Some(ExitStatus::Code(0)));
+    });
+}
+
+#[test]
+fn sandbox_requests_fail_rather_than_run_unsandboxed() {
+    let mut h = Harness::new();
+    let mut spec = spec(&["true"]);
+    spec.sandbox = SandboxType::LinuxLandlock;
+    assert!(matches!(
+        h.table.spawn(KEY, spec),
+        ProcessEvent::SpawnFailed { .. }
+    ));
+}
+
+/// Throughput of the pump alone (`cargo test --release -p execd-smol --test process --
+/// --ignored --nocapture`); the server as a whole targets ≥ 800 MiB/s.
+#[test]
+#[ignore = "throughput measurement; run in release"]
+fn gigabyte_throughput() {
+    smol::block_on(async {
+        const SIZE: usize = 1 << 30;
+        let mut h = Harness::new();
+        let start = std::time::Instant::now();
+        h.spawn(spec(&["head", "-c", "1073741824", "/dev/zero"]));
+        let (mut total, mut chunks, mut done) = (0, 0, 0);
+        while done < 2 {
+            match h.next().await {
+                ProcessEvent::Output { bytes, .. } => {
+                    total += bytes.len();
+                    chunks += 1;
+                }
+                ProcessEvent::Exited { .. }
+                | ProcessEvent::Eof {
+                    stream: Stream::Stdout,
+                } => done += 1,
+                _ => {}
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(total, SIZE);
+        println!(
+            "{} MiB in {secs:.2} s: {:.0} MiB/s, {chunks} chunks",
+            SIZE >> 20,
+            (SIZE >> 20) as f64 / secs
+        );
+    });
+}
