@@ -14,13 +14,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use execd_core::ServerConfig;
 use execd_smol::{ServerOptions, WsServer};
 
 #[derive(Debug, Parser)]
-#[command(name = "execd", version, about = "A remote process executor speaking the Codex exec-server protocol")]
+#[command(
+    name = "execd",
+    version,
+    about = "A remote process executor speaking the Codex exec-server protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -55,7 +59,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("EXECD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Cmd::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
         Cmd::Run(args) => run::run(args),
@@ -73,7 +80,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut core = ServerConfig::default();
     core.session_ttl = Duration::from_secs(args.session_ttl);
     core.max_frame_bytes = args.max_frame_bytes;
-    let options = ServerOptions { core, ..ServerOptions::default() };
+    let options = ServerOptions {
+        core,
+        ..ServerOptions::default()
+    };
     if args.listen == "stdio" {
         return smol::block_on(execd_smol::serve_stdio(options)).context("stdio server failed");
     }
@@ -82,7 +92,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bail!("refusing to listen on non-loopback {addr} without --allow-non-loopback (execd has no authentication)");
     }
     smol::block_on(async {
-        let server = WsServer::bind(addr, options).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let server = WsServer::bind(addr, options)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{}", server.url())?;
         stdout.flush()?;
@@ -96,8 +108,11 @@ fn parse_listen(listen: &str) -> anyhow::Result<SocketAddr> {
         .strip_prefix("ws://")
         .with_context(|| format!("--listen takes ws://IP:PORT or stdio, not {listen:?}"))?;
     let rest = rest.trim_end_matches('/');
-    let rest = rest.strip_prefix("localhost:").map_or_else(|| rest.to_owned(), |port| format!("127.0.0.1:{port}"));
-    rest.parse().with_context(|| format!("invalid listen address {listen:?}"))
+    let rest = rest
+        .strip_prefix("localhost:")
+        .map_or_else(|| rest.to_owned(), |port| format!("127.0.0.1:{port}"));
+    rest.parse()
+        .with_context(|| format!("invalid listen address {listen:?}"))
 }
 
 /// The `execd` binary next to this one, for launching `execd serve --listen stdio`.

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
-use base64::Engine as _;
+use anyhow::{anyhow, bail, Context as _};
 use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use execd_core::PathUri;
 use execd_smol::transport::{self, FrameReader, FrameWriter, Inbound, Limits};
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 /// Exit code when execd itself fails (connection lost, protocol error), like ssh's 255.
 pub(crate) const EXIT_EXECD_ERROR: u8 = 255;
@@ -48,10 +48,15 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut env: BTreeMap<String, String> =
-        if args.clear_env { BTreeMap::new() } else { std::env::vars().collect() };
+    let mut env: BTreeMap<String, String> = if args.clear_env {
+        BTreeMap::new()
+    } else {
+        std::env::vars().collect()
+    };
     for kv in &args.env {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--env takes K=V, not {kv:?}"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--env takes K=V, not {kv:?}"))?;
         env.insert(k.to_owned(), v.to_owned());
     }
     let cwd = match args.cwd {
@@ -65,13 +70,20 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
             let (reader, writer) = transport::ws_connect(url, Limits::default())
                 .await
                 .with_context(|| format!("cannot connect to {url}"))?;
-            Conn { reader, writer, _child: None }
+            Conn {
+                reader,
+                writer,
+                _child: None,
+            }
         }
         None => spawn_local_server()?,
     };
 
-    let init = conn.call(1, "initialize", json!({"clientName": "execd-run"})).await?;
-    init.get("sessionId").context("initialize result has no sessionId")?;
+    let init = conn
+        .call(1, "initialize", json!({"clientName": "execd-run"}))
+        .await?;
+    init.get("sessionId")
+        .context("initialize result has no sessionId")?;
     conn.notify("initialized", json!({})).await?;
 
     let process_id = format!("run-{}", uuid::Uuid::new_v4());
@@ -89,7 +101,11 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
             if let Some(err) = msg.get("error") {
                 let message = err["message"].as_str().unwrap_or("unknown error");
                 eprintln!("execd: cannot run {:?}: {message}", args.argv[0]);
-                let code = if message.contains("os error 2") { EXIT_NOT_FOUND } else { EXIT_CANNOT_RUN };
+                let code = if message.contains("os error 2") {
+                    EXIT_NOT_FOUND
+                } else {
+                    EXIT_CANNOT_RUN
+                };
                 return Ok(ExitCode::from(code));
             }
             continue;
@@ -117,7 +133,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let code = exit_code.context("process closed without an exit code")?;
-    Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(EXIT_EXECD_ERROR)))
+    Ok(ExitCode::from(
+        u8::try_from(code & 0xff).unwrap_or(EXIT_EXECD_ERROR),
+    ))
 }
 
 struct Conn {
@@ -147,18 +165,26 @@ fn spawn_local_server() -> anyhow::Result<Conn> {
     let stdin = child.stdin.take().context("no stdin pipe")?;
     let stdout = child.stdout.take().context("no stdout pipe")?;
     let (reader, writer) = transport::stdio_transport(stdout, stdin, Limits::default());
-    Ok(Conn { reader, writer, _child: Some(ChildGuard(child)) })
+    Ok(Conn {
+        reader,
+        writer,
+        _child: Some(ChildGuard(child)),
+    })
 }
 
 impl Conn {
     async fn send_request(&mut self, id: i64, method: &str, params: Value) -> anyhow::Result<()> {
-        self.writer.send(json!({"id": id, "method": method, "params": params}).to_string()).await?;
+        self.writer
+            .send(json!({"id": id, "method": method, "params": params}).to_string())
+            .await?;
         self.writer.flush().await?;
         Ok(())
     }
 
     async fn notify(&mut self, method: &str, params: Value) -> anyhow::Result<()> {
-        self.writer.send(json!({"method": method, "params": params}).to_string()).await?;
+        self.writer
+            .send(json!({"method": method, "params": params}).to_string())
+            .await?;
         self.writer.flush().await?;
         Ok(())
     }
@@ -172,7 +198,10 @@ impl Conn {
                 let msg = self.recv().await?;
                 if msg.get("id") == Some(&json!(id)) {
                     if let Some(err) = msg.get("error") {
-                        bail!("{method} failed: {}", err["message"].as_str().unwrap_or("?"));
+                        bail!(
+                            "{method} failed: {}",
+                            err["message"].as_str().unwrap_or("?")
+                        );
                     }
                     return Ok(msg["result"].clone());
                 }

@@ -1,7 +1,7 @@
 mod os;
 pub mod process;
 mod pty;
-pub mod transport;
 mod server;
+pub mod transport;
 
 pub use server::{serve_connection, serve_stdio, ServerOptions, WsServer};

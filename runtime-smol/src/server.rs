@@ -26,7 +26,10 @@ pub struct ServerOptions {
 
 impl ServerOptions {
     fn limits(&self) -> Limits {
-        Limits { max_frame_bytes: self.core.max_frame_bytes, ..self.limits.clone() }
+        Limits {
+            max_frame_bytes: self.core.max_frame_bytes,
+            ..self.limits.clone()
+        }
     }
 }
 
@@ -77,7 +80,11 @@ impl WsServer {
                 match listener.accept().await {
                     Ok((reader, writer, peer)) => {
                         debug!(%peer, "connection accepted");
-                        if accept_tx.send(LoopEvent::Accepted(reader, writer)).await.is_err() {
+                        if accept_tx
+                            .send(LoopEvent::Accepted(reader, writer))
+                            .await
+                            .is_err()
+                        {
                             return Ok(());
                         }
                     }
@@ -91,7 +98,7 @@ impl WsServer {
         });
         let event_loop = EventLoop::new(self.options, loop_tx, false)?;
         let serve = event_loop.run(loop_rx);
-        future::or(async { acceptor.await }, async {
+        future::or(acceptor, async {
             serve.await;
             Ok(())
         })
@@ -100,7 +107,10 @@ impl WsServer {
 }
 
 fn is_transient_accept_error(e: &io::Error) -> bool {
-    !matches!(e.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported)
+    !matches!(
+        e.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+    )
 }
 
 /// Serves one connection over this process's stdin and stdout (newline-delimited JSON) until
@@ -120,7 +130,11 @@ pub async fn serve_stdio(options: ServerOptions) -> io::Result<()> {
 ///
 /// # Errors
 /// No OS randomness for session ids.
-pub async fn serve_connection(reader: FrameReader, writer: FrameWriter, options: ServerOptions) -> io::Result<()> {
+pub async fn serve_connection(
+    reader: FrameReader,
+    writer: FrameWriter,
+    options: ServerOptions,
+) -> io::Result<()> {
     let (loop_tx, loop_rx) = async_channel::unbounded();
     // Cannot fail: the receiver is alive.
     let _ = loop_tx.send(LoopEvent::Accepted(reader, writer)).await;
@@ -182,7 +196,12 @@ impl EventLoop {
             let wake = future::or(
                 async { loop_rx.recv().await.map_or(Wake::Stop, Wake::Loop) },
                 future::or(
-                    async { self.process_rx.recv().await.map_or(Wake::Stop, |(k, e)| Wake::Process(k, e)) },
+                    async {
+                        self.process_rx
+                            .recv()
+                            .await
+                            .map_or(Wake::Stop, |(k, e)| Wake::Process(k, e))
+                    },
                     timer,
                 ),
             )

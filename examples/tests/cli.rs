@@ -1,0 +1,214 @@
+//! The `execd` binary end to end: `execd run` with and without `--url`, and `execd serve
+//! --listen stdio`. Every wait is bounded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const EXECD: &str = env!("CARGO_BIN_EXE_execd");
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `cmd` to completion, failing the test after [`TIMEOUT`].
+fn output_within(mut cmd: Command) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("command timed out");
+        }
+    }
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `execd serve` and returns it with its printed URL.
+fn serve() -> (KillOnDrop, String) {
+    let mut child = Command::new(EXECD)
+        .args(["serve", "--listen", "ws://127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn execd serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let guard = KillOnDrop(child);
+    let line = rx
+        .recv_timeout(TIMEOUT)
+        .expect("execd serve printed its URL");
+    let url = line.trim().to_owned();
+    assert!(url.starts_with("ws://127.0.0.1:"), "{url:?}");
+    (guard, url)
+}
+
+fn run(url: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(EXECD);
+    cmd.arg("run");
+    if let Some(url) = url {
+        cmd.args(["--url", url]);
+    }
+    cmd.args(args);
+    output_within(cmd)
+}
+
+#[test]
+fn run_without_url_streams_output_and_exit_code() {
+    let out = run(None, &["--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+    assert_eq!(out.status.code(), Some(7));
+}
+
+#[test]
+fn run_with_url_streams_output_and_exit_code() {
+    let (_server, url) = serve();
+    let out = run(Some(&url), &["--", "sh", "-c", "printf 'a\\nb\\n'; exit 4"]);
+    assert_eq!(out.stdout, b"a\nb\n");
+    assert_eq!(out.status.code(), Some(4));
+    // The server keeps serving.
+    let out = run(Some(&url), &["--", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn run_reports_signal_death_as_128_plus_n() {
+    let out = run(None, &["--", "sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(137));
+}
+
+#[test]
+fn run_of_a_missing_command_exits_127() {
+    let out = run(None, &["--", "definitely-not-a-command-xyz"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such file"));
+}
+
+#[test]
+fn run_passes_cwd_and_env() {
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().expect("utf-8 temp dir");
+    let out = run(
+        None,
+        &[
+            "--cwd",
+            dir,
+            "--env",
+            "EXECD_T=42",
+            "--",
+            "sh",
+            "-c",
+            "pwd; echo $EXECD_T",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let canonical = std::fs::canonicalize(dir).expect("canonical");
+    assert!(
+        text.starts_with(dir) || text.starts_with(canonical.to_str().unwrap_or("")),
+        "{text}"
+    );
+    assert!(text.ends_with("42\n"), "{text}");
+}
+
+#[test]
+fn run_tty_gives_the_command_a_terminal() {
+    let out = run(None, &["--tty", "--", "sh", "-c", "test -t 1 && echo tty"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "tty");
+}
+
+#[test]
+fn serve_stdio_speaks_newline_delimited_json() {
+    let mut child = KillOnDrop(
+        Command::new(EXECD)
+            .args(["serve", "--listen", "stdio"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn"),
+    );
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let recv = || -> serde_json::Value {
+        let line = rx.recv_timeout(TIMEOUT).expect("a line from the server");
+        serde_json::from_str(&line).expect("each stdout line is one JSON message")
+    };
+    writeln!(
+        stdin,
+        r#"{{"id":1,"method":"initialize","params":{{"clientName":"t"}}}}"#
+    )
+    .expect("write");
+    assert!(recv()["result"]["sessionId"].is_string());
+    writeln!(stdin, r#"{{"method":"initialized","params":{{}}}}"#).expect("write");
+    writeln!(stdin, "{{bad json").expect("write");
+    assert_eq!(recv()["id"], -1);
+    writeln!(
+        stdin,
+        r#"{{"id":2,"method":"process/start","params":{{"processId":"p","argv":["echo","hi"],"cwd":"file:///","env":{{}},"tty":false}}}}"#
+    )
+    .expect("write");
+    let mut methods = Vec::new();
+    loop {
+        let msg = recv();
+        if let Some(m) = msg["method"].as_str() {
+            methods.push(m.to_owned());
+            if m == "process/closed" {
+                break;
+            }
+        } else {
+            assert_eq!(msg["id"], 2);
+        }
+    }
+    assert_eq!(
+        methods,
+        ["process/output", "process/exited", "process/closed"]
+    );
+    // Closing stdin ends the server.
+    drop(stdin);
+    let (tx, rx) = mpsc::channel();
+    let mut inner = child;
+    std::thread::spawn(move || {
+        let _ = tx.send(inner.0.wait().map(|s| s.code()));
+        let mut rest = Vec::new();
+        if let Some(mut out) = inner.0.stdout.take() {
+            let _ = out.read_to_end(&mut rest);
+        }
+    });
+    let code = rx
+        .recv_timeout(TIMEOUT)
+        .expect("server exits after stdin EOF")
+        .expect("wait");
+    assert_eq!(code, Some(0));
+}

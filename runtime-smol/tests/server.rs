@@ -1,0 +1,517 @@
+//! The server over real loopback WebSockets and real child processes. Every await has a
+//! timeout (`within`).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use execd_core::ServerConfig;
+use execd_smol::transport::{ws_connect, FrameReader, FrameWriter, Inbound, Limits};
+use execd_smol::{ServerOptions, WsServer};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use serde_json::{json, Value};
+use smol::Timer;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn within<T>(fut: impl Future<Output = T>) -> T {
+    let fut = async { Some(fut.await) };
+    let expire = async {
+        Timer::after(TIMEOUT).await;
+        None
+    };
+    futures_lite::future::or(fut, expire)
+        .await
+        .expect("timed out")
+}
+
+struct TestServer {
+    url: String,
+    addr: SocketAddr,
+    _task: smol::Task<std::io::Result<()>>,
+}
+
+async fn start_server(core: ServerConfig) -> TestServer {
+    let options = ServerOptions {
+        core,
+        ..ServerOptions::default()
+    };
+    let server = within(WsServer::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        options,
+    ))
+    .await
+    .expect("bind");
+    let url = server.url();
+    let addr = server.local_addr();
+    TestServer {
+        url,
+        addr,
+        _task: smol::spawn(server.run()),
+    }
+}
+
+struct Client {
+    reader: FrameReader,
+    writer: FrameWriter,
+    next_id: i64,
+    notifications: VecDeque<Value>,
+}
+
+impl Client {
+    async fn connect(url: &str) -> Client {
+        let (reader, writer) = within(ws_connect(url, Limits::default()))
+            .await
+            .expect("connect");
+        Client {
+            reader,
+            writer,
+            next_id: 1,
+            notifications: VecDeque::new(),
+        }
+    }
+
+    /// Connects and opens (or resumes) a session; returns the session id.
+    async fn initialize(&mut self, resume: Option<&str>) -> Value {
+        let mut params = json!({"clientName": "test"});
+        if let Some(sid) = resume {
+            params["resumeSessionId"] = json!(sid);
+        }
+        let r = self.call("initialize", params).await;
+        if r.get("result").is_some() {
+            self.send_raw(&json!({"method": "initialized", "params": {}}).to_string())
+                .await;
+        }
+        r
+    }
+
+    async fn session(url: &str) -> (Client, String) {
+        let mut c = Client::connect(url).await;
+        let r = c.initialize(None).await;
+        let sid = r["result"]["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_owned();
+        (c, sid)
+    }
+
+    async fn send_raw(&mut self, text: &str) {
+        within(self.writer.send(text.to_owned()))
+            .await
+            .expect("send");
+        within(self.writer.flush()).await.expect("flush");
+    }
+
+    async fn recv(&mut self) -> Value {
+        match within(self.reader.recv()).await {
+            Some(Ok(Inbound::Frame(bytes))) => {
+                serde_json::from_slice(&bytes).expect("server sends JSON")
+            }
+            Some(Ok(other)) => panic!("unexpected {other:?}"),
+            Some(Err(e)) => panic!("transport error {e}"),
+            None => panic!("server closed the connection"),
+        }
+    }
+
+    /// Sends a request; returns its response (result or error), queueing notifications.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_raw(&json!({"id": id, "method": method, "params": params}).to_string())
+            .await;
+        loop {
+            let msg = self.recv().await;
+            if msg.get("method").is_some() && msg.get("id").is_none() {
+                self.notifications.push_back(msg);
+            } else {
+                assert_eq!(msg["id"], id, "responses arrive for the request sent");
+                return msg;
+            }
+        }
+    }
+
+    async fn notification(&mut self) -> Value {
+        if let Some(n) = self.notifications.pop_front() {
+            return n;
+        }
+        let msg = self.recv().await;
+        assert!(msg.get("id").is_none(), "unexpected response {msg}");
+        msg
+    }
+
+    async fn start(&mut self, process_id: &str, argv: &[&str], extra: Value) -> Value {
+        let mut params = json!({
+            "processId": process_id, "argv": argv, "cwd": "file:///tmp",
+            "env": {"PATH": "/usr/bin:/bin"}, "tty": false,
+        });
+        if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        self.call("process/start", params).await
+    }
+
+    /// Collects notifications for `process_id` until its `process/closed`.
+    async fn until_closed(&mut self, process_id: &str) -> Run {
+        let mut run = Run::default();
+        loop {
+            let n = self.notification().await;
+            if n["params"]["processId"] != process_id {
+                continue;
+            }
+            run.seqs.push(n["params"]["seq"].as_u64().expect("seq"));
+            match n["method"].as_str().expect("method") {
+                "process/output" => {
+                    let bytes = STANDARD
+                        .decode(n["params"]["chunk"].as_str().expect("chunk"))
+                        .expect("base64");
+                    match n["params"]["stream"].as_str() {
+                        Some("stderr") => run.stderr.extend(bytes),
+                        _ => run.stdout.extend(bytes),
+                    }
+                    run.events.push("output");
+                }
+                "process/exited" => {
+                    run.exit_code = n["params"]["exitCode"].as_i64();
+                    run.events.push("exited");
+                }
+                "process/closed" => {
+                    run.events.push("closed");
+                    return run;
+                }
+                other => panic!("unexpected notification {other}"),
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Run {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    seqs: Vec<u64>,
+    events: Vec<&'static str>,
+    exit_code: Option<i64>,
+}
+
+impl Run {
+    fn assert_well_formed(&self) {
+        let want: Vec<u64> = (1..=self.seqs.len() as u64).collect();
+        assert_eq!(self.seqs, want, "seq is contiguous from 1");
+        assert_eq!(self.events.last(), Some(&"closed"), "closed is last");
+        assert_eq!(self.events.iter().filter(|e| **e == "exited").count(), 1);
+    }
+}
+
+#[test]
+fn lifecycle_events_arrive_in_seq_order() {
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let (mut c, _) = Client::session(&server.url).await;
+        let r = c
+            .start(
+                "p",
+                &["sh", "-c", "echo out; echo err >&2; exit 3"],
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            r["result"],
+            json!({"processId": "p", "sandboxType": "none"})
+        );
+        let run = c.until_closed("p").await;
+        run.assert_well_formed();
+        assert_eq!(run.stdout, b"out\n");
+        assert_eq!(run.stderr, b"err\n");
+        assert_eq!(run.exit_code, Some(3));
+    });
+}
+
+#[test]
+fn eight_mib_of_output_arrives_in_order_without_loss() {
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let (mut c, _) = Client::session(&server.url).await;
+        c.start("big", &["seq", "1", "1000000"], json!({})).await;
+        let run = c.until_closed("big").await;
+        run.assert_well_formed();
+        let want: String = (1..=1_000_000).map(|n| format!("{n}\n")).collect();
+        assert!(want.len() > 6 << 20);
+        assert_eq!(run.stdout.len(), want.len());
+        assert!(run.stdout == want.as_bytes(), "bytes differ");
+        assert_eq!(run.exit_code, Some(0));
+    });
+}
+
+#[test]
+fn large_binary_output_is_exact() {
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let (mut c, _) = Client::session(&server.url).await;
+        c.start("zero", &["head", "-c", "8388608", "/dev/zero"], json!({}))
+            .await;
+        let run = c.until_closed("zero").await;
+        run.assert_well_formed();
+        assert_eq!(run.stdout.len(), 8 << 20);
+        assert!(run.stdout.iter().all(|b| *b == 0));
+    });
+}
+
+#[test]
+fn write_dedupe_reaches_the_child_once() {
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let (mut c, _) = Client::session(&server.url).await;
+        c.start("cat", &["cat"], json!({"pipeStdin": true})).await;
+        let chunk = STANDARD.encode(b"hello\n");
+        for _ in 0..3 {
+            let r = c
+                .call(
+                    "process/write",
+                    json!({"processId": "cat", "chunk": chunk, "writeId": "w1"}),
+                )
+                .await;
+            assert_eq!(r["result"], json!({"status": "accepted"}));
+        }
+        let chunk2 = STANDARD.encode(b"world\n");
+        c.call(
+            "process/write",
+            json!({"processId": "cat", "chunk": chunk2, "writeId": "w2"}),
+        )
+        .await;
+        c.call("process/closeStdin", json!({"processId": "cat"}))
+            .await;
+        let run = c.until_closed("cat").await;
+        assert_eq!(run.stdout, b"hello\nworld\n");
+    });
+}
+
+#[test]
+fn stdin_is_null_without_pipe_stdin() {
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let (mut c, _) = Client::session(&server.url).await;
+        c.start("cat", &["cat"], json!({})).await;
+        let r = c
+            .call(
+                "process/write",
+                json!({"processId": "cat", "chunk": "eA==", "writeId": "w"}),
+            )
+            .await;
+        assert_eq!(r["result"]["status"], "stdinClosed");
+        let run = c.until_closed("cat").await;
+        assert_eq!(run.stdout, b"");
+        assert_eq!(run.exit_code, Some(0));
+    });
+}
+
+#[test]
+fn resume_after_disconnect_keeps_output_produced_while_detached() {
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let (mut a, sid) = Client::session(&server.url).await;
+        a.start(
+            "p",
+            &["sh", "-c", "echo early; sleep 0.3; echo later"],
+            json!({}),
+        )
+        .await;
+        let first = a.notification().await;
+        assert_eq!(first["params"]["seq"], 1);
+        drop(a);
+        // Stay away long enough for the child to finish while detached.
+        within(Timer::after(Duration::from_millis(800))).await;
+        let mut b = Client::connect(&server.url).await;
+        let r = b.initialize(Some(&sid)).await;
+        assert_eq!(r["result"]["sessionId"], sid.as_str());
+        let r = b
+            .call(
+                "process/read",
+                json!({"processId": "p", "afterSeq": 1, "waitMs": 5000}),
+            )
+            .await;
+        let chunks = r["result"]["chunks"].as_array().expect("chunks");
+        let text: Vec<u8> = chunks
+            .iter()
+            .flat_map(|c| {
+                STANDARD
+                    .decode(c["chunk"].as_str().unwrap_or(""))
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(text, b"later\n");
+        assert_eq!(r["result"]["exited"], true);
+        assert_eq!(r["result"]["closed"], true);
+        assert_eq!(r["result"]["exitCode"], 0);
+    });
+}
+
+#[test]
+fn resume_while_attached_is_refused_with_32010() {
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let (_a, sid) = Client::session(&server.url).await;
+        let mut b = Client::connect(&server.url).await;
+        let r = b.initialize(Some(&sid)).await;
+        assert_eq!(r["error"]["code"], -32010);
+    });
+}
+
+fn pid_alive(pid: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn ttl_expiry_kills_the_detached_sessions_processes() {
+    smol::block_on(async {
+        let mut config = ServerConfig::default();
+        config.session_ttl = Duration::from_millis(300);
+        let server = start_server(config).await;
+        let (mut a, sid) = Client::session(&server.url).await;
+        a.start("sleeper", &["sh", "-c", "sleep 60 & wait"], json!({}))
+            .await;
+        let list = a.call("process/list", json!({})).await;
+        let pid = list["result"]["processes"][0]["pid"].as_u64().expect("pid");
+        assert!(pid_alive(pid));
+        drop(a);
+        within(async {
+            while pid_alive(pid) {
+                Timer::after(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let mut b = Client::connect(&server.url).await;
+        let r = b.initialize(Some(&sid)).await;
+        assert_eq!(r["error"]["code"], -32600);
+    });
+}
+
+#[test]
+fn terminate_kills_the_process_group() {
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let (mut c, _) = Client::session(&server.url).await;
+        c.start("p", &["sh", "-c", "sleep 60 & wait"], json!({}))
+            .await;
+        let r = c.call("process/terminate", json!({"processId": "p"})).await;
+        assert_eq!(r["result"], json!({"running": true}));
+        let run = c.until_closed("p").await;
+        assert_eq!(run.exit_code, Some(137));
+    });
+}
+
+#[test]
+fn pty_processes_see_a_terminal() {
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let (mut c, _) = Client::session(&server.url).await;
+        c.start(
+            "t",
+            &[
+                "sh",
+                "-c",
+                "test -t 0 && test -t 1 && echo is-a-tty; stty size",
+            ],
+            json!({"tty": true}),
+        )
+        .await;
+        let run = c.until_closed("t").await;
+        run.assert_well_formed();
+        let text = String::from_utf8_lossy(&run.stdout);
+        assert!(text.contains("is-a-tty"), "{text:?}");
+        assert!(text.contains("24 80"), "{text:?}");
+    });
+}
+
+#[test]
+fn malformed_frames_get_errors_and_the_connection_keeps_working() {
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let (mut c, _) = Client::session(&server.url).await;
+        c.send_raw("{not json").await;
+        let r = c.recv().await;
+        assert_eq!(
+            (r["id"].clone(), r["error"]["code"].clone()),
+            (json!(-1), json!(-32600))
+        );
+        let r = c.call("process/nope", json!({})).await;
+        assert_eq!(r["error"]["code"], -32601);
+        let r = c
+            .call(
+                "process/start",
+                json!({"processId": "x", "argv": [], "cwd": "file:///", "env": {}, "tty": false}),
+            )
+            .await;
+        assert_eq!(r["error"]["code"], -32602);
+        let r = c
+            .call(
+                "process/start",
+                json!({"processId": "x", "argv": ["true"], "cwd": "/tmp", "env": {}, "tty": false}),
+            )
+            .await;
+        assert_eq!(r["error"]["code"], -32602);
+        let r = c.start("x", &["/definitely/not/here"], json!({})).await;
+        assert_eq!(r["error"]["code"], -32603);
+        let r = c.call("process/list", json!({})).await;
+        assert_eq!(
+            r["result"]["processes"],
+            json!([]),
+            "a failed spawn leaves no entry"
+        );
+    });
+}
+
+#[test]
+fn oversized_frames_are_refused_and_the_connection_keeps_working() {
+    smol::block_on(async {
+        let mut config = ServerConfig::default();
+        config.max_frame_bytes = 1024;
+        let server = start_server(config).await;
+        let (mut c, _) = Client::session(&server.url).await;
+        let big = json!({"id": 99, "method": "process/list", "params": {"pad": "x".repeat(4096)}});
+        c.send_raw(&big.to_string()).await;
+        let r = c.recv().await;
+        assert_eq!(r["error"]["code"], -32600);
+        let r = c.call("process/list", json!({})).await;
+        assert!(r["result"].is_object());
+    });
+}
+
+#[test]
+fn origin_header_is_refused_and_readyz_answers() {
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let head = |extra: &str| {
+            format!(
+                "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n",
+                server.addr
+            )
+        };
+        for (request, want) in [
+            (head("Origin: http://evil.example\r\n"), "HTTP/1.1 403"),
+            (
+                format!("GET /readyz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr),
+                "HTTP/1.1 200",
+            ),
+            (head(""), "HTTP/1.1 101"),
+        ] {
+            let mut tcp = within(smol::net::TcpStream::connect(server.addr))
+                .await
+                .expect("connect");
+            within(tcp.write_all(request.as_bytes()))
+                .await
+                .expect("write");
+            let mut buf = vec![0u8; 12];
+            within(tcp.read_exact(&mut buf))
+                .await
+                .expect("read status line");
+            assert_eq!(String::from_utf8_lossy(&buf), want);
+        }
+    });
+}
