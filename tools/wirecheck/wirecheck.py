@@ -60,6 +60,8 @@ def normalise(v, key=None):
                 return "<list>"
             return "<%s>" % type(x).__name__
         return shape(v)
+    if key in ("modifiedAtMs", "createdAtMs", "accessedAtMs") and isinstance(v, int) and v > 0:
+        return "<ms>"
     if isinstance(v, dict):
         return {k: normalise(x, k) for k, x in v.items()}
     if isinstance(v, list):

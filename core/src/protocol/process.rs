@@ -26,7 +26,7 @@ pub struct StartParams {
     /// Keep a writable stdin pipe (non-PTY).
     #[serde(default)]
     pub pipe_stdin: bool,
-    /// Override of argv[0] as seen by the child.
+    /// Override of `argv[0]` as seen by the child.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arg0: Option<String>,
 }
