@@ -6,6 +6,7 @@
 //!   exits with its exit code. Without `--url` it starts `execd serve --listen stdio` as a child
 //!   and talks to it over its stdin/stdout.
 
+mod bench;
 mod run;
 
 use std::io::Write as _;
@@ -36,6 +37,8 @@ enum Cmd {
     Serve(ServeArgs),
     /// Run one command through a server and exit with its exit code.
     Run(run::RunArgs),
+    /// Measure latency and throughput of a server, and the local floor.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
         Cmd::Run(args) => run::run(args),
+        Cmd::Bench(args) => bench::bench(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
