@@ -294,19 +294,21 @@ pub fn decode(text: &[u8]) -> Result<Inbound<'_>, DecodeError> {
     };
     let method = raw.method.map(|m| m.0);
     match (id, method, raw.result, raw.error) {
-        (Some(id), Some(method), None, None) => Ok(Inbound::Request {
+        // A method wins over result/error, as in the reference.
+        (Some(id), Some(method), _, _) => Ok(Inbound::Request {
             id,
             method,
             params: raw.params,
         }),
-        (None, Some(method), None, None) => Ok(Inbound::Notification {
+        (None, Some(method), _, _) => Ok(Inbound::Notification {
             method,
             params: raw.params,
         }),
         (Some(id), None, Some(result), None) => Ok(Inbound::Response { id, result }),
         (Some(id), None, None, Some(error)) => Ok(Inbound::Error { id, error }),
-        (id, ..) => Err(DecodeError {
-            id,
+        // Answered with id -1 like every undecodable frame (the reference does the same).
+        _ => Err(DecodeError {
+            id: None,
             message: "invalid JSON-RPC message: expected a request, notification or response"
                 .to_owned(),
         }),

@@ -4,4 +4,4 @@ mod pty;
 mod server;
 pub mod transport;
 
-pub use server::{serve_connection, serve_stdio, ServerOptions, WsServer};
+pub use server::{host_environment_info, serve_connection, serve_stdio, ServerOptions, WsServer};

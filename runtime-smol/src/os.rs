@@ -82,6 +82,7 @@ pub(crate) fn child_setup(
     parent: Pid,
 ) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
     move || {
+        reset_signals();
         if tty {
             rustix::process::setsid()?;
             rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
@@ -97,6 +98,25 @@ pub(crate) fn child_setup(
         #[cfg(not(target_os = "linux"))]
         let _ = parent;
         Ok(())
+    }
+}
+
+/// Gives the child default signal dispositions and an empty signal mask, whatever the server
+/// inherited (a server started in the background of a non-interactive shell ignores SIGINT and
+/// SIGQUIT, and its children must not). Async-signal-safe: only `signal` and `sigprocmask`.
+fn reset_signals() {
+    for signo in 1..32 {
+        if signo != libc::SIGKILL && signo != libc::SIGSTOP {
+            // SAFETY: resetting a disposition to SIG_DFL in the single-threaded forked child
+            // before exec; no handler of ours can run afterwards.
+            unsafe { libc::signal(signo, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: an empty set on the stack, initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
 }
 

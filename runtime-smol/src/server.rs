@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
-use execd_core::{Command, ConnId, Output, ProcessEvent, ProcessKey, ServerConfig};
+use execd_core::{Command, ConnId, Output, PathUri, ProcessEvent, ProcessKey, ServerConfig};
 use futures_lite::future;
 use tracing::{debug, info, trace, warn};
 
@@ -143,6 +143,28 @@ pub async fn serve_connection(
     Ok(())
 }
 
+/// The `environmentInfo` of the `initialize` result, read from this host: the user's shell,
+/// the server's working directory, home and temp directories (as PathUris) and the OS.
+pub fn host_environment_info() -> serde_json::Value {
+    let uri = |p: std::path::PathBuf| {
+        PathUri::from_host_path(&p)
+            .ok()
+            .map(|u| u.as_str().to_owned())
+    };
+    let shell_path = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".to_owned());
+    let shell_name = std::path::Path::new(&shell_path)
+        .file_name()
+        .map_or_else(|| "sh".to_owned(), |n| n.to_string_lossy().into_owned());
+    serde_json::json!({
+        "shell": {"name": shell_name, "path": shell_path},
+        "executorVersion": concat!("execd ", env!("CARGO_PKG_VERSION")),
+        "cwd": std::env::current_dir().ok().and_then(uri),
+        "userHomeDir": std::env::var_os("HOME").map(std::path::PathBuf::from).and_then(uri),
+        "platformOs": std::env::consts::OS,
+        "tempDir": uri(std::env::temp_dir()),
+    })
+}
+
 enum LoopEvent {
     Accepted(FrameReader, FrameWriter),
     Frame(ConnId, Inbound),
@@ -170,8 +192,12 @@ impl EventLoop {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
         let (process_tx, process_rx) = async_channel::bounded(PROCESS_EVENT_QUEUE);
+        let mut core = options.core;
+        if core.environment_info.is_none() {
+            core.environment_info = Some(host_environment_info());
+        }
         Ok(EventLoop {
-            server: execd_core::Server::new(options.core, seed),
+            server: execd_core::Server::new(core, seed),
             processes: ProcessTable::new(process_tx),
             process_rx,
             loop_tx,

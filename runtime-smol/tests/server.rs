@@ -515,3 +515,25 @@ fn origin_header_is_refused_and_readyz_answers() {
         }
     });
 }
+
+#[test]
+fn interrupt_reaches_children_even_when_the_server_ignores_sigint() {
+    // A server started in the background of a non-interactive shell inherits SIGINT ignored;
+    // its children must still get default dispositions.
+    // SAFETY: setting a disposition to SIG_IGN; no handler involved.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let (mut c, _) = Client::session(&server.url).await;
+        c.start("s", &["sleep", "30"], json!({})).await;
+        let r = c
+            .call(
+                "process/signal",
+                json!({"processId": "s", "signal": "interrupt"}),
+            )
+            .await;
+        assert_eq!(r["result"], json!({}));
+        let run = c.until_closed("s").await;
+        assert_eq!(run.exit_code, Some(130));
+    });
+}

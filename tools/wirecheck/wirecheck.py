@@ -7,8 +7,14 @@ that connection), so that transcripts of two servers (e.g. the reference
 `codex exec-server` and execd) can be diffed.
 
 Usage:
-  wirecheck.py --url ws://127.0.0.1:PORT [--out file.jsonl] [--only a,b] [--raw] [--no-times]
+  wirecheck.py --url ws://127.0.0.1:PORT [--out file.jsonl] [--only a,b] [--skip a,b] [--raw] [--no-times]
+               [--slow] [--ping-wait 35]
   wirecheck.py --stdio [--out file.jsonl] -- CMD ARGS...   (a fresh server per scenario)
+  wirecheck.py --list
+
+  --slow runs slow_detach_ttl_and_retention (~35 s); --ping-wait N watches raw frames for N s
+  (server_pings). Scenarios needing several connections / HTTP are skipped under --stdio.
+  Inherent races (stdout vs stderr order, exited vs output order) show up as diffs between runs.
 
 Requires: Python 3.8+, `pip install websockets` (only for --url).
 
@@ -1024,6 +1030,7 @@ async def http_checks(E):
         "GET /readyz": "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /": "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /nope": "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /readyz Origin": "GET /readyz HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n\r\n",
         "POST /readyz": "POST /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
         "upgrade /": "GET / HTTP/1.1\r\nHost: x\r\n" + up + "\r\n",
         "upgrade /other": "GET /other HTTP/1.1\r\nHost: x\r\n" + up + "\r\n",

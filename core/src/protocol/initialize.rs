@@ -19,6 +19,10 @@ pub struct InitializeParams {
 pub struct InitializeResult {
     /// The session id: a lower-case hyphenated UUID v4.
     pub session_id: String,
+    /// Facts about the host (shell, cwd, home and temp directories as PathUris, OS), as the
+    /// reference sends them; filled in by the runtime, which can look at the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_info: Option<serde_json::Value>,
     /// ext: the execd protocol revision, e.g. `"execd/1"`; absent from the reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<String>,

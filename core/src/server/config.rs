@@ -31,6 +31,10 @@ pub struct ServerConfig {
     /// How long to wait for trailing output after a sandboxed process exits before classifying
     /// it (reference: 20 ms).
     pub sandbox_grace: Duration,
+    /// The `environmentInfo` object of the `initialize` result (the reference sends one:
+    /// `{shell: {name, path}, cwd, userHomeDir, platformOs, tempDir, executorVersion}`). The core
+    /// cannot look at the host, so the runtime fills it in; `None` omits it.
+    pub environment_info: Option<serde_json::Value>,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +50,7 @@ impl Default for ServerConfig {
             max_read_wait: Duration::from_secs(600),
             sandbox: SandboxType::None,
             sandbox_grace: Duration::from_millis(20),
+            environment_info: None,
         }
     }
 }

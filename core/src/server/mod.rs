@@ -127,6 +127,19 @@ enum Timer {
 
 type Reply = Result<Option<String>, RpcError>;
 
+/// Every request method execd serves; anything else is `-32601` in any connection state.
+const KNOWN_METHODS: &[&str] = &[
+    method::INITIALIZE,
+    method::PROCESS_START,
+    method::PROCESS_READ,
+    method::PROCESS_WRITE,
+    method::PROCESS_TERMINATE,
+    method::PROCESS_SIGNAL,
+    method::PROCESS_CLOSE_STDIN,
+    method::PROCESS_RESIZE,
+    method::PROCESS_LIST,
+];
+
 impl Server {
     /// A server with `config`; `seed` (32 random bytes from the OS) keys the generator of
     /// session ids, which must be unpredictable.
@@ -210,7 +223,9 @@ impl Server {
             }
             Ok(Inbound::Notification { method, .. }) => self.handle_notification(conn, &method),
             Ok(Inbound::Response { .. } | Inbound::Error { .. }) => {
-                // The server sends no requests, so no response can be expected; ignore it.
+                // The server sends no requests, so a response is a protocol violation; the
+                // reference closes the connection.
+                self.close(conn);
             }
         }
         Ok(())
@@ -427,17 +442,24 @@ impl Server {
         params: Option<&RawValue>,
     ) -> Reply {
         let phase = self.conns.get(&conn).map_or(ConnPhase::New, |c| c.phase);
+        if !KNOWN_METHODS.contains(&method) {
+            // Checked before the handshake state, as the reference does.
+            return Err(RpcError::new(
+                ErrorCode::MethodNotFound,
+                format!("method not found: {method}"),
+            ));
+        }
         match (phase, method) {
             (ConnPhase::New, method::INITIALIZE) => self.initialize(now, conn, params),
             (_, method::INITIALIZE) => Err(RpcError::invalid_request(
                 "initialize may only be sent once per connection",
             )),
-            (ConnPhase::New, _) => Err(RpcError::invalid_request(format!(
-                "connection is not initialized; send initialize before {method}"
-            ))),
-            (ConnPhase::Initializing(_), _) => Err(RpcError::invalid_request(format!(
-                "client must send initialized before {method}"
-            ))),
+            (ConnPhase::New, _) => Err(RpcError::invalid_request(
+                "client must call initialize before using exec methods",
+            )),
+            (ConnPhase::Initializing(_), _) => Err(RpcError::invalid_request(
+                "client must send initialized before using exec methods",
+            )),
             (ConnPhase::Ready(sid), _) => match method {
                 method::PROCESS_START => self.start(conn, id, sid, params),
                 method::PROCESS_READ => self.read(now, conn, id, sid, params),
@@ -464,7 +486,13 @@ impl Server {
             (ConnPhase::Ready(_), method::INITIALIZED) => {}
             // `initialized` before `initialize`, or an unknown notification: the reference
             // closes the connection.
-            _ => {
+            _ => self.close(conn),
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.closing {
                 c.closing = true;
                 self.out.push_back(Output::Close { conn });
             }
@@ -508,6 +536,7 @@ impl Server {
         }
         ok(&InitializeResult {
             session_id: sid.to_string(),
+            environment_info: self.config.environment_info.clone(),
             protocol_version: Some(PROTOCOL_VERSION.to_owned()),
             capabilities: Some(Capabilities::all()),
         })
@@ -521,9 +550,6 @@ impl Server {
         params: Option<&RawValue>,
     ) -> Reply {
         let params: StartParams = rpc::decode_params(params)?;
-        if params.process_id.is_empty() {
-            return Err(RpcError::invalid_params("processId must not be empty"));
-        }
         if params.argv.is_empty() {
             return Err(RpcError::invalid_params("argv must not be empty"));
         }
@@ -661,10 +687,12 @@ impl Server {
             .signal
             .parse()
             .map_err(|e: crate::protocol::UnknownSignal| RpcError::invalid_params(e.to_string()))?;
-        let key = self.lookup(sid, &params.process_id)?;
-        if self.processes[&key].is_running() {
-            self.out
-                .push_back(Output::Command(Command::Signal { key, signal }));
+        // Unknown and exited processes succeed with `{}`, as in the reference.
+        if let Ok(key) = self.lookup(sid, &params.process_id) {
+            if self.processes[&key].is_running() {
+                self.out
+                    .push_back(Output::Command(Command::Signal { key, signal }));
+            }
         }
         ok(&serde_json::json!({}))
     }

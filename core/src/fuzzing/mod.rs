@@ -1,0 +1,152 @@
+//! Fuzz target bodies and the reference model of the server (feature `fuzzing`).
+//!
+//! The `fuzz/` crate's targets are one-line shims over [`run`]; this crate's tests run the same
+//! bodies over the committed corpus (`fuzz/corpus/<target>/`) and the model test under
+//! proptest, so CI exercises them on stable. Not part of the stable API.
+//!
+//! Every body panics on a finding (a broken invariant); anything else is a pass.
+
+// Harness code: a panic here is the finding, so unwrap/expect/panic are the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod model;
+mod ops;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use arbitrary::{Arbitrary, Unstructured};
+use serde_json::Value;
+
+use crate::server::{Command, Output, ProcessEvent, Server, ServerConfig};
+use crate::PathUri;
+
+pub use ops::{ConfigChoice, Ev, Op, Req, Resume, ServerOps};
+
+/// The fuzz targets, by the name of their `fuzz/fuzz_targets/<name>.rs` and corpus directory.
+pub const TARGETS: &[&str] = &["frame", "server_ops", "path_uri", "denial"];
+
+/// Runs target `name` on `data`; returns `false` when no target has that name.
+pub fn run(name: &str, data: &[u8]) -> bool {
+    match name {
+        "frame" => frame(data),
+        "server_ops" => server_ops(data),
+        "path_uri" => path_uri(data),
+        "denial" => denial(data),
+        _ => return false,
+    }
+    true
+}
+
+/// `frame`: `data` as one inbound frame, on a fresh connection and on an initialized one with
+/// a running process `p`. Must never panic; every frame the server sends must be valid JSON.
+pub fn frame(data: &[u8]) {
+    let now = Instant::now();
+    let mut server = Server::new(ServerConfig::default(), [1; 32]);
+    let fresh = server.handle_connect(now);
+    server
+        .handle_message(now, fresh, data)
+        .expect("the connection is open");
+    drain_checked(&mut server, now);
+
+    let ready = server.handle_connect(now);
+    let init = br#"{"id":1,"method":"initialize","params":{"clientName":"fuzz"}}"#;
+    server.handle_message(now, ready, init).expect("open");
+    server
+        .handle_message(now, ready, br#"{"method":"initialized"}"#)
+        .expect("open");
+    let start = br#"{"id":2,"method":"process/start","params":{"processId":"p","argv":["sh"],"cwd":"file:///tmp","env":{},"tty":true}}"#;
+    server.handle_message(now, ready, start).expect("open");
+    drain_checked(&mut server, now);
+    server
+        .handle_message(now, ready, data)
+        .expect("the connection is open");
+    drain_checked(&mut server, now);
+    // Let any long poll or timer the frame set up run out.
+    let later = now + Duration::from_secs(3600);
+    server.handle_timeout(later);
+    drain_checked(&mut server, later);
+}
+
+/// Drains `server`, checking that every frame is a JSON object, and answers spawns.
+fn drain_checked(server: &mut Server, now: Instant) {
+    let mut spawned = Vec::new();
+    while let Some(out) = server.poll_output() {
+        match out {
+            Output::Transmit { text, .. } => {
+                let v: Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {text}"));
+                let obj = v.as_object().expect("every frame is a JSON object");
+                assert!(
+                    obj.contains_key("method") || obj.contains_key("id"),
+                    "frame is neither a response nor a notification: {text}"
+                );
+            }
+            Output::Command(Command::Spawn { key, .. }) => spawned.push(key),
+            Output::Close { .. } | Output::Command(_) => {}
+        }
+    }
+    for key in spawned {
+        server.handle_process(now, key, ProcessEvent::Spawned { pid: 7 });
+        drain_checked(server, now);
+    }
+}
+
+/// `server_ops`: an operation sequence (see [`ServerOps`]) against [`Server`], checked after
+/// every step against the reference model.
+pub fn server_ops(data: &[u8]) {
+    let Ok(ops) = ServerOps::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    model::check(&ops);
+}
+
+/// Runs an already-built operation sequence against the model (for proptest and unit tests).
+pub fn check_server_ops(ops: &ServerOps) {
+    model::check(ops);
+}
+
+/// `path_uri`: parsing never panics, and a local path survives
+/// parse → to_host_path → from_host_path → parse.
+pub fn path_uri(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(uri) = PathUri::parse(text) else {
+        return;
+    };
+    let again: PathUri =
+        serde_json::from_value(serde_json::to_value(&uri).expect("serializes")).expect("decodes");
+    assert_eq!(again, uri, "serde round trip");
+    let Ok(path) = uri.to_host_path() else {
+        return;
+    };
+    assert!(path.is_absolute(), "{text:?} decoded to relative {path:?}");
+    let built = PathUri::from_host_path(&path).expect("an absolute path encodes");
+    let reparsed = PathUri::parse(built.as_str())
+        .unwrap_or_else(|e| panic!("{built} (from {text:?}) does not re-parse: {e}"));
+    let back = reparsed.to_host_path().expect("local");
+    assert_eq!(back, path, "round trip of {text:?} via {built}");
+    let _ = Path::new(&back);
+}
+
+/// `denial`: the classifier never panics, never calls exit 0 denied, and does not depend on
+/// how the output is split into chunks.
+pub fn denial(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(code) = i32::arbitrary(&mut u) else {
+        return;
+    };
+    let Ok(chunks) = Vec::<Vec<u8>>::arbitrary(&mut u) else {
+        return;
+    };
+    let split = || chunks.iter().map(Vec::as_slice);
+    let denied = crate::denial::is_sandbox_denied(code, split());
+    assert!(!crate::denial::is_sandbox_denied(0, split()), "exit 0 is never denied");
+    let whole = chunks.concat();
+    assert_eq!(
+        crate::denial::is_sandbox_denied(code, [whole.as_slice()]),
+        denied,
+        "chunking changed the verdict for code {code}: {chunks:?}"
+    );
+}
