@@ -290,7 +290,9 @@ impl BenchClient {
             match m.method {
                 Some("process/output") => {
                     buf.clear();
-                    STANDARD.decode_vec(p.chunk.unwrap_or(""), &mut buf)?;
+                    base64_simd::STANDARD
+                        .decode_append(p.chunk.unwrap_or(""), &mut buf)
+                        .map_err(|e| anyhow!("invalid base64: {e}"))?;
                     ensure!(buf.iter().all(|b| *b == 0), "corrupt output");
                     received += buf.len() as u64;
                 }
