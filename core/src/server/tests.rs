@@ -184,7 +184,7 @@ impl Harness {
 }
 
 fn b64(s: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
+    base64_simd::STANDARD.encode_to_string(s)
 }
 
 fn error_code(frame: &Value) -> i64 {
@@ -351,6 +351,19 @@ fn wrong_param_types_are_invalid_params() {
     ] {
         let r = h.call(conn, 1, "process/start", params.clone());
         assert_eq!(error_code(&r[0]), -32602, "{params}");
+    }
+    assert!(h.take_commands().is_empty(), "nothing spawned");
+}
+
+#[test]
+fn non_ascii_cwd_is_invalid_params_not_a_panic() {
+    // Found by fuzzing: PathUri::parse sliced the str at byte 5, inside the 'é'.
+    let mut h = Harness::new();
+    let (conn, _) = h.session();
+    for cwd in ["/%a/\u{e9}", "file\u{e9}", "\u{e9}"] {
+        let params = json!({"processId": "a", "argv": ["x"], "cwd": cwd, "env": {}, "tty": false});
+        let r = h.call(conn, 1, "process/start", params);
+        assert_eq!(error_code(&r[0]), -32602, "{cwd}");
     }
     assert!(h.take_commands().is_empty(), "nothing spawned");
 }
