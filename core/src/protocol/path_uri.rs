@@ -45,7 +45,9 @@ impl PathUri {
     pub fn parse(uri: &str) -> Result<PathUri, PathUriError> {
         let not_file = || PathUriError::NotFileUri(uri.to_owned());
         let scheme_len = "file:".len();
-        if uri.len() < scheme_len || !uri[..scheme_len].eq_ignore_ascii_case("file:") {
+        // Compare bytes: slicing the str at 5 would panic inside a multi-byte character.
+        let scheme = uri.as_bytes().get(..scheme_len);
+        if !scheme.is_some_and(|s| s.eq_ignore_ascii_case(b"file:")) {
             return Err(not_file());
         }
         let rest = &uri[scheme_len..];
@@ -237,6 +239,9 @@ mod tests {
             "file:///a%zz",
             "file:///a%00b",
             "file:///a?b",
+            "/%a/é",
+            "fileé",
+            "é",
         ] {
             assert!(PathUri::parse(bad).is_err(), "{bad}");
         }
