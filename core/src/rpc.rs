@@ -364,6 +364,16 @@ fn to_json<T: Serialize>(value: &T) -> String {
     })
 }
 
+/// serde's description of a decode failure without its ` at line L column C` suffix, as the
+/// reference words it (e.g. ``missing field `cwd` ``).
+fn serde_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
 /// Decodes `params` into `T`, treating absent params as `{}`.
 ///
 /// # Errors
@@ -371,7 +381,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 pub fn decode_params<'a, T: Deserialize<'a>>(params: Option<&'a RawValue>) -> Result<T, RpcError> {
     let text = params.map_or("{}", RawValue::get);
     let text = if text == "null" { "{}" } else { text };
-    serde_json::from_str(text).map_err(|e| RpcError::invalid_params(format!("invalid params: {e}")))
+    serde_json::from_str(text).map_err(|e| RpcError::invalid_params(serde_message(&e)))
 }
 
 #[cfg(test)]

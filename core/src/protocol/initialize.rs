@@ -4,8 +4,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InitializeParams {
-    /// A name for logs.
-    #[serde(default)]
+    /// A name for logs; required, as in the reference.
     pub client_name: String,
     /// The session to re-attach, from an earlier `initialize` result.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -119,8 +119,7 @@ pub struct WriteParams {
     /// The bytes to write (base64 on the wire).
     pub chunk: Base64Bytes,
     /// Required, non-empty; a repeat of an accepted id writes nothing.
-    #[serde(default)]
-    pub write_id: Option<String>,
+    pub write_id: String,
 }
 
 /// `process/write` status.

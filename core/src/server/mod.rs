@@ -636,14 +636,10 @@ impl Server {
 
     fn write(&mut self, sid: SessionId, params: Option<&RawValue>) -> Reply {
         let params: WriteParams = rpc::decode_params(params)?;
-        let write_id = match params.write_id {
-            Some(w) if !w.is_empty() => w,
-            _ => {
-                return Err(RpcError::invalid_params(
-                    "writeId is required and must not be empty",
-                ))
-            }
-        };
+        if params.write_id.is_empty() {
+            return Err(RpcError::invalid_params("writeId must not be empty"));
+        }
+        let write_id = params.write_id;
         let status = match self.lookup(sid, &params.process_id) {
             Err(_) => WriteStatus::UnknownProcess,
             Ok(key) => {

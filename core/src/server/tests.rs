@@ -1111,7 +1111,12 @@ fn detached_session_expires_at_its_ttl_and_kills_its_processes() {
     );
     assert_eq!(h.server.session_count(), 0);
     let b = h.connect();
-    let r = h.call(b, 1, "initialize", json!({"resumeSessionId": sid}));
+    let r = h.call(
+        b,
+        1,
+        "initialize",
+        json!({"clientName": "t", "resumeSessionId": sid}),
+    );
     assert_eq!(error_code(&r[0]), -32600);
     assert_eq!(
         r[0]["error"]["message"],
@@ -1139,7 +1144,12 @@ fn expiry_is_decided_at_resume_time() {
     // The clock moves past the deadline but the timer has not been serviced yet.
     h.now += Duration::from_secs(5);
     let b = h.connect();
-    let r = h.call(b, 1, "initialize", json!({"resumeSessionId": sid}));
+    let r = h.call(
+        b,
+        1,
+        "initialize",
+        json!({"clientName": "t", "resumeSessionId": sid}),
+    );
     assert_eq!(error_code(&r[0]), -32600);
     assert_eq!(
         h.take_commands(),
@@ -1152,11 +1162,21 @@ fn resume_while_attached_elsewhere_is_session_attached() {
     let mut h = Harness::new();
     let (_a, sid) = h.session();
     let b = h.connect();
-    let r = h.call(b, 1, "initialize", json!({"resumeSessionId": sid}));
+    let r = h.call(
+        b,
+        1,
+        "initialize",
+        json!({"clientName": "t", "resumeSessionId": sid}),
+    );
     assert_eq!(error_code(&r[0]), -32010);
     // b may retry once a is gone.
     h.disconnect(_a);
-    let r = h.call(b, 2, "initialize", json!({"resumeSessionId": sid}));
+    let r = h.call(
+        b,
+        2,
+        "initialize",
+        json!({"clientName": "t", "resumeSessionId": sid}),
+    );
     assert_eq!(r[0]["result"]["sessionId"], sid);
 }
 
@@ -1165,7 +1185,12 @@ fn resume_of_unknown_or_malformed_session_is_invalid() {
     let mut h = Harness::new();
     let conn = h.connect();
     for sid in ["3f1c7c1e-3b0a-4c8e-9a55-0a1b2c3d4e5f", "not-a-uuid"] {
-        let r = h.call(conn, 1, "initialize", json!({"resumeSessionId": sid}));
+        let r = h.call(
+            conn,
+            1,
+            "initialize",
+            json!({"clientName": "t", "resumeSessionId": sid}),
+        );
         assert_eq!(
             r[0]["error"]["message"],
             format!("unknown session id {sid}")
