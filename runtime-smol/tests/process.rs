@@ -538,37 +538,3 @@ fn sandbox_requests_fail_rather_than_run_unsandboxed() {
         ProcessEvent::SpawnFailed { .. }
     ));
 }
-
-/// Throughput of the pump alone (`cargo test --release -p execd-smol --test process --
-/// --ignored --nocapture`); the server as a whole targets ≥ 800 MiB/s.
-#[test]
-#[ignore = "throughput measurement; run in release"]
-fn gigabyte_throughput() {
-    smol::block_on(async {
-        const SIZE: usize = 1 << 30;
-        let mut h = Harness::new();
-        let start = std::time::Instant::now();
-        h.spawn(spec(&["head", "-c", "1073741824", "/dev/zero"]));
-        let (mut total, mut chunks, mut done) = (0, 0, 0);
-        while done < 2 {
-            match h.next().await {
-                ProcessEvent::Output { bytes, .. } => {
-                    total += bytes.len();
-                    chunks += 1;
-                }
-                ProcessEvent::Exited { .. }
-                | ProcessEvent::Eof {
-                    stream: Stream::Stdout,
-                } => done += 1,
-                _ => {}
-            }
-        }
-        let secs = start.elapsed().as_secs_f64();
-        assert_eq!(total, SIZE);
-        println!(
-            "{} MiB in {secs:.2} s: {:.0} MiB/s, {chunks} chunks",
-            SIZE >> 20,
-            (SIZE >> 20) as f64 / secs
-        );
-    });
-}
