@@ -1,4 +1,4 @@
-//! `execd`: the reference server and a command-line client.
+//! `execd`: the execd server and a command-line client.
 //!
 //! - `execd serve [--listen ws://127.0.0.1:0 | stdio] [--session-ttl SECONDS]` prints the bound
 //!   URL as its first stdout line and serves; logs go to stderr.

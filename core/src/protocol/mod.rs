@@ -17,7 +17,7 @@ pub use process::{
     StartResult, TerminateResult, WriteParams, WriteResult, WriteStatus,
 };
 pub use sandbox::SandboxType;
-pub use signal::{Signal, UnknownSignal};
+pub use signal::{signal_name, Signal, UnknownSignal};
 pub use stream::Stream;
 
 /// Method names as on the wire.

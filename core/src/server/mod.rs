@@ -666,13 +666,15 @@ impl Server {
 
     fn terminate(&mut self, sid: SessionId, params: Option<&RawValue>) -> Reply {
         let params: ProcessIdParams = rpc::decode_params(params)?;
-        let running = match self.lookup(sid, &params.process_id) {
-            Ok(key) if self.processes[&key].is_running() => {
+        let mut running = false;
+        if let Ok(key) = self.lookup(sid, &params.process_id) {
+            let p = &self.processes[&key];
+            running = p.is_running();
+            // Also after the leader's exit: descendants holding the output open are killed too.
+            if p.group_alive() {
                 self.out.push_back(Output::Command(Command::Kill { key }));
-                true
             }
-            _ => false,
-        };
+        }
         ok(&TerminateResult { running })
     }
 
@@ -684,7 +686,7 @@ impl Server {
             .map_err(|e: crate::protocol::UnknownSignal| RpcError::invalid_params(e.to_string()))?;
         // Unknown and exited processes succeed with `{}`, as in the reference.
         if let Ok(key) = self.lookup(sid, &params.process_id) {
-            if self.processes[&key].is_running() {
+            if self.processes[&key].group_alive() {
                 self.out
                     .push_back(Output::Command(Command::Signal { key, signal }));
             }
@@ -791,8 +793,8 @@ impl Server {
             sandbox_denied: p.sandbox_denied,
             exit_signal: match status {
                 ExitStatus::Signal(n) => Some(
-                    crate::protocol::Signal::from_number(n)
-                        .map_or_else(|| format!("SIG{n}"), |s| s.name().to_owned()),
+                    crate::protocol::signal_name(n)
+                        .map_or_else(|| format!("SIG{n}"), str::to_owned),
                 ),
                 ExitStatus::Code(_) => None,
             },
@@ -858,10 +860,8 @@ impl Server {
             return;
         };
         for key in session.processes.into_values() {
-            if let Some(p) = self.processes.get(&key) {
-                if p.is_running() {
-                    self.out.push_back(Output::Command(Command::Kill { key }));
-                }
+            if self.processes.get(&key).is_some_and(Process::group_alive) {
+                self.out.push_back(Output::Command(Command::Kill { key }));
             }
             self.forget(key, true);
         }

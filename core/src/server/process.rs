@@ -126,6 +126,13 @@ impl Process {
         self.next_seq
     }
 
+    /// Whether its process group may still have members: not closed yet (after the leader's
+    /// exit, descendants may still hold the output open). Signals and kills go to the group
+    /// until then; after the close the group id may be reused.
+    pub(crate) fn group_alive(&self) -> bool {
+        self.closed_seq.is_none()
+    }
+
     /// Whether the process is starting or running (its exit not yet reported).
     pub(crate) fn is_running(&self) -> bool {
         self.exit.is_none() && matches!(self.phase, Phase::Starting | Phase::Running)

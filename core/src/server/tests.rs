@@ -950,14 +950,57 @@ fn terminate_kills_running_processes_only() {
             status: ExitStatus::Signal(9),
         },
     );
+    // The leader exited but descendants still hold the output open: not running, yet the
+    // group is still killed.
     let r = h.call(conn, 2, "process/terminate", json!({"processId": "p"}));
     assert_eq!(
         r.last().expect("response")["result"],
         json!({"running": false})
     );
-    let r = h.call(conn, 3, "process/terminate", json!({"processId": "ghost"}));
+    assert_eq!(h.take_commands(), vec![Command::Kill { key }]);
+    h.event(
+        key,
+        ProcessEvent::Eof {
+            stream: Stream::Stdout,
+        },
+    );
+    h.event(
+        key,
+        ProcessEvent::Eof {
+            stream: Stream::Stderr,
+        },
+    );
+    // Closed: the group id may be reused, so nothing is sent.
+    let r = h.call(conn, 3, "process/terminate", json!({"processId": "p"}));
+    assert_eq!(
+        r.last().expect("response")["result"],
+        json!({"running": false})
+    );
+    let r = h.call(conn, 4, "process/terminate", json!({"processId": "ghost"}));
     assert_eq!(r[0]["result"], json!({"running": false}));
     assert!(h.take_commands().is_empty());
+}
+
+#[test]
+fn session_expiry_kills_descendants_of_an_exited_leader() {
+    let mut h = Harness::with_config(ServerConfig {
+        session_ttl: Duration::from_secs(1),
+        ..ServerConfig::default()
+    });
+    let (conn, _) = h.session();
+    let key = h.start(conn, "p", json!({}));
+    h.event(
+        key,
+        ProcessEvent::Exited {
+            status: ExitStatus::Code(0),
+        },
+    );
+    h.disconnect(conn);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.take_commands(),
+        vec![Command::Kill { key }, Command::Release { key }]
+    );
 }
 
 #[test]
