@@ -1,33 +1,18 @@
 //! The OS process layer against real children: spawning, output and exit events, stdin, PTYs,
 //! signals. Every await has a timeout.
 
+mod common;
+use common::timeout;
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use async_channel::Receiver;
 use execd_core::protocol::{SandboxType, Signal, Stream};
 use execd_core::{ExitStatus, ProcessEvent, SpawnSpec};
 use execd_smol::process::ProcessTable;
-use futures_lite::future;
-use smol::Timer;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
 const KEY: u64 = 1;
-
-/// Awaits `fut`, failing the test after `TIMEOUT`.
-async fn timeout<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    let out = future::or(async { Some(fut.await) }, async {
-        Timer::after(TIMEOUT).await;
-        None
-    })
-    .await;
-    match out {
-        Some(out) => out,
-        None => panic!("timed out waiting for {what}"),
-    }
-}
 
 fn spec(argv: &[&str]) -> SpawnSpec {
     SpawnSpec {

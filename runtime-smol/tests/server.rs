@@ -1,8 +1,10 @@
 //! The server over real loopback WebSockets and real child processes. Every await has a
 //! timeout (`within`).
 
+mod common;
+use common::within;
+
 use std::collections::VecDeque;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,19 +16,6 @@ use execd_smol::{ServerOptions, WsServer};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use serde_json::{json, Value};
 use smol::Timer;
-
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-async fn within<T>(fut: impl Future<Output = T>) -> T {
-    let fut = async { Some(fut.await) };
-    let expire = async {
-        Timer::after(TIMEOUT).await;
-        None
-    };
-    futures_lite::future::or(fut, expire)
-        .await
-        .expect("timed out")
-}
 
 struct TestServer {
     url: String,

@@ -2,7 +2,9 @@
 //!
 //! Every await goes through `within`, which fails the test after 10 s.
 
-use std::future::Future;
+mod common;
+use common::within;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,21 +16,6 @@ use execd_smol::transport::{
 use futures::StreamExt;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
-use smol::Timer;
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Awaits `fut`, panicking if it takes longer than [`TIMEOUT`].
-async fn within<T>(fut: impl Future<Output = T>) -> T {
-    let fut = async { Some(fut.await) };
-    let expire = async {
-        Timer::after(TIMEOUT).await;
-        None
-    };
-    futures_lite::future::or(fut, expire)
-        .await
-        .expect("timed out after 10 s")
-}
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
