@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use execd_core::{Command, ConnId, Output, PathUri, ProcessEvent, ProcessKey, ServerConfig};
@@ -38,6 +40,14 @@ impl ServerOptions {
 const PROCESS_EVENT_QUEUE: usize = 256;
 /// Events handled per wake-up before the loop flushes its outputs.
 const EVENT_BATCH: usize = 64;
+/// Bytes queued for one connection above which the loop stops taking process output, so a slow
+/// reader makes the children wait on their pipes instead of growing server memory.
+const CONN_HIGH_WATER: usize = 16 << 20;
+/// Bytes queued below which a congested connection lets process output flow again.
+const CONN_LOW_WATER: usize = 4 << 20;
+/// A connection congested this long is dropped: its session detaches and keeps retaining output
+/// for a resume, and the other connections' processes stop waiting on it.
+const CONGESTION_LIMIT: Duration = Duration::from_secs(30);
 
 /// A WebSocket server bound to a loopback (or other) address.
 #[derive(Debug)]
@@ -90,7 +100,7 @@ impl WsServer {
                     }
                     Err(e) if is_transient_accept_error(&e) => {
                         warn!(error = %e, "accept failed");
-                        smol::Timer::after(std::time::Duration::from_millis(50)).await;
+                        smol::Timer::after(Duration::from_millis(50)).await;
                     }
                     Err(e) => return Err(e),
                 }
@@ -169,6 +179,21 @@ enum LoopEvent {
     Accepted(FrameReader, FrameWriter),
     Frame(ConnId, Inbound),
     Closed(ConnId),
+    /// A congested connection's queue fell below the low-water mark.
+    Drained(ConnId),
+}
+
+/// The loop's handle on one connection's tasks.
+struct ConnHandle {
+    tx: Sender<WriterMsg>,
+    /// Bytes handed to the writer and not yet written.
+    queued: Arc<AtomicUsize>,
+    /// Set by the loop past the high-water mark, cleared by the writer below the low one.
+    congested: Arc<AtomicBool>,
+    congested_since: Option<Instant>,
+    /// Dropping a task cancels it.
+    _reader: smol::Task<()>,
+    writer: Option<smol::Task<()>>,
 }
 
 enum WriterMsg {
@@ -181,7 +206,7 @@ struct EventLoop {
     processes: ProcessTable,
     process_rx: Receiver<(ProcessKey, ProcessEvent)>,
     loop_tx: Sender<LoopEvent>,
-    writers: HashMap<ConnId, Sender<WriterMsg>>,
+    writers: HashMap<ConnId, ConnHandle>,
     /// Stop when the last connection closes (stdio mode).
     single: bool,
 }
@@ -206,10 +231,46 @@ impl EventLoop {
         })
     }
 
+    fn congested(&self) -> bool {
+        self.writers.values().any(|w| w.congested_since.is_some())
+    }
+
+    /// When the oldest congestion runs out of patience.
+    fn congestion_deadline(&self) -> Option<Instant> {
+        self.writers
+            .values()
+            .filter_map(|w| w.congested_since)
+            .min()
+            .map(|t| t + CONGESTION_LIMIT)
+    }
+
+    /// Drops connections congested for longer than [`CONGESTION_LIMIT`].
+    fn drop_stuck_connections(&mut self, now: Instant) {
+        let stuck: Vec<ConnId> = self
+            .writers
+            .iter()
+            .filter(|(_, w)| {
+                w.congested_since
+                    .is_some_and(|t| now >= t + CONGESTION_LIMIT)
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in stuck {
+            warn!(%conn, "dropping a connection that has not read its output for {CONGESTION_LIMIT:?}");
+            // Dropping the handle cancels both tasks and closes the socket.
+            self.writers.remove(&conn);
+            let _ = self.server.handle_disconnect(now, conn);
+        }
+    }
+
     async fn run(mut self, loop_rx: Receiver<LoopEvent>) {
         loop {
             self.drain();
-            let deadline = self.server.poll_timeout();
+            let congested = self.congested();
+            let deadline = match (self.server.poll_timeout(), self.congestion_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let timer = async {
                 match deadline {
                     Some(at) => {
@@ -223,6 +284,10 @@ impl EventLoop {
                 async { loop_rx.recv().await.map_or(Wake::Stop, Wake::Loop) },
                 future::or(
                     async {
+                        if congested {
+                            // Backpressure: leave process output in the pipes for now.
+                            return future::pending().await;
+                        }
                         self.process_rx
                             .recv()
                             .await
@@ -235,7 +300,10 @@ impl EventLoop {
             let now = Instant::now();
             match wake {
                 Wake::Stop => break,
-                Wake::Timer => self.server.handle_timeout(now),
+                Wake::Timer => {
+                    self.server.handle_timeout(now);
+                    self.drop_stuck_connections(now);
+                }
                 Wake::Loop(ev) => {
                     if self.on_loop_event(now, ev) {
                         break;
@@ -245,6 +313,9 @@ impl EventLoop {
             }
             // Take what else is ready before flushing, so bursts go out as bursts.
             for _ in 0..EVENT_BATCH {
+                if congested {
+                    break;
+                }
                 if let Ok((key, ev)) = self.process_rx.try_recv() {
                     self.server.handle_process(now, key, ev);
                     continue;
@@ -288,6 +359,12 @@ impl EventLoop {
                 let _ = self.server.handle_frame_too_large(now, conn, len);
                 false
             }
+            LoopEvent::Drained(conn) => {
+                if let Some(w) = self.writers.get_mut(&conn) {
+                    w.congested_since = None;
+                }
+                false
+            }
             LoopEvent::Closed(conn) => {
                 info!(%conn, "connection closed");
                 self.writers.remove(&conn);
@@ -299,9 +376,10 @@ impl EventLoop {
 
     fn start_connection(&mut self, conn: ConnId, mut reader: FrameReader, mut writer: FrameWriter) {
         let (tx, rx) = async_channel::unbounded::<WriterMsg>();
-        self.writers.insert(conn, tx);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let congested = Arc::new(AtomicBool::new(false));
         let loop_tx = self.loop_tx.clone();
-        smol::spawn(async move {
+        let reader_task = smol::spawn(async move {
             loop {
                 match reader.recv().await {
                     Some(Ok(inbound)) => {
@@ -317,16 +395,26 @@ impl EventLoop {
                 }
             }
             let _ = loop_tx.send(LoopEvent::Closed(conn)).await;
-        })
-        .detach();
-        smol::spawn(async move {
+        });
+        let loop_tx = self.loop_tx.clone();
+        let (writer_queued, writer_congested) = (queued.clone(), congested.clone());
+        let writer_task = smol::spawn(async move {
             let result: io::Result<()> = async {
                 while let Ok(msg) = rx.recv().await {
                     let mut next = Some(msg);
                     // Send everything queued, then flush once.
                     while let Some(msg) = next.take() {
                         match msg {
-                            WriterMsg::Frame(text) => writer.send(text).await?,
+                            WriterMsg::Frame(text) => {
+                                let len = text.len();
+                                writer.send(text).await?;
+                                let left = writer_queued.fetch_sub(len, Ordering::AcqRel) - len;
+                                if left < CONN_LOW_WATER
+                                    && writer_congested.swap(false, Ordering::AcqRel)
+                                {
+                                    let _ = loop_tx.send(LoopEvent::Drained(conn)).await;
+                                }
+                            }
                             WriterMsg::Close => {
                                 writer.close().await?;
                                 return Ok(());
@@ -343,8 +431,18 @@ impl EventLoop {
                 debug!(%conn, error = %e, "connection write failed");
             }
             let _ = writer.close().await;
-        })
-        .detach();
+        });
+        self.writers.insert(
+            conn,
+            ConnHandle {
+                tx,
+                queued,
+                congested,
+                congested_since: None,
+                _reader: reader_task,
+                writer: Some(writer_task),
+            },
+        );
     }
 
     fn drain(&mut self) {
@@ -352,13 +450,19 @@ impl EventLoop {
         while let Some(out) = self.server.poll_output() {
             match out {
                 Output::Transmit { conn, text } => {
-                    if let Some(tx) = self.writers.get(&conn) {
-                        let _ = tx.try_send(WriterMsg::Frame(text));
+                    if let Some(w) = self.writers.get_mut(&conn) {
+                        let queued = w.queued.fetch_add(text.len(), Ordering::AcqRel) + text.len();
+                        let _ = w.tx.try_send(WriterMsg::Frame(text));
+                        if queued > CONN_HIGH_WATER && w.congested_since.is_none() {
+                            debug!(%conn, queued, "connection congested");
+                            w.congested.store(true, Ordering::Release);
+                            w.congested_since = Some(now);
+                        }
                     }
                 }
                 Output::Close { conn } => {
-                    if let Some(tx) = self.writers.get(&conn) {
-                        let _ = tx.try_send(WriterMsg::Close);
+                    if let Some(w) = self.writers.get(&conn) {
+                        let _ = w.tx.try_send(WriterMsg::Close);
                     }
                 }
                 Output::Command(cmd) => self.perform(now, cmd),
@@ -385,8 +489,12 @@ impl EventLoop {
 
     fn shutdown(&mut self) {
         self.processes.kill_all();
-        for tx in self.writers.values() {
-            let _ = tx.try_send(WriterMsg::Close);
+        for w in self.writers.values_mut() {
+            let _ = w.tx.try_send(WriterMsg::Close);
+            // Let the writer flush what is queued and close, even after the loop is gone.
+            if let Some(task) = w.writer.take() {
+                task.detach();
+            }
         }
     }
 }

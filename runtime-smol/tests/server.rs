@@ -526,3 +526,63 @@ fn interrupt_reaches_children_even_when_the_server_ignores_sigint() {
         assert_eq!(run.exit_code, Some(130));
     });
 }
+
+#[test]
+fn a_client_that_stops_reading_pauses_the_child_instead_of_growing_memory() {
+    smol::block_on(async {
+        let server = start_server(ServerConfig::default()).await;
+        let (mut c, _) = Client::session(&server.url).await;
+        let dir = std::env::temp_dir().join(format!("execd-bp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let pidfile = dir.join("pid");
+        let script = format!(
+            "echo $$ > {}; exec head -c 50331648 /dev/zero",
+            pidfile.display()
+        );
+        c.start("flood", &["sh", "-c", &script], json!({})).await;
+        let pid: u64 = within(async {
+            loop {
+                if let Ok(text) = std::fs::read_to_string(&pidfile) {
+                    if let Ok(pid) = text.trim().parse() {
+                        return pid;
+                    }
+                }
+                Timer::after(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        // Read nothing: once the connection's queue is full the server must stop draining the
+        // pipe, so what `head` has written stops growing, well short of the whole output.
+        let written = |pid: u64| -> u64 {
+            let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+            io.lines()
+                .find_map(|l| l.strip_prefix("wchar: "))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(u64::MAX)
+        };
+        let mut previous = u64::MAX;
+        let stalled = within(async {
+            loop {
+                Timer::after(Duration::from_millis(500)).await;
+                let now = written(pid);
+                if now == previous {
+                    return now;
+                }
+                previous = now;
+            }
+        })
+        .await;
+        assert!(
+            pid_alive(pid),
+            "the child finished although nobody read its output"
+        );
+        assert!(
+            stalled < 40 << 20,
+            "{stalled} bytes were drained from an unread process"
+        );
+        let run = c.until_closed("flood").await;
+        run.assert_well_formed();
+        assert_eq!(run.stdout.len(), 48 << 20);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
