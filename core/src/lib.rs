@@ -8,12 +8,14 @@
 //! The wire protocol is the JSON-RPC dialect of the Codex exec-server (see `docs/PROTOCOL.md`),
 //! with negotiated extensions.
 
+pub mod client;
 pub mod denial;
 pub mod ids;
 pub mod protocol;
 pub mod rpc;
 pub mod server;
 
+pub use client::{CallError, Client, ClientConfig, ClientError, ClientEvent};
 pub use ids::{ConnId, ProcessKey, Seq};
 pub use protocol::PathUri;
 pub use rpc::{ErrorCode, RequestId, RpcError};

@@ -1,0 +1,33 @@
+use std::time::Duration;
+
+/// Tunables of the [`crate::client::Client`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The `clientName` sent in `initialize` (for the server's logs). Default `"execd"`.
+    pub client_name: String,
+    /// Whether a dropped connection is recovered (reconnect, resume the session, re-read
+    /// missed output, resend in-flight writes) instead of failing every call with
+    /// [`crate::client::CallError::Closed`]. Default `true` (as `execd run` uses it).
+    pub recovery: bool,
+    /// How long recovery keeps trying, from the disconnect until a resumed `initialize`
+    /// succeeds. Default 25 s: inside the server's detach TTL (30 s in the Codex
+    /// exec-server), so a session that could still be resumed is not given up early.
+    pub recovery_window: Duration,
+    /// The first delay between reconnect (or `-32010` resume) attempts. Default 50 ms.
+    pub backoff_initial: Duration,
+    /// The largest delay between attempts; the delay doubles up to it. Default 2 s.
+    pub backoff_max: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            client_name: "execd".to_owned(),
+            recovery: true,
+            recovery_window: Duration::from_secs(25),
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}

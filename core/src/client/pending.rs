@@ -1,0 +1,109 @@
+//! Calls awaiting a response (or, while the session is not ready, awaiting their first send).
+
+use std::collections::BTreeMap;
+
+use crate::protocol::method;
+
+/// Why a call was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The client's own `initialize`.
+    Initialize,
+    /// The client's own `process/read` filling a gap of a tracked process.
+    FillRead { process_id: String },
+    /// A call made by the user, answered with a `Response` event.
+    User {
+        /// `process/start` calls also track the process.
+        is_start: bool,
+        /// Whether the call may be sent again after a reconnect: `process/write` (the server
+        /// dedupes its `writeId`) and `process/read` (it changes nothing).
+        resendable: bool,
+    },
+}
+
+impl Kind {
+    pub(crate) fn user(method_name: &str) -> Kind {
+        Kind::User {
+            is_start: method_name == method::PROCESS_START,
+            resendable: matches!(method_name, method::PROCESS_WRITE | method::PROCESS_READ),
+        }
+    }
+}
+
+/// One call.
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub(crate) kind: Kind,
+    /// The encoded request frame, sent again unchanged on a resend.
+    pub(crate) text: String,
+    /// Whether the frame went out on the current (or a previous) transport.
+    pub(crate) sent: bool,
+}
+
+/// Calls by request id. Ids increase with creation, so iteration is creation order, which
+/// keeps resent and queued writes in the order the user made them.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    calls: BTreeMap<i64, Call>,
+}
+
+impl Pending {
+    pub(crate) fn insert(&mut self, id: i64, call: Call) {
+        self.calls.insert(id, call);
+    }
+
+    pub(crate) fn contains(&self, id: i64) -> bool {
+        self.calls.contains_key(&id)
+    }
+
+    pub(crate) fn remove(&mut self, id: i64) -> Option<Call> {
+        self.calls.remove(&id)
+    }
+
+    /// The transport dropped. Forgets the client's own calls (they are made afresh), marks
+    /// resendable user calls unsent, and removes and returns the ids of user calls that were
+    /// sent and may not be sent again. Calls never sent stay queued.
+    pub(crate) fn on_disconnect(&mut self) -> Vec<i64> {
+        let mut failed = Vec::new();
+        self.calls.retain(|&id, call| match call.kind {
+            Kind::Initialize | Kind::FillRead { .. } => false,
+            Kind::User { resendable, .. } => {
+                if call.sent && !resendable {
+                    failed.push(id);
+                    false
+                } else {
+                    call.sent = false;
+                    true
+                }
+            }
+        });
+        failed
+    }
+
+    /// Marks every unsent user call sent and returns their frames, oldest first.
+    pub(crate) fn take_unsent(&mut self) -> Vec<String> {
+        self.calls
+            .values_mut()
+            .filter(|c| !c.sent && matches!(c.kind, Kind::User { .. }))
+            .map(|c| {
+                c.sent = true;
+                c.text.clone()
+            })
+            .collect()
+    }
+
+    /// Removes every call; returns the ids of the user calls, oldest first.
+    pub(crate) fn drain_user(&mut self) -> Vec<i64> {
+        let calls = std::mem::take(&mut self.calls);
+        calls
+            .into_iter()
+            .filter(|(_, c)| matches!(c.kind, Kind::User { .. }))
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Number of calls awaiting a response or their first send.
+    pub(crate) fn len(&self) -> usize {
+        self.calls.len()
+    }
+}

@@ -1,0 +1,1056 @@
+//! Simulated-clock tests of the client machine against the real [`crate::Server`] in memory:
+//! frames move between the two only when a test says so, a fake process table answers the
+//! server's commands, and time is a base `Instant` plus `advance`. No sleeps, no I/O.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::ids::{ConnId, ProcessKey};
+use crate::protocol::PathUri;
+use crate::server::{Command, ExitStatus, Output, ProcessEvent, Server, ServerConfig};
+
+/// One fake child process.
+#[derive(Debug, Default)]
+struct FakeProc {
+    /// Bytes that reached its stdin.
+    stdin: Vec<u8>,
+    /// Bytes it wrote, in order (echoes included).
+    produced: Vec<u8>,
+    exited: bool,
+}
+
+struct Sim {
+    now: Instant,
+    server: Server,
+    client: Client,
+    /// The server connection the client's transport reaches, while it is up.
+    link: Option<ConnId>,
+    /// Server connections whose client side dropped but whose drop the server was not told.
+    stale: Vec<ConnId>,
+    /// Frames in flight, client to server and server to client (on `link`).
+    c2s: VecDeque<String>,
+    s2c: VecDeque<String>,
+    procs: BTreeMap<ProcessKey, FakeProc>,
+    /// Spawns the test releases itself (when `auto_spawn` is off).
+    held_spawns: Vec<ProcessKey>,
+    auto_spawn: bool,
+    /// Answer the client's `Reconnect` by connecting (or by failing when `false`).
+    connect_ok: bool,
+    /// Answer `Reconnect` at all during `pump` (off: the test connects by hand).
+    auto_connect: bool,
+    /// Every `initialize` frame the client sent.
+    initializes: usize,
+    events: Vec<ClientEvent>,
+}
+
+impl Sim {
+    fn new(recovery: bool) -> Self {
+        Self::with(recovery, ServerConfig::default())
+    }
+
+    fn with(recovery: bool, server_config: ServerConfig) -> Self {
+        let config = ClientConfig {
+            recovery,
+            client_name: "sim".to_owned(),
+            ..ClientConfig::default()
+        };
+        Sim {
+            now: Instant::now(),
+            server: Server::new(server_config, [9; 32]),
+            client: Client::new(config, [0xab; 16]),
+            link: None,
+            stale: Vec::new(),
+            c2s: VecDeque::new(),
+            s2c: VecDeque::new(),
+            procs: BTreeMap::new(),
+            held_spawns: Vec::new(),
+            auto_spawn: true,
+            connect_ok: true,
+            auto_connect: true,
+            initializes: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// A connected sim with a ready session.
+    fn ready(recovery: bool) -> Self {
+        let mut sim = Self::new(recovery);
+        sim.connect();
+        sim.settle();
+        assert!(sim.client.is_ready());
+        sim.events.clear();
+        sim
+    }
+
+    fn connect(&mut self) {
+        let conn = self.server.handle_connect(self.now);
+        self.link = Some(conn);
+        self.client.handle_connected(self.now);
+        self.pump();
+    }
+
+    /// Moves what each side produced into the network and the process table, and answers
+    /// `Reconnect` requests.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(text) = self.client.poll_transmit() {
+                moved = true;
+                if text.contains(r#""method":"initialize""#) {
+                    self.initializes += 1;
+                }
+                if self.link.is_some() {
+                    self.c2s.push_back(text);
+                }
+            }
+            while let Some(ev) = self.client.poll_event() {
+                moved = true;
+                if ev == ClientEvent::Reconnect && self.auto_connect {
+                    if self.connect_ok {
+                        let conn = self.server.handle_connect(self.now);
+                        self.link = Some(conn);
+                        self.client.handle_connected(self.now);
+                    } else {
+                        self.client.handle_connect_failed(self.now);
+                    }
+                }
+                self.events.push(ev);
+            }
+            while let Some(out) = self.server.poll_output() {
+                moved = true;
+                match out {
+                    Output::Transmit { conn, text } => {
+                        if Some(conn) == self.link {
+                            self.s2c.push_back(text);
+                        }
+                    }
+                    Output::Close { conn } => {
+                        if Some(conn) == self.link {
+                            self.drop_link(true);
+                        } else {
+                            self.server.handle_disconnect(self.now, conn).ok();
+                        }
+                    }
+                    Output::Command(cmd) => self.command(cmd),
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Spawn { key, .. } => {
+                self.procs.insert(key, FakeProc::default());
+                if self.auto_spawn {
+                    self.server
+                        .handle_process(self.now, key, ProcessEvent::Spawned { pid: 100 });
+                } else {
+                    self.held_spawns.push(key);
+                }
+            }
+            Command::WriteStdin { key, bytes } => {
+                if let Some(p) = self.procs.get_mut(&key) {
+                    p.stdin.extend_from_slice(&bytes);
+                }
+                self.output(key, &bytes);
+            }
+            Command::Kill { key } => self.finish(key, ExitStatus::Signal(9)),
+            _ => {}
+        }
+    }
+
+    /// The child `key` writes `bytes` to stdout.
+    fn output(&mut self, key: ProcessKey, bytes: &[u8]) {
+        if let Some(p) = self.procs.get_mut(&key) {
+            p.produced.extend_from_slice(bytes);
+        }
+        let ev = ProcessEvent::Output {
+            stream: Stream::Stdout,
+            bytes: bytes.to_vec(),
+        };
+        self.server.handle_process(self.now, key, ev);
+    }
+
+    /// The child `key` exits and both pipes reach EOF.
+    fn finish(&mut self, key: ProcessKey, status: ExitStatus) {
+        match self.procs.get_mut(&key) {
+            Some(p) if !p.exited => p.exited = true,
+            _ => return,
+        }
+        self.server
+            .handle_process(self.now, key, ProcessEvent::Exited { status });
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            self.server
+                .handle_process(self.now, key, ProcessEvent::Eof { stream });
+        }
+    }
+
+    fn release_spawns(&mut self) {
+        for key in std::mem::take(&mut self.held_spawns) {
+            self.server
+                .handle_process(self.now, key, ProcessEvent::Spawned { pid: 100 });
+        }
+        self.pump();
+    }
+
+    fn deliver_c2s(&mut self) -> bool {
+        let (Some(conn), Some(text)) = (self.link, self.c2s.pop_front()) else {
+            return false;
+        };
+        self.server
+            .handle_message(self.now, conn, text.as_bytes())
+            .expect("the link's server connection is open");
+        self.pump();
+        true
+    }
+
+    fn deliver_s2c(&mut self) -> bool {
+        let Some(text) = self.s2c.pop_front() else {
+            return false;
+        };
+        self.client.handle_message(self.now, text.as_bytes());
+        self.pump();
+        true
+    }
+
+    /// Delivers every frame in flight until both sides are quiet.
+    fn settle(&mut self) {
+        self.pump();
+        for _ in 0..10_000 {
+            if !self.deliver_c2s() && !self.deliver_s2c() {
+                return;
+            }
+        }
+        panic!("the sim did not settle");
+    }
+
+    /// The client's transport drops; frames in flight are lost. The server learns of it now
+    /// (`server_notices`) or at `notice_drops`.
+    fn drop_link(&mut self, server_notices: bool) {
+        let Some(conn) = self.link.take() else {
+            return;
+        };
+        self.c2s.clear();
+        self.s2c.clear();
+        if server_notices {
+            self.server
+                .handle_disconnect(self.now, conn)
+                .expect("open conn");
+        } else {
+            self.stale.push(conn);
+        }
+        self.client.handle_disconnect(self.now);
+    }
+
+    fn notice_drops(&mut self) {
+        for conn in std::mem::take(&mut self.stale) {
+            self.server.handle_disconnect(self.now, conn).ok();
+        }
+        self.pump();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.server.handle_timeout(self.now);
+        self.client.handle_timeout(self.now);
+        self.pump();
+    }
+
+    /// Starts `pid` (pipeStdin) and returns its key once running.
+    fn start(&mut self, pid: &str) -> ProcessKey {
+        let before: Vec<ProcessKey> = self.procs.keys().copied().collect();
+        let id = self
+            .client
+            .start(self.now, start_params(pid))
+            .expect("client open");
+        self.settle();
+        let key = *self
+            .procs
+            .keys()
+            .find(|k| !before.contains(k))
+            .expect("spawned");
+        if self.auto_spawn {
+            let r = self.take_response(&id).expect("start ok");
+            assert_eq!(r["processId"], json!(pid));
+        }
+        key
+    }
+
+    fn take_response(&mut self, id: &RequestId) -> Result<Value, CallError> {
+        let pos = self
+            .events
+            .iter()
+            .position(|e| matches!(e, ClientEvent::Response { id: i, .. } if i == id))
+            .unwrap_or_else(|| panic!("no response to {id}: {:?}", self.events));
+        match self.events.remove(pos) {
+            ClientEvent::Response { result, .. } => result,
+            _ => unreachable!(),
+        }
+    }
+
+    fn responses(&self, id: &RequestId) -> usize {
+        self.events
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::Response { id: i, .. } if i == id))
+            .count()
+    }
+
+    /// The process events of `pid`, compactly: `o<seq>:<text>`, `e<seq>:<code>`, `c<seq>`,
+    /// `gap<lost><<first retained>`, `lost`.
+    fn trail(&self, pid: &str) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Output {
+                    process_id,
+                    seq,
+                    chunk,
+                    ..
+                } if process_id == pid => {
+                    Some(format!("o{seq}:{}", String::from_utf8_lossy(chunk)))
+                }
+                ClientEvent::Exited {
+                    process_id,
+                    seq,
+                    exit_code,
+                    ..
+                } if process_id == pid => Some(format!("e{seq}:{exit_code}")),
+                ClientEvent::Closed { process_id, seq } if process_id == pid => {
+                    Some(format!("c{seq}"))
+                }
+                ClientEvent::Gap {
+                    process_id,
+                    lost_chunks,
+                    first_retained_seq,
+                } if process_id == pid => Some(format!("gap{lost_chunks}<{first_retained_seq}")),
+                ClientEvent::ProcessLost { process_id } if process_id == pid => {
+                    Some("lost".to_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn delivered_bytes(&self, pid: &str) -> Vec<u8> {
+        let mut all = Vec::new();
+        for e in &self.events {
+            if let ClientEvent::Output {
+                process_id, chunk, ..
+            } = e
+            {
+                if process_id == pid {
+                    all.extend_from_slice(chunk);
+                }
+            }
+        }
+        all
+    }
+
+    fn count(&self, f: impl Fn(&ClientEvent) -> bool) -> usize {
+        self.events.iter().filter(|e| f(e)).count()
+    }
+}
+
+fn start_params(pid: &str) -> StartParams {
+    StartParams {
+        process_id: pid.to_owned(),
+        argv: vec!["cat".to_owned()],
+        cwd: PathUri::parse("file:///tmp").expect("valid"),
+        env: BTreeMap::new(),
+        tty: false,
+        pipe_stdin: true,
+        arg0: None,
+    }
+}
+
+fn is_closed_error(r: &Result<Value, CallError>) -> bool {
+    matches!(r, Err(CallError::Closed))
+}
+
+// ----- handshake ------------------------------------------------------------------------------
+
+#[test]
+fn first_connect_opens_a_fresh_session() {
+    let mut sim = Sim::new(true);
+    let queued = sim
+        .client
+        .call(sim.now, "process/list", Value::Null)
+        .expect("open");
+    sim.connect();
+    sim.settle();
+    let sid = sim.client.session_id().expect("session").to_owned();
+    assert_eq!(
+        sim.events[0],
+        ClientEvent::Connected {
+            session_id: sid,
+            resumed: false
+        }
+    );
+    assert_eq!(
+        sim.take_response(&queued).expect("list"),
+        json!({"processes": []})
+    );
+}
+
+#[test]
+fn initialize_is_reserved() {
+    let mut sim = Sim::ready(true);
+    assert_eq!(
+        sim.client.call(sim.now, "initialize", json!({})),
+        Err(ClientError::ReservedMethod("initialize".to_owned()))
+    );
+}
+
+#[test]
+fn write_ids_are_unique_per_instance_and_per_write() {
+    let now = Instant::now();
+    let mut frames = Vec::new();
+    for seed in [[1u8; 16], [2u8; 16]] {
+        let mut c = Client::new(ClientConfig::default(), seed);
+        c.handle_connected(now);
+        c.handle_message(
+            now,
+            br#"{"id":1,"result":{"sessionId":"00000000-0000-4000-8000-000000000000"}}"#,
+        );
+        while c.poll_transmit().is_some() {}
+        for _ in 0..2 {
+            c.write(now, "p", b"x".to_vec()).expect("open");
+            let text = c.poll_transmit().expect("write sent");
+            let v: Value = serde_json::from_str(&text).expect("json");
+            frames.push(v["params"]["writeId"].as_str().expect("id").to_owned());
+        }
+    }
+    assert_eq!(frames[0], format!("{}-1", "01".repeat(16)));
+    assert_eq!(frames[1], format!("{}-2", "01".repeat(16)));
+    assert_eq!(frames[2], format!("{}-1", "02".repeat(16)));
+}
+
+// ----- recovery off ---------------------------------------------------------------------------
+
+#[test]
+fn disconnect_mid_call_without_recovery_fails_pending_and_later_calls_with_closed() {
+    let mut sim = Sim::ready(false);
+    sim.auto_spawn = false;
+    let start = sim.client.start(sim.now, start_params("p")).expect("open");
+    sim.settle();
+    assert_eq!(sim.responses(&start), 0, "start waits for the spawn");
+    sim.drop_link(true);
+    sim.pump();
+    assert!(is_closed_error(&sim.take_response(&start)));
+    assert_eq!(
+        sim.events,
+        [ClientEvent::SessionLost {
+            reason: LostReason::Disconnected
+        }]
+    );
+    assert_eq!(
+        sim.client.call(sim.now, "process/list", Value::Null),
+        Err(ClientError::Closed)
+    );
+    assert_eq!(
+        sim.client.write(sim.now, "p", b"x".to_vec()),
+        Err(ClientError::Closed)
+    );
+    assert_eq!(sim.client.poll_timeout(), None);
+    assert!(sim.client.is_closed());
+}
+
+#[test]
+fn disconnect_mid_write_without_recovery_fails_the_write_with_closed() {
+    let mut sim = Sim::ready(false);
+    let key = sim.start("p");
+    let write = sim.client.write(sim.now, "p", b"x".to_vec()).expect("open");
+    sim.pump();
+    assert!(sim.deliver_c2s(), "the write reaches the server");
+    sim.drop_link(true);
+    sim.pump();
+    assert!(is_closed_error(&sim.take_response(&write)));
+    assert_eq!(sim.procs[&key].stdin, b"x");
+    assert!(sim.trail("p").is_empty(), "the echo was lost with the link");
+}
+
+#[test]
+fn disconnect_mid_stream_without_recovery_stops_delivery() {
+    let mut sim = Sim::ready(false);
+    let key = sim.start("p");
+    sim.output(key, b"a");
+    sim.pump();
+    sim.settle();
+    sim.output(key, b"b");
+    sim.pump();
+    sim.drop_link(true);
+    sim.output(key, b"c");
+    sim.advance(Duration::from_secs(60));
+    sim.settle();
+    assert_eq!(sim.trail("p"), ["o1:a"]);
+    assert_eq!(
+        sim.count(|e| matches!(e, ClientEvent::SessionLost { .. })),
+        1
+    );
+    assert_eq!(sim.count(|e| *e == ClientEvent::Reconnect), 0);
+}
+
+// ----- recovery on ----------------------------------------------------------------------------
+
+#[test]
+fn disconnect_mid_call_with_recovery_fails_only_calls_that_cannot_be_resent() {
+    let mut sim = Sim::ready(true);
+    let key = sim.start("p");
+    let terminate = sim
+        .client
+        .call(sim.now, "process/terminate", json!({"processId": "p"}))
+        .expect("open");
+    let read = sim
+        .client
+        .call(sim.now, "process/read", json!({"processId": "p"}))
+        .expect("open");
+    sim.pump();
+    sim.drop_link(true);
+    // Failed at once, before any reconnect.
+    assert_eq!(
+        sim.client.poll_event(),
+        Some(ClientEvent::Response {
+            id: terminate.clone(),
+            result: Err(CallError::Closed)
+        })
+    );
+    let queued = sim
+        .client
+        .call(sim.now, "process/list", Value::Null)
+        .expect("calls queue while reconnecting");
+    sim.settle();
+    assert!(sim.events.contains(&ClientEvent::Reconnect));
+    assert!(sim.events.contains(&ClientEvent::Connected {
+        session_id: sim.client.session_id().expect("sid").to_owned(),
+        resumed: true
+    }));
+    assert_eq!(sim.take_response(&read).expect("read")["chunks"], json!([]));
+    let list = sim.take_response(&queued).expect("list");
+    assert_eq!(list["processes"][0]["state"], json!("running"));
+    assert!(!sim.procs[&key].exited, "the terminate was never sent");
+}
+
+#[test]
+fn in_flight_write_is_resent_with_the_same_write_id_and_reaches_the_child_once() {
+    // The write reached the server, its response was lost; and the write was lost itself.
+    for reached in [true, false] {
+        let mut sim = Sim::ready(true);
+        let key = sim.start("p");
+        let write = sim.client.write(sim.now, "p", b"x".to_vec()).expect("open");
+        sim.pump();
+        let sent = sim.c2s.back().cloned().expect("write in flight");
+        if reached {
+            assert!(sim.deliver_c2s());
+        }
+        sim.drop_link(true);
+        let later = sim.client.write(sim.now, "p", b"y".to_vec()).expect("open");
+        sim.settle();
+        assert_eq!(sim.procs[&key].stdin, b"xy", "reached={reached}");
+        assert_eq!(
+            sim.take_response(&write).expect("resent"),
+            json!({"status": "accepted"})
+        );
+        assert_eq!(sim.responses(&write), 0);
+        assert_eq!(
+            sim.take_response(&later).expect("queued"),
+            json!({"status": "accepted"})
+        );
+        // The echoes come back once each, in order.
+        assert_eq!(sim.delivered_bytes("p"), b"xy");
+        assert!(sent.contains(&format!("\"writeId\":\"{}-1\"", "ab".repeat(16))));
+    }
+}
+
+#[test]
+fn output_missed_while_disconnected_is_delivered_once_in_order() {
+    let mut sim = Sim::ready(true);
+    let key = sim.start("p");
+    sim.output(key, b"a");
+    sim.settle();
+    // b is in flight when the link drops; c is produced while detached.
+    sim.output(key, b"b");
+    sim.pump();
+    sim.drop_link(true);
+    sim.output(key, b"c");
+    sim.settle();
+    sim.output(key, b"d");
+    sim.settle();
+    assert_eq!(sim.trail("p"), ["o1:a", "o2:b", "o3:c", "o4:d"]);
+    assert_eq!(sim.client.last_seq("p"), Some(Seq(4)));
+}
+
+#[test]
+fn exit_and_close_missed_while_disconnected_are_delivered_once() {
+    let mut sim = Sim::ready(true);
+    let key = sim.start("p");
+    sim.output(key, b"a");
+    sim.settle();
+    sim.drop_link(true);
+    sim.output(key, b"b");
+    sim.finish(key, ExitStatus::Code(3));
+    sim.settle();
+    assert_eq!(sim.trail("p"), ["o1:a", "o2:b", "e3:3", "c4"]);
+    assert_eq!(
+        sim.client.last_seq("p"),
+        None,
+        "closed processes are not tracked"
+    );
+    // A late duplicate is dropped.
+    sim.client.handle_message(
+        sim.now,
+        br#"{"method":"process/closed","params":{"processId":"p","seq":4}}"#,
+    );
+    sim.pump();
+    assert_eq!(sim.trail("p").len(), 4);
+}
+
+#[test]
+fn resume_racing_the_old_attachment_retries_after_session_attached() {
+    let mut sim = Sim::ready(true);
+    let key = sim.start("p");
+    let t0 = sim.now;
+    sim.drop_link(false);
+    sim.output(key, b"a");
+    sim.settle();
+    // The server still thinks the old connection owns the session: -32010.
+    assert_eq!(sim.initializes, 2);
+    assert!(!sim.client.is_ready());
+    assert_eq!(
+        sim.client.poll_timeout(),
+        Some(t0 + Duration::from_millis(50))
+    );
+    sim.advance(Duration::from_millis(50));
+    sim.settle();
+    assert_eq!(sim.initializes, 3);
+    assert_eq!(
+        sim.client.poll_timeout(),
+        Some(t0 + Duration::from_millis(150))
+    );
+    sim.notice_drops();
+    sim.advance(Duration::from_millis(100));
+    sim.settle();
+    assert_eq!(sim.initializes, 4);
+    assert!(sim.client.is_ready());
+    assert_eq!(
+        sim.count(|e| matches!(e, ClientEvent::Connected { resumed: true, .. })),
+        1
+    );
+    assert_eq!(sim.trail("p"), ["o1:a"]);
+}
+
+#[test]
+fn notifications_before_the_initialize_response_are_delivered_in_order() {
+    let mut sim = Sim::ready(true);
+    let key = sim.start("p");
+    sim.output(key, b"a");
+    sim.settle();
+    sim.drop_link(true);
+    sim.output(key, b"b");
+    // Open the new transport by hand and let the server answer `initialize`.
+    sim.auto_connect = false;
+    sim.pump();
+    sim.connect();
+    assert!(sim.deliver_c2s(), "initialize reaches the server");
+    sim.output(key, b"c");
+    sim.pump();
+    // The reference sends notifications before the `initialize` response: reorder.
+    assert_eq!(sim.s2c.len(), 2);
+    let response = sim.s2c.pop_front().expect("initialize response");
+    assert!(response.contains("sessionId"));
+    assert!(sim.deliver_s2c(), "output c before the response");
+    assert_eq!(sim.trail("p"), ["o1:a"], "c waits for the missing b");
+    sim.s2c.push_back(response);
+    sim.settle();
+    assert_eq!(sim.trail("p"), ["o1:a", "o2:b", "o3:c"]);
+
+    // Without a gap a notification ahead of the response is delivered at once.
+    sim.drop_link(true);
+    sim.pump();
+    sim.connect();
+    assert!(sim.deliver_c2s());
+    sim.output(key, b"d");
+    sim.pump();
+    let response = sim.s2c.pop_front().expect("initialize response");
+    assert!(sim.deliver_s2c());
+    assert_eq!(sim.trail("p").last().map(String::as_str), Some("o4:d"));
+    assert!(!sim.client.is_ready());
+    sim.s2c.push_back(response);
+    sim.settle();
+    assert!(sim.client.is_ready());
+    assert_eq!(sim.trail("p"), ["o1:a", "o2:b", "o3:c", "o4:d"]);
+}
+
+#[test]
+fn evicted_output_is_reported_as_a_gap() {
+    let config = ServerConfig {
+        retained_chunks: 2,
+        ..ServerConfig::default()
+    };
+    let mut sim = Sim::with(true, config);
+    sim.connect();
+    sim.settle();
+    let key = sim.start("p");
+    sim.output(key, b"a");
+    sim.settle();
+    sim.drop_link(true);
+    for b in [b"b", b"c", b"d", b"e"] {
+        sim.output(key, b);
+    }
+    sim.finish(key, ExitStatus::Code(0));
+    sim.settle();
+    assert_eq!(
+        sim.trail("p"),
+        ["o1:a", "gap2<4", "o4:d", "o5:e", "e6:0", "c7"]
+    );
+}
+
+#[test]
+fn start_cut_off_by_a_disconnect_fails_closed_but_its_process_is_still_delivered() {
+    let mut sim = Sim::ready(true);
+    sim.auto_spawn = false;
+    let start = sim.client.start(sim.now, start_params("p")).expect("open");
+    sim.settle();
+    sim.drop_link(true);
+    sim.pump();
+    assert!(is_closed_error(&sim.take_response(&start)));
+    sim.release_spawns();
+    let key = *sim.procs.keys().next().expect("spawned");
+    sim.output(key, b"x");
+    sim.settle();
+    assert_eq!(sim.trail("p"), ["o1:x"]);
+}
+
+#[test]
+fn a_process_forgotten_while_away_is_reported_lost() {
+    let config = ServerConfig {
+        closed_retention: Duration::from_secs(1),
+        ..ServerConfig::default()
+    };
+    let mut sim = Sim::with(true, config);
+    sim.connect();
+    sim.settle();
+    let key = sim.start("p");
+    sim.connect_ok = false;
+    sim.drop_link(true);
+    sim.finish(key, ExitStatus::Code(0));
+    sim.pump();
+    sim.advance(Duration::from_secs(2));
+    sim.connect_ok = true;
+    sim.advance(Duration::from_secs(2));
+    sim.settle();
+    assert!(sim.client.is_ready());
+    assert_eq!(sim.trail("p"), ["lost"]);
+    assert_eq!(sim.client.last_seq("p"), None);
+}
+
+#[test]
+fn recovery_backs_off_and_gives_up_after_the_window() {
+    let mut sim = Sim::ready(true);
+    sim.start("p");
+    let write = sim.client.write(sim.now, "p", b"x".to_vec()).expect("open");
+    sim.pump();
+    sim.connect_ok = false;
+    let t0 = sim.now;
+    sim.drop_link(true);
+    let queued = sim
+        .client
+        .call(sim.now, "process/list", Value::Null)
+        .expect("queued");
+    sim.pump();
+    let mut attempts = vec![Duration::ZERO];
+    while let Some(at) = sim.client.poll_timeout() {
+        sim.advance(at - sim.now);
+        if sim.events.last() == Some(&ClientEvent::Reconnect) {
+            attempts.push(sim.now - t0);
+        }
+    }
+    let ms: Vec<u128> = attempts.iter().map(Duration::as_millis).collect();
+    assert_eq!(
+        &ms[..9],
+        [0, 50, 150, 350, 750, 1550, 3150, 5150, 7150],
+        "doubling from 50 ms, capped at 2 s"
+    );
+    assert_eq!(sim.now - t0, Duration::from_secs(25));
+    assert!(is_closed_error(&sim.take_response(&write)));
+    assert!(is_closed_error(&sim.take_response(&queued)));
+    assert_eq!(
+        sim.events.last(),
+        Some(&ClientEvent::SessionLost {
+            reason: LostReason::WindowExhausted
+        })
+    );
+    assert_eq!(
+        sim.client.write(sim.now, "p", b"y".to_vec()),
+        Err(ClientError::Closed)
+    );
+}
+
+#[test]
+fn an_expired_session_is_lost_on_resume() {
+    let config = ServerConfig {
+        session_ttl: Duration::from_secs(1),
+        ..ServerConfig::default()
+    };
+    let mut sim = Sim::with(true, config);
+    sim.connect();
+    sim.settle();
+    sim.connect_ok = false;
+    sim.drop_link(true);
+    sim.pump();
+    sim.advance(Duration::from_secs(2));
+    sim.connect_ok = true;
+    sim.advance(Duration::from_secs(2));
+    sim.settle();
+    assert!(sim.client.is_closed());
+    assert!(matches!(
+        sim.events.last(),
+        Some(ClientEvent::SessionLost {
+            reason: LostReason::Rejected(RpcError { code: -32600, .. })
+        })
+    ));
+}
+
+#[test]
+fn gap_in_live_notifications_is_filled_by_a_read() {
+    let mut sim = Sim::ready(true);
+    let key = sim.start("p");
+    sim.output(key, b"a");
+    sim.output(key, b"b");
+    sim.pump();
+    // Lose the first notification only (as if a server skipped it).
+    sim.s2c.pop_front();
+    sim.settle();
+    assert_eq!(sim.trail("p"), ["o1:a", "o2:b"]);
+}
+
+// ----- hostile input --------------------------------------------------------------------------
+
+const GARBAGE: &[&str] = &[
+    "",
+    "null",
+    "[]",
+    "{",
+    "\u{0}",
+    r#"{"id":1}"#,
+    r#"{"id":null,"result":{}}"#,
+    r#"{"id":"1","result":{}}"#,
+    r#"{"id":2,"result":null}"#,
+    r#"{"id":2,"error":{"code":"x"}}"#,
+    r#"{"id":3,"result":{"chunks":"no"}}"#,
+    r#"{"id":3,"result":{"chunks":[{"seq":18446744073709551615,"stream":"stdout","chunk":""}],"nextSeq":0,"exited":true,"exitCode":null,"closed":true,"failure":null}}"#,
+    r#"{"id":3,"result":{"chunks":[],"nextSeq":18446744073709551615,"exited":true,"exitCode":1,"closed":true,"failure":null}}"#,
+    r#"{"id":3,"error":{"code":-32600,"message":"unknown process id p"}}"#,
+    r#"{"id":9,"method":"process/read","params":{}}"#,
+    r#"{"method":"process/output","params":{"processId":"p","seq":0,"stream":"stdout","chunk":"YQ=="}}"#,
+    r#"{"method":"process/output","params":{"processId":"p","seq":18446744073709551615,"stream":"stdout","chunk":"YQ=="}}"#,
+    r#"{"method":"process/output","params":{"processId":"p","seq":5,"stream":"nope","chunk":"!!"}}"#,
+    r#"{"method":"process/exited","params":{"processId":"p","seq":1,"exitCode":0}}"#,
+    r#"{"method":"process/exited","params":{"processId":"p","seq":2,"exitCode":1}}"#,
+    r#"{"method":"process/closed","params":{"processId":"p","seq":18446744073709551615}}"#,
+    r#"{"method":"process/closed","params":{"processId":"p","seq":3}}"#,
+    r#"{"method":"unknown"}"#,
+];
+
+/// A client with a tracked process, pending calls of each kind, mid-recovery and ready.
+fn hostile_target(ready: bool) -> (Client, Instant) {
+    let now = Instant::now();
+    let mut c = Client::new(ClientConfig::default(), [0; 16]);
+    c.handle_connected(now);
+    c.handle_message(
+        now,
+        br#"{"id":1,"result":{"sessionId":"00000000-0000-4000-8000-000000000000"}}"#,
+    );
+    c.start(now, start_params("p")).expect("open");
+    c.write(now, "p", b"x".to_vec()).expect("open");
+    c.handle_message(now, br#"{"id":2,"result":{"processId":"p"}}"#);
+    if !ready {
+        c.handle_disconnect(now);
+        c.handle_connected(now);
+    }
+    (c, now)
+}
+
+#[test]
+fn garbage_from_the_server_never_panics() {
+    for ready in [true, false] {
+        let (mut c, now) = hostile_target(ready);
+        for frame in GARBAGE {
+            c.handle_message(now, frame.as_bytes());
+            while c.poll_event().is_some() {}
+            while c.poll_transmit().is_some() {}
+        }
+        c.handle_timeout(now + Duration::from_secs(60));
+        while c.poll_event().is_some() {}
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_server_frames_never_panic(
+        frames in proptest::collection::vec(
+            prop_oneof![
+                proptest::sample::select(GARBAGE).prop_map(|s| s.as_bytes().to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..64),
+                (0u64..8, 0u64..8, any::<bool>(), any::<bool>(), 0u64..6).prop_map(
+                    |(seq, next, exited, closed, id)| format!(
+                        r#"{{"id":{id},"result":{{"chunks":[{{"seq":{seq},"stream":"stdout","chunk":"YQ=="}}],"nextSeq":{next},"exited":{exited},"exitCode":0,"closed":{closed},"failure":null}}}}"#
+                    ).into_bytes()
+                ),
+                (0u64..8, 0usize..3).prop_map(|(seq, m)| {
+                    let method = ["process/output", "process/exited", "process/closed"][m];
+                    format!(
+                        r#"{{"method":"{method}","params":{{"processId":"p","seq":{seq},"stream":"stdout","chunk":"YQ==","exitCode":0}}}}"#
+                    ).into_bytes()
+                }),
+            ],
+            0..24,
+        ),
+        ready in any::<bool>(),
+    ) {
+        let (mut c, now) = hostile_target(ready);
+        let mut exits = 0;
+        let mut closes = 0;
+        for frame in &frames {
+            c.handle_message(now, frame);
+            while let Some(ev) = c.poll_event() {
+                match ev {
+                    ClientEvent::Exited { .. } => exits += 1,
+                    ClientEvent::Closed { .. } => closes += 1,
+                    _ => {}
+                }
+            }
+            while c.poll_transmit().is_some() {}
+        }
+        prop_assert!(exits <= 1 && closes <= 1, "exits {} closes {}", exits, closes);
+    }
+}
+
+// ----- schedules of disconnects ---------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// The child writes a chunk.
+    Output,
+    /// The client writes a chunk (the child echoes it).
+    Write,
+    ToServer(u8),
+    ToClient(u8),
+    Drop {
+        server_notices: bool,
+    },
+    NoticeDrops,
+    Advance(u16),
+    Settle,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => Just(Op::Output),
+        3 => Just(Op::Write),
+        3 => (1u8..6).prop_map(Op::ToServer),
+        3 => (1u8..6).prop_map(Op::ToClient),
+        2 => any::<bool>().prop_map(|server_notices| Op::Drop { server_notices }),
+        1 => Just(Op::NoticeDrops),
+        1 => (0u16..400).prop_map(Op::Advance),
+        1 => Just(Op::Settle),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// For any schedule of disconnects, partial deliveries and `-32010` races, the output the
+    /// client delivers is the output the child produced (in order, each seq once), and each
+    /// write reaches the child once, in order.
+    #[test]
+    fn delivered_output_equals_produced_output_and_writes_arrive_once(
+        ops in proptest::collection::vec(op(), 1..60),
+    ) {
+        let mut sim = Sim::ready(true);
+        let key = sim.start("p");
+        let mut n_out = 0;
+        let mut writes = Vec::new();
+        let mut expected_stdin = Vec::new();
+        for op in ops {
+            match op {
+                Op::Output => {
+                    n_out += 1;
+                    sim.output(key, format!("o{n_out};").as_bytes());
+                    sim.pump();
+                }
+                Op::Write => {
+                    let bytes = format!("w{};", writes.len()).into_bytes();
+                    expected_stdin.extend_from_slice(&bytes);
+                    writes.push(sim.client.write(sim.now, "p", bytes).expect("open"));
+                    sim.pump();
+                }
+                Op::ToServer(n) => {
+                    for _ in 0..n {
+                        sim.deliver_c2s();
+                    }
+                }
+                Op::ToClient(n) => {
+                    for _ in 0..n {
+                        sim.deliver_s2c();
+                    }
+                }
+                Op::Drop { server_notices } => {
+                    sim.drop_link(server_notices);
+                    sim.pump();
+                }
+                Op::NoticeDrops => sim.notice_drops(),
+                Op::Advance(ms) => sim.advance(Duration::from_millis(u64::from(ms))),
+                Op::Settle => sim.settle(),
+            }
+        }
+        // Heal: the server notices every drop; let recovery finish.
+        sim.notice_drops();
+        for _ in 0..100 {
+            sim.settle();
+            if sim.client.is_ready() && sim.client.pending_count() == 0 {
+                break;
+            }
+            let step = sim
+                .client
+                .poll_timeout()
+                .map_or(Duration::from_millis(10), |at| at.saturating_duration_since(sim.now));
+            sim.advance(step);
+        }
+        prop_assert!(sim.client.is_ready(), "recovered: {:?}", sim.events);
+        sim.finish(key, ExitStatus::Code(0));
+        sim.settle();
+
+        let produced = String::from_utf8_lossy(&sim.procs[&key].produced).into_owned();
+        let delivered = String::from_utf8_lossy(&sim.delivered_bytes("p")).into_owned();
+        prop_assert_eq!(delivered, produced);
+        let stdin = String::from_utf8_lossy(&sim.procs[&key].stdin).into_owned();
+        prop_assert_eq!(stdin, String::from_utf8_lossy(&expected_stdin).into_owned());
+        for w in &writes {
+            prop_assert_eq!(sim.responses(w), 1);
+        }
+        let trail = sim.trail("p");
+        let seqs: Vec<u64> = sim
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Output { seq, .. }
+                | ClientEvent::Exited { seq, .. }
+                | ClientEvent::Closed { seq, .. } => Some(seq.0),
+                _ => None,
+            })
+            .collect();
+        prop_assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{:?}", trail);
+        prop_assert_eq!(seqs.first().copied(), Some(1));
+        prop_assert!(trail.last().is_some_and(|t| t.starts_with('c')), "{:?}", trail);
+        prop_assert!(!trail.iter().any(|t| t.starts_with("gap") || t == "lost"));
+    }
+}
