@@ -10,6 +10,8 @@
 
 pub mod client;
 pub mod denial;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod ids;
 pub mod protocol;
 pub mod rpc;

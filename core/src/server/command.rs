@@ -151,7 +151,7 @@ impl ExitStatus {
     pub fn code(self) -> i32 {
         match self {
             ExitStatus::Code(code) => code,
-            ExitStatus::Signal(signo) => 128 + signo,
+            ExitStatus::Signal(signo) => signo.saturating_add(128),
         }
     }
 }
