@@ -320,7 +320,7 @@ impl Server {
                     return;
                 }
                 let session = p.session;
-                let text = output_frame(&p.id_json, p_next_seq_peek(p), stream, &bytes);
+                let text = output_frame(&p.id_json, p.peek_seq(), stream, &bytes);
                 p.push_output(stream, bytes);
                 self.notify(session, text);
                 self.wake_reads(key);
@@ -903,22 +903,15 @@ fn session_gone() -> RpcError {
 
 /// Wraps an already-encoded result object as a response.
 fn text_with_id(id: &RequestId, result_json: &str) -> String {
-    let mut text = String::with_capacity(result_json.len() + 32);
+    // A RequestId serializes to a JSON integer or string; neither can fail.
+    let id_json = serde_json::to_string(id).unwrap_or_else(|_| "-1".to_owned());
+    let mut text = String::with_capacity(result_json.len() + id_json.len() + 16);
     text.push_str("{\"id\":");
-    match id {
-        RequestId::Int(n) => {
-            let _ = write!(text, "{n}");
-        }
-        RequestId::Str(s) => text.push_str(&serde_json::to_string(s).unwrap_or_default()),
-    }
+    text.push_str(&id_json);
     text.push_str(",\"result\":");
     text.push_str(result_json);
     text.push('}');
     text
-}
-
-fn p_next_seq_peek(p: &Process) -> Seq {
-    p.peek_seq()
 }
 
 /// Encodes a `process/output` notification straight into one buffer (the hot path).

@@ -86,6 +86,14 @@ impl Harness {
         mine.into_iter().map(|(_, v)| v).collect()
     }
 
+    /// The key of the single spawn the last input asked for.
+    fn take_spawn(&mut self) -> ProcessKey {
+        match self.take_commands().as_slice() {
+            [Command::Spawn { key, .. }] => *key,
+            other => panic!("expected one spawn, got {other:?}"),
+        }
+    }
+
     fn take_commands(&mut self) -> Vec<Command> {
         std::mem::take(&mut self.commands)
     }
@@ -137,10 +145,7 @@ impl Harness {
             self.take(conn).is_empty(),
             "start is answered after the spawn"
         );
-        let key = match self.take_commands().as_slice() {
-            [Command::Spawn { key, .. }] => *key,
-            other => panic!("expected one spawn, got {other:?}"),
-        };
+        let key = self.take_spawn();
         self.event(key, ProcessEvent::Spawned { pid: 4242 });
         let r = self.response(conn, 1000);
         assert_eq!(
@@ -547,10 +552,7 @@ fn duplicate_process_id_is_rejected_while_the_entry_exists() {
     h.advance(Duration::from_secs(1));
     assert_eq!(h.take_commands(), vec![Command::Release { key }]);
     h.call(conn, 3, "process/start", params);
-    assert!(matches!(
-        h.take_commands().as_slice(),
-        [Command::Spawn { .. }]
-    ));
+    h.take_spawn();
 }
 
 #[test]
@@ -577,10 +579,7 @@ fn spawn_failure_is_internal_error_and_leaves_no_entry() {
     let params =
         json!({"processId": "p", "argv": ["nope"], "cwd": "file:///", "env": {}, "tty": false});
     h.call(conn, 1, "process/start", params.clone());
-    let key = match h.take_commands().as_slice() {
-        [Command::Spawn { key, .. }] => *key,
-        other => panic!("{other:?}"),
-    };
+    let key = h.take_spawn();
     h.event(
         key,
         ProcessEvent::SpawnFailed {
@@ -598,10 +597,7 @@ fn spawn_failure_is_internal_error_and_leaves_no_entry() {
     assert_eq!(r[0]["result"]["processes"], json!([]));
     // The id is free again.
     h.call(conn, 3, "process/start", params);
-    assert!(matches!(
-        h.take_commands().as_slice(),
-        [Command::Spawn { .. }]
-    ));
+    h.take_spawn();
 }
 
 #[test]
