@@ -13,18 +13,21 @@
 //!   and the `Origin` refusal on the same port), or [`stdio_transport`] over the server's own
 //!   stdin/stdout.
 //! - Client: [`ws_connect`], or [`stdio_transport`] over a child's pipes.
+//! - In process: [`memory_pair`], two connected ends without a socket.
 //!
 //! Rules from PROTOCOL.md "Transport": one JSON-RPC message per WebSocket message; text and
 //! binary frames are accepted, text is sent; `GET /readyz` answers 200; a handshake carrying an
 //! `Origin` header is refused with 403; the server pings every 30 s.
 
 mod http;
+mod memory;
 mod stdio;
 mod ws;
 
 use std::io;
 use std::time::Duration;
 
+pub use memory::memory_pair;
 pub use stdio::stdio_transport;
 pub use ws::{ws_connect, WsListener};
 
@@ -89,6 +92,7 @@ pub struct FrameReader {
 enum ReaderInner {
     Ws(ws::WsReader),
     Stdio(stdio::LineReader),
+    Mem(memory::MemReader),
 }
 
 impl FrameReader {
@@ -105,6 +109,7 @@ impl FrameReader {
         match &mut self.inner {
             ReaderInner::Ws(r) => r.recv().await,
             ReaderInner::Stdio(r) => r.recv().await,
+            ReaderInner::Mem(r) => r.recv().await,
         }
     }
 }
@@ -114,6 +119,7 @@ impl std::fmt::Debug for FrameReader {
         let kind = match self.inner {
             ReaderInner::Ws(_) => "ws",
             ReaderInner::Stdio(_) => "stdio",
+            ReaderInner::Mem(_) => "memory",
         };
         f.debug_struct("FrameReader").field("kind", &kind).finish()
     }
@@ -127,6 +133,7 @@ pub struct FrameWriter {
 enum WriterInner {
     Ws(ws::WsWriter),
     Stdio(stdio::LineWriter),
+    Mem(memory::MemWriter),
 }
 
 impl FrameWriter {
@@ -142,6 +149,7 @@ impl FrameWriter {
         match &mut self.inner {
             WriterInner::Ws(w) => w.send(text).await,
             WriterInner::Stdio(w) => w.send(text).await,
+            WriterInner::Mem(w) => w.send(text).await,
         }
     }
 
@@ -150,6 +158,7 @@ impl FrameWriter {
         match &mut self.inner {
             WriterInner::Ws(w) => w.flush().await,
             WriterInner::Stdio(w) => w.flush().await,
+            WriterInner::Mem(_) => Ok(()),
         }
     }
 
@@ -159,6 +168,10 @@ impl FrameWriter {
         match &mut self.inner {
             WriterInner::Ws(w) => w.close().await,
             WriterInner::Stdio(w) => w.close().await,
+            WriterInner::Mem(w) => {
+                w.close();
+                Ok(())
+            }
         }
     }
 }
@@ -168,6 +181,7 @@ impl std::fmt::Debug for FrameWriter {
         let kind = match self.inner {
             WriterInner::Ws(_) => "ws",
             WriterInner::Stdio(_) => "stdio",
+            WriterInner::Mem(_) => "memory",
         };
         f.debug_struct("FrameWriter").field("kind", &kind).finish()
     }

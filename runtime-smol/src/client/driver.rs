@@ -1,0 +1,422 @@
+//! The client's driver task: owns the sans-IO client and the transport, and serves the
+//! handles' commands.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+use execd_core::client::{ClientError, ClientEvent, LostReason};
+use execd_core::protocol::StartParams;
+use execd_core::RequestId;
+use futures_lite::future;
+use tracing::{debug, info, trace};
+
+use super::process::Event;
+use super::{with_timeout, Error, Status};
+use crate::transport::{self, FrameReader, FrameWriter, Inbound, Limits};
+
+type Reply = Sender<Result<serde_json::Value, Error>>;
+
+/// A request from a handle.
+pub(super) enum Cmd {
+    Call {
+        method: String,
+        params: serde_json::Value,
+        reply: Reply,
+    },
+    Start {
+        params: StartParams,
+        events: Sender<Event>,
+        reply: Reply,
+    },
+    Write {
+        process_id: String,
+        bytes: Vec<u8>,
+        reply: Reply,
+    },
+    Close,
+}
+
+/// How to open a new transport for a reconnect.
+pub(super) enum Connector {
+    Ws {
+        url: String,
+        limits: Limits,
+        timeout: Duration,
+    },
+    /// Nothing to reconnect to (stdio child, in-process pair).
+    None,
+}
+
+impl Connector {
+    pub(super) async fn connect(&self) -> io::Result<(FrameReader, FrameWriter)> {
+        match self {
+            Connector::Ws {
+                url,
+                limits,
+                timeout,
+            } => with_timeout(*timeout, transport::ws_connect(url, limits.clone()))
+                .await
+                .unwrap_or_else(|| {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no WebSocket handshake from {url} within {timeout:?}"),
+                    ))
+                }),
+            Connector::None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "this transport cannot be reopened",
+            )),
+        }
+    }
+}
+
+/// How long a stdio server child may take to exit after its stdin closed.
+const CHILD_EXIT_GRACE: Duration = Duration::from_secs(5);
+
+pub(super) struct Driver {
+    core: execd_core::Client,
+    connector: Arc<Connector>,
+    cmds: Receiver<Cmd>,
+    status: Arc<Status>,
+    /// Until the first session is ready (or lost).
+    ready: Option<Sender<Result<(), LostReason>>>,
+    child: Option<async_process::Child>,
+    calls: HashMap<RequestId, Reply>,
+    /// Start calls, until answered: their result is checked before the process is reported.
+    starts: HashMap<RequestId, String>,
+    processes: HashMap<String, Sender<Event>>,
+    reader: Option<FrameReader>,
+    writer: Option<FrameWriter>,
+    connecting: Option<smol::Task<io::Result<(FrameReader, FrameWriter)>>>,
+}
+
+enum Wake {
+    Cmd(Cmd),
+    HandlesGone,
+    Frame(Option<io::Result<Inbound>>),
+    Connected(io::Result<(FrameReader, FrameWriter)>),
+    Timer,
+}
+
+impl Driver {
+    pub(super) fn new(
+        core: execd_core::Client,
+        connector: Connector,
+        cmds: Receiver<Cmd>,
+        status: Arc<Status>,
+        ready: Sender<Result<(), LostReason>>,
+        child: Option<async_process::Child>,
+    ) -> Self {
+        Driver {
+            core,
+            connector: Arc::new(connector),
+            cmds,
+            status,
+            ready: Some(ready),
+            child,
+            calls: HashMap::new(),
+            starts: HashMap::new(),
+            processes: HashMap::new(),
+            reader: None,
+            writer: None,
+            connecting: None,
+        }
+    }
+
+    pub(super) async fn run(mut self, reader: FrameReader, writer: FrameWriter) {
+        self.reader = Some(reader);
+        self.writer = Some(writer);
+        self.core.handle_connected(Instant::now());
+        loop {
+            self.flush().await;
+            self.dispatch().await;
+            if self.reader.is_some() && self.core.is_closed() {
+                // The session is gone: drop the transport (the core sends nothing more).
+                self.drop_transport();
+            }
+            let wake = self.wait().await;
+            let now = Instant::now();
+            match wake {
+                Wake::Cmd(cmd) => self.on_cmd(now, cmd),
+                Wake::HandlesGone => break,
+                Wake::Frame(Some(Ok(Inbound::Frame(bytes)))) => {
+                    trace!(len = bytes.len(), "client: frame");
+                    self.core.handle_message(now, &bytes);
+                }
+                Wake::Frame(Some(Ok(_))) => {
+                    debug!("client: oversized frame from the server dropped")
+                }
+                Wake::Frame(Some(Err(e))) => {
+                    debug!(error = %e, "client: connection failed");
+                    self.disconnected(now);
+                }
+                Wake::Frame(None) => {
+                    debug!("client: connection closed by the server");
+                    self.disconnected(now);
+                }
+                Wake::Connected(Ok((reader, writer))) => {
+                    debug!("client: reconnected");
+                    self.reader = Some(reader);
+                    self.writer = Some(writer);
+                    self.core.handle_connected(now);
+                }
+                Wake::Connected(Err(e)) => {
+                    debug!(error = %e, "client: reconnect failed");
+                    self.core.handle_connect_failed(now);
+                }
+                Wake::Timer => self.core.handle_timeout(now),
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Waits for the first of: a command, a frame, a finished reconnect, the core's timer.
+    async fn wait(&mut self) -> Wake {
+        let deadline = self.core.poll_timeout();
+        let cmds = &self.cmds;
+        let reader = &mut self.reader;
+        let connecting = &mut self.connecting;
+        let commands = async {
+            match cmds.recv().await {
+                Ok(cmd) => Wake::Cmd(cmd),
+                Err(_) => Wake::HandlesGone,
+            }
+        };
+        let frames = async {
+            match reader {
+                Some(r) => Wake::Frame(r.recv().await),
+                None => future::pending().await,
+            }
+        };
+        let reconnect = async {
+            match connecting {
+                Some(task) => Wake::Connected(task.await),
+                None => future::pending().await,
+            }
+        };
+        let timer = async {
+            match deadline {
+                Some(at) => {
+                    smol::Timer::at(at).await;
+                    Wake::Timer
+                }
+                None => future::pending().await,
+            }
+        };
+        let wake = future::or(commands, future::or(frames, future::or(reconnect, timer))).await;
+        if matches!(wake, Wake::Connected(_)) {
+            self.connecting = None;
+        }
+        wake
+    }
+
+    fn on_cmd(&mut self, now: Instant, cmd: Cmd) {
+        match cmd {
+            Cmd::Call {
+                method,
+                params,
+                reply,
+            } => match self.core.call(now, &method, params) {
+                Ok(id) => {
+                    self.calls.insert(id, reply);
+                }
+                Err(e) => answer_refused(&reply, e),
+            },
+            Cmd::Start {
+                params,
+                events,
+                reply,
+            } => {
+                let process_id = params.process_id.clone();
+                match self.core.start(now, params) {
+                    Ok(id) => {
+                        // Registered before any event can arrive, so none is missed.
+                        self.processes.insert(process_id.clone(), events);
+                        self.starts.insert(id.clone(), process_id);
+                        self.calls.insert(id, reply);
+                    }
+                    Err(e) => answer_refused(&reply, e),
+                }
+            }
+            Cmd::Write {
+                process_id,
+                bytes,
+                reply,
+            } => match self.core.write(now, &process_id, bytes) {
+                Ok(id) => {
+                    self.calls.insert(id, reply);
+                }
+                Err(e) => answer_refused(&reply, e),
+            },
+            Cmd::Close => self.core.close(),
+        }
+    }
+
+    fn disconnected(&mut self, now: Instant) {
+        self.drop_transport();
+        self.core.handle_disconnect(now);
+    }
+
+    fn drop_transport(&mut self) {
+        self.reader = None;
+        self.writer = None;
+    }
+
+    /// Sends what the core wants sent, then flushes once.
+    async fn flush(&mut self) {
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        let mut sent = false;
+        let mut result = Ok(());
+        while let Some(text) = self.core.poll_transmit() {
+            sent = true;
+            result = writer.send(text).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        if sent && result.is_ok() {
+            result = writer.flush().await;
+        }
+        if let Err(e) = result {
+            debug!(error = %e, "client: send failed");
+            self.disconnected(Instant::now());
+        }
+    }
+
+    /// Acts on every event of the core.
+    async fn dispatch(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                ClientEvent::Connected {
+                    session_id,
+                    resumed,
+                } => {
+                    self.status.set_session(&session_id);
+                    if resumed {
+                        self.status.reconnects.fetch_add(1, Ordering::Relaxed);
+                        info!(session = %session_id, "client: session resumed");
+                    }
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.try_send(Ok(()));
+                    }
+                }
+                ClientEvent::Response { id, result } => {
+                    if let Some(process_id) = self.starts.remove(&id) {
+                        if result.is_err() {
+                            self.processes.remove(&process_id);
+                        }
+                    }
+                    if let Some(reply) = self.calls.remove(&id) {
+                        let _ = reply.try_send(result.map_err(Error::from));
+                    }
+                }
+                ClientEvent::Output {
+                    process_id,
+                    seq,
+                    stream,
+                    chunk,
+                } => {
+                    self.deliver(&process_id, Event::Output { seq, stream, chunk }, false)
+                        .await;
+                }
+                ClientEvent::Exited {
+                    process_id,
+                    seq,
+                    exit_code,
+                    sandbox_denied,
+                } => {
+                    let event = Event::Exited {
+                        seq,
+                        exit_code,
+                        sandbox_denied,
+                    };
+                    self.deliver(&process_id, event, false).await;
+                }
+                ClientEvent::Closed { process_id, seq } => {
+                    self.deliver(&process_id, Event::Closed { seq }, true).await;
+                }
+                ClientEvent::Gap {
+                    process_id,
+                    lost_chunks,
+                    first_retained_seq,
+                } => {
+                    let event = Event::Gap {
+                        lost_chunks,
+                        first_retained_seq,
+                    };
+                    self.deliver(&process_id, event, false).await;
+                }
+                ClientEvent::ProcessLost { process_id } => {
+                    self.deliver(&process_id, Event::ProcessLost, true).await;
+                }
+                ClientEvent::Reconnect => self.reconnect(),
+                ClientEvent::SessionLost { reason } => {
+                    info!(?reason, "client: session lost");
+                    self.status.closed.store(true, Ordering::Release);
+                    self.drop_transport();
+                    self.connecting = None;
+                    for (_, events) in self.processes.drain() {
+                        let _ = events.try_send(Event::SessionLost(reason.clone()));
+                    }
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.try_send(Err(reason));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Hands `event` to the process's handle, waiting while its queue is full (backpressure
+    /// onto the connection). `last`: the stream ends after it.
+    async fn deliver(&mut self, process_id: &str, event: Event, last: bool) {
+        let Some(events) = self.processes.get(process_id) else {
+            return;
+        };
+        if events.send(event).await.is_err() || last {
+            // Every handle is gone (nobody listens), or the stream ended.
+            self.processes.remove(process_id);
+        }
+    }
+
+    fn reconnect(&mut self) {
+        self.drop_transport();
+        let connector = self.connector.clone();
+        self.connecting = Some(smol::spawn(async move { connector.connect().await }));
+    }
+
+    async fn shutdown(mut self) {
+        self.core.close();
+        self.dispatch().await;
+        if let Some(mut writer) = self.writer.take() {
+            let _ = with_timeout(Duration::from_secs(1), writer.close()).await;
+        }
+        self.reader = None;
+        if let Some(mut child) = self.child.take() {
+            // The stdio server stops when its stdin closes; give it a moment, then kill it.
+            drop(child.stdin.take());
+            if with_timeout(CHILD_EXIT_GRACE, child.status())
+                .await
+                .is_none()
+            {
+                debug!("client: the server child did not exit; killing it");
+                let _ = child.kill();
+                let _ = child.status().await;
+            }
+        }
+    }
+}
+
+fn answer_refused(reply: &Reply, e: ClientError) {
+    let error = match e {
+        ClientError::ReservedMethod(m) => Error::ReservedMethod(m),
+        _ => Error::Closed,
+    };
+    let _ = reply.try_send(Err(error));
+}

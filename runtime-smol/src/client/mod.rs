@@ -1,0 +1,396 @@
+//! The async client: a [`Client`] handle over one session on a server, and [`Process`] handles
+//! over the processes it started.
+//!
+//! One task (the driver) owns the sans-IO [`execd_core::Client`] and the transport; handles
+//! talk to it over a channel, so they are `Send + Sync` and cheap to clone. With recovery on
+//! (the default for [`Client::connect`]), a dropped connection is reconnected and the session
+//! resumed behind the handles' backs: calls in flight that cannot be retried fail with
+//! [`Error::Closed`], writes are resent with their `writeId` (they reach the child once), and
+//! every process's events continue in seq order with nothing lost or repeated (or an explicit
+//! [`Event::Gap`] when the server had already evicted the output).
+//!
+//! When the last handle (every `Client` clone and every `Process`) is dropped, the driver
+//! closes the connection, and a server child started by [`Client::spawn_stdio`] is stopped and
+//! its exit awaited.
+
+mod driver;
+mod process;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_channel::Sender;
+use execd_core::client::{CallError, ClientConfig};
+use execd_core::protocol::{method, StartParams, StartResult};
+use execd_core::RpcError;
+use futures_lite::future;
+
+use crate::transport::{self, FrameReader, FrameWriter, Limits};
+use driver::{Cmd, Connector, Driver};
+pub use execd_core::client::LostReason;
+pub use process::{Event, Process};
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// The core client's rules: `clientName`, recovery on or off, the recovery window (default
+    /// 25 s) and the reconnect backoff (50 ms doubling to 2 s).
+    pub core: ClientConfig,
+    /// Transport limits (largest inbound frame, ping interval).
+    pub limits: Limits,
+    /// How long one connection attempt (TCP connect plus WebSocket handshake) may take.
+    /// Default 10 s.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            core: ClientConfig::default(),
+            limits: Limits::default(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server answered with a JSON-RPC error.
+    #[error("server error: {0}")]
+    Rpc(RpcError),
+    /// The connection dropped while the call was in flight and it could not be retried, or the
+    /// client is closed (the session was lost or [`Client::close`] was called). The call may
+    /// or may not have taken effect. Never a server's answer.
+    #[error("the client's connection closed before the call was answered")]
+    Closed,
+    /// The server's result could not be read.
+    #[error("unreadable result: {0}")]
+    InvalidResult(String),
+    /// `initialize` and `initialized` belong to the client itself.
+    #[error("{0} is sent by the client itself")]
+    ReservedMethod(String),
+}
+
+impl From<CallError> for Error {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Rpc(e) => Error::Rpc(e),
+            CallError::InvalidResult(s) => Error::InvalidResult(s),
+            _ => Error::Closed,
+        }
+    }
+}
+
+/// Why [`Client::connect`] or [`Client::spawn_stdio`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The transport could not be opened (bad URL, refused, handshake failed, no server
+    /// binary, timeout).
+    #[error("cannot connect: {0}")]
+    Io(#[from] io::Error),
+    /// The transport opened but no session was established.
+    #[error("no session: {0:?}")]
+    Session(LostReason),
+}
+
+/// A handle on one session with a server. Cheap to clone; `Send + Sync`.
+///
+/// ```no_run
+/// # smol::block_on(async {
+/// use execd_smol::client::{Client, Event};
+/// use execd_core::protocol::StartParams;
+/// use execd_core::PathUri;
+///
+/// let client = Client::connect("ws://127.0.0.1:4000").await?;
+/// let process = client
+///     .start(StartParams {
+///         process_id: "hello".into(),
+///         argv: vec!["echo".into(), "hello".into()],
+///         cwd: PathUri::from_host_path(&std::env::current_dir()?)?,
+///         env: Default::default(),
+///         tty: false,
+///         pipe_stdin: false,
+///         arg0: None,
+///     })
+///     .await?;
+/// while let Some(event) = process.next_event().await {
+///     match event {
+///         Event::Output { chunk, .. } => print!("{}", String::from_utf8_lossy(&chunk)),
+///         Event::Exited { exit_code, .. } => println!("exit {exit_code}"),
+///         _ => {}
+///     }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    cmds: Sender<Cmd>,
+    status: Arc<Status>,
+}
+
+/// What the driver publishes for the handles.
+#[derive(Debug, Default)]
+pub(crate) struct Status {
+    session_id: Mutex<Option<String>>,
+    reconnects: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Status {
+    fn set_session(&self, id: &str) {
+        *self
+            .session_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(id.to_owned());
+    }
+}
+
+impl Client {
+    /// Connects to a `ws://HOST:PORT` server with [`ClientOptions::default`] (recovery on) and
+    /// opens a session.
+    ///
+    /// # Errors
+    /// [`ConnectError::Io`] when the connection cannot be opened within the connect timeout;
+    /// [`ConnectError::Session`] when the server refuses `initialize`.
+    pub async fn connect(url: &str) -> Result<Client, ConnectError> {
+        Client::connect_with(url, ClientOptions::default()).await
+    }
+
+    /// Like [`connect`](Self::connect), with `options`. Reconnects (with recovery on) go to
+    /// the same URL.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client, ConnectError> {
+        let connector = Connector::Ws {
+            url: url.to_owned(),
+            limits: options.limits.clone(),
+            timeout: options.connect_timeout,
+        };
+        let (reader, writer) = connector.connect().await?;
+        Client::start_driver(options, connector, reader, writer, None).await
+    }
+
+    /// Launches a server child from `argv` (e.g. `["execd", "serve", "--listen", "stdio"]` or
+    /// `["ssh", "host", "execd", "serve", "--listen", "stdio"]`; never through a shell) and
+    /// opens a session over its stdin/stdout. The child's stderr is inherited. `env`: the
+    /// child's exact environment (`None` inherits this process's); `cwd`: its working
+    /// directory (`None`: this process's).
+    ///
+    /// Recovery is off: the child's pipes are the only way to reach that server. When the last
+    /// handle drops, the child's stdin is closed (a stdio server then stops, killing its
+    /// processes); if it has not exited within 5 s it is killed; its exit is awaited either way.
+    ///
+    /// # Errors
+    /// [`ConnectError::Io`] when the child cannot be started (e.g. `argv` is empty or names no
+    /// program); [`ConnectError::Session`] when no session could be opened over its pipes.
+    pub async fn spawn_stdio(
+        argv: &[OsString],
+        env: Option<&BTreeMap<OsString, OsString>>,
+        cwd: Option<PathBuf>,
+    ) -> Result<Client, ConnectError> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv").into());
+        };
+        let mut command = async_process::Command::new(program);
+        command
+            .args(args)
+            .stdin(async_process::Stdio::piped())
+            .stdout(async_process::Stdio::piped())
+            .stderr(async_process::Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(env) = env {
+            command.env_clear().envs(env);
+        }
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command.spawn()?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(io::Error::other("the child has no stdio pipes").into());
+        };
+        let mut options = ClientOptions::default();
+        options.core.recovery = false;
+        let (reader, writer) = transport::stdio_transport(stdout, stdin, options.limits.clone());
+        Client::start_driver(options, Connector::None, reader, writer, Some(child)).await
+    }
+
+    /// A client over an already-open transport (e.g. [`transport::memory_pair`]). Recovery is
+    /// forced off: there is no way to reopen it.
+    ///
+    /// # Errors
+    /// [`ConnectError::Session`] when no session could be opened.
+    pub async fn over(
+        reader: FrameReader,
+        writer: FrameWriter,
+        mut options: ClientOptions,
+    ) -> Result<Client, ConnectError> {
+        options.core.recovery = false;
+        Client::start_driver(options, Connector::None, reader, writer, None).await
+    }
+
+    async fn start_driver(
+        options: ClientOptions,
+        connector: Connector,
+        reader: FrameReader,
+        writer: FrameWriter,
+        child: Option<async_process::Child>,
+    ) -> Result<Client, ConnectError> {
+        let mut seed = [0u8; 16];
+        getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
+        let (cmds, cmd_rx) = async_channel::unbounded();
+        let status = Arc::new(Status::default());
+        let (ready_tx, ready_rx) = async_channel::bounded(1);
+        let driver = Driver::new(
+            execd_core::Client::new(options.core, seed),
+            connector,
+            cmd_rx,
+            status.clone(),
+            ready_tx,
+            child,
+        );
+        smol::spawn(driver.run(reader, writer)).detach();
+        let client = Client {
+            shared: Arc::new(Shared { cmds, status }),
+        };
+        match ready_rx.recv().await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(reason)) => Err(ConnectError::Session(reason)),
+            Err(_) => Err(ConnectError::Session(LostReason::Disconnected)),
+        }
+    }
+
+    /// The session id.
+    pub fn session_id(&self) -> Option<String> {
+        self.shared
+            .status
+            .session_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many times the session was resumed over a new connection.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.status.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Whether the client is closed for good (every call fails with [`Error::Closed`]).
+    pub fn is_closed(&self) -> bool {
+        self.shared.status.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends `method` with `params` and awaits the `result`.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] for the server's error, [`Error::Closed`] when the answer cannot come,
+    /// [`Error::ReservedMethod`] for `initialize`/`initialized`.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        let (reply, rx) = async_channel::bounded(1);
+        self.send(Cmd::Call {
+            method: method.to_owned(),
+            params,
+            reply,
+        })
+        .await?;
+        rx.recv().await.map_err(|_| Error::Closed)?
+    }
+
+    /// `process/start`: starts a process and returns its handle. Its events (from the first
+    /// seq) are delivered through [`Process::next_event`] in seq order, across reconnects.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); a start cut off by a disconnect fails with [`Error::Closed`]
+    /// (the process may have started; it is not tracked by this handle).
+    pub async fn start(&self, params: StartParams) -> Result<Process, Error> {
+        let process_id = params.process_id.clone();
+        let (events_tx, events) = async_channel::bounded(process::EVENT_QUEUE);
+        let (reply, rx) = async_channel::bounded(1);
+        self.send(Cmd::Start {
+            params,
+            events: events_tx,
+            reply,
+        })
+        .await?;
+        let result = rx.recv().await.map_err(|_| Error::Closed)??;
+        let result: StartResult =
+            serde_json::from_value(result).map_err(|e| Error::InvalidResult(e.to_string()))?;
+        Ok(Process::new(
+            process_id,
+            result.sandbox_type,
+            self.clone(),
+            events,
+        ))
+    }
+
+    /// Closes the client for good: pending calls fail with [`Error::Closed`], process event
+    /// streams end with [`Event::SessionLost`], the connection closes. The session stays on the
+    /// server until its TTL.
+    pub async fn close(&self) {
+        let _ = self.shared.cmds.send(Cmd::Close).await;
+    }
+
+    /// `process/write` with a fresh `writeId`.
+    pub(crate) async fn write(
+        &self,
+        process_id: &str,
+        bytes: Vec<u8>,
+    ) -> Result<serde_json::Value, Error> {
+        let (reply, rx) = async_channel::bounded(1);
+        self.send(Cmd::Write {
+            process_id: process_id.to_owned(),
+            bytes,
+            reply,
+        })
+        .await?;
+        rx.recv().await.map_err(|_| Error::Closed)?
+    }
+
+    async fn send(&self, cmd: Cmd) -> Result<(), Error> {
+        if let Cmd::Call { method: m, .. } = &cmd {
+            if matches!(m.as_str(), method::INITIALIZE | method::INITIALIZED) {
+                return Err(Error::ReservedMethod(m.clone()));
+            }
+        }
+        self.shared.cmds.send(cmd).await.map_err(|_| Error::Closed)
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("session_id", &self.session_id())
+            .field("reconnects", &self.reconnects())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Awaits `fut` for at most `limit`; `None` when it ran out.
+pub(crate) async fn with_timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        smol::Timer::after(limit).await;
+        None
+    })
+    .await
+}
