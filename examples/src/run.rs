@@ -1,17 +1,20 @@
-//! `execd run`: start one command through a server, stream its output, exit with its code.
+//! `execd run`: start one command through a server, forward stdin and signals, stream its
+//! output, exit with its code. Rides out dropped connections (`--url`) through the client's
+//! recovery.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::ffi::OsString;
+use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use anyhow::{anyhow, Context as _};
+use async_signal::{Signal as OsSignal, Signals};
+use execd_core::protocol::{Signal, StartParams, Stream, WriteStatus};
 use execd_core::PathUri;
-use execd_smol::transport::{self, FrameReader, FrameWriter, Inbound, Limits};
-use serde_json::{json, Value};
+use execd_smol::{Client, ClientOptions, Error, Event, Process};
+use futures_lite::{AsyncReadExt as _, StreamExt as _};
 
 /// Exit code when execd itself fails (connection lost, protocol error), like ssh's 255.
 pub(crate) const EXIT_EXECD_ERROR: u8 = 255;
@@ -19,6 +22,8 @@ pub(crate) const EXIT_EXECD_ERROR: u8 = 255;
 const EXIT_NOT_FOUND: u8 = 127;
 /// Exit code when the command could not be started for another reason (shell convention).
 const EXIT_CANNOT_RUN: u8 = 126;
+/// Exit code when our stdout went away (128 + SIGPIPE, as a shell reports it).
+const EXIT_BROKEN_PIPE: u8 = 141;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
@@ -26,7 +31,8 @@ pub(crate) struct RunArgs {
     /// is started and used.
     #[arg(long)]
     url: Option<String>,
-    /// Run the command on a PTY (its output arrives as one merged stream).
+    /// Run the command on a PTY (its output arrives as one merged stream); puts this terminal
+    /// in raw mode while it runs.
     #[arg(long)]
     tty: bool,
     /// Working directory of the command (default: the current directory).
@@ -38,6 +44,13 @@ pub(crate) struct RunArgs {
     /// Start from an empty environment instead of this one's.
     #[arg(long)]
     clear_env: bool,
+    /// Seconds to keep reconnecting after the connection drops (`--url` only); 0 turns
+    /// recovery off.
+    #[arg(long, default_value_t = 25)]
+    recovery_window: u64,
+    /// Print a summary (exit code, reconnects, elapsed time) to stderr at the end.
+    #[arg(long)]
+    stats: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     argv: Vec<String>,
@@ -48,6 +61,84 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let params = start_params(&args)?;
+    let client = match &args.url {
+        Some(url) => {
+            let mut options = ClientOptions::default();
+            options.core.client_name = "execd-run".to_owned();
+            options.core.recovery = args.recovery_window > 0;
+            options.core.recovery_window = Duration::from_secs(args.recovery_window);
+            Client::connect_with(url, options)
+                .await
+                .with_context(|| format!("cannot connect to {url}"))?
+        }
+        None => {
+            let argv: Vec<OsString> = vec![
+                crate::self_exe()?.into(),
+                "serve".into(),
+                "--listen".into(),
+                "stdio".into(),
+            ];
+            Client::spawn_stdio(&argv, None, None)
+                .await
+                .context("cannot start a local execd server")?
+        }
+    };
+
+    let process = match client.start(params).await {
+        Ok(p) => p,
+        Err(Error::Rpc(e)) => {
+            eprintln!("execd: cannot run {:?}: {}", args.argv[0], e.message);
+            let not_found = e.message.contains("os error 2") || e.message.contains("not found");
+            return Ok(ExitCode::from(if not_found {
+                EXIT_NOT_FOUND
+            } else {
+                EXIT_CANNOT_RUN
+            }));
+        }
+        Err(e) => return Err(anyhow!(e).context("process/start failed")),
+    };
+
+    // Raw mode only when this side is a terminal; restored on every path out (Drop).
+    let raw = if args.tty {
+        RawMode::enter().context("cannot put the terminal in raw mode")?
+    } else {
+        None
+    };
+    if args.tty {
+        send_window_size(&process).await;
+    }
+    let _stdin = smol::spawn(forward_stdin(process.clone(), args.tty));
+    let _signals = smol::spawn(forward_signals(process.clone(), args.tty));
+
+    let outcome = print_events(&process).await;
+    drop(raw);
+    let code = match outcome {
+        Ok(Outcome::Exited(code)) => {
+            ExitCode::from(u8::try_from(code & 0xff).unwrap_or(EXIT_EXECD_ERROR))
+        }
+        Ok(Outcome::BrokenPipe) => {
+            let _ = process.terminate().await;
+            ExitCode::from(EXIT_BROKEN_PIPE)
+        }
+        Err(e) => {
+            eprintln!("execd: {e:#}");
+            ExitCode::from(EXIT_EXECD_ERROR)
+        }
+    };
+    if args.stats {
+        eprintln!(
+            "execd: {:?}, reconnects {}, elapsed {} ms",
+            code,
+            client.reconnects(),
+            started.elapsed().as_millis()
+        );
+    }
+    Ok(code)
+}
+
+fn start_params(args: &RunArgs) -> anyhow::Result<StartParams> {
     let mut env: BTreeMap<String, String> = if args.clear_env {
         BTreeMap::new()
     } else {
@@ -59,171 +150,166 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--env takes K=V, not {kv:?}"))?;
         env.insert(k.to_owned(), v.to_owned());
     }
-    let cwd = match args.cwd {
+    let cwd = match &args.cwd {
         Some(dir) => std::path::absolute(dir)?,
         None => std::env::current_dir().context("no current directory")?,
     };
-    let cwd = PathUri::from_host_path(&cwd).map_err(|e| anyhow!("{e}"))?;
-
-    let mut conn = match &args.url {
-        Some(url) => {
-            let (reader, writer) = transport::ws_connect(url, Limits::default())
-                .await
-                .with_context(|| format!("cannot connect to {url}"))?;
-            Conn {
-                reader,
-                writer,
-                _child: None,
-            }
-        }
-        None => spawn_local_server()?,
-    };
-
-    let init = conn
-        .call(1, "initialize", json!({"clientName": "execd-run"}))
-        .await?;
-    init.get("sessionId")
-        .context("initialize result has no sessionId")?;
-    conn.notify("initialized", json!({})).await?;
-
-    let process_id = format!("run-{}", uuid::Uuid::new_v4());
-    let params = json!({
-        "processId": process_id, "argv": args.argv, "cwd": cwd, "env": env, "tty": args.tty,
-    });
-    conn.send_request(2, "process/start", params).await?;
-
-    let mut stdout = std::io::stdout();
-    let mut stderr = std::io::stderr();
-    let mut exit_code: Option<i32> = None;
-    loop {
-        let msg = conn.recv().await?;
-        if msg.get("id") == Some(&json!(2)) {
-            if let Some(err) = msg.get("error") {
-                let message = err["message"].as_str().unwrap_or("unknown error");
-                eprintln!("execd: cannot run {:?}: {message}", args.argv[0]);
-                let code = if message.contains("os error 2") {
-                    EXIT_NOT_FOUND
-                } else {
-                    EXIT_CANNOT_RUN
-                };
-                return Ok(ExitCode::from(code));
-            }
-            continue;
-        }
-        let params = &msg["params"];
-        if params["processId"].as_str() != Some(process_id.as_str()) {
-            continue;
-        }
-        match msg["method"].as_str() {
-            Some("process/output") => {
-                let chunk = STANDARD
-                    .decode(params["chunk"].as_str().unwrap_or(""))
-                    .context("server sent invalid base64")?;
-                if params["stream"] == "stderr" {
-                    stderr.write_all(&chunk)?;
-                    stderr.flush()?;
-                } else {
-                    stdout.write_all(&chunk)?;
-                    stdout.flush()?;
-                }
-            }
-            Some("process/exited") => exit_code = params["exitCode"].as_i64().map(|c| c as i32),
-            Some("process/closed") => break,
-            _ => {}
-        }
-    }
-    let code = exit_code.context("process closed without an exit code")?;
-    Ok(ExitCode::from(
-        u8::try_from(code & 0xff).unwrap_or(EXIT_EXECD_ERROR),
-    ))
-}
-
-struct Conn {
-    reader: FrameReader,
-    writer: FrameWriter,
-    _child: Option<ChildGuard>,
-}
-
-/// Kills the local server child when the client is done.
-struct ChildGuard(async_process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-    }
-}
-
-fn spawn_local_server() -> anyhow::Result<Conn> {
-    let mut child = async_process::Command::new(crate::self_exe()?)
-        .args(["serve", "--listen", "stdio"])
-        .stdin(async_process::Stdio::piped())
-        .stdout(async_process::Stdio::piped())
-        .stderr(async_process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start a local execd server")?;
-    let stdin = child.stdin.take().context("no stdin pipe")?;
-    let stdout = child.stdout.take().context("no stdout pipe")?;
-    let (reader, writer) = transport::stdio_transport(stdout, stdin, Limits::default());
-    Ok(Conn {
-        reader,
-        writer,
-        _child: Some(ChildGuard(child)),
+    Ok(StartParams {
+        process_id: format!("run-{}", uuid::Uuid::new_v4()),
+        argv: args.argv.clone(),
+        cwd: PathUri::from_host_path(&cwd).map_err(|e| anyhow!("{e}"))?,
+        env,
+        tty: args.tty,
+        pipe_stdin: !args.tty,
+        arg0: None,
     })
 }
 
-impl Conn {
-    async fn send_request(&mut self, id: i64, method: &str, params: Value) -> anyhow::Result<()> {
-        self.writer
-            .send(json!({"id": id, "method": method, "params": params}).to_string())
-            .await?;
-        self.writer.flush().await?;
-        Ok(())
-    }
+enum Outcome {
+    Exited(i32),
+    BrokenPipe,
+}
 
-    async fn notify(&mut self, method: &str, params: Value) -> anyhow::Result<()> {
-        self.writer
-            .send(json!({"method": method, "params": params}).to_string())
-            .await?;
-        self.writer.flush().await?;
-        Ok(())
-    }
-
-    /// Sends a request and waits for its result, skipping other messages.
-    async fn call(&mut self, id: i64, method: &str, params: Value) -> anyhow::Result<Value> {
-        self.send_request(id, method, params).await?;
-        let deadline = Duration::from_secs(30);
-        let wait = async {
-            loop {
-                let msg = self.recv().await?;
-                if msg.get("id") == Some(&json!(id)) {
-                    if let Some(err) = msg.get("error") {
-                        bail!(
-                            "{method} failed: {}",
-                            err["message"].as_str().unwrap_or("?")
-                        );
+/// Writes the process's output to ours until it closes.
+async fn print_events(process: &Process) -> anyhow::Result<Outcome> {
+    let mut stdout = io::stdout().lock();
+    let mut exit_code = None;
+    while let Some(event) = process.next_event().await {
+        match event {
+            Event::Output { stream, chunk, .. } => {
+                let written = if stream == Stream::Stderr {
+                    let mut stderr = io::stderr().lock();
+                    stderr.write_all(&chunk).and_then(|()| stderr.flush())
+                } else {
+                    stdout.write_all(&chunk).and_then(|()| stdout.flush())
+                };
+                match written {
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                        return Ok(Outcome::BrokenPipe)
                     }
-                    return Ok(msg["result"].clone());
+                    other => other.context("cannot write the output")?,
                 }
             }
-        };
-        futures_lite::future::or(wait, async {
-            smol::Timer::after(deadline).await;
-            Err(anyhow!("{method}: no answer within {deadline:?}"))
-        })
-        .await
-    }
-
-    async fn recv(&mut self) -> anyhow::Result<Value> {
-        loop {
-            match self.reader.recv().await {
-                Some(Ok(Inbound::Frame(bytes))) => {
-                    return serde_json::from_slice(&bytes).context("server sent invalid JSON");
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(e).context("connection to the server failed"),
-                None => bail!("the server closed the connection"),
+            Event::Exited { exit_code: c, .. } => exit_code = Some(c),
+            Event::Closed { .. } => break,
+            Event::Gap { lost_chunks, .. } => {
+                eprintln!("execd: {lost_chunks} chunks of output were lost (evicted on the server while disconnected)");
             }
+            Event::ProcessLost => return Err(anyhow!("the server no longer knows the process")),
+            Event::SessionLost(reason) => {
+                return Err(anyhow!("connection to the server lost ({reason:?})"))
+            }
+            _ => {}
         }
+    }
+    exit_code
+        .map(Outcome::Exited)
+        .context("the process closed without an exit code")
+}
+
+/// Forwards our stdin as writes; EOF closes the child's stdin (on a PTY: sends ^D).
+async fn forward_stdin(process: Process, tty: bool) {
+    let mut stdin = blocking::Unblock::new(io::stdin());
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match stdin.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        match process.write(buf[..n].to_vec()).await {
+            Ok(WriteStatus::Accepted) => {}
+            // The child closed its stdin or is gone; nothing more to forward.
+            Ok(_) | Err(_) => return,
+        }
+    }
+    if tty {
+        let _ = process.write(vec![0x04]).await;
+        return;
+    }
+    // closeStdin is idempotent on the server: a call cut off by a reconnect is sent again.
+    while let Err(Error::Closed) = process.close_stdin().await {
+        if process.client().is_closed() {
+            return;
+        }
+    }
+}
+
+/// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the remote process group, and SIGWINCH as
+/// a resize on a PTY; a third SIGINT kills the process group. (In raw mode Ctrl-C is a byte on stdin and reaches the PTY that way.)
+async fn forward_signals(process: Process, tty: bool) {
+    let Ok(mut signals) = Signals::new([
+        OsSignal::Int,
+        OsSignal::Term,
+        OsSignal::Hup,
+        OsSignal::Quit,
+        OsSignal::Winch,
+    ]) else {
+        return;
+    };
+    let mut interrupts = 0;
+    while let Some(Ok(signal)) = signals.next().await {
+        let remote = match signal {
+            OsSignal::Int => {
+                interrupts += 1;
+                if interrupts >= 3 {
+                    // The command ignores Ctrl-C; the third one kills its process group.
+                    let _ = process.terminate().await;
+                    continue;
+                }
+                Signal::Int
+            }
+            OsSignal::Term => Signal::Term,
+            OsSignal::Hup => Signal::Hup,
+            OsSignal::Quit => Signal::Quit,
+            OsSignal::Winch => {
+                if tty {
+                    send_window_size(&process).await;
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let _ = process.signal(remote).await;
+    }
+}
+
+async fn send_window_size(process: &Process) {
+    if let Ok(size) = rustix::termios::tcgetwinsize(io::stdout()) {
+        if size.ws_row > 0 && size.ws_col > 0 {
+            let _ = process.resize(size.ws_row, size.ws_col).await;
+        }
+    }
+}
+
+/// The terminal in raw mode; the saved settings come back on drop (every return path and
+/// unwinding; `execd` never calls `process::exit` while this is alive).
+struct RawMode {
+    saved: rustix::termios::Termios,
+}
+
+impl RawMode {
+    /// `None` when stdin is not a terminal.
+    fn enter() -> io::Result<Option<RawMode>> {
+        let stdin = io::stdin();
+        if !rustix::termios::isatty(&stdin) {
+            return Ok(None);
+        }
+        let saved = rustix::termios::tcgetattr(&stdin)?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw)?;
+        Ok(Some(RawMode { saved }))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
     }
 }

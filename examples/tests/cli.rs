@@ -212,3 +212,166 @@ fn serve_stdio_speaks_newline_delimited_json() {
         .expect("wait");
     assert_eq!(code, Some(0));
 }
+
+/// Runs `cmd` with `input` on its stdin, failing the test after [`TIMEOUT`].
+fn output_with_stdin(mut cmd: Command, input: Vec<u8>) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("command timed out");
+        }
+    }
+}
+
+fn seq_text(from: u32, to: u32) -> String {
+    (from..=to).map(|i| format!("{i}\n")).collect()
+}
+
+fn reconnects(stderr: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(stderr);
+    text.split("reconnects ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no --stats line in {text:?}"))
+}
+
+#[test]
+fn run_forwards_stdin_and_its_eof() {
+    for url in [None, Some(serve())] {
+        let mut cmd = Command::new(EXECD);
+        cmd.arg("run");
+        if let Some((_, url)) = &url {
+            cmd.args(["--url", url]);
+        }
+        cmd.args(["--", "sh", "-c", "cat; echo done"]);
+        let out = output_with_stdin(cmd, seq_text(1, 50_000).into_bytes());
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            seq_text(1, 50_000) + "done\n"
+        );
+    }
+}
+
+/// The proxy of `execd_smol::testing`, cutting every `period`, in front of `url`.
+fn cutting_proxy(url: &str, period: Duration) -> std::sync::Arc<execd_smol::testing::CuttingProxy> {
+    let addr = url.trim_start_matches("ws://").parse().expect("addr");
+    let proxy = smol::block_on(execd_smol::testing::CuttingProxy::start(addr)).expect("proxy");
+    let proxy = std::sync::Arc::new(proxy);
+    proxy.cut_every(period);
+    proxy
+}
+
+#[test]
+fn run_output_survives_a_proxy_that_keeps_cutting_the_connection() {
+    let (_server, url) = serve();
+    let proxy = cutting_proxy(&url, Duration::from_millis(40));
+    // Paced so that cuts land mid-stream: 20 bursts of 10,000 lines, 20 ms apart.
+    let script = "for i in $(seq 0 19); do seq $((i*10000+1)) $((i*10000+10000)); sleep 0.02; done";
+    let out = run(Some(&proxy.url()), &["--stats", "--", "sh", "-c", script]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout == seq_text(1, 200_000).as_bytes(),
+        "output differs: {} bytes",
+        out.stdout.len()
+    );
+    assert!(
+        reconnects(&out.stderr) >= 2,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn run_stdin_survives_a_proxy_that_keeps_cutting_the_connection() {
+    let (_server, url) = serve();
+    let proxy = cutting_proxy(&url, Duration::from_millis(30));
+    let mut cmd = Command::new(EXECD);
+    // `cat` behind a pacing reader so the run spans several cuts.
+    let script = "while IFS= read -r line; do printf '%s\\n' \"$line\"; done";
+    cmd.args([
+        "run",
+        "--stats",
+        "--url",
+        &proxy.url(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let out = output_with_stdin(cmd, seq_text(1, 20_000).into_bytes());
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout == seq_text(1, 20_000).as_bytes(),
+        "output differs: {} bytes",
+        out.stdout.len()
+    );
+    assert!(
+        reconnects(&out.stderr) >= 1,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn run_exits_255_when_the_server_dies() {
+    let (server, url) = serve();
+    let mut cmd = Command::new(EXECD);
+    cmd.args([
+        "run",
+        "--recovery-window",
+        "1",
+        "--url",
+        &url,
+        "--",
+        "sh",
+        "-c",
+        "echo started; exec sleep 30",
+    ]);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (line_tx, line_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = line_tx.send(line);
+    });
+    let line = line_rx.recv_timeout(TIMEOUT).expect("the command started");
+    assert_eq!(line, "started\n");
+    drop(server);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(TIMEOUT)
+        .expect("execd run ended")
+        .expect("wait");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lost"),
+        "{out:?}"
+    );
+}
