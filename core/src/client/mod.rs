@@ -191,9 +191,15 @@ pub enum ClientEvent {
 /// `initialize` response are accepted. After a resume:
 /// - every in-flight `process/write` is sent again with the same `writeId` (the server
 ///   remembers accepted ids, so it reaches the child once), and every in-flight
-///   `process/read` is sent again (it changes nothing); every other call that was in flight
-///   already failed with [`CallError::Closed`] at the disconnect, because it may or may not
-///   have taken effect (`process/start`, `process/terminate`, …);
+///   `process/read` is sent again (it changes nothing);
+/// - every in-flight `process/start` is settled by the recovery read of its process (the
+///   process id is the idempotency key): if the server knows the process, the start ran and
+///   is answered `{processId}` (without `sandboxType`, which only the lost answer carried);
+///   if it does not, the start never reached the server (a resume is accepted only after the
+///   server handled the old connection's last frame), and the same request is sent again;
+/// - every other call that was in flight already failed with [`CallError::Closed`] at the
+///   disconnect, because it may or may not have taken effect (`process/terminate`,
+///   `process/signal`, …);
 /// - calls queued meanwhile are sent, after the resent ones, in the order they were made;
 /// - each tracked process is read (`process/read {afterSeq: last delivered}`) and what was
 ///   missed is delivered once, in order, before the notifications that arrived after it;
@@ -201,9 +207,10 @@ pub enum ClientEvent {
 ///
 /// **Tracking.** [`start`](Self::start) (and [`call`](Self::call) with `process/start`) tracks
 /// the process until its `Closed` event, a failed start, or [`ClientEvent::ProcessLost`].
-/// A start cut off by a disconnect fails with [`CallError::Closed`] but stays tracked: the
-/// recovery read then delivers the process's events if it did start, or reports
-/// [`ClientEvent::ProcessLost`] if the server does not know it. Notifications of untracked
+/// A start cut off by a disconnect is settled after the resume (above); it fails with
+/// [`CallError::Closed`] only when the session is lost. Reusing the id of a process that
+/// closed less than the server's close retention ago while such a start is unsettled is
+/// ambiguous (the read finds the old process): pick fresh ids. Notifications of untracked
 /// processes are dropped. A notification whose seq was already
 /// delivered is a duplicate and dropped; one ahead of a missing seq waits until a
 /// `process/read` fills the gap. A read result's `exited`/`closed` flags produce `Exited` and
@@ -629,19 +636,66 @@ impl Client {
             else {
                 return;
             };
+            // A start cut off by a disconnect, waiting for this read to learn whether it ran.
+            let unsure = t.start_request.filter(|&s| self.pending.is_unsure(s));
+            // The server refuses reads of a process still starting: it exists, so the start
+            // ran; its events follow as notifications.
+            let starting = matches!(&result, Err(e) if e.message.ends_with(" is starting"));
+            if let (Some(start), true) = (unsure, starting) {
+                t.start_request = None;
+                t.reading = None;
+                self.pending.remove(start);
+                self.events.push_back(ClientEvent::Response {
+                    id: RequestId::Int(start),
+                    result: Ok(serde_json::json!({ "processId": process_id })),
+                });
+                return;
+            }
             match result.map(|raw| serde_json::from_str::<ReadResult>(raw.get())) {
-                Ok(Ok(read)) => t.on_read(read, &mut out),
+                Ok(Ok(read)) => {
+                    if let Some(start) = unsure {
+                        // It ran: answer the start as the server would have.
+                        t.start_request = None;
+                        self.pending.remove(start);
+                        self.events.push_back(ClientEvent::Response {
+                            id: RequestId::Int(start),
+                            result: Ok(serde_json::json!({ "processId": process_id })),
+                        });
+                    }
+                    t.on_read(read, &mut out);
+                }
                 Err(e)
                     if ErrorCode::from_code(e.code) == Some(ErrorCode::InvalidRequest)
                         && e.message.starts_with("unknown process id") =>
                 {
+                    if let Some(start) = unsure {
+                        // It never ran (the server handled every frame of the old connection
+                        // before it let the session resume): send the same start again.
+                        t.reading = None;
+                        if let Some(call) = self.pending.get_mut(start) {
+                            call.unsure = false;
+                            call.sent = true;
+                            self.transmits.push_back(call.text.clone());
+                        }
+                        return;
+                    }
                     self.trackers.remove(process_id);
                     self.events.push_back(ClientEvent::ProcessLost {
                         process_id: process_id.to_owned(),
                     });
                     return;
                 }
-                Ok(Err(_)) | Err(_) => t.on_read_failed(&mut out),
+                Ok(Err(_)) | Err(_) => {
+                    if let Some(start) = unsure {
+                        t.start_request = None;
+                        self.pending.remove(start);
+                        self.events.push_back(ClientEvent::Response {
+                            id: RequestId::Int(start),
+                            result: Err(CallError::Closed),
+                        });
+                    }
+                    t.on_read_failed(&mut out);
+                }
             }
         }
         self.emit(process_id, out);
@@ -699,7 +753,11 @@ impl Client {
             return;
         };
         // A start not answered yet: the process has nothing to read (or is still starting).
-        if t.reading.is_some() || t.start_request.is_some_and(|id| self.pending.contains(id)) {
+        // A start cut off by a disconnect is the exception: the read tells whether it ran.
+        let start_pending = t
+            .start_request
+            .is_some_and(|id| self.pending.contains(id) && !self.pending.is_unsure(id));
+        if t.reading.is_some() || start_pending {
             return;
         }
         let params = ReadParams {
@@ -725,7 +783,15 @@ impl Client {
         if sent {
             self.transmits.push_back(text.clone());
         }
-        self.pending.insert(id, Call { kind, text, sent });
+        self.pending.insert(
+            id,
+            Call {
+                kind,
+                text,
+                sent,
+                unsure: false,
+            },
+        );
     }
 
     fn send_initialize(&mut self) {
@@ -742,6 +808,7 @@ impl Client {
                 kind: Kind::Initialize,
                 text,
                 sent: true,
+                unsure: false,
             },
         );
         self.phase = Phase::Handshaking;

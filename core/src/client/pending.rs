@@ -38,6 +38,9 @@ pub(crate) struct Call {
     pub(crate) text: String,
     /// Whether the frame went out on the current (or a previous) transport.
     pub(crate) sent: bool,
+    /// A `process/start` cut off by a disconnect: whether it ran is unknown until the
+    /// recovery read of its process answers. Not resent blindly.
+    pub(crate) unsure: bool,
 }
 
 /// Calls by request id. Ids increase with creation, so iteration is creation order, which
@@ -56,17 +59,32 @@ impl Pending {
         self.calls.contains_key(&id)
     }
 
+    pub(crate) fn get_mut(&mut self, id: i64) -> Option<&mut Call> {
+        self.calls.get_mut(&id)
+    }
+
+    /// Whether call `id` is a start whose fate is unknown.
+    pub(crate) fn is_unsure(&self, id: i64) -> bool {
+        self.calls.get(&id).is_some_and(|c| c.unsure)
+    }
+
     pub(crate) fn remove(&mut self, id: i64) -> Option<Call> {
         self.calls.remove(&id)
     }
 
     /// The transport dropped. Forgets the client's own calls (they are made afresh), marks
-    /// resendable user calls unsent, and removes and returns the ids of user calls that were
-    /// sent and may not be sent again. Calls never sent stay queued.
+    /// resendable user calls unsent, marks sent starts unsure (see [`Call::unsure`]), and
+    /// removes and returns the ids of the other user calls that were sent and may not be sent
+    /// again. Calls never sent stay queued.
     pub(crate) fn on_disconnect(&mut self) -> Vec<i64> {
         let mut failed = Vec::new();
         self.calls.retain(|&id, call| match call.kind {
             Kind::Initialize | Kind::FillRead { .. } => false,
+            Kind::User { is_start: true, .. } if call.sent || call.unsure => {
+                call.sent = false;
+                call.unsure = true;
+                true
+            }
             Kind::User { resendable, .. } => {
                 if call.sent && !resendable {
                     failed.push(id);
@@ -84,7 +102,7 @@ impl Pending {
     pub(crate) fn take_unsent(&mut self) -> Vec<String> {
         self.calls
             .values_mut()
-            .filter(|c| !c.sent && matches!(c.kind, Kind::User { .. }))
+            .filter(|c| !c.sent && !c.unsure && matches!(c.kind, Kind::User { .. }))
             .map(|c| {
                 c.sent = true;
                 c.text.clone()

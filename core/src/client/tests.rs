@@ -712,19 +712,61 @@ fn evicted_output_is_reported_as_a_gap() {
 }
 
 #[test]
-fn start_cut_off_by_a_disconnect_fails_closed_but_its_process_is_still_delivered() {
+fn start_that_ran_before_a_disconnect_is_answered_by_the_recovery_read() {
     let mut sim = Sim::ready(true);
     sim.auto_spawn = false;
     let start = sim.client.start(sim.now, start_params("p")).expect("open");
     sim.settle();
     sim.drop_link(true);
     sim.pump();
-    assert!(is_closed_error(&sim.take_response(&start)));
+    assert_eq!(sim.responses(&start), 0, "not failed: the read will tell");
+    sim.settle();
+    assert!(sim.client.is_ready());
+    assert_eq!(
+        sim.take_response(&start),
+        Ok(json!({"processId": "p"})),
+        "the server knows p, so the start ran"
+    );
     sim.release_spawns();
+    assert_eq!(sim.procs.len(), 1, "started once");
     let key = *sim.procs.keys().next().expect("spawned");
     sim.output(key, b"x");
     sim.settle();
     assert_eq!(sim.trail("p"), ["o1:x"]);
+}
+
+#[test]
+fn start_lost_in_flight_is_sent_again_once_the_read_shows_it_never_ran() {
+    let mut sim = Sim::ready(true);
+    let start = sim.client.start(sim.now, start_params("p")).expect("open");
+    sim.pump();
+    sim.drop_link(true); // the request never reached the server
+    sim.pump();
+    assert_eq!(sim.responses(&start), 0);
+    sim.settle();
+    assert_eq!(
+        sim.take_response(&start),
+        Ok(json!({"processId": "p", "sandboxType": "none"})),
+        "the second send started it"
+    );
+    assert_eq!(sim.procs.len(), 1, "started once");
+    let key = *sim.procs.keys().next().expect("spawned");
+    sim.output(key, b"x");
+    sim.finish(key, ExitStatus::Code(0));
+    sim.settle();
+    assert_eq!(sim.trail("p"), ["o1:x", "e2:0", "c3"]);
+}
+
+#[test]
+fn start_cut_off_fails_closed_when_the_session_is_lost() {
+    let mut sim = Sim::ready(true);
+    sim.connect_ok = false;
+    let start = sim.client.start(sim.now, start_params("p")).expect("open");
+    sim.pump();
+    sim.drop_link(true);
+    sim.advance(Duration::from_secs(30));
+    assert!(is_closed_error(&sim.take_response(&start)));
+    assert!(sim.client.is_closed());
 }
 
 #[test]

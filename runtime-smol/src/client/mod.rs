@@ -183,7 +183,23 @@ impl Client {
             limits: options.limits.clone(),
             timeout: options.connect_timeout,
         };
-        let (reader, writer) = connector.connect().await?;
+        // A connection cut during the first handshake is retried a few times (with recovery
+        // on); a refused connection or a bad URL fails at once.
+        let attempts = if options.core.recovery { 4 } else { 1 };
+        let mut delay = options.core.backoff_initial;
+        let mut attempt = 1;
+        let (reader, writer) = loop {
+            match connector.connect().await {
+                Ok(pair) => break pair,
+                Err(e) if attempt < attempts && is_transient(&e) => {
+                    tracing::debug!(error = %e, attempt, "client: first connect failed; retrying");
+                    smol::Timer::after(delay).await;
+                    delay = (delay * 2).min(options.core.backoff_max);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Client::start_driver(options, connector, reader, writer, None).await
     }
 
@@ -320,8 +336,9 @@ impl Client {
     /// seq) are delivered through [`Process::next_event`] in seq order, across reconnects.
     ///
     /// # Errors
-    /// As [`call`](Self::call); a start cut off by a disconnect fails with [`Error::Closed`]
-    /// (the process may have started; it is not tracked by this handle).
+    /// As [`call`](Self::call). A start cut off by a disconnect is settled after the resume
+    /// (it ran exactly once, or is sent again); it fails with [`Error::Closed`] only when the
+    /// session is lost.
     pub async fn start(&self, params: StartParams) -> Result<Process, Error> {
         let process_id = params.process_id.clone();
         let (events_tx, events) = async_channel::bounded(process::EVENT_QUEUE);
@@ -384,6 +401,19 @@ impl fmt::Debug for Client {
             .field("closed", &self.is_closed())
             .finish()
     }
+}
+
+/// Whether a failed connection attempt may succeed when repeated at once (the peer answered,
+/// then the connection broke), as opposed to a refusal or a bad URL.
+fn is_transient(e: &io::Error) -> bool {
+    !matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::InvalidInput
+            | io::ErrorKind::Unsupported
+            | io::ErrorKind::NotFound
+            | io::ErrorKind::TimedOut
+    )
 }
 
 /// Awaits `fut` for at most `limit`; `None` when it ran out.
