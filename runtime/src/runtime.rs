@@ -144,6 +144,7 @@ pub trait AsyncFd: Send + Sync + fmt::Debug {
 }
 
 /// A spawned task. Dropping it cancels the task; [`Task::detach`] lets it run to completion.
+#[must_use = "dropping a Task cancels it; call `detach` to let it run"]
 pub struct Task {
     inner: Option<Box<dyn TaskHandle>>,
 }

@@ -135,7 +135,7 @@ impl Run {
     }
 }
 
-/// Output eof and exit code arrive in order.
+/// Output, EOF per stream and the exit code arrive, with the child's output before its exit.
 pub async fn output_eof_and_exit_code_arrive_in_order(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     h.spawn(sh("echo out; echo err >&2; exit 3"));
@@ -159,7 +159,7 @@ pub async fn output_eof_and_exit_code_arrive_in_order(rt: Arc<dyn Runtime>) {
     assert!(h.events.is_empty());
 }
 
-/// Death by signal is reported as signal.
+/// A child killed by a signal is reported as `ExitStatus::Signal`.
 pub async fn death_by_signal_is_reported_as_signal(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     h.spawn(sh("kill -9 $$"));
@@ -169,7 +169,7 @@ pub async fn death_by_signal_is_reported_as_signal(rt: Arc<dyn Runtime>) {
     assert_eq!(run.exit, Some(ExitStatus::Signal(9)));
 }
 
-/// Environment is exactly the given one.
+/// The child's environment is exactly `SpawnSpec::env`.
 pub async fn environment_is_exactly_the_given_one(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     let mut spec = spec(&["env"]);
@@ -183,7 +183,7 @@ pub async fn environment_is_exactly_the_given_one(rt: Arc<dyn Runtime>) {
     assert_eq!(run.exit, Some(ExitStatus::Code(0)));
 }
 
-/// Program is looked up in the child path.
+/// `argv[0]` is looked up in the child's `PATH`.
 pub async fn program_is_looked_up_in_the_child_path(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     let mut spec = spec(&["sh", "-c", "echo found"]);
@@ -201,7 +201,7 @@ pub async fn program_is_looked_up_in_the_child_path(rt: Arc<dyn Runtime>) {
     assert_eq!(run.text(Stream::Stdout), "found\n");
 }
 
-/// Arg0 overrides what the child sees.
+/// `SpawnSpec::arg0` is what the child sees as `argv[0]`; without it, `argv[0]` as given.
 pub async fn arg0_overrides_what_the_child_sees(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     let mut spec = sh("echo $0");
@@ -216,7 +216,7 @@ pub async fn arg0_overrides_what_the_child_sees(rt: Arc<dyn Runtime>) {
     assert_eq!(run.text(Stream::Stdout), "sh\n", "argv[0] is kept as given");
 }
 
-/// Cwd is set.
+/// The child starts in `SpawnSpec::cwd`.
 pub async fn cwd_is_set(rt: Arc<dyn Runtime>) {
     let dir = std::env::temp_dir().join(format!("execd-process-cwd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create temp dir");
@@ -232,7 +232,7 @@ pub async fn cwd_is_set(rt: Arc<dyn Runtime>) {
     assert_eq!(run.text(Stream::Stdout), format!("{}\n", dir.display()));
 }
 
-/// Spawn failures report the os error and nothing else.
+/// Spawn failures report the OS error text and leave nothing behind; the key stays free.
 pub async fn spawn_failures_report_the_os_error_and_nothing_else(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
 
@@ -263,7 +263,7 @@ pub async fn spawn_failures_report_the_os_error_and_nothing_else(rt: Arc<dyn Run
     assert_eq!(run.exit, Some(ExitStatus::Code(0)));
 }
 
-/// Piped stdin is echoed exactly and closes.
+/// Writes to a piped stdin arrive in order and byte-exact; `close_stdin` gives the child EOF.
 pub async fn piped_stdin_is_echoed_exactly_and_closes(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     let mut spec = spec(&["cat"]);
@@ -284,7 +284,7 @@ pub async fn piped_stdin_is_echoed_exactly_and_closes(rt: Arc<dyn Runtime>) {
     assert_eq!(run.stdin_closed, 0);
 }
 
-/// Stdin is dev null without pipe stdin.
+/// Without `pipe_stdin` the child reads `/dev/null` and writes are ignored.
 pub async fn stdin_is_dev_null_without_pipe_stdin(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     h.spawn(spec(&["cat"]));
@@ -297,7 +297,7 @@ pub async fn stdin_is_dev_null_without_pipe_stdin(rt: Arc<dyn Runtime>) {
     assert_eq!(run.stdin_closed, 0);
 }
 
-/// Write after child closed stdin reports stdin closed once.
+/// A write after the child closed its stdin reports `StdinClosed` once.
 pub async fn write_after_child_closed_stdin_reports_stdin_closed_once(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     let mut spec = sh("exec 0<&-; echo ready; sleep 100");
@@ -318,7 +318,7 @@ pub async fn write_after_child_closed_stdin_reports_stdin_closed_once(rt: Arc<dy
     assert_eq!(run.exit, Some(ExitStatus::Signal(9)));
 }
 
-/// Tty child sees a terminal.
+/// A `tty` child has a terminal on stdin, stdout and stderr; its output is the one `Pty` stream.
 pub async fn tty_child_sees_a_terminal(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     let mut spec = sh("test -t 0 && test -t 1 && test -t 2 && echo tty");
@@ -332,7 +332,7 @@ pub async fn tty_child_sees_a_terminal(rt: Arc<dyn Runtime>) {
     assert_eq!(run.exit, Some(ExitStatus::Code(0)));
 }
 
-/// Tty is the controlling terminal of a new session.
+/// The PTY is the controlling terminal of the child's new session (`/dev/tty` opens).
 pub async fn tty_is_the_controlling_terminal_of_a_new_session(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     // `ps -o sid=,pgid=,tty=` would do too, but /dev/tty is enough: it opens only if the
@@ -346,7 +346,7 @@ pub async fn tty_is_the_controlling_terminal_of_a_new_session(rt: Arc<dyn Runtim
     assert_eq!(run.text(Stream::Pty), "x\r\nok\r\n");
 }
 
-/// Tty starts at 24 by 80 and resizes.
+/// A PTY starts at 24 × 80 and `resize` changes what the child sees.
 pub async fn tty_starts_at_24_by_80_and_resizes(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     let mut spec = sh("stty size; read line; stty size");
@@ -366,7 +366,7 @@ pub async fn tty_starts_at_24_by_80_and_resizes(rt: Arc<dyn Runtime>) {
     assert_eq!(run.exit, Some(ExitStatus::Code(0)));
 }
 
-/// Tty input reaches the child.
+/// Writes to a PTY reach the child as typed input.
 pub async fn tty_input_reaches_the_child(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     let mut spec = sh("read line; echo \"got $line\"");
@@ -381,7 +381,7 @@ pub async fn tty_input_reaches_the_child(rt: Arc<dyn Runtime>) {
     assert_eq!(run.exit, Some(ExitStatus::Code(0)));
 }
 
-/// Kill reaches grandchildren in the group.
+/// `kill` reaches grandchildren in the process group (their pipes reach EOF).
 pub async fn kill_reaches_grandchildren_in_the_group(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     h.spawn(sh("sleep 100 & echo started; wait"));
@@ -394,7 +394,7 @@ pub async fn kill_reaches_grandchildren_in_the_group(rt: Arc<dyn Runtime>) {
     assert_eq!(run.exit, Some(ExitStatus::Signal(9)));
 }
 
-/// Kill reaches grandchildren on a tty.
+/// `kill_all` reaches grandchildren of a PTY process.
 pub async fn kill_reaches_grandchildren_on_a_tty(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     let mut spec = sh("sleep 100 & echo started; wait");
@@ -408,7 +408,7 @@ pub async fn kill_reaches_grandchildren_on_a_tty(rt: Arc<dyn Runtime>) {
     assert_eq!(run.exit, Some(ExitStatus::Signal(9)));
 }
 
-/// Signal is delivered to the group.
+/// `signal` delivers to the process group (a trap runs).
 pub async fn signal_is_delivered_to_the_group(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     h.spawn(sh(
@@ -423,7 +423,7 @@ pub async fn signal_is_delivered_to_the_group(rt: Arc<dyn Runtime>) {
     assert_eq!(run.exit, Some(ExitStatus::Code(7)));
 }
 
-/// Large output arrives complete.
+/// 64 MiB of output arrive complete, in chunks of at most 64 KiB.
 pub async fn large_output_arrives_complete(rt: Arc<dyn Runtime>) {
     const SIZE: usize = 64 * 1024 * 1024;
     let mut h = Harness::new(&rt);
@@ -450,7 +450,8 @@ pub async fn large_output_arrives_complete(rt: Arc<dyn Runtime>) {
     assert_eq!(exit, Some(ExitStatus::Code(0)));
 }
 
-/// Operations on unknown or released keys are ignored.
+/// Operations on unknown or released keys are ignored; a released child still gets its queued
+/// stdin.
 pub async fn operations_on_unknown_or_released_keys_are_ignored(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     h.table.write_stdin(42, b"x".to_vec());
@@ -478,7 +479,7 @@ pub async fn operations_on_unknown_or_released_keys_are_ignored(rt: Arc<dyn Runt
     assert_eq!(run.exit, Some(ExitStatus::Code(0)));
 }
 
-/// Sandbox requests fail rather than run unsandboxed.
+/// A sandbox request fails the spawn rather than run the child unsandboxed.
 pub async fn sandbox_requests_fail_rather_than_run_unsandboxed(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
     let mut spec = spec(&["true"]);

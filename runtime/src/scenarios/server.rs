@@ -210,7 +210,8 @@ impl Run {
     }
 }
 
-/// Lifecycle events arrive in seq order.
+/// A process's output, `process/exited` and `process/closed` arrive in that order, with seq
+/// contiguous from 1, and its exit code.
 pub async fn lifecycle_events_arrive_in_seq_order(rt: Arc<dyn Runtime>) {
     let server = start_server(&rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(&rt, &server.url).await;
@@ -232,21 +233,22 @@ pub async fn lifecycle_events_arrive_in_seq_order(rt: Arc<dyn Runtime>) {
     assert_eq!(run.exit_code, Some(3));
 }
 
-/// Eight mib of output arrives in order without loss.
+/// Eight MiB of output (2^20 numbered 8-byte lines) arrive exactly, in order, without loss.
 pub async fn eight_mib_of_output_arrives_in_order_without_loss(rt: Arc<dyn Runtime>) {
     let server = start_server(&rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(&rt, &server.url).await;
-    c.start("big", &["seq", "1", "1000000"], json!({})).await;
+    c.start("big", &["seq", "-w", "1", "1048576"], json!({}))
+        .await;
     let run = c.until_closed("big").await;
     run.assert_well_formed();
-    let want: String = (1..=1_000_000).map(|n| format!("{n}\n")).collect();
-    assert!(want.len() > 6 << 20);
+    let want: String = (1..=1_048_576).map(|n| format!("{n:07}\n")).collect();
+    assert_eq!(want.len(), 8 << 20);
     assert_eq!(run.stdout.len(), want.len());
     assert!(run.stdout == want.as_bytes(), "bytes differ");
     assert_eq!(run.exit_code, Some(0));
 }
 
-/// Large binary output is exact.
+/// 8 MiB of binary output (zeros from `/dev/zero`) arrive byte-exact.
 pub async fn large_binary_output_is_exact(rt: Arc<dyn Runtime>) {
     let server = start_server(&rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(&rt, &server.url).await;
@@ -258,7 +260,7 @@ pub async fn large_binary_output_is_exact(rt: Arc<dyn Runtime>) {
     assert!(run.stdout.iter().all(|b| *b == 0));
 }
 
-/// Write dedupe reaches the child once.
+/// A `process/write` repeated with the same `writeId` reaches the child's stdin once.
 pub async fn write_dedupe_reaches_the_child_once(rt: Arc<dyn Runtime>) {
     let server = start_server(&rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(&rt, &server.url).await;
@@ -285,7 +287,7 @@ pub async fn write_dedupe_reaches_the_child_once(rt: Arc<dyn Runtime>) {
     assert_eq!(run.stdout, b"hello\nworld\n");
 }
 
-/// Stdin is null without pipe stdin.
+/// Without `pipeStdin` the child reads `/dev/null` and a write answers `stdinClosed`.
 pub async fn stdin_is_null_without_pipe_stdin(rt: Arc<dyn Runtime>) {
     let server = start_server(&rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(&rt, &server.url).await;
@@ -302,7 +304,7 @@ pub async fn stdin_is_null_without_pipe_stdin(rt: Arc<dyn Runtime>) {
     assert_eq!(run.exit_code, Some(0));
 }
 
-/// Resume after disconnect keeps output produced while detached.
+/// Output produced while the session was detached is read back with `process/read` after a resume.
 pub async fn resume_after_disconnect_keeps_output_produced_while_detached(rt: Arc<dyn Runtime>) {
     let server = start_server(&rt, ServerConfig::default()).await;
     let (mut a, sid) = Client::session(&rt, &server.url).await;
@@ -341,7 +343,7 @@ pub async fn resume_after_disconnect_keeps_output_produced_while_detached(rt: Ar
     assert_eq!(r["result"]["exitCode"], 0);
 }
 
-/// Resume while attached is refused with 32010.
+/// Resuming a session that another connection holds fails with -32010.
 pub async fn resume_while_attached_is_refused_with_32010(rt: Arc<dyn Runtime>) {
     let server = start_server(&rt, ServerConfig::default()).await;
     let (_a, sid) = Client::session(&rt, &server.url).await;
@@ -357,7 +359,8 @@ fn pid_alive(pid: u64) -> bool {
             .contains(") Z ")
 }
 
-/// Ttl expiry kills the detached sessions processes.
+/// When a detached session's TTL expires its processes (and their children) are killed and it
+/// cannot be resumed.
 pub async fn ttl_expiry_kills_the_detached_sessions_processes(rt: Arc<dyn Runtime>) {
     let mut config = ServerConfig::default();
     config.session_ttl = Duration::from_millis(300);
@@ -380,7 +383,7 @@ pub async fn ttl_expiry_kills_the_detached_sessions_processes(rt: Arc<dyn Runtim
     assert_eq!(r["error"]["code"], -32600);
 }
 
-/// Terminate kills the process group.
+/// `process/terminate` kills the whole process group (exit 137).
 pub async fn terminate_kills_the_process_group(rt: Arc<dyn Runtime>) {
     let server = start_server(&rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(&rt, &server.url).await;
@@ -392,7 +395,7 @@ pub async fn terminate_kills_the_process_group(rt: Arc<dyn Runtime>) {
     assert_eq!(run.exit_code, Some(137));
 }
 
-/// Pty processes see a terminal.
+/// A `tty` process has a terminal on stdin and stdout, sized 24 × 80.
 pub async fn pty_processes_see_a_terminal(rt: Arc<dyn Runtime>) {
     let server = start_server(&rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(&rt, &server.url).await;
@@ -413,7 +416,8 @@ pub async fn pty_processes_see_a_terminal(rt: Arc<dyn Runtime>) {
     assert!(text.contains("24 80"), "{text:?}");
 }
 
-/// Malformed frames get errors and the connection keeps working.
+/// Malformed JSON (-32600), unknown methods (-32601), bad params (-32602) and spawn failures
+/// (-32603) get errors, and the connection keeps working.
 pub async fn malformed_frames_get_errors_and_the_connection_keeps_working(rt: Arc<dyn Runtime>) {
     let server = start_server(&rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(&rt, &server.url).await;
@@ -449,7 +453,7 @@ pub async fn malformed_frames_get_errors_and_the_connection_keeps_working(rt: Ar
     );
 }
 
-/// Oversized frames are refused and the connection keeps working.
+/// A frame over `max_frame_bytes` gets -32600 and the connection keeps working.
 pub async fn oversized_frames_are_refused_and_the_connection_keeps_working(rt: Arc<dyn Runtime>) {
     let mut config = ServerConfig::default();
     config.max_frame_bytes = 1024;
@@ -463,7 +467,8 @@ pub async fn oversized_frames_are_refused_and_the_connection_keeps_working(rt: A
     assert!(r["result"].is_object());
 }
 
-/// Origin header is refused and readyz answers.
+/// On the server's port, a handshake with `Origin` gets 403, `GET /readyz` gets 200, a plain
+/// handshake 101.
 pub async fn origin_header_is_refused_and_readyz_answers(rt: Arc<dyn Runtime>) {
     let server = start_server(&rt, ServerConfig::default()).await;
     let head = |extra: &str| {
@@ -495,7 +500,8 @@ pub async fn origin_header_is_refused_and_readyz_answers(rt: Arc<dyn Runtime>) {
     }
 }
 
-/// Interrupt reaches children even when the server ignores sigint.
+/// SIGINT reaches a child even when the server itself ignores SIGINT (children get default
+/// dispositions).
 pub async fn interrupt_reaches_children_even_when_the_server_ignores_sigint(rt: Arc<dyn Runtime>) {
     // A server started in the background of a non-interactive shell inherits SIGINT ignored;
     // its children must still get default dispositions.
@@ -515,7 +521,8 @@ pub async fn interrupt_reaches_children_even_when_the_server_ignores_sigint(rt: 
     assert_eq!(run.exit_code, Some(130));
 }
 
-/// A client that stops reading pauses the child instead of growing memory.
+/// A client that stops reading pauses the child on its pipe (backpressure) instead of growing
+/// server memory; all output arrives once it reads again.
 pub async fn a_client_that_stops_reading_pauses_the_child_instead_of_growing_memory(
     rt: Arc<dyn Runtime>,
 ) {

@@ -92,7 +92,7 @@ async fn raw_http(rt: &Arc<dyn Runtime>, addr: SocketAddr, request: &str) -> Str
     String::from_utf8(response).expect("ascii response")
 }
 
-/// Text and binary frames are echoed as text.
+/// Text and binary frames are both received; replies are sent as text.
 pub async fn text_and_binary_frames_are_echoed_as_text(rt: Arc<dyn Runtime>) {
     let listener = bind(&rt, Limits::default()).await;
     let mut client = raw_client(&rt, &listener).await;
@@ -121,7 +121,7 @@ pub async fn text_and_binary_frames_are_echoed_as_text(rt: Arc<dyn Runtime>) {
     assert_eq!(second, Message::text("bin"));
 }
 
-/// Readyz answers 200 ok and closes.
+/// `GET /readyz` answers 200 `ok` and closes.
 pub async fn readyz_answers_200_ok_and_closes(rt: Arc<dyn Runtime>) {
     let listener = bind(&rt, Limits::default()).await;
 
@@ -136,7 +136,7 @@ pub async fn readyz_answers_200_ok_and_closes(rt: Arc<dyn Runtime>) {
     assert!(response.ends_with("\r\n\r\nok"), "{response}");
 }
 
-/// Handshake with origin is refused with 403.
+/// A WebSocket handshake with an `Origin` header is refused with 403.
 pub async fn handshake_with_origin_is_refused_with_403(rt: Arc<dyn Runtime>) {
     let listener = bind(&rt, Limits::default()).await;
     let request = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n\
@@ -152,7 +152,7 @@ pub async fn handshake_with_origin_is_refused_with_403(rt: Arc<dyn Runtime>) {
     );
 }
 
-/// Tungstenite client with origin gets http 403.
+/// A tungstenite client sending `Origin` sees HTTP 403.
 pub async fn tungstenite_client_with_origin_gets_http_403(rt: Arc<dyn Runtime>) {
     let listener = bind(&rt, Limits::default()).await;
     let mut request = url(&listener).into_client_request().expect("request");
@@ -175,7 +175,7 @@ pub async fn tungstenite_client_with_origin_gets_http_403(rt: Arc<dyn Runtime>) 
     }
 }
 
-/// Plain requests get 404 or 400 and listener keeps serving.
+/// Plain HTTP requests get 404 (other paths) or 400 (`/`) and the listener keeps serving.
 pub async fn plain_requests_get_404_or_400_and_listener_keeps_serving(rt: Arc<dyn Runtime>) {
     let listener = bind(&rt, Limits::default()).await;
     let addr = listener.local_addr();
@@ -192,7 +192,7 @@ pub async fn plain_requests_get_404_or_400_and_listener_keeps_serving(rt: Arc<dy
     within(&rt, writer.send("x".into())).await.expect("send");
 }
 
-/// Slow client does not block accept.
+/// A silent or half-sent handshake does not delay other connections.
 pub async fn slow_client_does_not_block_accept(rt: Arc<dyn Runtime>) {
     let listener = bind(&rt, Limits::default()).await;
     // Connected but silent: its handshake waits for a request head that never comes.
@@ -220,7 +220,7 @@ pub async fn slow_client_does_not_block_accept(rt: Arc<dyn Runtime>) {
     assert_eq!(next_frame(&rt, &mut server_reader).await, b"hi");
 }
 
-/// Oversize frame is reported and next frame still arrives.
+/// A frame over `max_frame_bytes` is reported as `TooLarge` and the next frame still arrives.
 pub async fn oversize_frame_is_reported_and_next_frame_still_arrives(rt: Arc<dyn Runtime>) {
     let limits = Limits {
         max_frame_bytes: 1024,
@@ -248,7 +248,7 @@ pub async fn oversize_frame_is_reported_and_next_frame_still_arrives(rt: Arc<dyn
     assert_eq!(next_frame(&rt, &mut reader).await, b"next");
 }
 
-/// Frame above hard limit ends only that connection.
+/// A frame above `ws_hard_limit_bytes` ends only that connection.
 pub async fn frame_above_hard_limit_ends_only_that_connection(rt: Arc<dyn Runtime>) {
     let limits = Limits {
         max_frame_bytes: 1024,
@@ -275,7 +275,7 @@ pub async fn frame_above_hard_limit_ends_only_that_connection(rt: Arc<dyn Runtim
     assert_eq!(next_frame(&rt, &mut server_reader).await, b"ok");
 }
 
-/// Ten thousand small frames arrive in order both ways.
+/// Ten thousand small frames arrive in order in both directions at once.
 pub async fn ten_thousand_small_frames_arrive_in_order_both_ways(rt: Arc<dyn Runtime>) {
     const COUNT: usize = 10_000;
     let listener = bind(&rt, Limits::default()).await;
@@ -318,7 +318,7 @@ pub async fn ten_thousand_small_frames_arrive_in_order_both_ways(rt: Arc<dyn Run
     zip(server, client).await;
 }
 
-/// Ws connect round trip and close ends both readers.
+/// `ws_connect` round-trips a frame, and a client close ends both readers.
 pub async fn ws_connect_round_trip_and_close_ends_both_readers(rt: Arc<dyn Runtime>) {
     let listener = bind(&rt, Limits::default()).await;
     let (mut reader, mut writer) =
@@ -345,7 +345,7 @@ pub async fn ws_connect_round_trip_and_close_ends_both_readers(rt: Arc<dyn Runti
     assert!(end.is_none(), "client reader ends");
 }
 
-/// Server close ends client reader.
+/// A server close ends the client's reader after the last frame.
 pub async fn server_close_ends_client_reader(rt: Arc<dyn Runtime>) {
     let listener = bind(&rt, Limits::default()).await;
     let (mut reader, _writer) = within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
@@ -370,7 +370,7 @@ pub async fn server_close_ends_client_reader(rt: Arc<dyn Runtime>) {
     );
 }
 
-/// Idle connection is pinged and pings are answered.
+/// An idle connection is pinged and the peer's pings are answered.
 pub async fn idle_connection_is_pinged_and_pings_are_answered(rt: Arc<dyn Runtime>) {
     let limits = Limits {
         ping_interval: Some(Duration::from_millis(50)),
@@ -412,7 +412,7 @@ pub async fn idle_connection_is_pinged_and_pings_are_answered(rt: Arc<dyn Runtim
     zip(server, client).await;
 }
 
-/// Stdio frames split lines strip crlf and skip oversize.
+/// The stdio transport splits lines, strips CRLF, skips empty lines and reports oversize ones.
 pub async fn stdio_frames_split_lines_strip_crlf_and_skip_oversize(rt: Arc<dyn Runtime>) {
     let (ours, mut peer) = FdStream::pipe(&*rt).expect("pipe");
     let (_peer_in, ours_out) = FdStream::pipe(&*rt).expect("pipe");
@@ -442,7 +442,7 @@ pub async fn stdio_frames_split_lines_strip_crlf_and_skip_oversize(rt: Arc<dyn R
     assert!(within(&rt, reader.recv()).await.is_none());
 }
 
-/// Stdio writer terminates frames with newlines and refuses embedded ones.
+/// The stdio writer ends each frame with a newline and refuses frames containing one.
 pub async fn stdio_writer_terminates_frames_with_newlines_and_refuses_embedded_ones(
     rt: Arc<dyn Runtime>,
 ) {
@@ -465,7 +465,7 @@ pub async fn stdio_writer_terminates_frames_with_newlines_and_refuses_embedded_o
     );
 }
 
-/// Stdio round trip through a child process.
+/// Frames round-trip through a child's pipes (`cat`) from `Runtime::spawn_child`.
 pub async fn stdio_round_trip_through_a_child_process(rt: Arc<dyn Runtime>) {
     let mut command = ChildCommand::new(std::process::Command::new("cat"));
     command.stdin = Stdio::piped();
@@ -499,7 +499,7 @@ pub async fn stdio_round_trip_through_a_child_process(rt: Arc<dyn Runtime>) {
     assert!(status.success(), "{status:?}");
 }
 
-/// Halves move into tasks.
+/// Transport halves and listeners are `Send + 'static`.
 pub async fn halves_move_into_tasks(rt: Arc<dyn Runtime>) {
     fn assert_send<T: Send + 'static>(_: &T) {}
     let listener = bind(&rt, Limits::default()).await;
