@@ -37,7 +37,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
 ///
 /// Every method may be called from any thread, inside or outside a task of the runtime.
 /// Implementations set up once per call what they need (a runtime context, a registration with
-/// the reactor); the objects they return are then used without further allocation.
+/// the reactor); the objects they return are then used without further allocation. Returned
+/// futures are polled by the caller, which a runtime may require to happen inside it (tokio's
+/// `tcp_connect`); execd-runtime polls them in tasks it spawned on the same runtime.
 pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     /// Runs `future` to completion on the runtime's executor, concurrently with the caller.
     ///
@@ -105,8 +107,7 @@ pub trait TcpListener: Send + Sync + fmt::Debug {
     /// Cancel-safe.
     ///
     /// # Errors
-    /// The `accept(2)` error; per-connection errors (`ECONNABORTED`) and resource exhaustion
-    /// (`EMFILE`) do not end the listener.
+    /// The `accept(2)` error (e.g. `ECONNABORTED`, `EMFILE`); the listener stays usable.
     fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn AsyncStream>, SocketAddr)>>;
 
     /// The bound address.
