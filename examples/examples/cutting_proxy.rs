@@ -10,7 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use execd_smol::testing::CuttingProxy;
+use execd_runtime::scenarios::CuttingProxy;
+use execd_smol::SmolRuntime;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -20,7 +21,7 @@ fn main() -> anyhow::Result<()> {
     let target = target.parse()?;
     let period = Duration::from_millis(period.parse()?);
     smol::block_on(async {
-        let proxy = Arc::new(CuttingProxy::start(target).await?);
+        let proxy = Arc::new(CuttingProxy::start(Arc::new(SmolRuntime), target).await?);
         println!("{}", proxy.url());
         proxy.cut_every(period);
         loop {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use execd_core::protocol::{StartParams, Stream};
 use execd_core::PathUri;
-use execd_smol::{Event, Executor, LocalExecutor, RemoteExecutor, ServerOptions};
+use execd_smol::{Client, Event, Executor, LocalExecutor, RemoteExecutor, ServerOptions};
 
 /// Runs `uname -a` wherever `executor` runs processes; returns its stdout and exit code.
 async fn uname(executor: &dyn Executor) -> anyhow::Result<(String, i32)> {
@@ -41,7 +41,7 @@ async fn uname(executor: &dyn Executor) -> anyhow::Result<(String, i32)> {
 fn main() -> anyhow::Result<()> {
     smol::block_on(async {
         let executor: Box<dyn Executor> = match std::env::args().nth(1) {
-            Some(url) => Box::new(RemoteExecutor::connect(&url).await?),
+            Some(url) => Box::new(RemoteExecutor::from(Client::connect(&url).await?)),
             None => Box::new(LocalExecutor::new(ServerOptions::default()).await?),
         };
         let (out, code) = uname(executor.as_ref()).await?;

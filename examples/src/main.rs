@@ -1,7 +1,7 @@
 //! `execd`: the execd server and a command-line client.
 //!
-//! - `execd serve [--listen ws://127.0.0.1:0 | stdio] [--session-ttl SECONDS]` prints the bound
-//!   URL as its first stdout line and serves; logs go to stderr.
+//! - `execd serve [--listen ws://127.0.0.1:0 | stdio] [--runtime smol|tokio] [--session-ttl
+//!   SECONDS]` prints the bound URL as its first stdout line and serves; logs go to stderr.
 //! - `execd run [--url URL] [--tty] [--cwd DIR] [--env K=V]… -- CMD ARG…` runs one command and
 //!   exits with its exit code. Without `--url` it starts `execd serve --listen stdio` as a child
 //!   and talks to it over its stdin/stdout.
@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use execd_core::ServerConfig;
-use execd_smol::{ServerOptions, WsServer};
+use execd_smol::ServerOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +56,17 @@ struct ServeArgs {
     /// reach the port can run commands as this user.
     #[arg(long)]
     allow_non_loopback: bool,
+    /// The async runtime to serve on (same behaviour on both).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Smol)]
+    runtime: RuntimeKind,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RuntimeKind {
+    /// execd-smol
+    Smol,
+    /// execd-tokio (multi-threaded runtime)
+    Tokio,
 }
 
 fn main() -> ExitCode {
@@ -88,23 +99,46 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         core,
         ..ServerOptions::default()
     };
-    if args.listen == "stdio" {
-        return smol::block_on(execd_smol::serve_stdio(options)).context("stdio server failed");
-    }
-    let addr = parse_listen(&args.listen)?;
-    if !addr.ip().is_loopback() && !args.allow_non_loopback {
+    let addr = match args.listen.as_str() {
+        "stdio" => None,
+        listen => Some(parse_listen(listen)?),
+    };
+    if let Some(addr) = addr.filter(|a| !a.ip().is_loopback() && !args.allow_non_loopback) {
         bail!("refusing to listen on non-loopback {addr} without --allow-non-loopback (execd has no authentication)");
     }
-    smol::block_on(async {
-        let server = WsServer::bind(addr, options)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{}", server.url())?;
-        stdout.flush()?;
-        drop(stdout);
-        server.run().await.context("server failed")
-    })
+    // The same server on either runtime crate (they share one API).
+    macro_rules! serve_on {
+        ($execd:ident) => {
+            async {
+                let Some(addr) = addr else {
+                    return $execd::serve_stdio(options)
+                        .await
+                        .context("stdio server failed");
+                };
+                let server = $execd::WsServer::bind(addr, options)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                let mut stdout = std::io::stdout().lock();
+                writeln!(stdout, "{}", server.url())?;
+                stdout.flush()?;
+                drop(stdout);
+                server.run().await.context("server failed")
+            }
+        };
+    }
+    match args.runtime {
+        RuntimeKind::Smol => smol::block_on(serve_on!(execd_smol)),
+        RuntimeKind::Tokio => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?;
+            // The server future runs on this thread, which forks the children (PDEATHSIG).
+            let result = runtime.block_on(serve_on!(execd_tokio));
+            runtime.shutdown_timeout(Duration::from_millis(100));
+            result
+        }
+    }
 }
 
 fn parse_listen(listen: &str) -> anyhow::Result<SocketAddr> {

@@ -42,8 +42,19 @@ impl Drop for KillOnDrop {
 
 /// Starts `execd serve` and returns it with its printed URL.
 fn serve() -> (KillOnDrop, String) {
+    serve_on("smol")
+}
+
+/// Starts `execd serve --runtime RUNTIME` and returns it with its printed URL.
+fn serve_on(runtime: &str) -> (KillOnDrop, String) {
     let mut child = Command::new(EXECD)
-        .args(["serve", "--listen", "ws://127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "ws://127.0.0.1:0",
+            "--runtime",
+            runtime,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -95,6 +106,18 @@ fn run_with_url_streams_output_and_exit_code() {
 }
 
 #[test]
+fn run_against_a_tokio_server_streams_output_and_exit_code() {
+    let (_server, url) = serve_on("tokio");
+    let out = run(
+        Some(&url),
+        &["--", "sh", "-c", "echo out; echo err >&2; exit 5"],
+    );
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+    assert_eq!(out.status.code(), Some(5));
+}
+
+#[test]
 fn run_reports_signal_death_as_128_plus_n() {
     let out = run(None, &["--", "sh", "-c", "kill -9 $$"]);
     assert_eq!(out.status.code(), Some(137));
@@ -141,9 +164,20 @@ fn run_tty_gives_the_command_a_terminal() {
 
 #[test]
 fn serve_stdio_speaks_newline_delimited_json() {
+    stdio_session("smol");
+}
+
+#[test]
+fn serve_stdio_on_tokio_speaks_newline_delimited_json() {
+    stdio_session("tokio");
+}
+
+/// One session with `execd serve --listen stdio --runtime RUNTIME`: initialize, a bad frame, a
+/// process to its close, and the server's exit on stdin EOF.
+fn stdio_session(runtime: &str) {
     let mut child = KillOnDrop(
         Command::new(EXECD)
-            .args(["serve", "--listen", "stdio"])
+            .args(["serve", "--listen", "stdio", "--runtime", runtime])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -271,9 +305,16 @@ fn run_forwards_stdin_and_its_eof() {
 }
 
 /// The proxy of `execd_smol::testing`, cutting every `period`, in front of `url`.
-fn cutting_proxy(url: &str, period: Duration) -> std::sync::Arc<execd_smol::testing::CuttingProxy> {
+fn cutting_proxy(
+    url: &str,
+    period: Duration,
+) -> std::sync::Arc<execd_runtime::scenarios::CuttingProxy> {
     let addr = url.trim_start_matches("ws://").parse().expect("addr");
-    let proxy = smol::block_on(execd_smol::testing::CuttingProxy::start(addr)).expect("proxy");
+    let proxy = smol::block_on(execd_runtime::scenarios::CuttingProxy::start(
+        std::sync::Arc::new(execd_smol::SmolRuntime),
+        addr,
+    ))
+    .expect("proxy");
     let proxy = std::sync::Arc::new(proxy);
     proxy.cut_every(period);
     proxy

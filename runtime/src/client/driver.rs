@@ -16,6 +16,7 @@ use tracing::{debug, info, trace};
 
 use super::process::Event;
 use super::{with_timeout, Error, Status};
+use crate::runtime::{BoxFuture, Child, Runtime};
 use crate::transport::{self, FrameReader, FrameWriter, Inbound, Limits};
 
 type Reply = Sender<Result<serde_json::Value, Error>>;
@@ -43,6 +44,7 @@ pub(super) enum Cmd {
 /// How to open a new transport for a reconnect.
 pub(super) enum Connector {
     Ws {
+        rt: Arc<dyn Runtime>,
         url: String,
         limits: Limits,
         timeout: Duration,
@@ -55,17 +57,22 @@ impl Connector {
     pub(super) async fn connect(&self) -> io::Result<(FrameReader, FrameWriter)> {
         match self {
             Connector::Ws {
+                rt,
                 url,
                 limits,
                 timeout,
-            } => with_timeout(*timeout, transport::ws_connect(url, limits.clone()))
-                .await
-                .unwrap_or_else(|| {
-                    Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no WebSocket handshake from {url} within {timeout:?}"),
-                    ))
-                }),
+            } => with_timeout(
+                &**rt,
+                *timeout,
+                transport::ws_connect(&**rt, url, limits.clone()),
+            )
+            .await
+            .unwrap_or_else(|| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no WebSocket handshake from {url} within {timeout:?}"),
+                ))
+            }),
             Connector::None => Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "this transport cannot be reopened",
@@ -78,20 +85,21 @@ impl Connector {
 const CHILD_EXIT_GRACE: Duration = Duration::from_secs(5);
 
 pub(super) struct Driver {
+    rt: Arc<dyn Runtime>,
     core: execd_core::Client,
     connector: Arc<Connector>,
     cmds: Receiver<Cmd>,
     status: Arc<Status>,
     /// Until the first session is ready (or lost).
     ready: Option<Sender<Result<(), LostReason>>>,
-    child: Option<async_process::Child>,
+    child: Option<Child>,
     calls: HashMap<RequestId, Reply>,
     /// Start calls, until answered: their result is checked before the process is reported.
     starts: HashMap<RequestId, String>,
     processes: HashMap<String, Sender<Event>>,
     reader: Option<FrameReader>,
     writer: Option<FrameWriter>,
-    connecting: Option<smol::Task<io::Result<(FrameReader, FrameWriter)>>>,
+    connecting: Option<BoxFuture<'static, io::Result<(FrameReader, FrameWriter)>>>,
 }
 
 enum Wake {
@@ -104,14 +112,16 @@ enum Wake {
 
 impl Driver {
     pub(super) fn new(
+        rt: Arc<dyn Runtime>,
         core: execd_core::Client,
         connector: Connector,
         cmds: Receiver<Cmd>,
         status: Arc<Status>,
         ready: Sender<Result<(), LostReason>>,
-        child: Option<async_process::Child>,
+        child: Option<Child>,
     ) -> Self {
         Driver {
+            rt,
             core,
             connector: Arc::new(connector),
             cmds,
@@ -177,6 +187,7 @@ impl Driver {
     /// Waits for the first of: a command, a frame, a finished reconnect, the core's timer.
     async fn wait(&mut self) -> Wake {
         let deadline = self.core.poll_timeout();
+        let rt = self.rt.clone();
         let cmds = &self.cmds;
         let reader = &mut self.reader;
         let connecting = &mut self.connecting;
@@ -194,14 +205,14 @@ impl Driver {
         };
         let reconnect = async {
             match connecting {
-                Some(task) => Wake::Connected(task.await),
+                Some(connect) => Wake::Connected(connect.await),
                 None => future::pending().await,
             }
         };
         let timer = async {
             match deadline {
                 Some(at) => {
-                    smol::Timer::at(at).await;
+                    rt.sleep_until(at).await;
                     Wake::Timer
                 }
                 None => future::pending().await,
@@ -388,26 +399,30 @@ impl Driver {
     fn reconnect(&mut self) {
         self.drop_transport();
         let connector = self.connector.clone();
-        self.connecting = Some(smol::spawn(async move { connector.connect().await }));
+        self.connecting = Some(Box::pin(async move { connector.connect().await }));
     }
 
     async fn shutdown(mut self) {
         self.core.close();
         self.dispatch().await;
         if let Some(mut writer) = self.writer.take() {
-            let _ = with_timeout(Duration::from_secs(1), writer.close()).await;
+            let _ = with_timeout(&*self.rt, Duration::from_secs(1), writer.close()).await;
         }
         self.reader = None;
         if let Some(mut child) = self.child.take() {
-            // The stdio server stops when its stdin closes; give it a moment, then kill it.
+            // The stdio server stops when its stdin closes (dropped with the writer above);
+            // give it a moment, then kill it.
             drop(child.stdin.take());
-            if with_timeout(CHILD_EXIT_GRACE, child.status())
+            let status = &mut child.status;
+            if with_timeout(&*self.rt, CHILD_EXIT_GRACE, &mut *status)
                 .await
                 .is_none()
             {
                 debug!("client: the server child did not exit; killing it");
-                let _ = child.kill();
-                let _ = child.status().await;
+                if let Some(pid) = rustix::process::Pid::from_raw(child.pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+                let _ = status.await;
             }
         }
     }

@@ -1,7 +1,7 @@
 //! WebSocket transport: the listener (with its HTTP pre-routing), the client connector, and the
 //! reader/writer halves sharing one tungstenite stream.
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,12 +16,11 @@ use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures::task::AtomicWaker;
 use futures::{Sink, Stream};
-use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use smol::net::{TcpListener, TcpStream};
-use smol::{Task, Timer};
+use futures_lite::io::{AsyncWrite, AsyncWriteExt};
 
 use super::http::{self, Prefixed, Route};
 use super::{FrameReader, FrameWriter, Inbound, Limits, ReaderInner, WriterInner};
+use crate::runtime::{AsyncStream, Runtime, Sleep, Task, TcpListener};
 
 /// Accepted connections waiting for [`WsListener::accept`]; handshakes block when it is full.
 const READY_QUEUE: usize = 64;
@@ -40,18 +39,30 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct WsListener {
     local_addr: SocketAddr,
     ready: async_channel::Receiver<(FrameReader, FrameWriter, SocketAddr)>,
-    _accept_loop: Task<()>,
+    _accept_loop: Task,
 }
 
 impl WsListener {
-    /// Binds a TCP listener on `addr` (port 0 picks a free port) and starts accepting.
+    /// Binds a TCP listener on `addr` (port 0 picks a free port) and starts accepting on
+    /// `runtime`.
     ///
     /// Errors: the bind error.
-    pub async fn bind(addr: SocketAddr, limits: Limits) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+    pub async fn bind(
+        runtime: Arc<dyn Runtime>,
+        addr: SocketAddr,
+        limits: Limits,
+    ) -> io::Result<Self> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let listener = runtime.tcp_listener(listener)?;
         let local_addr = listener.local_addr()?;
         let (tx, rx) = async_channel::bounded(READY_QUEUE);
-        let accept_loop = smol::spawn(accept_loop(listener, tx, Arc::new(limits)));
+        let accept_loop = runtime.spawn(Box::pin(accept_loop(
+            Arc::clone(&runtime),
+            listener,
+            tx,
+            Arc::new(limits),
+        )));
         tracing::info!(%local_addr, "websocket listener bound");
         Ok(Self {
             local_addr,
@@ -85,12 +96,16 @@ impl std::fmt::Debug for WsListener {
     }
 }
 
-/// Connects to a `ws://host:port/path` URL and performs the client handshake.
+/// Connects to a `ws://host:port/path` URL over `runtime` and performs the client handshake.
 ///
 /// Sets TCP_NODELAY. No `Origin` header is sent (the server would refuse it). `wss://` is not
 /// supported yet (`Unsupported`). Errors: the URL parse error (`InvalidInput`), the connect
 /// error, or the handshake error. Wrap in a timeout if the server may not answer.
-pub async fn ws_connect(url: &str, limits: Limits) -> io::Result<(FrameReader, FrameWriter)> {
+pub async fn ws_connect(
+    runtime: &dyn Runtime,
+    url: &str,
+    limits: Limits,
+) -> io::Result<(FrameReader, FrameWriter)> {
     let request = url
         .into_client_request()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -118,24 +133,17 @@ pub async fn ws_connect(url: &str, limits: Limits) -> io::Result<(FrameReader, F
         .unwrap_or(host)
         .to_owned();
     let port = uri.port_u16().unwrap_or(80);
-    let tcp = TcpStream::connect((host.as_str(), port)).await?;
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "websocket client: set TCP_NODELAY failed");
-    }
-    let io: Box<dyn WsIo> = Box::new(tcp);
+    let tcp = runtime.tcp_connect(host.clone(), port).await?;
     let (ws, _response) =
-        async_tungstenite::client_async_with_config(request, io, Some(ws_config(&limits)))
+        async_tungstenite::client_async_with_config(request, tcp, Some(ws_config(&limits)))
             .await
             .map_err(ws_to_io)?;
     tracing::debug!(%host, port, "websocket client connected");
-    Ok(split(ws, &limits))
+    Ok(split(runtime, ws, &limits))
 }
 
 /// The byte stream under a WebSocket: TCP, with a replayed request head on the server side.
-pub(super) trait WsIo: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> WsIo for T {}
-
-type Ws = WebSocketStream<Box<dyn WsIo>>;
+type Ws = WebSocketStream<Box<dyn AsyncStream>>;
 
 /// tungstenite settings for both roles.
 ///
@@ -151,7 +159,8 @@ fn ws_config(limits: &Limits) -> WebSocketConfig {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    runtime: Arc<dyn Runtime>,
+    listener: Box<dyn TcpListener>,
     ready: async_channel::Sender<(FrameReader, FrameWriter, SocketAddr)>,
     limits: Arc<Limits>,
 ) {
@@ -160,7 +169,7 @@ async fn accept_loop(
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(error = %e, "websocket listener: accept failed");
-                Timer::after(ACCEPT_BACKOFF).await;
+                runtime.sleep_until(Instant::now() + ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -169,11 +178,13 @@ async fn accept_loop(
         }
         let ready = ready.clone();
         let limits = Arc::clone(&limits);
-        smol::spawn(async move {
+        let task_runtime = Arc::clone(&runtime);
+        let task = async move {
+            let runtime = &*task_runtime;
             let timeout = limits.handshake_timeout;
-            let handshake = async { Some(handshake(tcp, peer, &limits).await) };
+            let handshake = async { Some(handshake(runtime, tcp, peer, &limits).await) };
             let expired = async {
-                Timer::after(timeout).await;
+                runtime.sleep_until(Instant::now() + timeout).await;
                 None
             };
             match futures_lite::future::or(handshake, expired).await {
@@ -186,20 +197,18 @@ async fn accept_loop(
                 Some(Err(e)) => tracing::debug!(%peer, error = %e, "websocket handshake failed"),
                 None => tracing::debug!(%peer, "websocket handshake timed out"),
             }
-        })
-        .detach();
+        };
+        runtime.spawn(Box::pin(task)).detach();
     }
 }
 
 /// Pre-routes one accepted socket; `Ok(None)` when it was answered with plain HTTP or left.
 async fn handshake(
-    mut tcp: TcpStream,
+    runtime: &dyn Runtime,
+    mut tcp: Box<dyn AsyncStream>,
     peer: SocketAddr,
     limits: &Limits,
 ) -> io::Result<Option<(FrameReader, FrameWriter)>> {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(%peer, error = %e, "set TCP_NODELAY failed");
-    }
     let Some((head, route)) = http::read_head(&mut tcp).await? else {
         tracing::debug!(%peer, "connection closed before a complete request head");
         return Ok(None);
@@ -208,19 +217,20 @@ async fn handshake(
         tracing::debug!(%peer, ?route, "answering plain HTTP request");
         tcp.write_all(route.response()).await?;
         tcp.flush().await?;
-        // Best effort: the response is written; the peer may already be gone.
-        let _ = tcp.shutdown(std::net::Shutdown::Write);
+        // Best effort (shuts down the write side): the response is written; the peer may
+        // already be gone.
+        let _ = tcp.close().await;
         return Ok(None);
     }
-    let io: Box<dyn WsIo> = Box::new(Prefixed::new(head, tcp));
+    let io: Box<dyn AsyncStream> = Box::new(Prefixed::new(head, tcp));
     let ws = async_tungstenite::accept_async_with_config(io, Some(ws_config(limits)))
         .await
         .map_err(ws_to_io)?;
-    Ok(Some(split(ws, limits)))
+    Ok(Some(split(runtime, ws, limits)))
 }
 
 /// Splits a WebSocket into the transport halves.
-fn split(ws: Ws, limits: &Limits) -> (FrameReader, FrameWriter) {
+fn split(runtime: &dyn Runtime, ws: Ws, limits: &Limits) -> (FrameReader, FrameWriter) {
     let wakers = Arc::new(WriteWakers::default());
     let shared = Arc::new(Shared {
         ws: Mutex::new(ws),
@@ -229,7 +239,7 @@ fn split(ws: Ws, limits: &Limits) -> (FrameReader, FrameWriter) {
     });
     let pinger = limits.ping_interval.map(|interval| Pinger {
         interval,
-        timer: Timer::after(interval),
+        timer: runtime.sleep_until(Instant::now() + interval),
         last_rx: Instant::now(),
         state: PingState::Idle,
     });
@@ -304,7 +314,7 @@ pub(super) struct WsReader {
 
 struct Pinger {
     interval: Duration,
-    timer: Timer,
+    timer: Pin<Box<dyn Sleep>>,
     /// When anything (data, ping, pong, close) last arrived from the peer.
     last_rx: Instant,
     state: PingState,
@@ -380,12 +390,13 @@ impl WsReader {
         let mut ping_due = false;
         if let Some(pinger) = &mut self.pinger {
             // Loop until the timer is armed (Pending), so its waker is registered.
-            while Pin::new(&mut pinger.timer).poll(cx).is_ready() {
+            while pinger.timer.as_mut().poll(cx).is_ready() {
+                let now = Instant::now();
                 let due = pinger.last_rx + pinger.interval;
-                if Instant::now() < due {
-                    pinger.timer.set_at(due);
+                if now < due {
+                    pinger.timer.as_mut().reset(due);
                 } else {
-                    pinger.timer.set_after(pinger.interval);
+                    pinger.timer.as_mut().reset(now + pinger.interval);
                     ping_due = true;
                 }
             }

@@ -2,16 +2,18 @@
 //! between fork and exec, process-group signals, and non-blocking reads and writes.
 
 use std::ffi::{OsStr, OsString};
+use std::future::poll_fn;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::task::{Context, Poll};
 
-use async_io::Async;
 use execd_core::ExitStatus;
 use rustix::io::Errno;
 use rustix::process::Pid;
+
+use crate::runtime::AsyncFd;
 
 /// The search path used when neither the child's environment nor the server has `PATH`.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -139,42 +141,62 @@ pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     }
 }
 
-/// Reads once from a non-blocking `io` into the spare capacity of `buf`, extending its length.
-/// `Ok(None)` means nothing is available now; `Ok(Some(0))` is end of file.
-pub(crate) fn try_read(io: &Async<OwnedFd>, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+/// One `read(2)` into `buf`, retried on `EINTR`; `WouldBlock` when nothing is available.
+pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        match rustix::io::read(io.get_ref(), rustix::buffer::spare_capacity(buf)) {
-            Ok(n) => return Ok(Some(n)),
+        match rustix::io::read(fd, &mut *buf) {
             Err(Errno::INTR) => continue,
-            Err(Errno::AGAIN) => return Ok(None),
-            Err(err) => return Err(err.into()),
+            result => return Ok(result?),
         }
+    }
+}
+
+/// One `write(2)` of `bytes`, retried on `EINTR`; `WouldBlock` when the descriptor is full.
+pub(crate) fn write(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    loop {
+        match rustix::io::write(fd, bytes) {
+            Err(Errno::INTR) => continue,
+            result => return Ok(result?),
+        }
+    }
+}
+
+/// One `read(2)` into the spare capacity of `buf`, extending its length; retried on `EINTR`,
+/// `WouldBlock` when nothing is available. Reads into uninitialised capacity: no zeroing per
+/// chunk.
+fn read_spare(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        match rustix::io::read(fd, rustix::buffer::spare_capacity(&mut *buf)) {
+            Err(Errno::INTR) => continue,
+            result => return Ok(result?),
+        }
+    }
+}
+
+/// Reads once from a non-blocking `io` into the spare capacity of `buf`, without waiting.
+/// `Ok(None)` means nothing is available now; `Ok(Some(0))` is end of file.
+pub(crate) fn try_read(io: &dyn AsyncFd, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    match read_spare(io.fd(), buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(err) => Err(err),
     }
 }
 
 /// Polls a read from `io` into the spare capacity of `buf`: ready with the number of bytes read
 /// (0 at end of file) or an error; pending after registering `cx` for readability.
 pub(crate) fn poll_read(
-    io: &Async<OwnedFd>,
+    io: &dyn AsyncFd,
     buf: &mut Vec<u8>,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    loop {
-        match try_read(io, buf) {
-            Ok(Some(n)) => return Poll::Ready(Ok(n)),
-            Ok(None) => {}
-            Err(err) => return Poll::Ready(Err(err)),
-        }
-        futures_lite::ready!(io.poll_readable(cx))?;
-    }
+    io.poll_read_with(cx, &mut |fd| read_spare(fd, buf))
 }
 
 /// Writes all of `bytes` to a non-blocking `io`, waiting for writability as needed.
-pub(crate) async fn write_all(io: &Async<OwnedFd>, mut bytes: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all(io: &dyn AsyncFd, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
-        let written = io
-            .write_with(|fd| rustix::io::write(fd, bytes).map_err(io::Error::from))
-            .await?;
+        let written = poll_fn(|cx| io.poll_write_with(cx, &mut |fd| write(fd, bytes))).await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }

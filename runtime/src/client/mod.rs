@@ -22,6 +22,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -32,6 +33,7 @@ use execd_core::protocol::{method, StartParams, StartResult};
 use execd_core::RpcError;
 use futures_lite::future;
 
+use crate::runtime::{ChildCommand, Runtime};
 use crate::transport::{self, FrameReader, FrameWriter, Limits};
 use driver::{Cmd, Connector, Driver};
 pub use execd_core::client::LostReason;
@@ -106,13 +108,16 @@ pub enum ConnectError {
 
 /// A handle on one session with a server. Cheap to clone; `Send + Sync`.
 ///
+/// The runtime crates (`execd-smol`, `execd-tokio`) wrap the constructors without the runtime
+/// argument.
+///
 /// ```no_run
-/// # smol::block_on(async {
-/// use execd_smol::client::{Client, Event};
+/// # async fn example(rt: std::sync::Arc<dyn execd_runtime::Runtime>) -> Result<(), Box<dyn std::error::Error>> {
+/// use execd_runtime::client::{Client, Event};
 /// use execd_core::protocol::StartParams;
 /// use execd_core::PathUri;
 ///
-/// let client = Client::connect("ws://127.0.0.1:4000").await?;
+/// let client = Client::connect(rt, "ws://127.0.0.1:4000").await?;
 /// let process = client
 ///     .start(StartParams {
 ///         process_id: "hello".into(),
@@ -131,8 +136,8 @@ pub enum ConnectError {
 ///         _ => {}
 ///     }
 /// }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// # });
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct Client {
@@ -142,6 +147,12 @@ pub struct Client {
 struct Shared {
     cmds: Sender<Cmd>,
     status: Arc<Status>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
 }
 
 /// What the driver publishes for the handles.
@@ -168,8 +179,8 @@ impl Client {
     /// # Errors
     /// [`ConnectError::Io`] when the connection cannot be opened within the connect timeout;
     /// [`ConnectError::Session`] when the server refuses `initialize`.
-    pub async fn connect(url: &str) -> Result<Client, ConnectError> {
-        Client::connect_with(url, ClientOptions::default()).await
+    pub async fn connect(rt: Arc<dyn Runtime>, url: &str) -> Result<Client, ConnectError> {
+        Client::connect_with(rt, url, ClientOptions::default()).await
     }
 
     /// Like [`connect`](Self::connect), with `options`. Reconnects (with recovery on) go to
@@ -177,8 +188,13 @@ impl Client {
     ///
     /// # Errors
     /// As [`connect`](Self::connect).
-    pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Client, ConnectError> {
+    pub async fn connect_with(
+        rt: Arc<dyn Runtime>,
+        url: &str,
+        options: ClientOptions,
+    ) -> Result<Client, ConnectError> {
         let connector = Connector::Ws {
+            rt: rt.clone(),
             url: url.to_owned(),
             limits: options.limits.clone(),
             timeout: options.connect_timeout,
@@ -193,14 +209,14 @@ impl Client {
                 Ok(pair) => break pair,
                 Err(e) if attempt < attempts && is_transient(&e) => {
                     tracing::debug!(error = %e, attempt, "client: first connect failed; retrying");
-                    smol::Timer::after(delay).await;
+                    rt.sleep_until(std::time::Instant::now() + delay).await;
                     delay = (delay * 2).min(options.core.backoff_max);
                     attempt += 1;
                 }
                 Err(e) => return Err(e.into()),
             }
         };
-        Client::start_driver(options, connector, reader, writer, None).await
+        Client::start_driver(rt, options, connector, reader, writer, None).await
     }
 
     /// Launches a server child from `argv` (e.g. `["execd", "serve", "--listen", "stdio"]` or
@@ -217,6 +233,7 @@ impl Client {
     /// [`ConnectError::Io`] when the child cannot be started (e.g. `argv` is empty or names no
     /// program); [`ConnectError::Session`] when no session could be opened over its pipes.
     pub async fn spawn_stdio(
+        rt: Arc<dyn Runtime>,
         argv: &[OsString],
         env: Option<&BTreeMap<OsString, OsString>>,
         cwd: Option<PathBuf>,
@@ -224,27 +241,28 @@ impl Client {
         let Some((program, args)) = argv.split_first() else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv").into());
         };
-        let mut command = async_process::Command::new(program);
-        command
-            .args(args)
-            .stdin(async_process::Stdio::piped())
-            .stdout(async_process::Stdio::piped())
-            .stderr(async_process::Stdio::inherit())
-            .kill_on_drop(true);
+        let mut command = std::process::Command::new(program);
+        command.args(args);
         if let Some(env) = env {
             command.env_clear().envs(env);
         }
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
-        let mut child = command.spawn()?;
+        let mut child = rt.spawn_child(ChildCommand {
+            command,
+            stdin: Stdio::piped(),
+            stdout: Stdio::piped(),
+            stderr: Stdio::inherit(),
+            kill_on_drop: true,
+        })?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(io::Error::other("the child has no stdio pipes").into());
         };
         let mut options = ClientOptions::default();
         options.core.recovery = false;
         let (reader, writer) = transport::stdio_transport(stdout, stdin, options.limits.clone());
-        Client::start_driver(options, Connector::None, reader, writer, Some(child)).await
+        Client::start_driver(rt, options, Connector::None, reader, writer, Some(child)).await
     }
 
     /// A client over an already-open transport (e.g. [`transport::memory_pair`]). Recovery is
@@ -253,20 +271,22 @@ impl Client {
     /// # Errors
     /// [`ConnectError::Session`] when no session could be opened.
     pub async fn over(
+        rt: Arc<dyn Runtime>,
         reader: FrameReader,
         writer: FrameWriter,
         mut options: ClientOptions,
     ) -> Result<Client, ConnectError> {
         options.core.recovery = false;
-        Client::start_driver(options, Connector::None, reader, writer, None).await
+        Client::start_driver(rt, options, Connector::None, reader, writer, None).await
     }
 
     async fn start_driver(
+        rt: Arc<dyn Runtime>,
         options: ClientOptions,
         connector: Connector,
         reader: FrameReader,
         writer: FrameWriter,
-        child: Option<async_process::Child>,
+        child: Option<crate::runtime::Child>,
     ) -> Result<Client, ConnectError> {
         let mut seed = [0u8; 16];
         getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
@@ -274,6 +294,7 @@ impl Client {
         let status = Arc::new(Status::default());
         let (ready_tx, ready_rx) = async_channel::bounded(1);
         let driver = Driver::new(
+            rt.clone(),
             execd_core::Client::new(options.core, seed),
             connector,
             cmd_rx,
@@ -281,7 +302,7 @@ impl Client {
             ready_tx,
             child,
         );
-        smol::spawn(driver.run(reader, writer)).detach();
+        rt.spawn(Box::pin(driver.run(reader, writer))).detach();
         let client = Client {
             shared: Arc::new(Shared { cmds, status }),
         };
@@ -416,10 +437,15 @@ fn is_transient(e: &io::Error) -> bool {
     )
 }
 
-/// Awaits `fut` for at most `limit`; `None` when it ran out.
-pub(crate) async fn with_timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+/// Awaits `fut` for at most `limit` on `rt`'s timer; `None` when it ran out.
+pub(crate) async fn with_timeout<T>(
+    rt: &dyn Runtime,
+    limit: Duration,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    let expired = rt.sleep_until(std::time::Instant::now() + limit);
     future::or(async { Some(fut.await) }, async {
-        smol::Timer::after(limit).await;
+        expired.await;
         None
     })
     .await

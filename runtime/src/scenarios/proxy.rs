@@ -1,5 +1,5 @@
-//! Test support (feature `test-support`): a TCP proxy that cuts its connections on demand or
-//! on a period, to test recovery between a real client and a real server.
+//! A TCP proxy that cuts its connections on demand or on a period, to test recovery between a
+//! real client and a real server (any runtime).
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use smol::net::{TcpListener, TcpStream};
-use smol::Task;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+
+use crate::runtime::{AsyncStream, Runtime, Task};
 
 /// A loopback TCP proxy in front of `target` that drops every open connection when told to.
 ///
@@ -18,16 +18,17 @@ use smol::Task;
 /// Dropping the proxy stops it and cuts everything.
 #[derive(Debug)]
 pub struct CuttingProxy {
+    rt: Arc<dyn Runtime>,
     addr: SocketAddr,
     shared: Arc<Shared>,
-    _accept: Task<()>,
-    cutter: Mutex<Option<Task<()>>>,
+    _accept: Task,
+    cutter: Mutex<Option<Task>>,
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     /// The pumps of the open connections; dropping them closes the sockets.
-    live: Mutex<Vec<Task<()>>>,
+    live: Mutex<Vec<Task>>,
     accepted: AtomicU64,
     cuts: AtomicU64,
     /// Bytes carried from the server to clients.
@@ -39,33 +40,38 @@ impl CuttingProxy {
     ///
     /// # Errors
     /// The bind error.
-    pub async fn start(target: SocketAddr) -> io::Result<CuttingProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+    pub async fn start(rt: Arc<dyn Runtime>, target: SocketAddr) -> io::Result<CuttingProxy> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let listener = rt.tcp_listener(listener)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let accept_shared = shared.clone();
-        let accept = smol::spawn(async move {
+        let accept_rt = rt.clone();
+        let accept = rt.spawn(Box::pin(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(target).await else {
+                let connect = accept_rt.tcp_connect(target.ip().to_string(), target.port());
+                let Ok(server) = connect.await else {
                     continue;
                 };
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
                 accept_shared.accepted.fetch_add(1, Ordering::Relaxed);
                 let counter = accept_shared.clone();
-                let pump = smol::spawn(async move {
-                    let up = pipe(client.clone(), server.clone(), None);
-                    let down = pipe(server, client, Some(&counter.downstream));
+                let pump = accept_rt.spawn(Box::pin(async move {
+                    let (client_rx, client_tx) = futures_lite::io::split(client);
+                    let (server_rx, server_tx) = futures_lite::io::split(server);
+                    let up = pipe(client_rx, server_tx, None);
+                    let down = pipe(server_rx, client_tx, Some(&counter.downstream));
                     futures_lite::future::zip(up, down).await;
-                });
+                }));
                 accept_shared
                     .live
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(pump);
             }
-        });
+        }));
         Ok(CuttingProxy {
+            rt,
             addr,
             shared,
             _accept: accept,
@@ -101,15 +107,16 @@ impl CuttingProxy {
     /// Cuts every `period` from now on (replacing an earlier period).
     pub fn cut_every(self: &Arc<Self>, period: Duration) {
         let weak = Arc::downgrade(self);
-        let task = smol::spawn(async move {
+        let rt = self.rt.clone();
+        let task = self.rt.spawn(Box::pin(async move {
             loop {
-                smol::Timer::after(period).await;
+                rt.sleep_until(std::time::Instant::now() + period).await;
                 match weak.upgrade() {
                     Some(proxy) => proxy.cut(),
                     None => return,
                 }
             }
-        });
+        }));
         *self.cutter.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
     }
 
@@ -143,7 +150,11 @@ impl Drop for CuttingProxy {
     }
 }
 
-async fn pipe(mut from: TcpStream, mut to: TcpStream, counter: Option<&AtomicU64>) {
+async fn pipe(
+    mut from: ReadHalf<Box<dyn AsyncStream>>,
+    mut to: WriteHalf<Box<dyn AsyncStream>>,
+    counter: Option<&AtomicU64>,
+) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = match from.read(&mut buf).await {
@@ -157,6 +168,6 @@ async fn pipe(mut from: TcpStream, mut to: TcpStream, counter: Option<&AtomicU64
             c.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
-    let _ = to.shutdown(std::net::Shutdown::Both);
-    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.close().await;
+    drop(from);
 }

@@ -14,6 +14,7 @@ use futures_lite::future;
 use tracing::{debug, info, trace, warn};
 
 use crate::process::ProcessTable;
+use crate::runtime::{Runtime, Task};
 use crate::transport::{self, FrameReader, FrameWriter, Inbound, Limits, WsListener};
 
 /// Settings of a server: the core's rules and the transport's limits.
@@ -52,18 +53,27 @@ const CONGESTION_LIMIT: Duration = Duration::from_secs(30);
 /// A WebSocket server bound to a loopback (or other) address.
 #[derive(Debug)]
 pub struct WsServer {
+    runtime: Arc<dyn Runtime>,
     listener: WsListener,
     options: ServerOptions,
 }
 
 impl WsServer {
-    /// Binds `addr` (port 0 picks a free port).
+    /// Binds `addr` (port 0 picks a free port); the server's tasks run on `runtime`.
     ///
     /// # Errors
     /// The bind error.
-    pub async fn bind(addr: SocketAddr, options: ServerOptions) -> io::Result<WsServer> {
-        let listener = WsListener::bind(addr, options.limits()).await?;
-        Ok(WsServer { listener, options })
+    pub async fn bind(
+        runtime: Arc<dyn Runtime>,
+        addr: SocketAddr,
+        options: ServerOptions,
+    ) -> io::Result<WsServer> {
+        let listener = WsListener::bind(Arc::clone(&runtime), addr, options.limits()).await?;
+        Ok(WsServer {
+            runtime,
+            listener,
+            options,
+        })
     }
 
     /// The bound address.
@@ -76,16 +86,17 @@ impl WsServer {
         format!("ws://{}", self.local_addr())
     }
 
-    /// Serves until the listener fails. Children die with the server (PDEATHSIG) and are
-    /// killed when this future is dropped.
+    /// Serves until the listener fails. Children die with the server (PDEATHSIG: with the
+    /// thread that polls this future) and are killed when this future is dropped.
     ///
     /// # Errors
     /// An accept error that is not per-connection; no OS randomness for session ids.
     pub async fn run(self) -> io::Result<()> {
         let (loop_tx, loop_rx) = async_channel::unbounded();
         let listener = self.listener;
+        let runtime = Arc::clone(&self.runtime);
         let accept_tx = loop_tx.clone();
-        let acceptor = smol::spawn(async move {
+        let acceptor = async move {
             loop {
                 match listener.accept().await {
                     Ok((reader, writer, peer)) => {
@@ -100,13 +111,15 @@ impl WsServer {
                     }
                     Err(e) if is_transient_accept_error(&e) => {
                         warn!(error = %e, "accept failed");
-                        smol::Timer::after(Duration::from_millis(50)).await;
+                        runtime
+                            .sleep_until(Instant::now() + Duration::from_millis(50))
+                            .await;
                     }
                     Err(e) => return Err(e),
                 }
             }
-        });
-        let event_loop = EventLoop::new(self.options, loop_tx, false)?;
+        };
+        let event_loop = EventLoop::new(self.runtime, self.options, loop_tx, false)?;
         let serve = event_loop.run(loop_rx);
         future::or(acceptor, async {
             serve.await;
@@ -127,12 +140,11 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
 /// stdin closes; then kills every process it started and returns.
 ///
 /// # Errors
-/// No OS randomness for session ids.
-pub async fn serve_stdio(options: ServerOptions) -> io::Result<()> {
-    let stdin = blocking::Unblock::new(io::stdin());
-    let stdout = blocking::Unblock::new(io::stdout());
+/// The runtime cannot provide stdin and stdout; no OS randomness for session ids.
+pub async fn serve_stdio(runtime: Arc<dyn Runtime>, options: ServerOptions) -> io::Result<()> {
+    let (stdin, stdout) = runtime.stdio()?;
     let (reader, writer) = transport::stdio_transport(stdin, stdout, options.limits());
-    serve_connection(reader, writer, options).await
+    serve_connection(runtime, reader, writer, options).await
 }
 
 /// Serves one already-open connection until it closes, then kills every process it started.
@@ -141,6 +153,7 @@ pub async fn serve_stdio(options: ServerOptions) -> io::Result<()> {
 /// # Errors
 /// No OS randomness for session ids.
 pub async fn serve_connection(
+    runtime: Arc<dyn Runtime>,
     reader: FrameReader,
     writer: FrameWriter,
     options: ServerOptions,
@@ -148,7 +161,7 @@ pub async fn serve_connection(
     let (loop_tx, loop_rx) = async_channel::unbounded();
     // Cannot fail: the receiver is alive.
     let _ = loop_tx.send(LoopEvent::Accepted(reader, writer)).await;
-    let event_loop = EventLoop::new(options, loop_tx, true)?;
+    let event_loop = EventLoop::new(runtime, options, loop_tx, true)?;
     event_loop.run(loop_rx).await;
     Ok(())
 }
@@ -192,8 +205,8 @@ struct ConnHandle {
     congested: Arc<AtomicBool>,
     congested_since: Option<Instant>,
     /// Dropping a task cancels it.
-    _reader: smol::Task<()>,
-    writer: Option<smol::Task<()>>,
+    _reader: Task,
+    writer: Option<Task>,
 }
 
 enum WriterMsg {
@@ -202,6 +215,7 @@ enum WriterMsg {
 }
 
 struct EventLoop {
+    runtime: Arc<dyn Runtime>,
     server: execd_core::Server,
     processes: ProcessTable,
     process_rx: Receiver<(ProcessKey, ProcessEvent)>,
@@ -212,7 +226,12 @@ struct EventLoop {
 }
 
 impl EventLoop {
-    fn new(options: ServerOptions, loop_tx: Sender<LoopEvent>, single: bool) -> io::Result<Self> {
+    fn new(
+        runtime: Arc<dyn Runtime>,
+        options: ServerOptions,
+        loop_tx: Sender<LoopEvent>,
+        single: bool,
+    ) -> io::Result<Self> {
         // Without OS randomness session ids would be guessable; refuse to run that way.
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
@@ -222,8 +241,9 @@ impl EventLoop {
             core.environment_info = Some(host_environment_info());
         }
         Ok(EventLoop {
+            processes: ProcessTable::new(Arc::clone(&runtime), process_tx),
+            runtime,
             server: execd_core::Server::new(core, seed),
-            processes: ProcessTable::new(process_tx),
             process_rx,
             loop_tx,
             writers: HashMap::new(),
@@ -264,6 +284,9 @@ impl EventLoop {
     }
 
     async fn run(mut self, loop_rx: Receiver<LoopEvent>) {
+        // One timer for the loop's life, re-armed only when the deadline moves.
+        let mut timer = self.runtime.sleep_until(Instant::now());
+        let mut armed: Option<Instant> = None;
         loop {
             self.drain();
             let congested = self.congested();
@@ -271,10 +294,18 @@ impl EventLoop {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if let Some(at) = deadline {
+                if armed != Some(at) {
+                    timer.as_mut().reset(at);
+                    armed = Some(at);
+                }
+            }
             let timer = async {
                 match deadline {
-                    Some(at) => {
-                        smol::Timer::at(at).await;
+                    Some(_) => {
+                        timer.as_mut().await;
+                        // Fired: the next deadline re-arms it, even if it is the same instant.
+                        armed = None;
                     }
                     None => future::pending::<()>().await,
                 }
@@ -379,7 +410,7 @@ impl EventLoop {
         let queued = Arc::new(AtomicUsize::new(0));
         let congested = Arc::new(AtomicBool::new(false));
         let loop_tx = self.loop_tx.clone();
-        let reader_task = smol::spawn(async move {
+        let reader_task = self.runtime.spawn(Box::pin(async move {
             loop {
                 match reader.recv().await {
                     Some(Ok(inbound)) => {
@@ -395,10 +426,10 @@ impl EventLoop {
                 }
             }
             let _ = loop_tx.send(LoopEvent::Closed(conn)).await;
-        });
+        }));
         let loop_tx = self.loop_tx.clone();
         let (writer_queued, writer_congested) = (queued.clone(), congested.clone());
-        let writer_task = smol::spawn(async move {
+        let writer_task = self.runtime.spawn(Box::pin(async move {
             let result: io::Result<()> = async {
                 while let Ok(msg) = rx.recv().await {
                     let mut next = Some(msg);
@@ -431,7 +462,7 @@ impl EventLoop {
                 debug!(%conn, error = %e, "connection write failed");
             }
             let _ = writer.close().await;
-        });
+        }));
         self.writers.insert(
             conn,
             ConnHandle {

@@ -1,16 +1,13 @@
 //! The [`Executor`] trait: start processes here or on a remote host through the same API.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
 
 use execd_core::protocol::StartParams;
 
 use crate::client::{Client, ClientOptions, ConnectError, Error, Process};
+use crate::runtime::{BoxFuture, Runtime};
 use crate::server::{serve_connection, ServerOptions};
 use crate::transport::{memory_pair, Limits};
-
-/// A boxed future returned by [`Executor`] methods (keeps the trait object-safe).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where processes run. Code written against `Executor` (or `Arc<dyn Executor>`) runs
 /// unchanged with a [`LocalExecutor`] (this host) or a [`RemoteExecutor`] (a server).
@@ -43,23 +40,27 @@ impl LocalExecutor {
     ///
     /// # Errors
     /// No OS randomness for session ids, or the in-process session could not be opened.
-    pub async fn new(options: ServerOptions) -> Result<LocalExecutor, ConnectError> {
+    pub async fn new(
+        rt: Arc<dyn Runtime>,
+        options: ServerOptions,
+    ) -> Result<LocalExecutor, ConnectError> {
         let limits = Limits {
             max_frame_bytes: options.core.max_frame_bytes,
             ..Limits::default()
         };
         let ((server_rx, server_tx), (client_rx, client_tx)) = memory_pair(limits.clone());
-        smol::spawn(async move {
-            if let Err(e) = serve_connection(server_rx, server_tx, options).await {
+        let server_rt = rt.clone();
+        rt.spawn(Box::pin(async move {
+            if let Err(e) = serve_connection(server_rt, server_rx, server_tx, options).await {
                 tracing::warn!(error = %e, "local executor: server failed");
             }
-        })
+        }))
         .detach();
         let client_options = ClientOptions {
             limits,
             ..ClientOptions::default()
         };
-        let client = Client::over(client_rx, client_tx, client_options).await?;
+        let client = Client::over(rt, client_rx, client_tx, client_options).await?;
         Ok(LocalExecutor { client })
     }
 
@@ -91,8 +92,8 @@ impl RemoteExecutor {
     ///
     /// # Errors
     /// As [`Client::connect`].
-    pub async fn connect(url: &str) -> Result<RemoteExecutor, ConnectError> {
-        Ok(RemoteExecutor::new(Client::connect(url).await?))
+    pub async fn connect(rt: Arc<dyn Runtime>, url: &str) -> Result<RemoteExecutor, ConnectError> {
+        Ok(RemoteExecutor::new(Client::connect(rt, url).await?))
     }
 
     /// The client.

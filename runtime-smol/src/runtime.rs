@@ -1,0 +1,194 @@
+//! [`SmolRuntime`]: the [`Runtime`] implementation on smol (async-io, async-net, async-process,
+//! blocking).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use execd_runtime::{
+    AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand, Runtime, Sleep, Task,
+    TaskHandle, TcpListener,
+};
+use smol::net::TcpStream;
+use smol::{Async, Timer, Unblock};
+
+/// The smol runtime: tasks on smol's global executor, I/O and timers on async-io's reactor,
+/// children through async-process, blocking stdio through the `blocking` thread pool.
+///
+/// Stateless; usable from any thread, inside or outside `smol::block_on`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SmolRuntime;
+
+/// The runtime as the shared object the execd-runtime API takes.
+pub(crate) fn shared() -> Arc<dyn Runtime> {
+    Arc::new(SmolRuntime)
+}
+
+impl Runtime for SmolRuntime {
+    fn spawn(&self, future: BoxFuture<'static, ()>) -> Task {
+        Task::new(SmolTask(smol::spawn(future)))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
+        Box::pin(SmolSleep {
+            timer: Timer::at(deadline),
+            fired: false,
+        })
+    }
+
+    fn tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn TcpListener>> {
+        Ok(Box::new(SmolListener(smol::net::TcpListener::try_from(
+            listener,
+        )?)))
+    }
+
+    fn tcp_connect(
+        &self,
+        host: String,
+        port: u16,
+    ) -> BoxFuture<'static, io::Result<Box<dyn AsyncStream>>> {
+        Box::pin(async move {
+            let stream = TcpStream::connect((host.as_str(), port)).await?;
+            Ok(with_nodelay(stream))
+        })
+    }
+
+    fn spawn_child(&self, command: ChildCommand) -> io::Result<Child> {
+        let ChildCommand {
+            command,
+            stdin,
+            stdout,
+            stderr,
+            kill_on_drop,
+        } = command;
+        let mut command = smol::process::Command::from(command);
+        command
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .kill_on_drop(kill_on_drop)
+            .reap_on_drop(true);
+        let mut child = command.spawn()?;
+        drop(command);
+        Ok(Child {
+            pid: child.id(),
+            stdin: child.stdin.take().map(|s| Box::new(s) as BoxWrite),
+            stdout: child.stdout.take().map(|s| Box::new(s) as BoxRead),
+            stderr: child.stderr.take().map(|s| Box::new(s) as BoxRead),
+            // The future owns the child: dropping it applies `kill_on_drop`, and async-process
+            // reaps the child either way.
+            status: Box::pin(async move { child.status().await }),
+        })
+    }
+
+    fn async_fd(&self, fd: OwnedFd) -> io::Result<Arc<dyn AsyncFd>> {
+        Ok(Arc::new(SmolFd(Async::new(fd)?)))
+    }
+
+    fn stdio(&self) -> io::Result<(BoxRead, BoxWrite)> {
+        Ok((
+            Box::new(Unblock::new(io::stdin())),
+            Box::new(Unblock::new(io::stdout())),
+        ))
+    }
+}
+
+fn with_nodelay(stream: TcpStream) -> Box<dyn AsyncStream> {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "set TCP_NODELAY failed");
+    }
+    Box::new(stream)
+}
+
+struct SmolTask(smol::Task<()>);
+
+impl TaskHandle for SmolTask {
+    fn detach(self: Box<Self>) {
+        self.0.detach();
+    }
+}
+
+/// async-io's timer stays pending after it fired; [`Sleep`] stays complete until reset.
+struct SmolSleep {
+    timer: Timer,
+    fired: bool,
+}
+
+impl Future for SmolSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.fired {
+            ready!(Pin::new(&mut self.timer).poll(cx));
+            self.fired = true;
+        }
+        Poll::Ready(())
+    }
+}
+
+impl Sleep for SmolSleep {
+    fn reset(mut self: Pin<&mut Self>, deadline: Instant) {
+        self.timer.set_at(deadline);
+        self.fired = false;
+    }
+}
+
+#[derive(Debug)]
+struct SmolListener(smol::net::TcpListener);
+
+impl TcpListener for SmolListener {
+    fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn AsyncStream>, SocketAddr)>> {
+        Box::pin(async move {
+            let (stream, peer) = self.0.accept().await?;
+            Ok((with_nodelay(stream), peer))
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+#[derive(Debug)]
+struct SmolFd(Async<OwnedFd>);
+
+impl AsyncFd for SmolFd {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.get_ref().as_fd()
+    }
+
+    fn poll_read_with(
+        &self,
+        cx: &mut Context<'_>,
+        read: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        // Try first: the descriptor is often readable already (a busy pipe), and async-io
+        // reports readiness only once per event.
+        loop {
+            match read(self.fd()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+            ready!(self.0.poll_readable(cx))?;
+        }
+    }
+
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        write: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match write(self.fd()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+            ready!(self.0.poll_writable(cx))?;
+        }
+    }
+}

@@ -1,0 +1,626 @@
+//! The OS process layer: spawning children for [`Command::Spawn`], pumping their output, exit
+//! and stdin, and delivering signals and PTY resizes.
+//!
+//! [`ProcessTable`] is owned by the event loop (`&mut` access, no locks). It answers a spawn
+//! synchronously and reports everything after that as `(key, ProcessEvent)` pairs on the channel
+//! it was built with, from tasks on its [`Runtime`]:
+//!
+//! - one *pump* task per child reads its output streams (stdout and stderr pipes, or the PTY
+//!   master) and waits for its exit. It sends [`ProcessEvent::Output`] chunks of at most 64 KiB in
+//!   order, [`ProcessEvent::Eof`] once per stream, and [`ProcessEvent::Exited`] once the child is
+//!   reaped. On exit it first drains what the child left in its pipes, so a child's whole output
+//!   normally precedes `Exited`; output from grandchildren that keep the pipes open may follow
+//!   it. The task ends when the exit is known and every stream is at end of file.
+//! - one *stdin writer* task per child with a writable stdin (`pipe_stdin`, or a PTY) writes the
+//!   queued [`ProcessTable::write_stdin`] buffers in order; it ends on
+//!   [`ProcessTable::close_stdin`], [`ProcessTable::release`], a write failure (reported once as
+//!   [`ProcessEvent::StdinClosed`]), or when the pump task ends.
+//!
+//! The event channel may be bounded: a full channel makes the pump wait, which in turn blocks
+//! the child on a full pipe (backpressure rather than buffering).
+//!
+//! [`Command::Spawn`]: execd_core::Command::Spawn
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt as _;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+
+use async_channel::{Receiver, Sender};
+use execd_core::protocol::{SandboxType, Signal, Stream};
+use execd_core::{ExitStatus, ProcessEvent, ProcessKey, SpawnSpec};
+use futures_lite::future;
+use rustix::process::Pid;
+use tracing::{debug, trace, warn};
+
+use crate::os;
+use crate::pty::{self, Pty};
+use crate::runtime::{set_nonblocking, AsyncFd, BoxFuture, ChildCommand, Runtime};
+
+/// Bytes asked for per read; one pipe buffer on Linux.
+const CHUNK: usize = 64 * 1024;
+/// Reads of at least this many bytes hand the read buffer itself to the event (no copy) and
+/// allocate a new one; smaller reads are copied out so a retained chunk never holds more than
+/// twice its length.
+const HANDOFF_MIN: usize = CHUNK / 2;
+/// Consecutive ready steps a pump takes before yielding to the executor.
+const PUMP_BUDGET: u32 = 32;
+/// Reads per stream when draining after exit. Bounds the drain when a grandchild keeps writing;
+/// the child's own leftovers fit in one pipe buffer.
+const EXIT_DRAIN_READS: usize = 16;
+/// The size of a new PTY (matches the Codex exec-server: 24 × 80).
+const PTY_ROWS: u16 = 24;
+const PTY_COLS: u16 = 80;
+
+/// The children the server runs, keyed by the core's [`ProcessKey`].
+///
+/// Generic over the key so tests and other embedders can use their own; the server uses
+/// [`ProcessKey`].
+///
+/// # Spawning
+/// - `argv[0]` is looked up in the `PATH` of `spec.env` when it has one, else in the server's
+///   `PATH` (else `/usr/local/bin:/usr/bin:/bin`), like `execvp`; a name containing `/` is used
+///   as is, relative to `spec.cwd`. The child sees `spec.arg0`, or else `argv[0]` exactly as
+///   given, as its `argv[0]`.
+/// - The environment is exactly `spec.env`; the working directory is `spec.cwd`.
+/// - The child leads a new process group (with a PTY: a new session whose controlling terminal
+///   is the PTY). On Linux it gets `PR_SET_PDEATHSIG(SIGKILL)`. The kernel delivers that signal
+///   when the *thread* that forked the child exits, so [`ProcessTable::spawn`] must be called
+///   from a thread that lives as long as the server (the event loop's).
+/// - stdin is `/dev/null`, a pipe (`pipe_stdin`), or the PTY slave (`tty`, which takes
+///   precedence over `pipe_stdin`); stdout and stderr are pipes, or the PTY slave, whose
+///   master is then read as [`Stream::Pty`]. A PTY starts at 24 × 80.
+/// - Signals go to the process group until the process has closed (exited with every stream at
+///   EOF); after that the group id may be reused, so they are dropped. A group whose leader
+///   exited but whose members still hold the output open is still signalled.
+/// - `SIGPIPE` must be ignored in the server (Rust binaries do so by default) for a write to a
+///   closed stdin to fail with `EPIPE`; the child gets the default disposition back.
+#[derive(Debug)]
+pub struct ProcessTable<K = ProcessKey> {
+    runtime: Arc<dyn Runtime>,
+    events: Sender<(K, ProcessEvent)>,
+    entries: BTreeMap<K, Entry>,
+}
+
+impl<K> ProcessTable<K>
+where
+    K: Copy + Ord + fmt::Debug + Send + Sync + 'static,
+{
+    /// A table that runs its tasks on `runtime` and reports process events on `events`.
+    pub fn new(runtime: Arc<dyn Runtime>, events: Sender<(K, ProcessEvent)>) -> Self {
+        ProcessTable {
+            runtime,
+            events,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// Starts `spec` as process `key`. Fork and exec happen before this returns.
+    ///
+    /// Returns [`ProcessEvent::Spawned`] with the child's pid (also its process group id), or
+    /// [`ProcessEvent::SpawnFailed`] with the OS error text (e.g. `"No such file or directory
+    /// (os error 2)"` for a missing program or `cwd`); after a failure nothing is left behind and
+    /// no event follows. A key already in the table, an environment name that is empty or
+    /// contains `=`, and a sandbox other than [`SandboxType::None`] (not supported by this
+    /// layer) also fail.
+    pub fn spawn(&mut self, key: K, spec: SpawnSpec) -> ProcessEvent {
+        if self.entries.contains_key(&key) {
+            return spawn_failed(key, &invalid_input("process key already in use"));
+        }
+        match self.try_spawn(key, spec) {
+            Ok((pid, entry)) => {
+                debug!(?key, pid, "process spawned");
+                self.entries.insert(key, entry);
+                ProcessEvent::Spawned { pid }
+            }
+            Err(err) => spawn_failed(key, &err),
+        }
+    }
+
+    /// Queues `bytes` for the child's stdin (pipe or PTY master), after earlier writes. Never
+    /// waits. Ignored for unknown keys, processes without a writable stdin, and after
+    /// [`ProcessTable::close_stdin`] or a failed write (which was reported once as
+    /// [`ProcessEvent::StdinClosed`]).
+    pub fn write_stdin(&mut self, key: K, bytes: Vec<u8>) {
+        let Some(queue) = self.entries.get(&key).and_then(|e| e.stdin.as_ref()) else {
+            trace!(?key, "write to a process without stdin ignored");
+            return;
+        };
+        trace!(?key, len = bytes.len(), "stdin queued");
+        if queue.try_send(bytes).is_err() {
+            trace!(?key, "stdin writer gone; write dropped");
+        }
+    }
+
+    /// Closes the child's stdin pipe once the queued writes are written (EOF for the child).
+    ///
+    /// A PTY has no separate stdin: the queued writes are still written, later writes are
+    /// ignored, and the terminal stays open (closing the master would hang it up). To send EOF
+    /// to a program reading the terminal, write the terminal's EOF character (`^D`, 0x04) at the
+    /// start of a line instead.
+    pub fn close_stdin(&mut self, key: K) {
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if entry.stdin.take().is_some() {
+                debug!(?key, "stdin closed");
+            }
+        }
+    }
+
+    /// Delivers `signal` to the process group the child leads. Ignored for unknown keys and
+    /// once the process has closed (exited with all output at EOF), when its group id may
+    /// already belong to someone else.
+    pub fn signal(&mut self, key: K, signal: Signal) {
+        if let Some(entry) = self.entries.get(&key) {
+            entry.signal_group(key, signal.number());
+        }
+    }
+
+    /// SIGKILLs the process group the child leads. Exit and EOF events follow as usual.
+    pub fn kill(&mut self, key: K) {
+        self.signal(key, Signal::Kill);
+    }
+
+    /// Sets the terminal size of a PTY process to `rows` × `cols` (`TIOCSWINSZ`; the child gets
+    /// SIGWINCH). Ignored for unknown keys, non-PTY processes and closed processes.
+    pub fn resize(&mut self, key: K, rows: u16, cols: u16) {
+        let Some(master) = self
+            .entries
+            .get(&key)
+            .and_then(|e| e.pty_master.as_ref())
+            .and_then(Weak::upgrade)
+        else {
+            trace!(?key, "resize of a process without a live PTY ignored");
+            return;
+        };
+        match pty::set_size(master.fd(), rows, cols) {
+            Ok(()) => debug!(?key, rows, cols, "pty resized"),
+            Err(err) => debug!(?key, %err, "pty resize failed"),
+        }
+    }
+
+    /// Forgets `key`. Does not kill the child: its pump task keeps running (its events are for
+    /// a key the core no longer knows) and ends when the process closes. Queued stdin writes
+    /// are still written, then stdin is closed.
+    pub fn release(&mut self, key: K) {
+        if self.entries.remove(&key).is_some() {
+            debug!(?key, "process released");
+        }
+    }
+
+    /// SIGKILLs the process group of every process in the table (server shutdown).
+    pub fn kill_all(&mut self) {
+        for (key, entry) in &self.entries {
+            entry.signal_group(*key, Signal::Kill.number());
+        }
+    }
+
+    fn try_spawn(&mut self, key: K, spec: SpawnSpec) -> io::Result<(u32, Entry)> {
+        if spec.sandbox != SandboxType::None {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "sandbox {} is not supported by this runtime",
+                    spec.sandbox.as_str()
+                ),
+            ));
+        }
+        if spec
+            .env
+            .keys()
+            .any(|name| name.is_empty() || name.contains('='))
+        {
+            return Err(invalid_input("invalid environment variable name"));
+        }
+        let Some((argv0, args)) = spec.argv.split_first() else {
+            return Err(invalid_input("empty argv"));
+        };
+        trace!(?key, argv = ?spec.argv, cwd = ?spec.cwd, "spawning");
+        let path_var = os::search_path(spec.env.get("PATH").map(String::as_str));
+        let program = os::resolve_program(argv0, path_var.as_deref(), &spec.cwd)?;
+
+        let mut command = std::process::Command::new(program);
+        command
+            .arg0(spec.arg0.as_deref().unwrap_or(argv0))
+            .args(args)
+            .env_clear()
+            .envs(&spec.env)
+            .current_dir(&spec.cwd);
+        let parent = rustix::process::getpid();
+        // SAFETY: the hook only makes raw system calls (setsid, ioctl, prctl, getppid) and
+        // builds errors from raw numbers, all async-signal-safe between fork and exec.
+        unsafe { command.pre_exec(os::child_setup(spec.tty, parent)) };
+        if !spec.tty {
+            command.process_group(0);
+        }
+
+        // Everything that can fail on the server's side is set up before the fork, so a failure
+        // afterwards cannot leave a running child without a pump.
+        let mut io = ChildIo::new(&*self.runtime, spec.tty, spec.pipe_stdin)?;
+        // The runtime drops the command, and with it the server's copies of the child's ends
+        // (the PTY slave included: the master reports EIO once every slave descriptor is
+        // closed). The child is reaped by the runtime if the pump stops waiting for it.
+        let child = self.runtime.spawn_child(ChildCommand {
+            command,
+            stdin: io.child_stdin.take().unwrap_or_else(Stdio::null),
+            stdout: io.child_stdout.take().unwrap_or_else(Stdio::null),
+            stderr: io.child_stderr.take().unwrap_or_else(Stdio::null),
+            kill_on_drop: false,
+        })?;
+        let pid = child.pid;
+
+        let closed = Arc::new(AtomicBool::new(false));
+        let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+        let stdin = io.stdin.map(|writer| {
+            let (queue_tx, queue_rx) = async_channel::unbounded();
+            self.runtime
+                .spawn(Box::pin(stdin_writer(
+                    key,
+                    writer,
+                    queue_rx,
+                    done_rx,
+                    self.events.clone(),
+                )))
+                .detach();
+            queue_tx
+        });
+        let pump = Pump {
+            key,
+            events: self.events.clone(),
+            sources: io.sources,
+            next: 0,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        self.runtime
+            .spawn(Box::pin(pump.run(child.status, closed.clone(), done_tx)))
+            .detach();
+
+        let entry = Entry {
+            // A child's pid fits a pid_t and is positive; `None` would mean a broken OS.
+            pid: i32::try_from(pid).ok().and_then(Pid::from_raw),
+            stdin,
+            pty_master: io.pty_master,
+            closed,
+        };
+        Ok((pid, entry))
+    }
+}
+
+/// What the table keeps per child.
+#[derive(Debug)]
+struct Entry {
+    /// The child's pid, which is also its process group id. `None` only if the OS returned 0.
+    pid: Option<Pid>,
+    /// The stdin writer's queue; `None` without a writable stdin or after `close_stdin`.
+    stdin: Option<Sender<Vec<u8>>>,
+    /// The PTY master for resizes; dead once the pump and writer tasks have ended.
+    pty_master: Option<Weak<dyn AsyncFd>>,
+    /// Set by the pump when the process has closed: the group may be empty and its id reused.
+    closed: Arc<AtomicBool>,
+}
+
+impl Entry {
+    fn signal_group(&self, key: impl fmt::Debug, signo: i32) {
+        if self.closed.load(Ordering::Acquire) {
+            trace!(?key, signo, "signal to a closed process ignored");
+            return;
+        }
+        let Some(pid) = self.pid else {
+            return;
+        };
+        match os::signal_group(pid, signo) {
+            Ok(()) => debug!(?key, signo, "process group signalled"),
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {
+                trace!(?key, signo, "process group already gone")
+            }
+            Err(err) => warn!(?key, signo, %err, "signalling process group failed"),
+        }
+    }
+}
+
+/// The server's ends of a child's stdio, and the child's ends until the spawn.
+struct ChildIo {
+    child_stdin: Option<Stdio>,
+    child_stdout: Option<Stdio>,
+    child_stderr: Option<Stdio>,
+    /// Where stdin writes go: the pipe's write end or the PTY master.
+    stdin: Option<Arc<dyn AsyncFd>>,
+    /// The output streams to pump.
+    sources: Vec<Source>,
+    pty_master: Option<Weak<dyn AsyncFd>>,
+}
+
+impl ChildIo {
+    fn new(runtime: &dyn Runtime, tty: bool, pipe_stdin: bool) -> io::Result<ChildIo> {
+        let register = |fd: OwnedFd| {
+            set_nonblocking(&fd)?;
+            runtime.async_fd(fd)
+        };
+        if tty {
+            let Pty { master, slave } = Pty::open(PTY_ROWS, PTY_COLS)?;
+            let master = register(master)?;
+            return Ok(ChildIo {
+                child_stdin: Some(Stdio::from(slave.try_clone()?)),
+                child_stdout: Some(Stdio::from(slave.try_clone()?)),
+                child_stderr: Some(Stdio::from(slave)),
+                stdin: Some(master.clone()),
+                pty_master: Some(Arc::downgrade(&master)),
+                sources: vec![Source {
+                    stream: Stream::Pty,
+                    io: master,
+                    open: true,
+                }],
+            });
+        }
+        let (child_stdin, stdin) = if pipe_stdin {
+            let (read, write) = os::pipe()?;
+            (Some(Stdio::from(read)), Some(register(write)?))
+        } else {
+            (None, None)
+        };
+        let (stdout_read, stdout_write) = os::pipe()?;
+        let (stderr_read, stderr_write) = os::pipe()?;
+        Ok(ChildIo {
+            child_stdin,
+            child_stdout: Some(Stdio::from(stdout_write)),
+            child_stderr: Some(Stdio::from(stderr_write)),
+            stdin,
+            pty_master: None,
+            sources: vec![
+                Source {
+                    stream: Stream::Stdout,
+                    io: register(stdout_read)?,
+                    open: true,
+                },
+                Source {
+                    stream: Stream::Stderr,
+                    io: register(stderr_read)?,
+                    open: true,
+                },
+            ],
+        })
+    }
+}
+
+/// One output stream of a child.
+struct Source {
+    stream: Stream,
+    io: Arc<dyn AsyncFd>,
+    open: bool,
+}
+
+/// What one pump step produced.
+enum Step {
+    /// Bytes from `sources[i]`.
+    Chunk(usize, Vec<u8>),
+    /// `sources[i]` reached end of file.
+    Eof(usize),
+    /// The child was reaped.
+    Exited(ExitStatus),
+}
+
+/// The per-child task state: reads the output streams, waits for the exit, sends events.
+struct Pump<K> {
+    key: K,
+    events: Sender<(K, ProcessEvent)>,
+    sources: Vec<Source>,
+    /// The source to try first in the next step (round robin, so one busy stream cannot
+    /// starve the other).
+    next: usize,
+    /// The read buffer: empty between steps, with at least `CHUNK` bytes of capacity.
+    buf: Vec<u8>,
+}
+
+type StatusFuture = BoxFuture<'static, io::Result<std::process::ExitStatus>>;
+
+impl<K: Copy + fmt::Debug + Send + 'static> Pump<K> {
+    /// Pumps until the exit is known and every stream is at end of file, or until the event
+    /// receiver is gone. Dropping `_done` then stops the stdin writer.
+    async fn run(mut self, status: StatusFuture, closed: Arc<AtomicBool>, _done: Sender<()>) {
+        let mut status = Some(status);
+        let mut exited = false;
+        let mut budget = PUMP_BUDGET;
+        while !(exited && self.sources.iter().all(|s| !s.open)) {
+            let step = poll_fn(|cx| self.poll_step(cx, &mut status)).await;
+            let sent = match step {
+                Step::Chunk(i, bytes) => self.send_chunk(i, bytes).await,
+                Step::Eof(i) => self.send_eof(i).await,
+                Step::Exited(exit) => {
+                    exited = true;
+                    status = None;
+                    debug!(key = ?self.key, ?exit, "process exited");
+                    self.drain_after_exit().await
+                        && self.send(ProcessEvent::Exited { status: exit }).await
+                }
+            };
+            if !sent {
+                // The process may still run: leave `closed` unset so `kill_all` still reaches it.
+                debug!(key = ?self.key, "event receiver gone; pump stops");
+                return;
+            }
+            budget -= 1;
+            if budget == 0 {
+                budget = PUMP_BUDGET;
+                future::yield_now().await;
+            }
+        }
+        closed.store(true, Ordering::Release);
+        trace!(key = ?self.key, "pump finished");
+    }
+
+    /// Reads the next chunk or end of file from the open streams, else waits for the exit.
+    fn poll_step(&mut self, cx: &mut Context<'_>, status: &mut Option<StatusFuture>) -> Poll<Step> {
+        let count = self.sources.len();
+        for offset in 0..count {
+            let i = (self.next + offset) % count;
+            let Some(source) = self.sources.get(i).filter(|s| s.open) else {
+                continue;
+            };
+            self.buf.clear();
+            self.buf.reserve(CHUNK);
+            let result = match os::poll_read(&*source.io, &mut self.buf, cx) {
+                Poll::Pending => continue,
+                Poll::Ready(result) => result,
+            };
+            self.next = i + 1;
+            return Poll::Ready(self.read_step(i, result));
+        }
+        if let Some(fut) = status {
+            if let Poll::Ready(result) = fut.as_mut().poll(cx) {
+                let exit = match result {
+                    Ok(exit) => os::exit_status(exit),
+                    Err(err) => {
+                        // The reaper lost the child (should not happen); report an exit anyway
+                        // so the core can close the process.
+                        warn!(key = ?self.key, %err, "waiting for the process failed");
+                        ExitStatus::Code(-1)
+                    }
+                };
+                return Poll::Ready(Step::Exited(exit));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Turns one read result on `sources[i]` (bytes in `self.buf`) into a step.
+    fn read_step(&mut self, i: usize, result: io::Result<usize>) -> Step {
+        match result {
+            Ok(0) => Step::Eof(i),
+            Ok(_) => Step::Chunk(i, take_chunk(&mut self.buf)),
+            // A PTY master reads EIO once every slave descriptor is closed: its end of file.
+            Err(err) if err.raw_os_error() == Some(libc::EIO) => Step::Eof(i),
+            Err(err) => {
+                debug!(key = ?self.key, %err, "reading process output failed; treated as EOF");
+                Step::Eof(i)
+            }
+        }
+    }
+
+    /// Sends what the exited child left in its streams (without waiting for more), so it
+    /// precedes `Exited`. Returns false if the event receiver is gone.
+    async fn drain_after_exit(&mut self) -> bool {
+        for i in 0..self.sources.len() {
+            for _ in 0..EXIT_DRAIN_READS {
+                let Some(source) = self.sources.get(i).filter(|s| s.open) else {
+                    break;
+                };
+                self.buf.clear();
+                self.buf.reserve(CHUNK);
+                let result = match os::try_read(&*source.io, &mut self.buf) {
+                    Ok(None) => break,
+                    Ok(Some(n)) => Ok(n),
+                    Err(err) => Err(err),
+                };
+                let sent = match self.read_step(i, result) {
+                    Step::Chunk(i, bytes) => self.send_chunk(i, bytes).await,
+                    _ => self.send_eof(i).await,
+                };
+                if !sent {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    async fn send_chunk(&mut self, i: usize, bytes: Vec<u8>) -> bool {
+        let Some(source) = self.sources.get(i) else {
+            return true;
+        };
+        let stream = source.stream;
+        trace!(key = ?self.key, stream = stream.as_str(), len = bytes.len(), "output");
+        self.send(ProcessEvent::Output { stream, bytes }).await
+    }
+
+    async fn send_eof(&mut self, i: usize) -> bool {
+        let Some(source) = self.sources.get_mut(i) else {
+            return true;
+        };
+        source.open = false;
+        let stream = source.stream;
+        trace!(key = ?self.key, stream = stream.as_str(), "eof");
+        self.send(ProcessEvent::Eof { stream }).await
+    }
+
+    async fn send(&self, event: ProcessEvent) -> bool {
+        self.events.send((self.key, event)).await.is_ok()
+    }
+}
+
+/// Writes queued stdin buffers in order until the queue closes, a write fails (reported once
+/// as `StdinClosed`), or the pump task ends (`done` closes).
+async fn stdin_writer<K: Copy + fmt::Debug>(
+    key: K,
+    io: Arc<dyn AsyncFd>,
+    queue: Receiver<Vec<u8>>,
+    done: Receiver<()>,
+    events: Sender<(K, ProcessEvent)>,
+) {
+    let write = async {
+        while let Ok(bytes) = queue.recv().await {
+            if let Err(err) = os::write_all(&*io, &bytes).await {
+                debug!(?key, %err, "writing stdin failed");
+                return true;
+            }
+            trace!(?key, len = bytes.len(), "stdin written");
+        }
+        false
+    };
+    let process_closed = async {
+        // Nothing is ever sent on `done`; it closes when the pump drops its sender.
+        let _ = done.recv().await;
+        false
+    };
+    if future::or(write, process_closed).await {
+        let _ = events.send((key, ProcessEvent::StdinClosed)).await;
+    }
+    trace!(?key, "stdin writer finished");
+}
+
+/// The bytes in `buf` as an owned chunk of exactly that length, leaving `buf` empty with at
+/// least `CHUNK` capacity.
+fn take_chunk(buf: &mut Vec<u8>) -> Vec<u8> {
+    if buf.len() >= HANDOFF_MIN {
+        std::mem::replace(buf, Vec::with_capacity(CHUNK))
+    } else {
+        let chunk = buf.as_slice().to_vec();
+        buf.clear();
+        chunk
+    }
+}
+
+fn spawn_failed(key: impl fmt::Debug, err: &io::Error) -> ProcessEvent {
+    debug!(?key, %err, "spawn failed");
+    ProcessEvent::SpawnFailed {
+        error: err.to_string(),
+    }
+}
+
+fn invalid_input(message: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_reads_hand_off_the_buffer_and_small_ones_are_copied() {
+        let mut buf = Vec::with_capacity(CHUNK);
+        buf.extend_from_slice(&[7; 10]);
+        let small = take_chunk(&mut buf);
+        assert_eq!(small, vec![7; 10]);
+        assert_eq!(small.capacity(), 10);
+        assert!(buf.is_empty() && buf.capacity() >= CHUNK);
+
+        buf.extend_from_slice(&[1; HANDOFF_MIN]);
+        let large = take_chunk(&mut buf);
+        assert_eq!(large.len(), HANDOFF_MIN);
+        assert!(buf.is_empty() && buf.capacity() >= CHUNK);
+    }
+}

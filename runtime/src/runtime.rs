@@ -1,0 +1,308 @@
+//! The [`Runtime`] trait: the few operations the async half needs from an executor and reactor.
+//!
+//! Modelled on quinn's `Runtime`: object-safe, shared as `Arc<dyn Runtime>`, futures and I/O
+//! objects boxed once per task, connection or process. Everything per chunk (reads, writes,
+//! timer resets) goes through the boxed objects without further allocation.
+//!
+//! I/O objects speak futures-io ([`AsyncRead`], [`AsyncWrite`]); a runtime whose native types do
+//! not (tokio) adapts them.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A boxed byte source (a child's stdout, the server's stdin).
+pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A boxed byte sink (a child's stdin, the server's stdout).
+pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A bidirectional byte stream (a TCP connection).
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
+
+/// An async executor and reactor: what `execd-smol` and `execd-tokio` implement.
+///
+/// Every method may be called from any thread, inside or outside a task of the runtime.
+/// Implementations set up once per call what they need (a runtime context, a registration with
+/// the reactor); the objects they return are then used without further allocation. Returned
+/// futures are polled by the caller, which a runtime may require to happen inside it (tokio's
+/// `tcp_connect`); execd-runtime polls them in tasks it spawned on the same runtime.
+pub trait Runtime: Send + Sync + fmt::Debug + 'static {
+    /// Runs `future` to completion on the runtime's executor, concurrently with the caller.
+    ///
+    /// Dropping the returned [`Task`] cancels the future at its next suspension point;
+    /// [`Task::detach`] lets it run on.
+    fn spawn(&self, future: BoxFuture<'static, ()>) -> Task;
+
+    /// A timer that completes at `deadline` (at once if it has passed) and can be re-armed
+    /// with [`Sleep::reset`].
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>>;
+
+    /// Registers a bound, listening, non-blocking TCP socket with the reactor.
+    ///
+    /// Accepted streams have `TCP_NODELAY` set.
+    ///
+    /// # Errors
+    /// The registration error.
+    fn tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn TcpListener>>;
+
+    /// Connects to `host:port` (a name is resolved first; each address is tried in turn) and
+    /// sets `TCP_NODELAY`.
+    ///
+    /// # Errors
+    /// The resolution or connect error.
+    fn tcp_connect(
+        &self,
+        host: String,
+        port: u16,
+    ) -> BoxFuture<'static, io::Result<Box<dyn AsyncStream>>>;
+
+    /// Forks and execs `command` (the [`std::process::Command`] with everything but its stdio
+    /// prepared: program, args, env, cwd, `pre_exec` hooks, process group) before returning.
+    ///
+    /// The fork happens on the calling thread (`PR_SET_PDEATHSIG` set up in a `pre_exec` hook
+    /// refers to that thread). The command, and with it the parent's copies of the child's
+    /// stdio descriptors, is dropped before this returns.
+    ///
+    /// # Errors
+    /// The spawn error (e.g. `ENOENT`, or the error a `pre_exec` hook returned).
+    fn spawn_child(&self, command: ChildCommand) -> io::Result<Child>;
+
+    /// Registers a non-blocking file descriptor (a pipe end, a PTY master) with the reactor.
+    ///
+    /// # Errors
+    /// The registration error.
+    fn async_fd(&self, fd: OwnedFd) -> io::Result<Arc<dyn AsyncFd>>;
+
+    /// This process's stdin and stdout as async byte streams (for the stdio transport).
+    ///
+    /// # Errors
+    /// The runtime cannot provide them (e.g. it has no context to run blocking reads in).
+    fn stdio(&self) -> io::Result<(BoxRead, BoxWrite)>;
+}
+
+/// A re-armable timer returned by [`Runtime::sleep_until`]. Completes once its deadline has
+/// passed; after completing it stays complete until [`reset`](Sleep::reset).
+pub trait Sleep: Future<Output = ()> + Send {
+    /// Moves the deadline to `deadline`, in the future or the past.
+    fn reset(self: Pin<&mut Self>, deadline: Instant);
+}
+
+/// A listening TCP socket registered with a runtime.
+pub trait TcpListener: Send + Sync + fmt::Debug {
+    /// Waits for the next connection; returns the stream (with `TCP_NODELAY` set) and the peer.
+    /// Cancel-safe.
+    ///
+    /// # Errors
+    /// The `accept(2)` error (e.g. `ECONNABORTED`, `EMFILE`); the listener stays usable.
+    fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn AsyncStream>, SocketAddr)>>;
+
+    /// The bound address.
+    ///
+    /// # Errors
+    /// The `getsockname(2)` error.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// A non-blocking file descriptor registered with a runtime's reactor.
+///
+/// The operations take a closure that does one non-blocking system call on the descriptor and
+/// returns `ErrorKind::WouldBlock` when it would block; the runtime then waits for readiness and
+/// calls it again. The closure is called on the task that polls, so it may borrow buffers.
+pub trait AsyncFd: Send + Sync + fmt::Debug {
+    /// The descriptor, for operations that need no readiness (resizing a PTY, a read that must
+    /// not wait).
+    fn fd(&self) -> BorrowedFd<'_>;
+
+    /// Polls `read` until it does not return `WouldBlock`, waiting for readability in between.
+    /// Pending registers `cx` to be woken when the descriptor may be readable.
+    fn poll_read_with(
+        &self,
+        cx: &mut Context<'_>,
+        read: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>>;
+
+    /// Polls `write` until it does not return `WouldBlock`, waiting for writability in
+    /// between. Pending registers `cx` to be woken when the descriptor may be writable.
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        write: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>>;
+}
+
+/// A spawned task. Dropping it cancels the task; [`Task::detach`] lets it run to completion.
+#[must_use = "dropping a Task cancels it; call `detach` to let it run"]
+pub struct Task {
+    inner: Option<Box<dyn TaskHandle>>,
+}
+
+/// What a runtime hands [`Task::new`]: dropping it cancels the task, [`TaskHandle::detach`]
+/// does not.
+pub trait TaskHandle: Send + Sync {
+    /// Lets the task run to completion without a handle.
+    fn detach(self: Box<Self>);
+}
+
+impl Task {
+    /// Wraps a runtime's task handle.
+    pub fn new(handle: impl TaskHandle + 'static) -> Task {
+        Task {
+            inner: Some(Box::new(handle)),
+        }
+    }
+
+    /// Lets the task run to completion; nothing can cancel it afterwards.
+    pub fn detach(mut self) {
+        if let Some(handle) = self.inner.take() {
+            handle.detach();
+        }
+    }
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task").finish_non_exhaustive()
+    }
+}
+
+/// A child to start with [`Runtime::spawn_child`]: the prepared command and its stdio.
+#[derive(Debug)]
+pub struct ChildCommand {
+    /// Program, arguments, environment, working directory and `pre_exec` hooks. Its own stdio
+    /// settings are replaced by the fields below.
+    pub command: std::process::Command,
+    /// The child's stdin: [`Stdio::piped`] makes [`Child::stdin`] a pipe to it.
+    pub stdin: Stdio,
+    /// The child's stdout: [`Stdio::piped`] makes [`Child::stdout`] a pipe from it.
+    pub stdout: Stdio,
+    /// The child's stderr: [`Stdio::piped`] makes [`Child::stderr`] a pipe from it.
+    pub stderr: Stdio,
+    /// SIGKILL the child if [`Child::status`] is dropped before the child was reaped. Either
+    /// way a child that exits after that is reaped by the runtime (no zombie is left).
+    pub kill_on_drop: bool,
+}
+
+impl ChildCommand {
+    /// `command` with stdin, stdout and stderr from `/dev/null`, not killed on drop.
+    pub fn new(command: std::process::Command) -> ChildCommand {
+        ChildCommand {
+            command,
+            stdin: Stdio::null(),
+            stdout: Stdio::null(),
+            stderr: Stdio::null(),
+            kill_on_drop: false,
+        }
+    }
+}
+
+/// A started child: its pid, the parent's ends of its piped stdio, and its exit.
+pub struct Child {
+    /// The child's process id (also its process group id when it leads one).
+    pub pid: u32,
+    /// Writes to the child's stdin, if it was [`Stdio::piped`].
+    pub stdin: Option<BoxWrite>,
+    /// Reads the child's stdout, if it was [`Stdio::piped`].
+    pub stdout: Option<BoxRead>,
+    /// Reads the child's stderr, if it was [`Stdio::piped`].
+    pub stderr: Option<BoxRead>,
+    /// Completes with the exit status once the child has exited and been reaped. Dropping it
+    /// earlier kills the child if [`ChildCommand::kill_on_drop`] was set.
+    pub status: BoxFuture<'static, io::Result<ExitStatus>>,
+}
+
+impl fmt::Debug for Child {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Child")
+            .field("pid", &self.pid)
+            .field("stdin", &self.stdin.is_some())
+            .field("stdout", &self.stdout.is_some())
+            .field("stderr", &self.stderr.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file descriptor as a futures-io byte stream: reads and writes go straight to the
+/// descriptor through the runtime's reactor (e.g. one end of a pipe).
+///
+/// Closing is a no-op: the descriptor closes when the last clone of its [`AsyncFd`] drops.
+#[derive(Debug, Clone)]
+pub struct FdStream {
+    io: Arc<dyn AsyncFd>,
+}
+
+impl FdStream {
+    /// Makes `fd` non-blocking and registers it with `runtime`.
+    ///
+    /// # Errors
+    /// The `ioctl(FIONBIO)` or registration error.
+    pub fn new(runtime: &dyn Runtime, fd: OwnedFd) -> io::Result<FdStream> {
+        set_nonblocking(&fd)?;
+        Ok(FdStream {
+            io: runtime.async_fd(fd)?,
+        })
+    }
+
+    /// A pipe as `(read end, write end)`, both close-on-exec and registered with `runtime`.
+    ///
+    /// # Errors
+    /// The `pipe2(2)`, `ioctl(FIONBIO)` or registration error.
+    pub fn pipe(runtime: &dyn Runtime) -> io::Result<(FdStream, FdStream)> {
+        let (read, write) = crate::os::pipe()?;
+        Ok((
+            FdStream::new(runtime, read)?,
+            FdStream::new(runtime, write)?,
+        ))
+    }
+}
+
+impl AsyncRead for FdStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io
+            .poll_read_with(cx, &mut |fd| crate::os::read(fd, buf))
+    }
+}
+
+impl AsyncWrite for FdStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io
+            .poll_write_with(cx, &mut |fd| crate::os::write(fd, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Sets `O_NONBLOCK` on `fd`.
+///
+/// # Errors
+/// The `ioctl(FIONBIO)` error.
+pub fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::io::ioctl_fionbio(fd, true)?)
+}

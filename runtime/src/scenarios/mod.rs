@@ -1,0 +1,176 @@
+//! The scenario suite: end-to-end behaviour of the transports, the process layer and the server
+//! over real loopback sockets, pipes, PTYs and child processes, written once against
+//! [`Runtime`] and run by every runtime crate.
+//!
+//! Each scenario is an `async fn(Arc<dyn Runtime>)` that panics on failure. Every await in it
+//! is bounded by [`TIMEOUT`] (through [`within`] or [`timeout`]); none sleeps where an event can
+//! be awaited.
+//!
+//! A runtime crate runs the whole suite with [`scenario_tests!`](crate::scenario_tests), which
+//! expands to one `#[test]` per scenario, given a function that runs a scenario to completion
+//! on that runtime:
+//!
+//! ```ignore
+//! // runtime-smol/tests/scenarios.rs
+//! fn run<F: std::future::Future<Output = ()>>(scenario: impl FnOnce(Arc<dyn Runtime>) -> F) {
+//!     smol::block_on(scenario(Arc::new(SmolRuntime)))
+//! }
+//! execd_runtime::scenario_tests!(run);
+//! ```
+//!
+//! Adding a scenario: write it as a `pub async fn` in the module it belongs to and add its name
+//! to that module's list in [`scenario_tests!`](crate::scenario_tests); both runtimes then run it.
+//! Client scenarios (the async client over real servers, recovery through a [`CuttingProxy`])
+//! are in [`client`].
+
+pub mod client;
+pub mod process;
+mod proxy;
+pub mod server;
+pub mod transport;
+
+pub use proxy::CuttingProxy;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::runtime::Runtime;
+
+/// How long any single await in a scenario may take before the scenario fails.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Awaits `fut`, failing the scenario (naming `what`) after [`TIMEOUT`].
+///
+/// # Panics
+/// When `fut` takes longer than [`TIMEOUT`].
+pub async fn timeout<T>(rt: &Arc<dyn Runtime>, what: &str, fut: impl Future<Output = T>) -> T {
+    let expired = async {
+        rt.sleep_until(Instant::now() + TIMEOUT).await;
+        None
+    };
+    match futures_lite::future::or(async { Some(fut.await) }, expired).await {
+        Some(out) => out,
+        None => panic!("timed out after {TIMEOUT:?} waiting for {what}"),
+    }
+}
+
+/// Awaits `fut`, failing the scenario after [`TIMEOUT`].
+///
+/// # Panics
+/// When `fut` takes longer than [`TIMEOUT`].
+pub async fn within<T>(rt: &Arc<dyn Runtime>, fut: impl Future<Output = T>) -> T {
+    timeout(rt, "a future", fut).await
+}
+
+/// Waits `duration` on `rt`'s timer, for scenarios that must let time pass (a TTL, a child
+/// finishing while no client is attached).
+pub async fn sleep(rt: &Arc<dyn Runtime>, duration: Duration) {
+    rt.sleep_until(Instant::now() + duration).await;
+}
+
+/// Connects to `addr` over `rt` (a raw TCP stream, for speaking HTTP by hand).
+///
+/// # Errors
+/// The connect error.
+pub async fn tcp_connect(
+    rt: &Arc<dyn Runtime>,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<Box<dyn crate::runtime::AsyncStream>> {
+    rt.tcp_connect(addr.ip().to_string(), addr.port()).await
+}
+
+/// Expands to one `#[test]` per scenario of the suite, each calling `$run(scenario)`.
+///
+/// `$run` names a function in the invoking module of the shape
+/// `fn run<F: Future<Output = ()>>(scenario: impl FnOnce(Arc<dyn Runtime>) -> F)` that builds
+/// the runtime, runs the scenario to completion and panics if it does. The tests are grouped in
+/// modules named after the scenario modules (`process::…`, `server::…`, `transport::…`).
+#[macro_export]
+macro_rules! scenario_tests {
+    ($run:ident) => {
+        $crate::scenario_tests!(@modules $run;
+            process {
+                output_eof_and_exit_code_arrive_in_order,
+                death_by_signal_is_reported_as_signal,
+                environment_is_exactly_the_given_one,
+                program_is_looked_up_in_the_child_path,
+                arg0_overrides_what_the_child_sees,
+                cwd_is_set,
+                spawn_failures_report_the_os_error_and_nothing_else,
+                piped_stdin_is_echoed_exactly_and_closes,
+                stdin_is_dev_null_without_pipe_stdin,
+                write_after_child_closed_stdin_reports_stdin_closed_once,
+                tty_child_sees_a_terminal,
+                tty_is_the_controlling_terminal_of_a_new_session,
+                tty_starts_at_24_by_80_and_resizes,
+                tty_input_reaches_the_child,
+                kill_reaches_grandchildren_in_the_group,
+                kill_reaches_grandchildren_on_a_tty,
+                signal_is_delivered_to_the_group,
+                large_output_arrives_complete,
+                operations_on_unknown_or_released_keys_are_ignored,
+                sandbox_requests_fail_rather_than_run_unsandboxed,
+            }
+            server {
+                lifecycle_events_arrive_in_seq_order,
+                eight_mib_of_output_arrives_in_order_without_loss,
+                large_binary_output_is_exact,
+                write_dedupe_reaches_the_child_once,
+                stdin_is_null_without_pipe_stdin,
+                resume_after_disconnect_keeps_output_produced_while_detached,
+                resume_while_attached_is_refused_with_32010,
+                ttl_expiry_kills_the_detached_sessions_processes,
+                terminate_kills_the_process_group,
+                pty_processes_see_a_terminal,
+                malformed_frames_get_errors_and_the_connection_keeps_working,
+                oversized_frames_are_refused_and_the_connection_keeps_working,
+                origin_header_is_refused_and_readyz_answers,
+                interrupt_reaches_children_even_when_the_server_ignores_sigint,
+                a_client_that_stops_reading_pauses_the_child_instead_of_growing_memory,
+                stdio_connection_serves_a_session_over_pipes,
+            }
+            transport {
+                text_and_binary_frames_are_echoed_as_text,
+                readyz_answers_200_ok_and_closes,
+                handshake_with_origin_is_refused_with_403,
+                tungstenite_client_with_origin_gets_http_403,
+                plain_requests_get_404_or_400_and_listener_keeps_serving,
+                slow_client_does_not_block_accept,
+                oversize_frame_is_reported_and_next_frame_still_arrives,
+                frame_above_hard_limit_ends_only_that_connection,
+                ten_thousand_small_frames_arrive_in_order_both_ways,
+                ws_connect_round_trip_and_close_ends_both_readers,
+                server_close_ends_client_reader,
+                idle_connection_is_pinged_and_pings_are_answered,
+                stdio_frames_split_lines_strip_crlf_and_skip_oversize,
+                stdio_writer_terminates_frames_with_newlines_and_refuses_embedded_ones,
+                stdio_round_trip_through_a_child_process,
+                halves_move_into_tasks,
+            }
+            client {
+                a_process_streams_its_events_in_order_with_its_exit_code,
+                writes_reach_stdin_in_order_and_close_stdin_ends_it,
+                a_server_error_is_typed_and_the_client_keeps_working,
+                output_survives_connection_cuts_mid_stream_exactly_once,
+                stdin_written_across_connection_cuts_reaches_the_child_once,
+                calls_fail_closed_at_once_when_the_server_dies_without_recovery,
+                recovery_gives_up_with_closed_errors_when_the_server_stays_dead,
+                local_and_remote_executors_give_the_same_results,
+                dropping_a_local_executor_kills_its_processes,
+            }
+        );
+    };
+    (@modules $run:ident; $($module:ident { $($name:ident),* $(,)? })*) => {
+        $(
+            mod $module {
+                $(
+                    #[test]
+                    fn $name() {
+                        super::$run($crate::scenarios::$module::$name)
+                    }
+                )*
+            }
+        )*
+    };
+}
