@@ -62,7 +62,7 @@ struct ServeArgs {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum RuntimeKind {
+pub(crate) enum RuntimeKind {
     /// execd-smol
     Smol,
     /// execd-tokio (current-thread runtime)

@@ -7,13 +7,17 @@ use std::ffi::OsString;
 use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use async_signal::{Signal as OsSignal, Signals};
 use execd_core::protocol::{Signal, StartParams, Stream, WriteStatus};
 use execd_core::PathUri;
-use execd_smol::{Client, ClientOptions, Error, Event, Process};
+use execd_runtime::{Client, Error, Event, Process, Runtime, Task};
+use execd_smol::ClientOptions;
+
+use crate::RuntimeKind;
 use futures_lite::{AsyncReadExt as _, StreamExt as _};
 
 /// Exit code when execd itself fails (connection lost, protocol error), like ssh's 255.
@@ -51,40 +55,72 @@ pub(crate) struct RunArgs {
     /// Print a summary (exit code, reconnects, elapsed time) to stderr at the end.
     #[arg(long)]
     stats: bool,
+    /// The async runtime to run the client on (same behaviour on both).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Smol)]
+    runtime: RuntimeKind,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     argv: Vec<String>,
 }
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    smol::block_on(run_async(args))
+    let started = Instant::now();
+    // The same client on either runtime crate (they share one API).
+    macro_rules! connect_on {
+        ($execd:ident) => {
+            async {
+                let client = match &args.url {
+                    Some(url) => {
+                        let mut options = ClientOptions::default();
+                        options.core.client_name = "execd-run".to_owned();
+                        options.core.recovery = args.recovery_window > 0;
+                        options.core.recovery_window = Duration::from_secs(args.recovery_window);
+                        $execd::Client::connect_with(url, options)
+                            .await
+                            .with_context(|| format!("cannot connect to {url}"))?
+                    }
+                    None => {
+                        let argv: Vec<OsString> = vec![
+                            crate::self_exe()?.into(),
+                            "serve".into(),
+                            "--listen".into(),
+                            "stdio".into(),
+                        ];
+                        $execd::Client::spawn_stdio(&argv, None, None)
+                            .await
+                            .context("cannot start a local execd server")?
+                    }
+                };
+                anyhow::Ok(client.into_inner())
+            }
+        };
+    }
+    match args.runtime {
+        RuntimeKind::Smol => smol::block_on(async {
+            let client = connect_on!(execd_smol).await?;
+            run_client(args, client, Arc::new(execd_smol::SmolRuntime), started).await
+        }),
+        RuntimeKind::Tokio => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?;
+            runtime.block_on(async {
+                let client = connect_on!(execd_tokio).await?;
+                let rt = Arc::new(execd_tokio::TokioRuntime::current()?);
+                run_client(args, client, rt, started).await
+            })
+        }
+    }
 }
 
-async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let started = Instant::now();
+async fn run_client(
+    args: RunArgs,
+    client: Client,
+    rt: Arc<dyn Runtime>,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
     let params = start_params(&args)?;
-    let client = match &args.url {
-        Some(url) => {
-            let mut options = ClientOptions::default();
-            options.core.client_name = "execd-run".to_owned();
-            options.core.recovery = args.recovery_window > 0;
-            options.core.recovery_window = Duration::from_secs(args.recovery_window);
-            Client::connect_with(url, options)
-                .await
-                .with_context(|| format!("cannot connect to {url}"))?
-        }
-        None => {
-            let argv: Vec<OsString> = vec![
-                crate::self_exe()?.into(),
-                "serve".into(),
-                "--listen".into(),
-                "stdio".into(),
-            ];
-            Client::spawn_stdio(&argv, None, None)
-                .await
-                .context("cannot start a local execd server")?
-        }
-    };
 
     let process = match client.start(params).await {
         Ok(p) => p,
@@ -109,8 +145,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.tty {
         send_window_size(&process).await;
     }
-    let _stdin = smol::spawn(forward_stdin(process.clone(), args.tty));
-    let _signals = smol::spawn(forward_signals(process.clone(), args.tty));
+    // Dropping the tasks (at return) stops the forwarding.
+    let _stdin: Task = rt.spawn(Box::pin(forward_stdin(process.clone(), args.tty)));
+    let _signals: Task = rt.spawn(Box::pin(forward_signals(process.clone(), args.tty)));
 
     let outcome = print_events(&process).await;
     drop(raw);

@@ -416,3 +416,35 @@ fn run_exits_255_when_the_server_dies() {
         "{out:?}"
     );
 }
+
+#[test]
+fn run_on_tokio_forwards_stdin_and_survives_a_cutting_proxy() {
+    let (_server, url) = serve();
+    let proxy = cutting_proxy(&url, Duration::from_millis(30));
+    let mut cmd = Command::new(EXECD);
+    let script = "while IFS= read -r line; do printf '%s\\n' \"$line\"; done";
+    cmd.args([
+        "run",
+        "--runtime",
+        "tokio",
+        "--stats",
+        "--url",
+        &proxy.url(),
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let out = output_with_stdin(cmd, seq_text(1, 20_000).into_bytes());
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout == seq_text(1, 20_000).as_bytes(),
+        "output differs: {} bytes",
+        out.stdout.len()
+    );
+    assert!(
+        reconnects(&out.stderr) >= 1,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
