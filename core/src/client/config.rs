@@ -18,6 +18,14 @@ pub struct ClientConfig {
     pub backoff_initial: Duration,
     /// The largest delay between attempts; the delay doubles up to it. Default 2 s.
     pub backoff_max: Duration,
+    /// How long the server keeps a closed process readable (its close retention; 30 s in
+    /// execd). A `process/start` cut off by a disconnect is sent again when the recovery read
+    /// answers `unknown process id` less than this long after the start was sent; later the
+    /// process may have run, closed and been forgotten, so the start fails with
+    /// [`crate::client::CallError::Closed`] instead; likewise a resent `process/write`
+    /// answered `unknownProcess` (it may have been accepted before). Set it to at most the
+    /// server's value. Default 30 s.
+    pub close_retention: Duration,
 }
 
 impl Default for ClientConfig {
@@ -28,6 +36,7 @@ impl Default for ClientConfig {
             recovery_window: Duration::from_secs(25),
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            close_retention: Duration::from_secs(30),
         }
     }
 }

@@ -191,12 +191,19 @@ pub enum ClientEvent {
 /// `initialize` response are accepted. After a resume:
 /// - every in-flight `process/write` is sent again with the same `writeId` (the server
 ///   remembers accepted ids, so it reaches the child once), and every in-flight
-///   `process/read` is sent again (it changes nothing);
+///   `process/read` is sent again (it changes nothing); a resent write answered
+///   `unknownProcess` later than [`ClientConfig::close_retention`] after it was first sent
+///   fails with [`CallError::Closed`] (it may have reached the child before its process
+///   closed and was forgotten);
 /// - every in-flight `process/start` is settled by the recovery read of its process (the
-///   process id is the idempotency key): if the server knows the process, the start ran and
-///   is answered `{processId}` (without `sandboxType`, which only the lost answer carried);
+///   process id is the idempotency key): if the server knows the process (or a notification
+///   of the process arrives first), the start ran and is answered `{processId}` (without
+///   `sandboxType`, which only the lost answer carried);
 ///   if it does not, the start never reached the server (a resume is accepted only after the
-///   server handled the old connection's last frame), and the same request is sent again;
+///   server handled the old connection's last frame), and the same request is sent again —
+///   provided the read was answered within [`ClientConfig::close_retention`] of sending the
+///   start; later the process may have run, closed and been forgotten, and the start fails
+///   with [`CallError::Closed`];
 /// - every other call that was in flight already failed with [`CallError::Closed`] at the
 ///   disconnect, because it may or may not have taken effect (`process/terminate`,
 ///   `process/signal`, …);
@@ -206,7 +213,8 @@ pub enum ClientEvent {
 ///   output the server already evicted becomes a [`ClientEvent::Gap`].
 ///
 /// **Tracking.** [`start`](Self::start) (and [`call`](Self::call) with `process/start`) tracks
-/// the process until its `Closed` event, a failed start, or [`ClientEvent::ProcessLost`].
+/// the process until its `Closed` event, a failed start, or [`ClientEvent::ProcessLost`]; a
+/// start for an id still tracked is refused without being sent.
 /// A start cut off by a disconnect is settled after the resume (above); it fails with
 /// [`CallError::Closed`] only when the session is lost. Reusing the id of a process that
 /// closed less than the server's close retention ago while such a start is unsettled is
@@ -314,12 +322,12 @@ impl Client {
 
     /// A transport is open: sends `initialize` (with `resumeSessionId` when resuming). Ignored
     /// unless the client is waiting for a transport.
-    pub fn handle_connected(&mut self, _now: Instant) {
+    pub fn handle_connected(&mut self, now: Instant) {
         if !matches!(self.phase, Phase::Connecting | Phase::Backoff) {
             return;
         }
         self.retry_at = None;
-        self.send_initialize();
+        self.send_initialize(now);
     }
 
     /// The runtime could not open a transport. With recovery on, asks again after the backoff
@@ -350,7 +358,7 @@ impl Client {
             Ok(Inbound::Response { id, result }) => self.handle_response(now, &id, Ok(result)),
             Ok(Inbound::Error { id, error }) => self.handle_response(now, &id, Err(error)),
             Ok(Inbound::Notification { method, params }) => {
-                self.handle_notification(&method, params);
+                self.handle_notification(now, &method, params);
             }
             // The server sends no requests; undecodable frames have no one to answer.
             Ok(Inbound::Request { .. }) | Err(_) => {}
@@ -407,7 +415,7 @@ impl Client {
                     self.phase = Phase::Connecting;
                     self.events.push_back(ClientEvent::Reconnect);
                 }
-                Phase::InitRetry => self.send_initialize(),
+                Phase::InitRetry => self.send_initialize(now),
                 _ => {}
             }
         }
@@ -423,14 +431,17 @@ impl Client {
 
     /// Sends `method` with `params` (any JSON value; `null` for none). The answer comes as a
     /// [`ClientEvent::Response`] with the returned id. `process/start` also tracks the
-    /// process (see [`start`](Self::start)).
+    /// process (see [`start`](Self::start)); a start for a process id the client still tracks
+    /// is not sent but answered at once with the error the server gives while it holds the
+    /// process (`-32600 process X already exists`): start the id again after its `Closed` or
+    /// [`ClientEvent::ProcessLost`].
     ///
     /// # Errors
     /// [`ClientError::Closed`] when the client is closed for good;
     /// [`ClientError::ReservedMethod`] for `initialize` and `initialized`.
     pub fn call(
         &mut self,
-        _now: Instant,
+        now: Instant,
         method_name: &str,
         params: serde_json::Value,
     ) -> Result<RequestId, ClientError> {
@@ -445,13 +456,22 @@ impl Client {
         let kind = Kind::user(method_name);
         if matches!(kind, Kind::User { is_start: true, .. }) {
             if let Some(pid) = params.get("processId").and_then(|v| v.as_str()) {
-                // A start for an id still tracked is refused by the server; keep the tracker.
-                self.trackers
-                    .entry(pid.to_owned())
-                    .or_insert_with(|| Tracker::new(id));
+                if self.trackers.contains_key(pid) {
+                    // Refused here with the server's own answer: if the server has forgotten
+                    // the old process (closed, its retention over, while its last events are
+                    // still on the way or were missed while away) the start would run, and
+                    // the two processes' events could not be told apart.
+                    let error = RpcError::invalid_request(format!("process {pid} already exists"));
+                    self.events.push_back(ClientEvent::Response {
+                        id: RequestId::Int(id),
+                        result: Err(CallError::Rpc(error)),
+                    });
+                    return Ok(RequestId::Int(id));
+                }
+                self.trackers.insert(pid.to_owned(), Tracker::new(id));
             }
         }
-        self.submit(id, kind, text);
+        self.submit(now, id, kind, text);
         Ok(RequestId::Int(id))
     }
 
@@ -529,16 +549,29 @@ impl Client {
         };
         match call.kind {
             Kind::Initialize => self.on_initialize_response(now, result),
-            Kind::FillRead { process_id } => self.on_fill_read(n, &process_id, result),
-            Kind::User { is_start, .. } => {
+            Kind::FillRead { process_id } => self.on_fill_read(now, n, &process_id, result),
+            Kind::User {
+                is_start, is_write, ..
+            } => {
                 if is_start {
                     self.on_start_response(n, result.is_ok());
                 }
-                let result = match result {
+                let mut result: Result<serde_json::Value, CallError> = match result {
                     Ok(raw) => serde_json::from_str(raw.get())
                         .map_err(|e| CallError::InvalidResult(e.to_string())),
                     Err(e) => Err(CallError::Rpc(e)),
                 };
+                // A resent write finds its process unknown: past the close retention of its
+                // first send, the first send may have been accepted before the process closed
+                // and was forgotten, so its fate is unknown.
+                let retention = self.config.close_retention;
+                if is_write
+                    && call.resent
+                    && call.sent_at.is_some_and(|at| now >= at + retention)
+                    && matches!(&result, Ok(v) if v["status"] == "unknownProcess")
+                {
+                    result = Err(CallError::Closed);
+                }
                 self.events.push_back(ClientEvent::Response {
                     id: id.clone(),
                     result,
@@ -597,12 +630,12 @@ impl Client {
             resumed: resuming,
         });
         // Resent writes and reads, then calls queued meanwhile, in the order they were made.
-        let frames = self.pending.take_unsent();
+        let frames = self.pending.take_unsent(now);
         self.transmits.extend(frames);
         if resuming {
             let ids: Vec<String> = self.trackers.keys().cloned().collect();
             for pid in ids {
-                self.fill(&pid);
+                self.fill(now, &pid);
             }
         }
     }
@@ -625,7 +658,13 @@ impl Client {
         }
     }
 
-    fn on_fill_read(&mut self, id: i64, process_id: &str, result: Result<&RawValue, RpcError>) {
+    fn on_fill_read(
+        &mut self,
+        now: Instant,
+        id: i64,
+        process_id: &str,
+        result: Result<&RawValue, RpcError>,
+    ) {
         let mut out = Vec::new();
         {
             // A tracker made afresh for a reused process id is not this read's.
@@ -669,13 +708,27 @@ impl Client {
                         && e.message.starts_with("unknown process id") =>
                 {
                     if let Some(start) = unsure {
-                        // It never ran (the server handled every frame of the old connection
-                        // before it let the session resume): send the same start again.
                         t.reading = None;
-                        if let Some(call) = self.pending.get_mut(start) {
+                        let retention = self.config.close_retention;
+                        let call = self.pending.get_mut(start);
+                        if let Some(call) =
+                            call.filter(|c| c.sent_at.is_some_and(|at| now < at + retention))
+                        {
+                            // It never ran (the server handled every frame of the old
+                            // connection before it let the session resume, and could not
+                            // have forgotten the process yet): send the same start again.
                             call.unsure = false;
                             call.sent = true;
+                            call.sent_at = Some(now);
                             self.transmits.push_back(call.text.clone());
+                        } else {
+                            // It may have run, closed and been forgotten: its fate is unknown.
+                            self.pending.remove(start);
+                            self.trackers.remove(process_id);
+                            self.events.push_back(ClientEvent::Response {
+                                id: RequestId::Int(start),
+                                result: Err(CallError::Closed),
+                            });
                         }
                         return;
                     }
@@ -701,7 +754,7 @@ impl Client {
         self.emit(process_id, out);
     }
 
-    fn handle_notification(&mut self, method_name: &str, params: Option<&RawValue>) {
+    fn handle_notification(&mut self, now: Instant, method_name: &str, params: Option<&RawValue>) {
         let (process_id, event) = match method_name {
             method::PROCESS_OUTPUT => match rpc::decode_params::<OutputNotification>(params) {
                 Ok(n) => (
@@ -734,13 +787,23 @@ impl Client {
         let Some(t) = self.trackers.get_mut(&process_id) else {
             return;
         };
+        if let Some(start) = t.start_request.filter(|&s| self.pending.is_unsure(s)) {
+            // A start cut off by a disconnect: its process exists, so it ran. (The recovery
+            // read would tell too, but the process may close, ending the tracking, first.)
+            t.start_request = None;
+            self.pending.remove(start);
+            self.events.push_back(ClientEvent::Response {
+                id: RequestId::Int(start),
+                result: Ok(serde_json::json!({ "processId": process_id })),
+            });
+        }
         let mut out = Vec::new();
         let gap = t.on_notification(event, &mut out);
         let idle = t.reading.is_none();
         self.emit(&process_id, out);
         // Before a resume's `initialize` response the gap is read once the session is ready.
         if gap && idle && self.phase == Phase::Ready {
-            self.fill(&process_id);
+            self.fill(now, &process_id);
         }
     }
 
@@ -748,7 +811,7 @@ impl Client {
 
     /// Sends `process/read {afterSeq: last delivered}` for a tracked process, unless one is
     /// in flight.
-    fn fill(&mut self, process_id: &str) {
+    fn fill(&mut self, now: Instant, process_id: &str) {
         let Some(t) = self.trackers.get(process_id) else {
             return;
         };
@@ -774,11 +837,11 @@ impl Client {
         let kind = Kind::FillRead {
             process_id: process_id.to_owned(),
         };
-        self.submit(id, kind, text);
+        self.submit(now, id, kind, text);
     }
 
     /// Sends a call now when the session is ready, else queues it.
-    fn submit(&mut self, id: i64, kind: Kind, text: String) {
+    fn submit(&mut self, now: Instant, id: i64, kind: Kind, text: String) {
         let sent = self.phase == Phase::Ready;
         if sent {
             self.transmits.push_back(text.clone());
@@ -790,11 +853,13 @@ impl Client {
                 text,
                 sent,
                 unsure: false,
+                sent_at: sent.then_some(now),
+                resent: false,
             },
         );
     }
 
-    fn send_initialize(&mut self) {
+    fn send_initialize(&mut self, now: Instant) {
         let params = InitializeParams {
             client_name: self.config.client_name.clone(),
             resume_session_id: self.session_id.clone(),
@@ -809,6 +874,8 @@ impl Client {
                 text,
                 sent: true,
                 unsure: false,
+                sent_at: Some(now),
+                resent: false,
             },
         );
         self.phase = Phase::Handshaking;

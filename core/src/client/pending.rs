@@ -1,6 +1,7 @@
 //! Calls awaiting a response (or, while the session is not ready, awaiting their first send).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use crate::protocol::method;
 
@@ -15,6 +16,8 @@ pub(crate) enum Kind {
     User {
         /// `process/start` calls also track the process.
         is_start: bool,
+        /// `process/write` (see [`Call::resent`]).
+        is_write: bool,
         /// Whether the call may be sent again after a reconnect: `process/write` (the server
         /// dedupes its `writeId`) and `process/read` (it changes nothing).
         resendable: bool,
@@ -25,6 +28,7 @@ impl Kind {
     pub(crate) fn user(method_name: &str) -> Kind {
         Kind::User {
             is_start: method_name == method::PROCESS_START,
+            is_write: method_name == method::PROCESS_WRITE,
             resendable: matches!(method_name, method::PROCESS_WRITE | method::PROCESS_READ),
         }
     }
@@ -41,6 +45,13 @@ pub(crate) struct Call {
     /// A `process/start` cut off by a disconnect: whether it ran is unknown until the
     /// recovery read of its process answers. Not resent blindly.
     pub(crate) unsure: bool,
+    /// When the frame first went out (for a start, when it was last sent: an earlier send
+    /// provably did nothing). See [`Call::unsure`] and [`Call::resent`].
+    pub(crate) sent_at: Option<Instant>,
+    /// A resendable call whose frame went out on a transport that dropped before the answer:
+    /// a resent `process/write` answered `unknownProcess` may have been accepted before its
+    /// process was forgotten.
+    pub(crate) resent: bool,
 }
 
 /// Calls by request id. Ids increase with creation, so iteration is creation order, which
@@ -90,6 +101,7 @@ impl Pending {
                     failed.push(id);
                     false
                 } else {
+                    call.resent |= call.sent;
                     call.sent = false;
                     true
                 }
@@ -98,13 +110,15 @@ impl Pending {
         failed
     }
 
-    /// Marks every unsent user call sent and returns their frames, oldest first.
-    pub(crate) fn take_unsent(&mut self) -> Vec<String> {
+    /// Marks every unsent user call sent (at `now`, if first sent) and returns their frames,
+    /// oldest first.
+    pub(crate) fn take_unsent(&mut self, now: Instant) -> Vec<String> {
         self.calls
             .values_mut()
             .filter(|c| !c.sent && !c.unsure && matches!(c.kind, Kind::User { .. }))
             .map(|c| {
                 c.sent = true;
+                c.sent_at.get_or_insert(now);
                 c.text.clone()
             })
             .collect()

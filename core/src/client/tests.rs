@@ -497,6 +497,52 @@ fn disconnect_mid_stream_without_recovery_stops_delivery() {
     assert_eq!(sim.count(|e| *e == ClientEvent::Reconnect), 0);
 }
 
+/// Found by the `client_ops` fuzz target: a start for an id the client still tracks was sent;
+/// when the server had already forgotten the old process (closed, retention over, while its
+/// last notifications were still on their way) it ran as a new process, and the client either
+/// fed the new process's events to the old tracker or, once the old `Closed` arrived, did not
+/// track the new process at all. Now it is refused locally, as the server refuses it while it
+/// holds the old process.
+#[test]
+fn start_for_a_tracked_id_is_refused_even_when_the_server_forgot_the_old_process() {
+    let config = ServerConfig {
+        closed_retention: Duration::from_secs(1),
+        ..ServerConfig::default()
+    };
+    let mut sim = Sim::with(false, config);
+    sim.connect();
+    sim.settle();
+    let key = sim.start("p");
+    sim.output(key, b"a");
+    sim.finish(key, ExitStatus::Code(0));
+    sim.pump();
+    sim.advance(Duration::from_secs(2));
+    assert_eq!(sim.server.process_count(), 0, "the server forgot p");
+    assert_eq!(
+        sim.client.last_seq("p"),
+        Some(Seq(0)),
+        "its events are in flight"
+    );
+
+    let again = sim.client.start(sim.now, start_params("p")).expect("open");
+    sim.settle();
+    assert_eq!(sim.procs.len(), 1, "nothing was spawned");
+    match sim.take_response(&again) {
+        Err(CallError::Rpc(e)) => {
+            assert_eq!(e.code, -32600);
+            assert_eq!(e.message, "process p already exists");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.trail("p"), ["o1:a", "e2:0", "c3"]);
+
+    // Once the old process closed for the client, the id starts a new, tracked process.
+    let key = sim.start("p");
+    sim.output(key, b"b");
+    sim.settle();
+    assert_eq!(sim.trail("p"), ["o1:a", "e2:0", "c3", "o1:b"]);
+}
+
 // ----- recovery on ----------------------------------------------------------------------------
 
 #[test]
@@ -566,6 +612,52 @@ fn in_flight_write_is_resent_with_the_same_write_id_and_reaches_the_child_once()
         assert_eq!(sim.delivered_bytes("p"), b"xy");
         assert!(sent.contains(&format!("\"writeId\":\"{}-1\"", "ab".repeat(16))));
     }
+}
+
+/// Found by the `client_ops` fuzz target: a write accepted by the server whose answer was cut
+/// off was resent after its process closed and was forgotten (close retention); the server
+/// answered `unknownProcess` and the client reported that, though the bytes had reached the
+/// child. Past the close retention such an answer proves nothing: the write fails `Closed`.
+#[test]
+fn write_resent_after_its_process_may_have_been_forgotten_fails_closed() {
+    let retention = Duration::from_secs(1);
+    let config = ServerConfig {
+        closed_retention: retention,
+        ..ServerConfig::default()
+    };
+    let mut sim = Sim::with(true, config);
+    sim.client = Client::new(
+        ClientConfig {
+            close_retention: retention,
+            ..ClientConfig::default()
+        },
+        [0xab; 16],
+    );
+    sim.connect();
+    sim.settle();
+    let key = sim.start("p");
+    let write = sim.client.write(sim.now, "p", b"x".to_vec()).expect("open");
+    sim.pump();
+    assert!(sim.deliver_c2s(), "the write reaches the child");
+    sim.connect_ok = false;
+    sim.drop_link(true); // its answer is lost
+    sim.pump();
+    sim.finish(key, ExitStatus::Code(0));
+    sim.advance(Duration::from_secs(2)); // the server forgets p
+    sim.connect_ok = true;
+    sim.advance(Duration::from_secs(2));
+    sim.settle();
+    assert!(sim.client.is_ready());
+    assert_eq!(sim.procs[&key].stdin, b"x");
+    assert!(is_closed_error(&sim.take_response(&write)));
+
+    // A write that never reached a process is still answered `unknownProcess`.
+    let write = sim.client.write(sim.now, "p", b"y".to_vec()).expect("open");
+    sim.settle();
+    assert_eq!(
+        sim.take_response(&write),
+        Ok(json!({"status": "unknownProcess"}))
+    );
 }
 
 #[test]
@@ -755,6 +847,81 @@ fn start_lost_in_flight_is_sent_again_once_the_read_shows_it_never_ran() {
     sim.finish(key, ExitStatus::Code(0));
     sim.settle();
     assert_eq!(sim.trail("p"), ["o1:x", "e2:0", "c3"]);
+}
+
+/// Found by the `client_ops` fuzz target: a start whose answer was cut off ran, its process
+/// closed and was forgotten (close retention) before the recovery read, which then answered
+/// `unknown process id`; the client took that to mean the start never ran and sent it again,
+/// so the process ran twice. An `unknown process id` proves it only within the close
+/// retention of sending the start; later the fate is unknown and the start fails `Closed`.
+#[test]
+fn start_cut_off_is_not_sent_again_once_its_process_may_have_been_forgotten() {
+    let retention = Duration::from_secs(1);
+    let config = ServerConfig {
+        closed_retention: retention,
+        ..ServerConfig::default()
+    };
+    let mut sim = Sim::with(true, config);
+    sim.client = Client::new(
+        ClientConfig {
+            close_retention: retention,
+            ..ClientConfig::default()
+        },
+        [0xab; 16],
+    );
+    sim.connect();
+    sim.settle();
+    let start = sim.client.start(sim.now, start_params("p")).expect("open");
+    sim.pump();
+    assert!(sim.deliver_c2s(), "the start runs");
+    let key = *sim.procs.keys().next().expect("spawned");
+    sim.connect_ok = false;
+    sim.drop_link(true); // its answer is lost
+    sim.pump();
+    sim.finish(key, ExitStatus::Code(0));
+    sim.advance(Duration::from_secs(2)); // the server forgets p
+    assert_eq!(sim.server.process_count(), 0);
+    sim.connect_ok = true;
+    sim.advance(Duration::from_secs(2));
+    sim.settle();
+    assert!(sim.client.is_ready());
+    assert_eq!(sim.procs.len(), 1, "started once");
+    assert!(is_closed_error(&sim.take_response(&start)));
+    assert_eq!(sim.client.last_seq("p"), None, "no longer tracked");
+
+    // Within the retention the read still tells that a lost start never ran.
+    let start = sim.client.start(sim.now, start_params("q")).expect("open");
+    sim.pump();
+    sim.drop_link(true);
+    sim.settle();
+    assert_eq!(
+        sim.take_response(&start),
+        Ok(json!({"processId": "q", "sandboxType": "none"}))
+    );
+    assert_eq!(sim.procs.len(), 2);
+}
+
+/// Found by the `client_ops` fuzz target: a start whose answer was cut off waited for the
+/// recovery read of its process to be settled; when the process closed before that read was
+/// answered, its `closed` notification ended the tracking, the read's answer was dropped and
+/// the start was never answered. A notification of the process settles the start: it ran.
+#[test]
+fn start_cut_off_is_settled_when_its_process_closes_before_the_recovery_read() {
+    let mut sim = Sim::ready(true);
+    let start = sim.client.start(sim.now, start_params("p")).expect("open");
+    sim.pump();
+    assert!(sim.deliver_c2s(), "the start runs");
+    let key = *sim.procs.keys().next().expect("spawned");
+    sim.drop_link(true); // its answer is lost
+    sim.pump();
+    assert!(sim.deliver_c2s(), "initialize");
+    assert!(sim.deliver_s2c(), "resumed: the recovery read is sent");
+    sim.finish(key, ExitStatus::Code(0));
+    sim.pump();
+    sim.settle();
+    assert_eq!(sim.take_response(&start), Ok(json!({"processId": "p"})));
+    assert_eq!(sim.client.pending_count(), 0);
+    assert_eq!(sim.trail("p"), ["e1:0", "c2"]);
 }
 
 #[test]

@@ -9,6 +9,9 @@
 // Harness code: a panic here is the finding, so unwrap/expect/panic are the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod client_expect;
+mod client_ops;
+mod client_sim;
 mod model;
 mod ops;
 
@@ -20,17 +23,20 @@ use serde_json::Value;
 use crate::server::{Command, Output, ProcessEvent, Server, ServerConfig};
 use crate::PathUri;
 
+pub use client_ops::{Call, ChildAct, ClientConfigChoice, ClientOp, ClientOps, Hostile};
+pub use client_sim::ClientStats;
 pub use model::ModelStats;
 pub use ops::{Bytes, ConfigChoice, Ev, Op, Req, Resume, ServerOps};
 
 /// The fuzz targets, by the name of their `fuzz/fuzz_targets/<name>.rs` and corpus directory.
-pub const TARGETS: &[&str] = &["frame", "server_ops", "path_uri", "denial"];
+pub const TARGETS: &[&str] = &["frame", "server_ops", "client_ops", "path_uri", "denial"];
 
 /// Runs target `name` on `data`; returns `false` when no target has that name.
 pub fn run(name: &str, data: &[u8]) -> bool {
     match name {
         "frame" => frame(data),
         "server_ops" => server_ops(data),
+        "client_ops" => client_ops(data),
         "path_uri" => path_uri(data),
         "denial" => denial(data),
         _ => return false,
@@ -137,6 +143,25 @@ pub fn prologue() -> Vec<Op> {
         start(2, false, false),
         spawned(2),
     ]
+}
+
+/// `client_ops`: an operation sequence (see [`ClientOps`]) driving [`crate::Client`] against
+/// a real [`Server`] over a simulated network and clock; what the client delivers is checked
+/// after every step (see `fuzz/README.md` for the invariants).
+pub fn client_ops(data: &[u8]) {
+    client_sim::check(&ClientOps::from_bytes(data));
+}
+
+/// Runs an already-built client operation sequence (for proptest, unit tests and the seed
+/// generator) and reports what it exercised.
+pub fn check_client_ops(ops: &ClientOps) -> ClientStats {
+    client_sim::check(ops)
+}
+
+/// Runs `client_ops` on `data` with a log of every step, frame and event, for debugging a
+/// finding: returns the finding (or the stats) and the log.
+pub fn trace_client_ops(data: &[u8]) -> (Result<ClientStats, String>, Vec<String>) {
+    client_sim::trace(&ClientOps::from_bytes(data))
 }
 
 /// `path_uri`: parsing never panics, and a local path survives

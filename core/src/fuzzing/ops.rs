@@ -204,7 +204,7 @@ impl<'a, const N: usize> Arbitrary<'a> for Bytes<N> {
 }
 
 /// Picks one of `weights.len()` choices with the given relative weights.
-fn weighted(u: &mut Unstructured<'_>, weights: &[u32]) -> arbitrary::Result<usize> {
+pub(crate) fn weighted(u: &mut Unstructured<'_>, weights: &[u32]) -> arbitrary::Result<usize> {
     let total: u32 = weights.iter().sum();
     let mut pick = u.int_in_range(0..=total - 1)?;
     for (i, w) in weights.iter().enumerate() {
