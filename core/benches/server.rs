@@ -1,9 +1,10 @@
 //! Micro-benchmarks of the sans-IO server: frames per second through the core alone, with no
 //! socket, process or runtime around it.
 //!
-//! - `inbound`: one small `process/read` or `process/write` request frame through
-//!   [`Server::handle_message`], then [`Server::poll_output`] drained (the response, and for a
-//!   write the `WriteStdin` command), on a session with one running process.
+//! - `inbound`: one small `process/read` or `process/write` request frame (and one
+//!   `process/write` of 64 KiB) through [`Server::handle_message`], then
+//!   [`Server::poll_output`] drained (the response, and for a write the `WriteStdin` command),
+//!   on a session with one running process.
 //! - `outbound`: one [`ProcessEvent::Output`] chunk of 8 KiB or 64 KiB through
 //!   [`Server::handle_process`], then the `process/output` notification drained.
 //!
@@ -118,6 +119,29 @@ mod inbound {
             .counter(ItemsCount::new(1usize))
             .input_counter(BytesCount::of_str)
             .bench_local_values(|frame| f.message(frame.as_bytes()));
+    }
+
+    /// `process/write` of a 64 KiB chunk (87 KiB of base64): the per-byte cost of decoding
+    /// stdin data.
+    #[divan::bench(sample_count = 200, sample_size = 100)]
+    fn write_64k(bencher: Bencher) {
+        let mut f = Fixture::new();
+        let chunk = base64_chunk(64 * 1024);
+        let mut id = 0u64;
+        bencher
+            .with_inputs(|| {
+                id += 1;
+                format!(r#"{{"id":{id},"method":"process/write","params":{{"processId":"p","chunk":"{chunk}","writeId":"w-{id}"}}}}"#)
+            })
+            .counter(ItemsCount::new(1usize))
+            .input_counter(BytesCount::of_str)
+            .bench_local_values(|frame| f.message(frame.as_bytes()));
+    }
+
+    /// Standard base64 of `len` bytes of a repeating pattern.
+    fn base64_chunk(len: usize) -> String {
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        base64_simd::STANDARD.encode_to_string(&bytes)
     }
 }
 
