@@ -76,6 +76,7 @@ fn json_report_has_every_selected_metric() {
         "concurrent_closed",
         "echo",
         "throughput",
+        "throughput_server_cpu",
     ] {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }

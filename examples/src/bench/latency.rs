@@ -109,10 +109,21 @@ pub(crate) async fn write_to_echo(c: &mut Conn, n: usize) -> anyhow::Result<Vec<
     Ok(samples)
 }
 
+/// What [`throughput`] measured.
+pub(crate) struct Throughput {
+    /// Request sent → `process/closed`.
+    pub(crate) secs: f64,
+    /// `process/output` notifications received.
+    pub(crate) frames: u64,
+    /// Notifications whose seq was not one more than the highest seen before.
+    pub(crate) out_of_order: u64,
+}
+
 /// Streams `bytes` zero bytes from `head -c N /dev/zero` through the server; checks that every
-/// byte is zero, that seqs arrive 1, 2, 3… without gaps, and that the total is exact. Returns
-/// the seconds from the request to `process/closed`, and how many output frames came.
-pub(crate) async fn throughput(c: &mut Conn, bytes: u64) -> anyhow::Result<(f64, u64)> {
+/// byte is zero, that the total is exact, and that each seq from 1 to that of `process/closed`
+/// arrived exactly once. Seqs arriving out of order are counted, not refused: the reference
+/// may send `process/exited` after output with a higher seq.
+pub(crate) async fn throughput(c: &mut Conn, bytes: u64) -> anyhow::Result<Throughput> {
     let count = bytes.to_string();
     let t0 = Instant::now();
     c.request(
@@ -122,7 +133,8 @@ pub(crate) async fn throughput(c: &mut Conn, bytes: u64) -> anyhow::Result<(f64,
     .await?;
     let mut received: u64 = 0;
     let mut frames: u64 = 0;
-    let mut next_seq = 1;
+    let mut seen: Vec<bool> = vec![false];
+    let mut out_of_order = 0;
     let mut buf = Vec::with_capacity(1 << 20);
     loop {
         let f = c.frame().await?;
@@ -139,12 +151,16 @@ pub(crate) async fn throughput(c: &mut Conn, bytes: u64) -> anyhow::Result<(f64,
         let Some(p) = m.params.filter(|p| p.process_id == "flood") else {
             continue;
         };
-        ensure!(
-            p.seq == next_seq,
-            "seq {} arrived, {next_seq} expected",
-            p.seq
-        );
-        next_seq += 1;
+        let seq = usize::try_from(p.seq)?;
+        ensure!(seq > 0, "seq 0 arrived");
+        if seq != seen.len() {
+            out_of_order += 1;
+        }
+        if seq >= seen.len() {
+            seen.resize(seq + 1, false);
+        }
+        ensure!(!seen[seq], "seq {seq} arrived twice");
+        seen[seq] = true;
         match m.method {
             Some("process/output") => {
                 buf.clear();
@@ -162,7 +178,14 @@ pub(crate) async fn throughput(c: &mut Conn, bytes: u64) -> anyhow::Result<(f64,
     }
     let secs = t0.elapsed().as_secs_f64();
     ensure!(received == bytes, "received {received} of {bytes} bytes");
-    Ok((secs, frames))
+    if let Some(missing) = seen.iter().skip(1).position(|s| !s) {
+        bail!("seq {} never arrived", missing + 1);
+    }
+    Ok(Throughput {
+        secs,
+        frames,
+        out_of_order,
+    })
 }
 
 /// Waits for `process/closed` of `process_id`.

@@ -129,14 +129,19 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
     ];
     if through_server.iter().any(|s| args.selected(*s)) {
         let server = target.start()?;
-        smol::block_on(through(&server.url, &args, &mut report))?;
+        smol::block_on(through(&server.url, server.pid, &args, &mut report))?;
         drop(server);
     }
     report.finish()
 }
 
 /// The latency and throughput scenarios, on one session.
-async fn through(url: &str, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
+async fn through(
+    url: &str,
+    pid: Option<u32>,
+    args: &BenchArgs,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let mut c = Conn::open(url).await?;
     if args.selected(Scenario::Spawn) {
         let s = latency::spawn_to_closed(&mut c, args.iterations).await?;
@@ -172,18 +177,41 @@ async fn through(url: &str, args: &BenchArgs, report: &mut Report) -> anyhow::Re
         report.latency("echo", "process/write -> echoed process/output", &s);
     }
     if args.selected(Scenario::Throughput) {
-        let (secs, frames) = latency::throughput(&mut c, args.bytes).await?;
+        let cpu_before = pid.map(rss::cpu_time).transpose()?;
+        let t = latency::throughput(&mut c, args.bytes).await?;
         report.scalar(
             "throughput",
             "stdout throughput (head -c N /dev/zero)",
-            mib_s(args.bytes, secs),
+            mib_s(args.bytes, t.secs),
             "MiB/s",
             Some(format!(
-                "{} bytes in {secs:.3} s, {frames} frames of {} bytes on average",
+                "{} bytes in {:.3} s, {} frames of {} bytes on average, {} seqs out of order",
                 args.bytes,
-                args.bytes / frames.max(1)
+                t.secs,
+                t.frames,
+                args.bytes / t.frames.max(1),
+                t.out_of_order
             )),
         );
+        // CPU the server spent per GiB: its efficiency, whatever else loads the machine.
+        match (pid, cpu_before) {
+            (Some(pid), Some(before)) => {
+                let cpu = rss::cpu_time(pid)?.saturating_sub(before).as_secs_f64();
+                let gib = args.bytes as f64 / f64::from(1u32 << 30);
+                report.scalar(
+                    "throughput_server_cpu",
+                    "server CPU per GiB of stdout (user+sys)",
+                    cpu / gib,
+                    "s/GiB",
+                    None,
+                );
+            }
+            _ => report.skipped(
+                "throughput_server_cpu",
+                "server CPU per GiB of stdout (user+sys)",
+                "the server's pid is unknown (pass --server-pid)",
+            ),
+        }
     }
     c.close().await;
     Ok(())
