@@ -80,21 +80,52 @@ impl Frame {
     /// Splits a `process/output` text frame into its `chunk` string and the rest of the frame
     /// (the frame with the chunk's contents cut out), so that only the few dozen bytes of the
     /// rest go through the JSON parser. `None` when the frame has no `"chunk":"` member.
-    pub(crate) fn split_chunk(&self) -> Option<(&str, String)> {
+    ///
+    /// With `chunk_last`, the string is taken to end at the frame's last quote, as when
+    /// `chunk` is the last member (execd and the reference put it last); the caller checks the
+    /// result and splits again without it if that was wrong. Otherwise it ends at the next
+    /// quote (base64 holds no quote or backslash).
+    pub(crate) fn split_chunk(&self, chunk_last: bool) -> Option<(&str, String)> {
         const KEY: &str = r#""chunk":""#;
         let Frame::Text(text) = self else {
             return None;
         };
         let text = text.as_str();
         let start = text.find(KEY)? + KEY.len();
-        // Base64 holds no quote or backslash, so the next quote ends the string (`find` with
-        // a char is a memchr).
-        let len = text[start..].find('"')?;
-        let mut rest = String::with_capacity(text.len() - len);
+        let end = if chunk_last {
+            text.rfind('"').filter(|end| *end >= start)?
+        } else {
+            start + text[start..].find('"')?
+        };
+        let mut rest = String::with_capacity(text.len() - (end - start));
         rest.push_str(&text[..start]);
-        rest.push_str(&text[start + len..]);
-        Some((&text[start..start + len], rest))
+        rest.push_str(&text[end..]);
+        Some((&text[start..end], rest))
     }
+}
+
+/// The number of bytes `chunk` encodes if it is the standard base64 (with padding) of zero
+/// bytes, checked on the text itself: the encoding of zeros is all `A`s with a last group of
+/// `AAAA`, `AAA=` or `AA==`, and no other string decodes to zeros under a strict decoder.
+pub(crate) fn base64_zeros_len(chunk: &[u8]) -> Option<u64> {
+    if chunk.len() % 4 != 0 {
+        return None;
+    }
+    let Some(body_len) = chunk.len().checked_sub(4) else {
+        return chunk.is_empty().then_some(0);
+    };
+    let (body, last) = chunk.split_at(body_len);
+    // An OR over all bytes vectorizes; `all` with its early exit does not.
+    if body.iter().fold(0, |acc, b| acc | (b ^ b'A')) != 0 {
+        return None;
+    }
+    let tail = match last {
+        b"AAAA" => 3,
+        b"AAA=" => 2,
+        b"AA==" => 1,
+        _ => return None,
+    };
+    Some((body_len / 4 * 3 + tail) as u64)
 }
 
 /// Parses a server frame.
@@ -240,4 +271,56 @@ pub(crate) fn check_response(m: &Msg<'_>, what: &str) -> anyhow::Result<()> {
         m.error.as_ref().map_or_else(String::new, Value::to_string)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_of_zeros_is_recognised_on_the_text() {
+        for n in 0..20 {
+            let text = base64_simd::STANDARD.encode_to_string(vec![0u8; n]);
+            assert_eq!(base64_zeros_len(text.as_bytes()), Some(n as u64), "{text}");
+        }
+        for bad in [
+            "AB==", "AAA", "AAAAAQ==", "AAAA\"}}", "BAAA", "A===", "AAAAAA=A",
+        ] {
+            assert_eq!(base64_zeros_len(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn splits_the_chunk_out_of_an_output_frame() {
+        let last = Frame::Text(
+            r#"{"method":"process/output","params":{"processId":"p","seq":3,"stream":"stdout","chunk":"AAAA"}}"#.into(),
+        );
+        for chunk_last in [true, false] {
+            let (chunk, rest) = last.split_chunk(chunk_last).expect("has a chunk");
+            assert_eq!(chunk, "AAAA");
+            assert_eq!(
+                rest,
+                r#"{"method":"process/output","params":{"processId":"p","seq":3,"stream":"stdout","chunk":""}}"#
+            );
+        }
+        let first = Frame::Text(
+            r#"{"method":"process/output","params":{"chunk":"AAAA","processId":"p","seq":3}}"#
+                .into(),
+        );
+        let (chunk, _) = first.split_chunk(true).expect("has a chunk");
+        assert_eq!(
+            base64_zeros_len(chunk.as_bytes()),
+            None,
+            "wrong split is caught"
+        );
+        let (chunk, rest) = first.split_chunk(false).expect("has a chunk");
+        assert_eq!(chunk, "AAAA");
+        assert_eq!(
+            parse(rest.as_bytes()).expect("parses").process_id(),
+            Some("p")
+        );
+        assert!(Frame::Text(r#"{"id":1,"result":{}}"#.into())
+            .split_chunk(true)
+            .is_none());
+    }
 }
