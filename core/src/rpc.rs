@@ -233,6 +233,13 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 /// Counts the JSON values in `text` cheaply (one pass, strings skipped), stopping early once
 /// past `limit`. Used to cap the work one message may cost before it is parsed.
 pub fn exceeds_value_budget(text: &[u8], limit: usize) -> bool {
+    // Each value counted below starts at a distinct byte, so a text no longer than the limit
+    // cannot exceed it: skip the scan (every small frame, and most large ones).
+    text.len() > limit && scan_exceeds(text, limit)
+}
+
+/// The scan behind [`exceeds_value_budget`].
+fn scan_exceeds(text: &[u8], limit: usize) -> bool {
     let mut count = 0usize;
     let mut i = 0;
     let mut in_value = false;
@@ -443,7 +450,19 @@ mod tests {
         assert!(!exceeds_value_budget(br#"{"a":[1,2,3]}"#, 6));
         let big = format!("[{}0]", "0,".repeat(300_000));
         assert!(exceeds_value_budget(big.as_bytes(), 262_144));
+        // The shortcut for texts no longer than the limit.
+        assert!(!exceeds_value_budget(b"[1,2]", 5));
+        assert!(exceeds_value_budget(b"[1,2]", 2));
         assert!(!exceeds_value_budget(br#""\\\"""#, 1));
+    }
+
+    proptest::proptest! {
+        /// The scan never counts more values than bytes, so skipping it for texts no longer
+        /// than the limit changes no answer.
+        #[test]
+        fn value_count_never_exceeds_the_length(text in "[\\[\\]{}\",:a1 \\\\]{0,40}") {
+            proptest::prop_assert!(!scan_exceeds(text.as_bytes(), text.len()));
+        }
     }
 
     #[test]

@@ -78,7 +78,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Cmd::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Serve(args) => {
+            // A server holds a socket per connection and pipes per process.
+            if let Err(e) = raise_fd_limit() {
+                tracing::warn!(error = %e, "cannot raise the open-file limit");
+            }
+            serve(args).map(|()| ExitCode::SUCCESS)
+        }
         Cmd::Run(args) => run::run(args),
         Cmd::Bench(args) => bench::bench(args).map(|()| ExitCode::SUCCESS),
     };
@@ -153,6 +159,27 @@ fn parse_listen(listen: &str) -> anyhow::Result<SocketAddr> {
         .map_or_else(|| rest.to_owned(), |port| format!("127.0.0.1:{port}"));
     rest.parse()
         .with_context(|| format!("invalid listen address {listen:?}"))
+}
+
+/// Raises the soft open-file limit to the hard limit; returns the new soft limit.
+pub(crate) fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(lim.rlim_cur)
 }
 
 /// The `execd` binary next to this one, for launching `execd serve --listen stdio`.

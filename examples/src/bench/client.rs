@@ -1,0 +1,326 @@
+//! A minimal protocol client for measuring: one WebSocket, requests with integer ids, frames
+//! parsed only as far as a measurement needs.
+//!
+//! It talks to the server with async-tungstenite directly rather than through a runtime crate,
+//! so that it measures any server the same way and shares no code with the server under test.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, ensure, Context as _};
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
+use async_tungstenite::WebSocketStream;
+use futures::{SinkExt as _, StreamExt as _};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use smol::net::TcpStream;
+
+/// How long any single wait for a server message may take before the run fails.
+pub(crate) const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One protocol connection.
+pub(crate) struct Conn {
+    ws: WebSocketStream<TcpStream>,
+    next_id: i64,
+}
+
+/// The members of a server message the measurements look at; borrowed from the frame.
+#[derive(Deserialize)]
+pub(crate) struct Msg<'a> {
+    #[serde(default)]
+    pub(crate) id: Option<i64>,
+    #[serde(default, borrow)]
+    pub(crate) method: Option<&'a str>,
+    #[serde(default, borrow)]
+    pub(crate) params: Option<Params<'a>>,
+    #[serde(default)]
+    pub(crate) error: Option<Value>,
+}
+
+/// Notification params (`process/output`, `process/exited`, `process/closed`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Params<'a> {
+    #[serde(borrow)]
+    pub(crate) process_id: &'a str,
+    #[serde(default)]
+    pub(crate) seq: u64,
+}
+
+impl Msg<'_> {
+    /// A response or error (no method).
+    pub(crate) fn is_response(&self) -> bool {
+        self.id.is_some() && self.method.is_none()
+    }
+
+    /// The process id of a notification.
+    pub(crate) fn process_id(&self) -> Option<&str> {
+        self.params.as_ref().map(|p| p.process_id)
+    }
+}
+
+/// One server message.
+pub(crate) enum Frame {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
+impl std::ops::Deref for Frame {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Frame::Text(t) => t.as_bytes(),
+            Frame::Binary(b) => b,
+        }
+    }
+}
+
+impl Frame {
+    /// Splits a `process/output` text frame into its `chunk` string and the rest of the frame
+    /// (the frame with the chunk's contents cut out), so that only the few dozen bytes of the
+    /// rest go through the JSON parser. `None` when the frame has no `"chunk":"` member.
+    ///
+    /// With `chunk_last`, the string is taken to end at the frame's last quote, as when
+    /// `chunk` is the last member (execd and the reference put it last); the caller checks the
+    /// result and splits again without it if that was wrong. Otherwise it ends at the next
+    /// quote (base64 holds no quote or backslash).
+    pub(crate) fn split_chunk(&self, chunk_last: bool) -> Option<(&str, String)> {
+        const KEY: &str = r#""chunk":""#;
+        let Frame::Text(text) = self else {
+            return None;
+        };
+        let text = text.as_str();
+        let start = text.find(KEY)? + KEY.len();
+        let end = if chunk_last {
+            text.rfind('"').filter(|end| *end >= start)?
+        } else {
+            start + text[start..].find('"')?
+        };
+        let mut rest = String::with_capacity(text.len() - (end - start));
+        rest.push_str(&text[..start]);
+        rest.push_str(&text[end..]);
+        Some((&text[start..end], rest))
+    }
+}
+
+/// The number of bytes `chunk` encodes if it is the standard base64 (with padding) of zero
+/// bytes, checked on the text itself: the encoding of zeros is all `A`s with a last group of
+/// `AAAA`, `AAA=` or `AA==`, and no other string decodes to zeros under a strict decoder.
+pub(crate) fn base64_zeros_len(chunk: &[u8]) -> Option<u64> {
+    if chunk.len() % 4 != 0 {
+        return None;
+    }
+    let Some(body_len) = chunk.len().checked_sub(4) else {
+        return chunk.is_empty().then_some(0);
+    };
+    let (body, last) = chunk.split_at(body_len);
+    // An OR over all bytes vectorizes; `all` with its early exit does not.
+    if body.iter().fold(0, |acc, b| acc | (b ^ b'A')) != 0 {
+        return None;
+    }
+    let tail = match last {
+        b"AAAA" => 3,
+        b"AAA=" => 2,
+        b"AA==" => 1,
+        _ => return None,
+    };
+    Some((body_len / 4 * 3 + tail) as u64)
+}
+
+/// Parses a server frame.
+pub(crate) fn parse(frame: &[u8]) -> anyhow::Result<Msg<'_>> {
+    serde_json::from_slice(frame).with_context(|| {
+        format!(
+            "unexpected server message: {}",
+            String::from_utf8_lossy(&frame[..frame.len().min(200)])
+        )
+    })
+}
+
+impl Conn {
+    /// Opens a WebSocket to `url` (`ws://HOST:PORT[/path]`) without the protocol handshake.
+    pub(crate) async fn connect(url: &str) -> anyhow::Result<Conn> {
+        let authority = url
+            .strip_prefix("ws://")
+            .with_context(|| format!("not a ws:// URL: {url}"))?;
+        let authority = authority.split('/').next().unwrap_or(authority);
+        let tcp = TcpStream::connect(authority)
+            .await
+            .with_context(|| format!("cannot connect to {authority}"))?;
+        tcp.set_nodelay(true)?;
+        // Small read buffer: the idle-session stage holds a thousand of these.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(16 * 1024)
+            .max_message_size(None)
+            .max_frame_size(None);
+        let (ws, _) = async_tungstenite::client_async_with_config(url, tcp, Some(config))
+            .await
+            .with_context(|| format!("WebSocket handshake with {url} failed"))?;
+        Ok(Conn { ws, next_id: 1 })
+    }
+
+    /// Opens a WebSocket and a session: `initialize`, its response, `initialized`.
+    pub(crate) async fn open(url: &str) -> anyhow::Result<Conn> {
+        let mut c = Conn::connect(url).await?;
+        let id = c
+            .request("initialize", json!({"clientName": "execd-bench"}))
+            .await?;
+        c.wait_response(id).await?;
+        c.queue(json!({"method": "initialized", "params": {}}).to_string())
+            .await?;
+        c.flush().await?;
+        Ok(c)
+    }
+
+    /// Queues one frame without flushing.
+    pub(crate) async fn queue(&mut self, text: String) -> anyhow::Result<()> {
+        self.ws.feed(Message::text(text)).await?;
+        Ok(())
+    }
+
+    /// Writes every queued frame.
+    pub(crate) async fn flush(&mut self) -> anyhow::Result<()> {
+        self.ws.flush().await?;
+        Ok(())
+    }
+
+    /// Queues a request without flushing; returns its id.
+    pub(crate) async fn queue_request(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> anyhow::Result<i64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.queue(json!({"id": id, "method": method, "params": params}).to_string())
+            .await?;
+        Ok(id)
+    }
+
+    /// Sends a request; returns its id.
+    pub(crate) async fn request(&mut self, method: &str, params: Value) -> anyhow::Result<i64> {
+        let id = self.queue_request(method, params).await?;
+        self.flush().await?;
+        Ok(id)
+    }
+
+    /// The next text or binary message.
+    pub(crate) async fn frame(&mut self) -> anyhow::Result<Frame> {
+        let next = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(text))) => return Ok(Frame::Text(text)),
+                    Some(Ok(Message::Binary(bytes))) => return Ok(Frame::Binary(bytes)),
+                    // tungstenite answers pings by itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => {
+                        bail!("the server closed the connection")
+                    }
+                    Some(Err(e)) => return Err(anyhow!(e).context("WebSocket read failed")),
+                }
+            }
+        };
+        futures_lite::future::or(next, async {
+            smol::Timer::after(FRAME_TIMEOUT).await;
+            Err(anyhow!(
+                "no message from the server within {FRAME_TIMEOUT:?}"
+            ))
+        })
+        .await
+    }
+
+    /// Waits for the response to request `id`, skipping notifications; fails on an error.
+    pub(crate) async fn wait_response(&mut self, id: i64) -> anyhow::Result<()> {
+        loop {
+            let f = self.frame().await?;
+            let m = parse(&f)?;
+            if m.is_response() && m.id == Some(id) {
+                if let Some(e) = m.error {
+                    bail!("request {id} failed: {e}");
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends a WebSocket Close and waits briefly for the server to end the connection.
+    pub(crate) async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
+        futures_lite::future::or(drain, async {
+            smol::Timer::after(Duration::from_secs(1)).await;
+        })
+        .await;
+    }
+}
+
+/// `process/start` params for a non-PTY process in `/tmp` with a minimal `PATH`.
+pub(crate) fn start_params(process_id: &str, argv: &[&str], pipe_stdin: bool) -> Value {
+    json!({
+        "processId": process_id, "argv": argv, "cwd": "file:///tmp",
+        "env": {"PATH": "/usr/bin:/bin"}, "tty": false, "pipeStdin": pipe_stdin,
+    })
+}
+
+/// Fails unless a response carries no error.
+pub(crate) fn check_response(m: &Msg<'_>, what: &str) -> anyhow::Result<()> {
+    ensure!(
+        m.error.is_none(),
+        "{what} failed: {}",
+        m.error.as_ref().map_or_else(String::new, Value::to_string)
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_of_zeros_is_recognised_on_the_text() {
+        for n in 0..20 {
+            let text = base64_simd::STANDARD.encode_to_string(vec![0u8; n]);
+            assert_eq!(base64_zeros_len(text.as_bytes()), Some(n as u64), "{text}");
+        }
+        for bad in [
+            "AB==", "AAA", "AAAAAQ==", "AAAA\"}}", "BAAA", "A===", "AAAAAA=A",
+        ] {
+            assert_eq!(base64_zeros_len(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn splits_the_chunk_out_of_an_output_frame() {
+        let last = Frame::Text(
+            r#"{"method":"process/output","params":{"processId":"p","seq":3,"stream":"stdout","chunk":"AAAA"}}"#.into(),
+        );
+        for chunk_last in [true, false] {
+            let (chunk, rest) = last.split_chunk(chunk_last).expect("has a chunk");
+            assert_eq!(chunk, "AAAA");
+            assert_eq!(
+                rest,
+                r#"{"method":"process/output","params":{"processId":"p","seq":3,"stream":"stdout","chunk":""}}"#
+            );
+        }
+        let first = Frame::Text(
+            r#"{"method":"process/output","params":{"chunk":"AAAA","processId":"p","seq":3}}"#
+                .into(),
+        );
+        let (chunk, _) = first.split_chunk(true).expect("has a chunk");
+        assert_eq!(
+            base64_zeros_len(chunk.as_bytes()),
+            None,
+            "wrong split is caught"
+        );
+        let (chunk, rest) = first.split_chunk(false).expect("has a chunk");
+        assert_eq!(chunk, "AAAA");
+        assert_eq!(
+            parse(rest.as_bytes()).expect("parses").process_id(),
+            Some("p")
+        );
+        assert!(Frame::Text(r#"{"id":1,"result":{}}"#.into())
+            .split_chunk(true)
+            .is_none());
+    }
+}

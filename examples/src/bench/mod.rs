@@ -1,0 +1,382 @@
+//! `execd bench`: latency, throughput and memory of a server speaking the protocol (execd or
+//! the Codex exec-server), and the same operations done locally as the floor.
+//!
+//! Scenarios (`--only` picks some; all run by default, in this order):
+//!
+//! - `floor`: the operations below done locally with `std::process` and pipes.
+//! - `rss`: the server's VmRSS/VmHWM (`/proc/<pid>/status`) at baseline, with `--sessions`
+//!   idle sessions open, and with `--processes` live `sleep 600` processes in one session
+//!   (terminated afterwards). Needs the server's pid: known for a local server and
+//!   `--server-cmd`, given by `--server-pid` with `--url`. Owned servers are restarted fresh
+//!   for each stage.
+//! - `spawn`: sequential `process/start` of `/bin/true` → response, and → `process/closed`.
+//! - `concurrent`: `--concurrent` starts of `/bin/true` sent back to back in one flush → every
+//!   `process/closed`: wall time and per-process latency.
+//! - `echo`: `process/write` of 5 bytes to `cat` → the `process/output` echoing them.
+//! - `throughput`: `--bytes` of stdout from `head -c N /dev/zero`, every byte and seq checked.
+//!
+//! Latencies report p50 and p95. `--json` prints one JSON object at the end instead of lines.
+
+mod client;
+mod floor;
+mod latency;
+mod report;
+mod rss;
+mod target;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use client::Conn;
+use report::{mib_s, Report};
+use rss::Rss;
+use target::Target;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Scenario {
+    Floor,
+    Rss,
+    Spawn,
+    Concurrent,
+    Echo,
+    Throughput,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Server to measure (`ws://HOST:PORT`). Without it (and without --server-cmd), a local
+    /// `execd serve` is started.
+    #[arg(long, conflicts_with = "server_cmd")]
+    url: Option<String>,
+    /// Pid of the server behind --url, for the memory measurements.
+    #[arg(long, requires = "url")]
+    server_pid: Option<u32>,
+    /// Start the server with this shell command (it must print its ws:// URL as its first
+    /// stdout line; its stderr is discarded), e.g. the reference:
+    /// `env CODEX_HOME=/tmp/ch codex exec-server --listen ws://127.0.0.1:0`.
+    #[arg(long)]
+    server_cmd: Option<String>,
+    /// Run only these scenarios (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
+    /// Print one JSON object at the end instead of text lines.
+    #[arg(long)]
+    json: bool,
+    /// Round trips per sequential latency measurement.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Processes started back to back by the `concurrent` scenario.
+    #[arg(long, default_value_t = 200)]
+    concurrent: usize,
+    /// Idle sessions held open by the `rss` scenario.
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// Live processes held by the `rss` scenario.
+    #[arg(long, default_value_t = 1000)]
+    processes: usize,
+    /// Bytes of stdout for the throughput measurement.
+    #[arg(long, default_value_t = 1 << 30)]
+    bytes: u64,
+    /// Skip the local floor measurements (same as leaving `floor` out of --only).
+    #[arg(long)]
+    no_floor: bool,
+}
+
+impl BenchArgs {
+    fn selected(&self, s: Scenario) -> bool {
+        if s == Scenario::Floor && self.no_floor {
+            return false;
+        }
+        self.only.is_empty() || self.only.contains(&s)
+    }
+}
+
+pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let target = match (&args.url, &args.server_cmd) {
+        (Some(url), _) => Target::Url {
+            url: url.clone(),
+            pid: args.server_pid,
+        },
+        (None, Some(cmd)) => Target::Cmd(cmd.clone()),
+        (None, None) => Target::Local,
+    };
+    let mut report = Report::new(args.json, target.describe());
+    // Idle sessions need one socket each on both sides; processes need pipes in the server.
+    // Servers started from here inherit the raised limit.
+    let needed = (args.sessions.max(args.processes) as u64) * 3 + 64;
+    match crate::raise_fd_limit() {
+        Ok(limit) if limit < needed => report.note(format!(
+            "open-file limit is {limit}, the rss scenario may need {needed}: raise the hard limit"
+        )),
+        Ok(_) => {}
+        Err(e) => report.note(format!("cannot raise the open-file limit: {e}")),
+    }
+
+    // The floors first, while this process is small: `fork` gets slower as the forking
+    // process grows (its page tables are copied).
+    if args.selected(Scenario::Floor) {
+        floors(&args, &mut report)?;
+    }
+    if args.selected(Scenario::Rss) {
+        memory(&target, &args, &mut report)?;
+    }
+    let through_server = [
+        Scenario::Spawn,
+        Scenario::Concurrent,
+        Scenario::Echo,
+        Scenario::Throughput,
+    ];
+    if through_server.iter().any(|s| args.selected(*s)) {
+        let server = target.start()?;
+        smol::block_on(through(&server.url, server.pid, &args, &mut report))?;
+        drop(server);
+    }
+    report.finish()
+}
+
+/// The latency and throughput scenarios, on one session.
+async fn through(
+    url: &str,
+    pid: Option<u32>,
+    args: &BenchArgs,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut c = Conn::open(url).await?;
+    if args.selected(Scenario::Spawn) {
+        let s = latency::spawn_to_closed(&mut c, args.iterations).await?;
+        report.latency(
+            "spawn_response",
+            "process/start /bin/true -> start response",
+            &s.to_response,
+        );
+        report.latency(
+            "spawn_closed",
+            "process/start /bin/true -> process/closed",
+            &s.to_closed,
+        );
+    }
+    if args.selected(Scenario::Concurrent) {
+        let n = args.concurrent;
+        let s = latency::concurrent_spawn(&mut c, n).await?;
+        report.scalar(
+            "concurrent_wall",
+            format!("{n} x /bin/true at once -> all closed, wall"),
+            s.wall.as_secs_f64() * 1e3,
+            "ms",
+            None,
+        );
+        report.latency(
+            "concurrent_closed",
+            format!("{n} x /bin/true at once, each start -> closed"),
+            &s.to_closed,
+        );
+    }
+    if args.selected(Scenario::Echo) {
+        let s = latency::write_to_echo(&mut c, args.iterations).await?;
+        report.latency("echo", "process/write -> echoed process/output", &s);
+    }
+    if args.selected(Scenario::Throughput) {
+        let cpu_before = pid.map(rss::cpu_time).transpose()?;
+        let t = latency::throughput(&mut c, args.bytes).await?;
+        report.scalar(
+            "throughput",
+            "stdout throughput (head -c N /dev/zero)",
+            mib_s(args.bytes, t.secs),
+            "MiB/s",
+            Some(format!(
+                "{} bytes in {:.3} s, {} frames of {} bytes on average, {} seqs out of order",
+                args.bytes,
+                t.secs,
+                t.frames,
+                args.bytes / t.frames.max(1),
+                t.out_of_order
+            )),
+        );
+        // CPU the server spent per GiB: its efficiency, whatever else loads the machine.
+        match (pid, cpu_before) {
+            (Some(pid), Some(before)) => {
+                let cpu = rss::cpu_time(pid)?.saturating_sub(before).as_secs_f64();
+                let gib = args.bytes as f64 / f64::from(1u32 << 30);
+                report.scalar(
+                    "throughput_server_cpu",
+                    "server CPU per GiB of stdout (user+sys)",
+                    cpu / gib,
+                    "s/GiB",
+                    None,
+                );
+            }
+            _ => report.skipped(
+                "throughput_server_cpu",
+                "server CPU per GiB of stdout (user+sys)",
+                "the server's pid is unknown (pass --server-pid)",
+            ),
+        }
+    }
+    c.close().await;
+    Ok(())
+}
+
+/// The `rss` scenario.
+fn memory(target: &Target, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
+    const KEYS: [(&str, &str); 5] = [
+        ("rss_baseline", "server RSS: baseline"),
+        ("rss_idle_sessions", "server RSS: idle sessions"),
+        (
+            "rss_idle_sessions_peak",
+            "server peak RSS: opening idle sessions",
+        ),
+        ("rss_live_processes", "server RSS: live processes"),
+        (
+            "rss_live_processes_peak",
+            "server peak RSS: starting live processes",
+        ),
+    ];
+    if !target.owned() && matches!(target, Target::Url { pid: None, .. }) {
+        for (key, label) in KEYS {
+            report.skipped(
+                key,
+                label,
+                "the server's pid is unknown (pass --server-pid)",
+            );
+        }
+        return Ok(());
+    }
+    if !target.owned() {
+        report.note(
+            "rss: --url server is shared by all stages, so later stages include what earlier \
+             ones left behind (detached sessions, allocator caches)",
+        );
+    }
+    smol::block_on(async {
+        // Baseline, then idle sessions.
+        let server = target.start()?;
+        let pid = server.pid.context("the server's pid is unknown")?;
+        let base = rss::settled(pid).await?;
+        report.scalar(
+            KEYS[0].0,
+            KEYS[0].1,
+            mib(base.current_kib),
+            "MiB",
+            Some(format!(
+                "peak {:.1} MiB, {} threads",
+                mib(base.peak_kib),
+                base.threads
+            )),
+        );
+        let reset = Rss::reset_peak(pid);
+        if !reset {
+            report
+                .note("rss: cannot reset VmHWM (clear_refs); peaks count from the server's start");
+        }
+        let n = args.sessions;
+        let t0 = Instant::now();
+        let conns = rss::open_idle_sessions(&server.url, n).await?;
+        let opened = t0.elapsed();
+        let idle = rss::settled(pid).await?;
+        report.scalar(
+            KEYS[1].0,
+            format!("{} ({n} open)", KEYS[1].1),
+            mib(idle.current_kib),
+            "MiB",
+            Some(format!(
+                "{:+.1} KiB per session over baseline, opened in {:.2} s, {} threads",
+                per_item_kib(idle.current_kib, base.current_kib, n),
+                opened.as_secs_f64(),
+                idle.threads
+            )),
+        );
+        report.scalar(KEYS[2].0, KEYS[2].1, mib(idle.peak_kib), "MiB", None);
+        rss::close_all(conns).await;
+
+        // Live processes, on a fresh server when it is ours.
+        let server = if target.owned() {
+            drop(server);
+            target.start()?
+        } else {
+            server
+        };
+        let pid = server.pid.context("the server's pid is unknown")?;
+        let base = rss::settled(pid).await?;
+        Rss::reset_peak(pid);
+        let n = args.processes;
+        let mut c = Conn::open(&server.url).await?;
+        let t0 = Instant::now();
+        let started = rss::start_sleepers(&mut c, n).await;
+        let start_time = t0.elapsed();
+        let live = match &started {
+            Ok(()) => Some(rss::settled(pid).await?),
+            Err(_) => None,
+        };
+        // Clean up whatever started, also after a failure (the reference leaves children
+        // running when it exits).
+        let closed = rss::stop_sleepers(&mut c, n, Duration::from_secs(120)).await;
+        started.context("starting the live processes")?;
+        let live = live.context("no reading")?;
+        report.scalar(
+            KEYS[3].0,
+            format!("{} ({n} x sleep 600)", KEYS[3].1),
+            mib(live.current_kib),
+            "MiB",
+            Some(format!(
+                "{:+.1} KiB per process over baseline, started in {:.2} s, {} threads",
+                per_item_kib(live.current_kib, base.current_kib, n),
+                start_time.as_secs_f64(),
+                live.threads
+            )),
+        );
+        report.scalar(KEYS[4].0, KEYS[4].1, mib(live.peak_kib), "MiB", None);
+        if closed < n {
+            report.note(format!(
+                "rss: only {closed} of {n} live processes reported process/closed after \
+                 process/terminate"
+            ));
+        }
+        c.close().await;
+        anyhow::Ok(())
+    })
+}
+
+fn floors(args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
+    let n = args.iterations;
+    report.latency(
+        "floor_spawn",
+        "floor: local spawn+wait /bin/true (posix_spawn)",
+        &floor::spawn(n)?,
+    );
+    report.latency(
+        "floor_fork_spawn",
+        "floor: local fork+exec+wait /bin/true (pre_exec)",
+        &floor::fork_spawn(n)?,
+    );
+    let k = args.concurrent;
+    report.scalar(
+        "floor_concurrent_wall",
+        format!("floor: local {k} x /bin/true at once, wall"),
+        floor::concurrent_spawn(k)?.as_secs_f64() * 1e3,
+        "ms",
+        None,
+    );
+    report.latency(
+        "floor_echo",
+        "floor: local pipe echo through cat",
+        &floor::echo(n)?,
+    );
+    let (secs, bytes) = floor::throughput(args.bytes)?;
+    report.scalar(
+        "floor_throughput",
+        "floor: local pipe throughput",
+        mib_s(bytes, secs),
+        "MiB/s",
+        None,
+    );
+    Ok(())
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn per_item_kib(now_kib: u64, base_kib: u64, n: usize) -> f64 {
+    (now_kib as f64 - base_kib as f64) / n.max(1) as f64
+}

@@ -1,0 +1,117 @@
+//! `execd bench` end to end with tiny sizes: every scenario runs against a local server and
+//! reports its metrics. Numbers are not checked (tests never time things), only that each
+//! metric is present and well formed. Every wait is bounded.
+
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const EXECD: &str = env!("CARGO_BIN_EXE_execd");
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn bench(args: &[&str]) -> Output {
+    let child = Command::new(EXECD)
+        .arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn execd bench");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("execd bench timed out");
+        }
+    }
+}
+
+#[test]
+fn json_report_has_every_selected_metric() {
+    let out = bench(&[
+        "--json",
+        "--only",
+        "rss,spawn,concurrent,echo,throughput,floor",
+        "--iterations",
+        "3",
+        "--concurrent",
+        "4",
+        "--sessions",
+        "4",
+        "--processes",
+        "4",
+        "--bytes",
+        "300000",
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let metrics = report["metrics"].as_array().expect("metrics array");
+    let keys: Vec<&str> = metrics.iter().filter_map(|m| m["key"].as_str()).collect();
+    for key in [
+        "floor_spawn",
+        "floor_fork_spawn",
+        "floor_concurrent_wall",
+        "floor_echo",
+        "floor_throughput",
+        "rss_baseline",
+        "rss_idle_sessions",
+        "rss_idle_sessions_peak",
+        "rss_live_processes",
+        "rss_live_processes_peak",
+        "spawn_response",
+        "spawn_closed",
+        "concurrent_wall",
+        "concurrent_closed",
+        "echo",
+        "throughput",
+        "throughput_server_cpu",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    for m in metrics {
+        let has_number = m["p50_ms"].is_number() || m["value"].is_number();
+        assert!(has_number, "metric without a number: {m}");
+    }
+    assert_eq!(
+        metrics
+            .iter()
+            .find(|m| m["key"] == "spawn_closed")
+            .and_then(|m| m["n"].as_u64()),
+        Some(3)
+    );
+}
+
+#[test]
+fn rss_is_skipped_without_a_server_pid() {
+    let out = bench(&["--url", "ws://127.0.0.1:9", "--only", "rss", "--json"]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let metrics = report["metrics"].as_array().expect("metrics array");
+    assert!(!metrics.is_empty());
+    assert!(
+        metrics.iter().all(|m| m["skipped"].is_string()),
+        "{metrics:?}"
+    );
+}
+
+#[test]
+fn unknown_scenario_is_refused() {
+    let out = bench(&["--only", "nope"]);
+    assert!(!out.status.success());
+}
