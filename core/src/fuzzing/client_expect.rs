@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::client_child::{FakeProc, Published};
 use super::client_ops::{pool_id, POOL};
-use super::client_sim::{FakeProc, Published};
 use crate::client::{CallError, Client, ClientEvent, LostReason};
 use crate::ids::ProcessKey;
 use crate::rpc::{RequestId, RpcError};

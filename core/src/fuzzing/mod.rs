@@ -9,7 +9,9 @@
 // Harness code: a panic here is the finding, so unwrap/expect/panic are the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod client_child;
 mod client_expect;
+mod client_hostile;
 mod client_ops;
 mod client_sim;
 mod model;
