@@ -110,11 +110,19 @@ impl Pending {
         failed
     }
 
-    /// Marks every unsent user call sent (at `now`, if first sent) and returns their frames,
-    /// oldest first.
+    /// The oldest start whose fate is unknown: later user calls wait until it is settled, so
+    /// that they reach the server after it, as they were made.
+    pub(crate) fn first_unsure(&self) -> Option<i64> {
+        self.calls.iter().find(|(_, c)| c.unsure).map(|(&id, _)| id)
+    }
+
+    /// Marks every unsent user call older than the oldest unsure start sent (at `now`, if
+    /// first sent) and returns their frames, oldest first.
     pub(crate) fn take_unsent(&mut self, now: Instant) -> Vec<String> {
+        let before = self.first_unsure().unwrap_or(i64::MAX);
         self.calls
-            .values_mut()
+            .range_mut(..before)
+            .map(|(_, c)| c)
             .filter(|c| !c.sent && !c.unsure && matches!(c.kind, Kind::User { .. }))
             .map(|c| {
                 c.sent = true;

@@ -924,6 +924,33 @@ fn start_cut_off_is_settled_when_its_process_closes_before_the_recovery_read() {
     assert_eq!(sim.trail("p"), ["e1:0", "c2"]);
 }
 
+/// Found by the `client_ops` fuzz target: after a resume, calls made after a start that was
+/// cut off were sent at once, while the start waited for the recovery read to tell whether it
+/// ran; when it had not, it was sent again behind them, so a write made after the start found
+/// no process (`unknownProcess`). Calls made after an unsettled start now wait for it.
+#[test]
+fn calls_made_after_a_cut_off_start_wait_until_it_is_settled() {
+    let mut sim = Sim::ready(true);
+    let start = sim.client.start(sim.now, start_params("p")).expect("open");
+    sim.pump();
+    sim.drop_link(true); // the start never reached the server
+    let write = sim.client.write(sim.now, "p", b"x".to_vec()).expect("open");
+    let list = sim
+        .client
+        .call(sim.now, "process/list", Value::Null)
+        .expect("open");
+    sim.settle();
+    assert_eq!(
+        sim.take_response(&start),
+        Ok(json!({"processId": "p", "sandboxType": "none"}))
+    );
+    assert_eq!(sim.take_response(&write), Ok(json!({"status": "accepted"})));
+    let key = *sim.procs.keys().next().expect("spawned");
+    assert_eq!(sim.procs[&key].stdin, b"x");
+    let list = sim.take_response(&list).expect("list");
+    assert_eq!(list["processes"][0]["processId"], json!("p"));
+}
+
 #[test]
 fn start_cut_off_fails_closed_when_the_session_is_lost() {
     let mut sim = Sim::ready(true);
