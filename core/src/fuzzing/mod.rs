@@ -166,6 +166,11 @@ pub fn trace_client_ops(data: &[u8]) -> (Result<ClientStats, String>, Vec<String
     client_sim::trace(&ClientOps::from_bytes(data))
 }
 
+/// [`trace_client_ops`] for an already-built operation sequence.
+pub fn trace_ops(ops: &ClientOps) -> (Result<ClientStats, String>, Vec<String>) {
+    client_sim::trace(ops)
+}
+
 /// `path_uri`: parsing never panics, and a local path survives
 /// parse → to_host_path → from_host_path → parse.
 pub fn path_uri(data: &[u8]) {
