@@ -636,6 +636,18 @@ impl Client {
             session_id: init.session_id,
             resumed: resuming,
         });
+        // A start whose fate is unknown is settled by the read of its tracked process; one
+        // that lost its tracker (only a server that broke the ordering of start answers and
+        // notifications can cause that) can never be settled: its fate stays unknown.
+        let orphans: Vec<i64> = self
+            .pending
+            .unsure()
+            .filter(|&s| !self.trackers.values().any(|t| t.start_request == Some(s)))
+            .collect();
+        for start in orphans {
+            self.pending.remove(start);
+            self.fail(start);
+        }
         // Resent writes and reads, then calls queued meanwhile, in the order they were made.
         let frames = self.pending.take_unsent(now);
         self.transmits.extend(frames);

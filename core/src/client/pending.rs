@@ -110,10 +110,18 @@ impl Pending {
         failed
     }
 
+    /// The starts whose fate is unknown, oldest first.
+    pub(crate) fn unsure(&self) -> impl Iterator<Item = i64> + '_ {
+        self.calls
+            .iter()
+            .filter(|(_, c)| c.unsure)
+            .map(|(&id, _)| id)
+    }
+
     /// The oldest start whose fate is unknown: later user calls wait until it is settled, so
     /// that they reach the server after it, as they were made.
     pub(crate) fn first_unsure(&self) -> Option<i64> {
-        self.calls.iter().find(|(_, c)| c.unsure).map(|(&id, _)| id)
+        self.unsure().next()
     }
 
     /// Marks every unsent user call older than the oldest unsure start sent (at `now`, if

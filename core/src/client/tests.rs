@@ -1113,6 +1113,44 @@ fn hostile_target(ready: bool) -> (Client, Instant) {
     (c, now)
 }
 
+/// Found by the `client_ops` fuzz target: a server that sent a process's `closed` before
+/// answering its start (breaking the protocol's order) ended the tracking; when the start was
+/// then cut off by a disconnect, no recovery read could settle it and, as later calls wait for
+/// cut-off starts, the client stalled. Such a start now fails `Closed` at the resume.
+#[test]
+fn a_cut_off_start_without_its_tracker_fails_closed_at_the_resume() {
+    let (mut c, now) = hostile_target(true);
+    let start = c.start(now, start_params("q")).expect("open");
+    c.handle_message(
+        now,
+        br#"{"method":"process/closed","params":{"processId":"q","seq":1}}"#,
+    );
+    assert_eq!(c.last_seq("q"), None, "the forged close ended the tracking");
+    c.handle_disconnect(now);
+    let later = c.call(now, "process/list", Value::Null).expect("open");
+    c.handle_connected(now);
+    while c.poll_transmit().is_some() {}
+    c.handle_message(
+        now,
+        br#"{"id":6,"result":{"sessionId":"00000000-0000-4000-8000-000000000000"}}"#,
+    );
+    let frames: Vec<String> = std::iter::from_fn(|| c.poll_transmit()).collect();
+    let events: Vec<ClientEvent> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(
+        events.contains(&ClientEvent::Response {
+            id: start,
+            result: Err(CallError::Closed)
+        }),
+        "{events:?}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.contains(&format!(r#""id":{later}"#))),
+        "the later call goes out: {frames:?}"
+    );
+}
+
 #[test]
 fn garbage_from_the_server_never_panics() {
     for ready in [true, false] {
