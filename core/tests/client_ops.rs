@@ -77,15 +77,21 @@ fn prologue_starts_three_tracked_processes() {
 
 /// Replays the inputs named in `CLIENT_OPS_REPLAY` (comma-separated paths) with the step
 /// log printed: `CLIENT_OPS_REPLAY=crash-… cargo test -p execd-core --test client_ops replay
-/// -- --nocapture`.
+/// -- --nocapture`; with `CLIENT_OPS_PROLOGUE=1`, after the prologue (for inputs of the
+/// prologue proptest).
 #[test]
 fn replay() {
     let Ok(list) = std::env::var("CLIENT_OPS_REPLAY") else {
         return;
     };
+    let with_prologue = std::env::var_os("CLIENT_OPS_PROLOGUE").is_some();
     for f in list.split(',') {
         let data = std::fs::read(f).expect("readable");
-        let (result, log) = fuzzing::trace_client_ops(&data);
+        let mut ops = ClientOps::from_bytes(&data);
+        if with_prologue {
+            ops.ops.splice(0..0, prologue());
+        }
+        let (result, log) = fuzzing::trace_ops(&ops);
         for line in log {
             eprintln!("{line}");
         }

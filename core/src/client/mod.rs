@@ -208,6 +208,8 @@ pub enum ClientEvent {
 ///   disconnect, because it may or may not have taken effect (`process/terminate`,
 ///   `process/signal`, …);
 /// - calls queued meanwhile are sent, after the resent ones, in the order they were made;
+///   calls made after a start that is not settled yet wait for it (and go out behind it when
+///   it is sent again);
 /// - each tracked process is read (`process/read {afterSeq: last delivered}`) and what was
 ///   missed is delivered once, in order, before the notifications that arrived after it;
 ///   output the server already evicted becomes a [`ClientEvent::Gap`].
@@ -453,7 +455,12 @@ impl Client {
         }
         let id = self.alloc_id();
         let text = rpc::encode_request(&RequestId::Int(id), method_name, &params);
-        let kind = Kind::user(method_name);
+        let mut kind = Kind::user(method_name);
+        if let Kind::User { is_start, .. } = &mut kind {
+            let pid = params.get("processId").and_then(|v| v.as_str());
+            // Without a process id the server refuses it: nothing to track or to settle.
+            *is_start &= pid.is_some();
+        }
         if matches!(kind, Kind::User { is_start: true, .. }) {
             if let Some(pid) = params.get("processId").and_then(|v| v.as_str()) {
                 if self.trackers.contains_key(pid) {
@@ -629,6 +636,18 @@ impl Client {
             session_id: init.session_id,
             resumed: resuming,
         });
+        // A start whose fate is unknown is settled by the read of its tracked process; one
+        // that lost its tracker (only a server that broke the ordering of start answers and
+        // notifications can cause that) can never be settled: its fate stays unknown.
+        let orphans: Vec<i64> = self
+            .pending
+            .unsure()
+            .filter(|&s| !self.trackers.values().any(|t| t.start_request == Some(s)))
+            .collect();
+        for start in orphans {
+            self.pending.remove(start);
+            self.fail(start);
+        }
         // Resent writes and reads, then calls queued meanwhile, in the order they were made.
         let frames = self.pending.take_unsent(now);
         self.transmits.extend(frames);
@@ -659,6 +678,28 @@ impl Client {
     }
 
     fn on_fill_read(
+        &mut self,
+        now: Instant,
+        id: i64,
+        process_id: &str,
+        result: Result<&RawValue, RpcError>,
+    ) {
+        let unsure = self.pending.first_unsure();
+        self.fill_read_result(now, id, process_id, result);
+        if unsure.is_some() {
+            self.release_held(now);
+        }
+    }
+
+    /// Calls held behind a start that was settled go out now (see [`Pending::first_unsure`]).
+    fn release_held(&mut self, now: Instant) {
+        if self.phase == Phase::Ready {
+            let frames = self.pending.take_unsent(now);
+            self.transmits.extend(frames);
+        }
+    }
+
+    fn fill_read_result(
         &mut self,
         now: Instant,
         id: i64,
@@ -796,7 +837,11 @@ impl Client {
                 id: RequestId::Int(start),
                 result: Ok(serde_json::json!({ "processId": process_id })),
             });
+            self.release_held(now);
         }
+        let Some(t) = self.trackers.get_mut(&process_id) else {
+            return;
+        };
         let mut out = Vec::new();
         let gap = t.on_notification(event, &mut out);
         let idle = t.reading.is_none();
@@ -840,9 +885,11 @@ impl Client {
         self.submit(now, id, kind, text);
     }
 
-    /// Sends a call now when the session is ready, else queues it.
+    /// Sends a call now when the session is ready (and, for a user call, no start made before
+    /// it waits to be settled), else queues it.
     fn submit(&mut self, now: Instant, id: i64, kind: Kind, text: String) {
-        let sent = self.phase == Phase::Ready;
+        let held = matches!(kind, Kind::User { .. }) && self.pending.first_unsure().is_some();
+        let sent = self.phase == Phase::Ready && !held;
         if sent {
             self.transmits.push_back(text.clone());
         }

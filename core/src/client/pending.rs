@@ -110,11 +110,27 @@ impl Pending {
         failed
     }
 
-    /// Marks every unsent user call sent (at `now`, if first sent) and returns their frames,
-    /// oldest first.
-    pub(crate) fn take_unsent(&mut self, now: Instant) -> Vec<String> {
+    /// The starts whose fate is unknown, oldest first.
+    pub(crate) fn unsure(&self) -> impl Iterator<Item = i64> + '_ {
         self.calls
-            .values_mut()
+            .iter()
+            .filter(|(_, c)| c.unsure)
+            .map(|(&id, _)| id)
+    }
+
+    /// The oldest start whose fate is unknown: later user calls wait until it is settled, so
+    /// that they reach the server after it, as they were made.
+    pub(crate) fn first_unsure(&self) -> Option<i64> {
+        self.unsure().next()
+    }
+
+    /// Marks every unsent user call older than the oldest unsure start sent (at `now`, if
+    /// first sent) and returns their frames, oldest first.
+    pub(crate) fn take_unsent(&mut self, now: Instant) -> Vec<String> {
+        let before = self.first_unsure().unwrap_or(i64::MAX);
+        self.calls
+            .range_mut(..before)
+            .map(|(_, c)| c)
             .filter(|c| !c.sent && !c.unsure && matches!(c.kind, Kind::User { .. }))
             .map(|c| {
                 c.sent = true;

@@ -924,6 +924,33 @@ fn start_cut_off_is_settled_when_its_process_closes_before_the_recovery_read() {
     assert_eq!(sim.trail("p"), ["e1:0", "c2"]);
 }
 
+/// Found by the `client_ops` fuzz target: after a resume, calls made after a start that was
+/// cut off were sent at once, while the start waited for the recovery read to tell whether it
+/// ran; when it had not, it was sent again behind them, so a write made after the start found
+/// no process (`unknownProcess`). Calls made after an unsettled start now wait for it.
+#[test]
+fn calls_made_after_a_cut_off_start_wait_until_it_is_settled() {
+    let mut sim = Sim::ready(true);
+    let start = sim.client.start(sim.now, start_params("p")).expect("open");
+    sim.pump();
+    sim.drop_link(true); // the start never reached the server
+    let write = sim.client.write(sim.now, "p", b"x".to_vec()).expect("open");
+    let list = sim
+        .client
+        .call(sim.now, "process/list", Value::Null)
+        .expect("open");
+    sim.settle();
+    assert_eq!(
+        sim.take_response(&start),
+        Ok(json!({"processId": "p", "sandboxType": "none"}))
+    );
+    assert_eq!(sim.take_response(&write), Ok(json!({"status": "accepted"})));
+    let key = *sim.procs.keys().next().expect("spawned");
+    assert_eq!(sim.procs[&key].stdin, b"x");
+    let list = sim.take_response(&list).expect("list");
+    assert_eq!(list["processes"][0]["processId"], json!("p"));
+}
+
 #[test]
 fn start_cut_off_fails_closed_when_the_session_is_lost() {
     let mut sim = Sim::ready(true);
@@ -1084,6 +1111,44 @@ fn hostile_target(ready: bool) -> (Client, Instant) {
         c.handle_connected(now);
     }
     (c, now)
+}
+
+/// Found by the `client_ops` fuzz target: a server that sent a process's `closed` before
+/// answering its start (breaking the protocol's order) ended the tracking; when the start was
+/// then cut off by a disconnect, no recovery read could settle it and, as later calls wait for
+/// cut-off starts, the client stalled. Such a start now fails `Closed` at the resume.
+#[test]
+fn a_cut_off_start_without_its_tracker_fails_closed_at_the_resume() {
+    let (mut c, now) = hostile_target(true);
+    let start = c.start(now, start_params("q")).expect("open");
+    c.handle_message(
+        now,
+        br#"{"method":"process/closed","params":{"processId":"q","seq":1}}"#,
+    );
+    assert_eq!(c.last_seq("q"), None, "the forged close ended the tracking");
+    c.handle_disconnect(now);
+    let later = c.call(now, "process/list", Value::Null).expect("open");
+    c.handle_connected(now);
+    while c.poll_transmit().is_some() {}
+    c.handle_message(
+        now,
+        br#"{"id":6,"result":{"sessionId":"00000000-0000-4000-8000-000000000000"}}"#,
+    );
+    let frames: Vec<String> = std::iter::from_fn(|| c.poll_transmit()).collect();
+    let events: Vec<ClientEvent> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert!(
+        events.contains(&ClientEvent::Response {
+            id: start,
+            result: Err(CallError::Closed)
+        }),
+        "{events:?}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.contains(&format!(r#""id":{later}"#))),
+        "the later call goes out: {frames:?}"
+    );
 }
 
 #[test]

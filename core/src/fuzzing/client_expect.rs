@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::client_child::{FakeProc, Published};
 use super::client_ops::{pool_id, POOL};
-use super::client_sim::{FakeProc, Published};
 use crate::client::{CallError, Client, ClientEvent, LostReason};
 use crate::ids::ProcessKey;
 use crate::rpc::{RequestId, RpcError};
@@ -95,6 +95,8 @@ struct Instance {
     key: Option<ProcessKey>,
     /// Every seq up to here was delivered or reported lost.
     cursor: u64,
+    /// The seq of the last `Output`, `Exited` or `Closed` (each seq once).
+    last_event: u64,
     exit_seen: bool,
     gapped: bool,
     delivered: Vec<u8>,
@@ -164,6 +166,7 @@ impl Expect {
                     start_call: id,
                     key: None,
                     cursor: 0,
+                    last_event: 0,
                     exit_seen: false,
                     gapped: false,
                     delivered: Vec::new(),
@@ -308,6 +311,13 @@ impl Expect {
             if let Some((id, _)) = self.calls.iter().find(|(_, c)| c.outcome.is_none()) {
                 return Err(format!("call {id} still pending after the disconnect"));
             }
+            let pending = self.must_fail.iter().chain(&self.must_keep);
+            if let Some(id) = pending.copied().find(|id| !closed(&self.calls[id])) {
+                return Err(format!(
+                    "call {id} pending at the disconnect was answered {:?}, not Closed",
+                    self.calls[&id].outcome
+                ));
+            }
             return Ok(());
         }
         for id in &self.must_fail {
@@ -389,6 +399,7 @@ impl Expect {
                     }
                 }
                 inst.cursor = seq.0;
+                inst.last_event = seq.0;
                 inst.delivered.extend_from_slice(&chunk);
                 Ok(())
             }
@@ -451,6 +462,12 @@ impl Expect {
                         inst.cursor
                     ));
                 }
+                if !tainted && seq <= inst.last_event {
+                    return Err(format!(
+                        "{process_id}: exit seq {seq} after an event at {}",
+                        inst.last_event
+                    ));
+                }
                 if !tainted {
                     let p = proc_of(inst, w)?;
                     let e = p
@@ -472,6 +489,7 @@ impl Expect {
                 }
                 inst.exit_seen = true;
                 inst.cursor = inst.cursor.max(seq);
+                inst.last_event = seq;
                 Ok(())
             }
             ClientEvent::Closed { process_id, seq } => {
@@ -486,7 +504,11 @@ impl Expect {
                 }
                 if !self.tainted {
                     let p = proc_of(inst, w)?;
-                    if p.closed_seq != Some(seq) || seq != inst.cursor + 1 || !inst.exit_seen {
+                    if p.closed_seq != Some(seq)
+                        || seq != inst.cursor + 1
+                        || seq <= inst.last_event
+                        || !inst.exit_seen
+                    {
                         return Err(format!(
                             "{process_id}: Closed at {seq} (cursor {}, exit seen {}), published at {:?}",
                             inst.cursor, inst.exit_seen, p.closed_seq

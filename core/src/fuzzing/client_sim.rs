@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::client_child::FakeProc;
 use super::client_expect::{CallKind, Expect, World};
+use super::client_hostile::{self, Material};
 use super::client_ops::{
     pool_id, Call, ChildAct, ClientConfigChoice, ClientOp, ClientOps, Hostile,
 };
 use crate::client::{Client, ClientConfig, ClientError, ClientEvent};
 use crate::ids::{ConnId, ProcessKey};
 use crate::protocol::{PathUri, StartParams, Stream};
-use crate::rpc::{self, Inbound};
 use crate::server::{Command, ExitStatus, Output, ProcessEvent, Server, ServerConfig};
 
 /// Longest operation sequence run (longer inputs are cut).
@@ -98,123 +99,6 @@ fn run(ops: &ClientOps, trace: bool) -> (Result<ClientStats, String>, Vec<String
     sim.stats.tainted = sim.expect.tainted;
     sim.stats.session_lost = sim.expect.lost_reason;
     (Ok(sim.stats), sim.trace.unwrap_or_default())
-}
-
-/// One fake child, and what the server published for it (seqs, retention), mirrored from the
-/// events the harness fed in. The server assigns a seq to each non-empty output chunk before
-/// the close, to the exit when it is reported (no sandbox here) and to the close once the exit
-/// is published and every output stream is at EOF.
-#[derive(Debug)]
-pub(crate) struct FakeProc {
-    pub(crate) pid: String,
-    pub(crate) tty: bool,
-    /// `Spawned` was reported.
-    pub(crate) spawned: bool,
-    /// `SpawnFailed` was reported.
-    pub(crate) failed: bool,
-    /// The server forgot the entry (`Release`, session expiry, spawn failure).
-    pub(crate) released: bool,
-    /// A kill, signal or stdin EOF that arrived while the spawn was held.
-    pending_finish: Option<ExitStatus>,
-    open: Vec<Stream>,
-    exited: bool,
-    /// Published events by seq.
-    pub(crate) events: BTreeMap<u64, Published>,
-    pub(crate) next_seq: u64,
-    pub(crate) exit_seq: Option<u64>,
-    pub(crate) closed_seq: Option<u64>,
-    /// Every output byte, in seq order.
-    pub(crate) produced: Vec<u8>,
-    /// The server's retention, mirrored: `(seq, len)` of retained chunks.
-    retained: VecDeque<(u64, usize)>,
-    retained_bytes: usize,
-    /// The highest evicted seq (0: none).
-    pub(crate) evicted_through: u64,
-    /// The write calls whose bytes reached stdin, in arrival order.
-    pub(crate) stdin_calls: Vec<i64>,
-}
-
-/// One event the server published for a process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Published {
-    Output(Stream, Vec<u8>),
-    Exited(i32),
-    Closed,
-}
-
-impl FakeProc {
-    fn new(pid: String, tty: bool) -> Self {
-        FakeProc {
-            pid,
-            tty,
-            spawned: false,
-            failed: false,
-            released: false,
-            pending_finish: None,
-            open: if tty {
-                vec![Stream::Pty]
-            } else {
-                vec![Stream::Stdout, Stream::Stderr]
-            },
-            exited: false,
-            events: BTreeMap::new(),
-            next_seq: 1,
-            exit_seq: None,
-            closed_seq: None,
-            produced: Vec::new(),
-            retained: VecDeque::new(),
-            retained_bytes: 0,
-            evicted_through: 0,
-            stdin_calls: Vec::new(),
-        }
-    }
-
-    /// Whether the server still holds the entry (starting, running or closed but retained).
-    pub(crate) fn held(&self) -> bool {
-        !self.released && !self.failed
-    }
-
-    fn live(&self) -> bool {
-        self.spawned && !self.released
-    }
-
-    fn take_seq(&mut self) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        seq
-    }
-
-    fn publish_output(&mut self, stream: Stream, bytes: &[u8], limits: (usize, usize)) {
-        let seq = self.take_seq();
-        self.events
-            .insert(seq, Published::Output(stream, bytes.to_vec()));
-        self.produced.extend_from_slice(bytes);
-        self.retained.push_back((seq, bytes.len()));
-        self.retained_bytes += bytes.len();
-        let (max_bytes, max_chunks) = limits;
-        while self.retained.len() > 1
-            && (self.retained_bytes > max_bytes || self.retained.len() > max_chunks)
-        {
-            let (old, len) = self.retained.pop_front().expect("non-empty");
-            self.retained_bytes -= len;
-            self.evicted_through = old;
-        }
-    }
-
-    fn publish_exit(&mut self, code: i32) {
-        let seq = self.take_seq();
-        self.exit_seq = Some(seq);
-        self.events.insert(seq, Published::Exited(code));
-        self.try_close();
-    }
-
-    fn try_close(&mut self) {
-        if self.exit_seq.is_some() && self.open.is_empty() && self.closed_seq.is_none() {
-            let seq = self.take_seq();
-            self.closed_seq = Some(seq);
-            self.events.insert(seq, Published::Closed);
-        }
-    }
 }
 
 /// The world: both machines, the network between them, the children and the checker.
@@ -996,73 +880,15 @@ impl Sim {
     // ----- hostile frames ----------------------------------------------------------------
 
     fn hostile(&mut self, h: &Hostile) -> Result<(), String> {
-        let (text, harmless) = match h {
-            Hostile::Garbage(bytes) => {
-                // Random bytes that happen to decode into a message are not garbage.
-                let harmless = matches!(
-                    rpc::decode(&bytes.0),
-                    Err(_) | Ok(Inbound::Request { .. })
-                );
-                (bytes.0.clone(), harmless)
-            }
-            Hostile::UnknownNotification => (
-                br#"{"method":"process/unknown","params":{"processId":"p0","seq":1}}"#.to_vec(),
-                true,
-            ),
-            Hostile::StrayResponse(n) => {
-                let id = (1i64 << 40) + i64::from(*n);
-                (format!(r#"{{"id":{id},"result":{{}}}}"#).into_bytes(), true)
-            }
-            Hostile::UntrackedNotification(n) => (
-                format!(
-                    r#"{{"method":"process/output","params":{{"processId":"zz{n}","seq":1,"stream":"stdout","chunk":"eA=="}}}}"#
-                )
-                .into_bytes(),
-                true,
-            ),
-            Hostile::Replay(n) => {
-                if self.history.is_empty() {
-                    return Ok(());
-                }
-                let i = self.history.len() - 1 - usize::from(*n) % self.history.len();
-                let (text, key) = self.history[i].clone();
-                let harmless = match key {
-                    None => true,
-                    Some(k) => self.expect.replay_is_duplicate(&self.procs[&k].pid, k),
-                };
-                (text.into_bytes(), harmless)
-            }
-            Hostile::Forged {
-                kind,
-                pid,
-                delta,
-                bytes,
-            } => {
-                let pid = pool_id(*pid);
-                let base = self.client.last_seq(&pid).map_or(0, |s| s.0);
-                let seq = base.saturating_add_signed(i64::from(*delta));
-                let chunk = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &bytes.0);
-                let text = match kind % 3 {
-                    0 => json!({"method": "process/output", "params": {"processId": pid, "seq": seq, "stream": "stdout", "chunk": chunk}}),
-                    1 => json!({"method": "process/exited", "params": {"processId": pid, "seq": seq, "exitCode": 7}}),
-                    _ => json!({"method": "process/closed", "params": {"processId": pid, "seq": seq}}),
-                };
-                (text.to_string().into_bytes(), false)
-            }
-            Hostile::ForgedResponse { back, kind, seq } => {
-                if self.sent_ids.is_empty() {
-                    return Ok(());
-                }
-                let id = self.sent_ids[self.sent_ids.len() - 1 - usize::from(*back) % self.sent_ids.len()];
-                let seq = u64::from(*seq);
-                let text = match kind % 4 {
-                    0 => json!({"id": id, "result": {"chunks": [{"seq": seq, "stream": "stdout", "chunk": "eA=="}], "nextSeq": seq + 1 + seq % 3, "exited": seq % 2 == 0, "exitCode": 0, "closed": seq % 4 == 0, "failure": null}}),
-                    1 => json!({"id": id, "error": {"code": -32600, "message": "unknown process id p1"}}),
-                    2 => json!({"id": id, "error": {"code": -32010, "message": "session is already attached to another connection"}}),
-                    _ => json!({"id": id, "result": {"sessionId": 5, "processId": []}}),
-                };
-                (text.to_string().into_bytes(), false)
-            }
+        let material = Material {
+            client: &self.client,
+            expect: &self.expect,
+            procs: &self.procs,
+            history: &self.history,
+            sent_ids: &self.sent_ids,
+        };
+        let Some((text, harmless)) = client_hostile::frame(h, &material) else {
+            return Ok(());
         };
         if !harmless {
             if !self.cfg.forgeries() {

@@ -9,7 +9,9 @@
 // Harness code: a panic here is the finding, so unwrap/expect/panic are the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod client_child;
 mod client_expect;
+mod client_hostile;
 mod client_ops;
 mod client_sim;
 mod model;
@@ -162,6 +164,11 @@ pub fn check_client_ops(ops: &ClientOps) -> ClientStats {
 /// finding: returns the finding (or the stats) and the log.
 pub fn trace_client_ops(data: &[u8]) -> (Result<ClientStats, String>, Vec<String>) {
     client_sim::trace(&ClientOps::from_bytes(data))
+}
+
+/// [`trace_client_ops`] for an already-built operation sequence.
+pub fn trace_ops(ops: &ClientOps) -> (Result<ClientStats, String>, Vec<String>) {
+    client_sim::trace(ops)
 }
 
 /// `path_uri`: parsing never panics, and a local path survives
