@@ -37,7 +37,7 @@ enum Cmd {
     Serve(ServeArgs),
     /// Run one command through a server and exit with its exit code.
     Run(run::RunArgs),
-    /// Measure latency and throughput of a server, and the local floor.
+    /// Measure latency, throughput and memory of a server, and the local floor.
     Bench(bench::BenchArgs),
 }
 

@@ -6,14 +6,16 @@
 //! - `floor`: the operations below done locally with `std::process` and pipes.
 //! - `rss`: the server's VmRSS/VmHWM (`/proc/<pid>/status`) at baseline, with `--sessions`
 //!   idle sessions open, and with `--processes` live `sleep 600` processes in one session
-//!   (terminated afterwards). Needs the server's pid: known for a local server and
+//!   (started and terminated with at most 32 requests in flight; terminated afterwards). Needs the server's pid: known for a local server and
 //!   `--server-cmd`, given by `--server-pid` with `--url`. Owned servers are restarted fresh
 //!   for each stage.
 //! - `spawn`: sequential `process/start` of `/bin/true` → response, and → `process/closed`.
 //! - `concurrent`: `--concurrent` starts of `/bin/true` sent back to back in one flush → every
 //!   `process/closed`: wall time and per-process latency.
 //! - `echo`: `process/write` of 5 bytes to `cat` → the `process/output` echoing them.
-//! - `throughput`: `--bytes` of stdout from `head -c N /dev/zero`, every byte and seq checked.
+//! - `throughput`: `--bytes` of stdout from `head -c N /dev/zero`, every byte and seq checked;
+//!   also the server's CPU time (user + system, `/proc/<pid>/stat`) per GiB when its pid is
+//!   known.
 //!
 //! Latencies report p50 and p95. `--json` prints one JSON object at the end instead of lines.
 
