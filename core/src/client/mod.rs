@@ -554,6 +554,11 @@ impl Client {
         let Some(call) = self.pending.remove(n) else {
             return;
         };
+        if call.unsure {
+            // Only a server that answers on the wrong connection gets here; the calls held
+            // behind the start go out all the same.
+            self.release_held(now);
+        }
         match call.kind {
             Kind::Initialize => self.on_initialize_response(now, result),
             Kind::FillRead { process_id } => self.on_fill_read(now, n, &process_id, result),

@@ -1151,6 +1151,33 @@ fn a_cut_off_start_without_its_tracker_fails_closed_at_the_resume() {
     );
 }
 
+/// Found by the `client_ops` fuzz target (forged frames): a start cut off by a disconnect
+/// that was then answered directly (a correct server answers on the connection the request
+/// came on, which is gone) left the calls held behind it unsent for ever.
+#[test]
+fn calls_held_behind_a_cut_off_start_go_out_when_it_is_answered_at_all() {
+    let (mut c, now) = hostile_target(true);
+    let start = c.start(now, start_params("q")).expect("open");
+    c.handle_disconnect(now);
+    let later = c.call(now, "process/list", Value::Null).expect("open");
+    c.handle_connected(now);
+    c.handle_message(
+        now,
+        br#"{"id":6,"result":{"sessionId":"00000000-0000-4000-8000-000000000000"}}"#,
+    );
+    let sent: Vec<String> = std::iter::from_fn(|| c.poll_transmit()).collect();
+    assert!(
+        !sent.iter().any(|f| f.contains(&format!(r#""id":{later}"#))),
+        "held"
+    );
+    c.handle_message(now, format!(r#"{{"id":{start},"result":{{}}}}"#).as_bytes());
+    let sent: Vec<String> = std::iter::from_fn(|| c.poll_transmit()).collect();
+    assert!(
+        sent.iter().any(|f| f.contains(&format!(r#""id":{later}"#))),
+        "released: {sent:?}"
+    );
+}
+
 #[test]
 fn garbage_from_the_server_never_panics() {
     for ready in [true, false] {
