@@ -6,9 +6,9 @@
 //! - `floor`: the operations below done locally with `std::process` and pipes.
 //! - `rss`: the server's VmRSS/VmHWM (`/proc/<pid>/status`) at baseline, with `--sessions`
 //!   idle sessions open, and with `--processes` live `sleep 600` processes in one session
-//!   (started and terminated with at most 32 requests in flight; terminated afterwards). Needs the server's pid: known for a local server and
-//!   `--server-cmd`, given by `--server-pid` with `--url`. Owned servers are restarted fresh
-//!   for each stage.
+//!   (started with at most 32 requests in flight, terminated afterwards). Needs the server's
+//!   pid: known for a local server and `--server-cmd`, given by `--server-pid` with `--url`.
+//!   Owned servers are restarted fresh for each stage.
 //! - `spawn`: sequential `process/start` of `/bin/true` → response, and → `process/closed`.
 //! - `concurrent`: `--concurrent` starts of `/bin/true` sent back to back in one flush → every
 //!   `process/closed`: wall time and per-process latency.
