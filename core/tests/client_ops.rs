@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 384,
+        cases: 256,
         ..ProptestConfig::default()
     })]
 

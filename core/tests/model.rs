@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 1024,
+        cases: 512,
         ..ProptestConfig::default()
     })]
 
