@@ -9,7 +9,7 @@ use std::time::Duration;
 const EXECD: &str = env!("CARGO_BIN_EXE_execd");
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs `cmd` to completion, failing the test after [`TIMEOUT`].
+/// Runs `cmd` to completion with stdin from /dev/null, failing the test after [`TIMEOUT`].
 fn output_within(mut cmd: Command) -> Output {
     let child = cmd
         .stdin(Stdio::null())
@@ -17,6 +17,11 @@ fn output_within(mut cmd: Command) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    wait_within(child)
+}
+
+/// Waits for `child`'s output, killing it and failing the test after [`TIMEOUT`].
+fn wait_within(child: Child) -> Output {
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -259,18 +264,7 @@ fn output_with_stdin(mut cmd: Command, input: Vec<u8>) -> Output {
     std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("command timed out");
-        }
-    }
+    wait_within(child)
 }
 
 fn seq_text(from: u32, to: u32) -> String {
