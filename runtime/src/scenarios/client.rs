@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use execd_core::protocol::{StartParams, Stream, WriteStatus};
-use execd_core::{PathUri, ServerConfig};
+use execd_core::PathUri;
 
 use super::proxy::CuttingProxy;
 use super::{sleep, timeout, within};
@@ -399,18 +399,9 @@ pub async fn local_and_remote_executors_give_the_same_results(rt: Arc<dyn Runtim
 /// Scenario.
 pub async fn dropping_a_local_executor_kills_its_processes(rt: Arc<dyn Runtime>) {
     let rt = &rt;
-    let local = within(
-        rt,
-        LocalExecutor::new(
-            rt.clone(),
-            ServerOptions {
-                core: ServerConfig::default(),
-                ..ServerOptions::default()
-            },
-        ),
-    )
-    .await
-    .expect("local");
+    let local = within(rt, LocalExecutor::new(rt.clone(), ServerOptions::default()))
+        .await
+        .expect("local");
     let p = within(
         rt,
         local.start(params(
