@@ -4,6 +4,7 @@ mod bytes;
 mod initialize;
 mod path_uri;
 mod process;
+mod request;
 mod sandbox;
 mod signal;
 mod stream;
@@ -16,6 +17,7 @@ pub use process::{
     ProcessInfo, ReadChunk, ReadParams, ReadResult, ResizeParams, SignalParams, StartParams,
     StartResult, TerminateResult, WriteParams, WriteResult, WriteStatus,
 };
+pub use request::{Method, Notification, Request};
 pub use sandbox::SandboxType;
 pub use signal::{signal_name, Signal, UnknownSignal};
 pub use stream::Stream;

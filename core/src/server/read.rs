@@ -1,10 +1,110 @@
-//! Long-poll `process/read` requests held until output, exit, close or their deadline.
+//! `process/read` (PROTOCOL.md §5.3): retained output after `afterSeq`, at once or as a long
+//! poll held until output, exit, close or its `waitMs` deadline (capped by
+//! [`ServerConfig::max_read_wait`](super::ServerConfig::max_read_wait)).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::outbound::{ok, Reply};
+use super::process::Phase;
+use super::timers::Timer;
+use super::{Server, SessionId};
 use crate::ids::{ConnId, ProcessKey, Seq};
-use crate::rpc::RequestId;
+use crate::protocol::ReadParams;
+use crate::rpc::{RequestId, RpcError};
+
+impl Server {
+    /// `process/read`: answered now when `waitMs` is 0 or something is ready, else held.
+    pub(super) fn read(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: &RequestId,
+        sid: SessionId,
+        params: ReadParams,
+    ) -> Reply {
+        let key = self.lookup(sid, &params.process_id)?;
+        let p = &self.processes[&key];
+        if p.phase == Phase::Starting {
+            return Err(RpcError::invalid_request(format!(
+                "process {} is starting",
+                params.process_id
+            )));
+        }
+        let after = Seq(params.after_seq.unwrap_or(0));
+        let wait_ms = params.wait_ms.unwrap_or(0);
+        if wait_ms == 0 || p.read_ready(after) {
+            return ok(&p.read(after, params.max_bytes));
+        }
+        let wait = Duration::from_millis(wait_ms).min(self.config.max_read_wait);
+        let deadline = now + wait;
+        let rid = self.reads.insert(PendingRead {
+            conn,
+            request: id.clone(),
+            key,
+            after,
+            max_bytes: params.max_bytes,
+            deadline,
+        });
+        self.timers.insert((deadline, Timer::ReadDeadline(rid)));
+        Ok(None)
+    }
+
+    /// Answers every long poll on `key` that now has something to return.
+    pub(super) fn wake_reads(&mut self, key: ProcessKey) {
+        for rid in self.reads.for_process(key) {
+            let ready = match (self.reads.get(rid), self.processes.get(&key)) {
+                (Some(read), Some(p)) => p.read_ready(read.after),
+                _ => false,
+            };
+            if ready {
+                self.take_and_answer(rid);
+            }
+        }
+    }
+
+    /// A long poll's deadline: it is answered with what there is (possibly nothing).
+    pub(super) fn on_read_deadline(&mut self, rid: ReadId) {
+        if let Some(read) = self.reads.remove(rid) {
+            self.answer_read(&read);
+        }
+    }
+
+    /// The connection of these long polls dropped: they are dropped unanswered.
+    pub(super) fn drop_reads_of(&mut self, conn: ConnId) {
+        for rid in self.reads.for_conn(conn) {
+            if let Some(read) = self.reads.remove(rid) {
+                self.timers
+                    .remove(&(read.deadline, Timer::ReadDeadline(rid)));
+            }
+        }
+    }
+
+    /// The process was forgotten: its long polls are answered with an error.
+    pub(super) fn answer_reads_of_forgotten(&mut self, key: ProcessKey) {
+        for rid in self.reads.for_process(key) {
+            self.take_and_answer(rid);
+        }
+    }
+
+    fn take_and_answer(&mut self, rid: ReadId) {
+        if let Some(read) = self.reads.remove(rid) {
+            self.timers
+                .remove(&(read.deadline, Timer::ReadDeadline(rid)));
+            self.answer_read(&read);
+        }
+    }
+
+    fn answer_read(&mut self, read: &PendingRead) {
+        let reply = match self.processes.get(&read.key) {
+            Some(p) => ok(&p.read(read.after, read.max_bytes)),
+            None => Err(RpcError::invalid_request(
+                "process was forgotten while the read waited",
+            )),
+        };
+        self.reply(read.conn, &read.request, reply);
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct ReadId(u64);

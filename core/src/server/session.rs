@@ -1,10 +1,19 @@
-//! Sessions: the unit that owns processes and survives a dropped connection.
+//! Sessions (PROTOCOL.md §6): the unit that owns processes and survives a dropped connection.
+//! A session detaches when its connection drops, is resumed by `initialize
+//! {resumeSessionId}` on another connection, and expires (its processes killed and forgotten)
+//! when it stays detached for the session TTL.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
 
+use rand_core::RngCore;
+
+use super::process::Process;
+use super::timers::Timer;
+use super::{Command, Output, Server};
 use crate::ids::{ConnId, ProcessKey};
+use crate::rpc::{ErrorCode, RpcError};
 
 /// A session id: a random UUID v4, the only capability guarding a detached session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -42,4 +51,99 @@ impl Session {
             processes: BTreeMap::new(),
         }
     }
+}
+
+impl Server {
+    /// A fresh session attached to `conn`, with an unpredictable id from the seeded generator.
+    pub(super) fn open_session(&mut self, conn: ConnId) -> SessionId {
+        let mut bytes = [0u8; 16];
+        self.rng.fill_bytes(&mut bytes);
+        let sid = SessionId(uuid::Builder::from_random_bytes(bytes).into_uuid());
+        self.sessions.insert(sid, Session::new(conn));
+        sid
+    }
+
+    /// Re-attaches the detached session `raw` to `conn`.
+    ///
+    /// Errors: `-32600 unknown session id` (unparsable, unknown, or its TTL ran out even if
+    /// the expiry timer has not fired yet: it expires now); `-32010` while another connection
+    /// holds it.
+    pub(super) fn resume_session(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        raw: &str,
+    ) -> Result<SessionId, RpcError> {
+        let unknown = || RpcError::invalid_request(format!("unknown session id {raw}"));
+        let sid = SessionId::parse(raw).ok_or_else(unknown)?;
+        let session = self.sessions.get(&sid).ok_or_else(unknown)?;
+        if session.conn.is_some() {
+            return Err(RpcError::new(
+                ErrorCode::SessionAttached,
+                format!("session {raw} is already attached to another connection"),
+            ));
+        }
+        if session.expires_at.is_some_and(|t| t <= now) {
+            self.expire_session(sid);
+            return Err(unknown());
+        }
+        let session = self.sessions.get_mut(&sid).ok_or_else(unknown)?;
+        session.conn = Some(conn);
+        if let Some(at) = session.expires_at.take() {
+            self.timers.remove(&(at, Timer::SessionExpiry(sid)));
+        }
+        Ok(sid)
+    }
+
+    /// `conn` dropped: when it holds session `sid`, the session detaches and its TTL starts.
+    pub(super) fn detach(&mut self, now: Instant, sid: SessionId, conn: ConnId) {
+        if let Some(session) = self.sessions.get_mut(&sid) {
+            if session.conn == Some(conn) {
+                let expires_at = now + self.config.session_ttl;
+                session.conn = None;
+                session.expires_at = Some(expires_at);
+                self.timers.insert((expires_at, Timer::SessionExpiry(sid)));
+            }
+        }
+    }
+
+    /// The expiry timer of `sid` fired: expire it if it is still detached and due.
+    pub(super) fn on_session_expiry(&mut self, now: Instant, sid: SessionId) {
+        let due = self
+            .sessions
+            .get(&sid)
+            .is_some_and(|s| s.conn.is_none() && s.expires_at.is_some_and(|t| t <= now));
+        if due {
+            self.expire_session(sid);
+        }
+    }
+
+    /// Kills and forgets every process of a detached session whose TTL ran out.
+    pub(super) fn expire_session(&mut self, sid: SessionId) {
+        let Some(session) = self.sessions.remove(&sid) else {
+            return;
+        };
+        for key in session.processes.into_values() {
+            if self.processes.get(&key).is_some_and(Process::group_alive) {
+                self.out.push_back(Output::Command(Command::Kill { key }));
+            }
+            self.forget(key, true);
+        }
+    }
+
+    /// The process `process_id` of session `sid`.
+    ///
+    /// Errors: `-32600 unknown process id <id>`.
+    pub(super) fn lookup(&self, sid: SessionId, process_id: &str) -> Result<ProcessKey, RpcError> {
+        self.sessions
+            .get(&sid)
+            .and_then(|s| s.processes.get(process_id))
+            .copied()
+            .ok_or_else(|| RpcError::invalid_request(format!("unknown process id {process_id}")))
+    }
+}
+
+/// The error for a request whose session vanished under it.
+pub(super) fn session_gone() -> RpcError {
+    RpcError::invalid_request("session is gone")
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::protocol::SandboxType;
+use crate::ids::{ConnId, ProcessKey};
+use crate::protocol::{SandboxType, Stream};
 
 struct Harness {
     server: Server,

@@ -1,0 +1,102 @@
+//! `process/start` (PROTOCOL.md §5.1): a process entry and an [`Command::Spawn`]; the request
+//! is answered when the runtime reports [`ProcessEvent::Spawned`](super::ProcessEvent) (the
+//! process id and sandbox type) or `SpawnFailed` (`-32603` with the OS error, and no entry).
+
+use super::outbound::Reply;
+use super::process::{Limits, Phase, Process};
+use super::session::session_gone;
+use super::{Command, Output, Server, SessionId, SpawnSpec};
+use crate::ids::{ConnId, ProcessKey};
+use crate::protocol::{StartParams, StartResult};
+use crate::rpc::{self, ErrorCode, RequestId, RpcError};
+
+impl Server {
+    /// `process/start`: validates, registers the process and asks for the spawn.
+    pub(super) fn start(
+        &mut self,
+        conn: ConnId,
+        id: &RequestId,
+        sid: SessionId,
+        params: StartParams,
+    ) -> Reply {
+        if params.argv.is_empty() {
+            return Err(RpcError::invalid_params("argv must not be empty"));
+        }
+        let cwd = params
+            .cwd
+            .to_host_path()
+            .map_err(|e| RpcError::invalid_params(format!("invalid cwd: {e}")))?;
+        let session = self.sessions.get_mut(&sid).ok_or_else(session_gone)?;
+        if session.processes.contains_key(&params.process_id) {
+            return Err(RpcError::invalid_request(format!(
+                "process {} already exists",
+                params.process_id
+            )));
+        }
+        self.next_key += 1;
+        let key = ProcessKey(self.next_key);
+        session.processes.insert(params.process_id.clone(), key);
+        let limits = Limits {
+            retained_bytes: self.config.retained_bytes,
+            retained_chunks: self.config.retained_chunks,
+            write_ids: self.config.write_id_window,
+        };
+        let sandbox = self.config.sandbox;
+        let process = Process::new(
+            sid,
+            params.process_id,
+            params.argv.clone(),
+            params.tty,
+            params.pipe_stdin,
+            sandbox,
+            (conn, id.clone()),
+            limits,
+        );
+        self.processes.insert(key, process);
+        let spec = SpawnSpec {
+            argv: params.argv,
+            arg0: params.arg0,
+            cwd,
+            env: params.env,
+            tty: params.tty,
+            pipe_stdin: params.pipe_stdin,
+            sandbox,
+        };
+        self.out
+            .push_back(Output::Command(Command::Spawn { key, spec }));
+        // Answered when the runtime reports Spawned or SpawnFailed.
+        Ok(None)
+    }
+
+    /// `ProcessEvent::Spawned`: the process runs; the start is answered.
+    pub(super) fn on_spawned(&mut self, key: ProcessKey, pid: u32) {
+        let Some(p) = self.processes.get_mut(&key) else {
+            return;
+        };
+        p.pid = Some(pid);
+        if p.phase == Phase::Starting {
+            p.phase = Phase::Running;
+        }
+        if let Some((conn, id)) = p.start_reply.take() {
+            let result = StartResult {
+                process_id: p.id.clone(),
+                sandbox_type: p.sandbox,
+            };
+            let text = rpc::encode_response(&id, &result);
+            self.transmit(conn, text);
+        }
+    }
+
+    /// `ProcessEvent::SpawnFailed`: the entry goes; the start is answered `-32603`.
+    pub(super) fn on_spawn_failed(&mut self, key: ProcessKey, error: String) {
+        let Some(p) = self.processes.get_mut(&key) else {
+            return;
+        };
+        let reply = p.start_reply.take();
+        self.forget(key, false);
+        if let Some((conn, id)) = reply {
+            let err = RpcError::new(ErrorCode::Internal, error);
+            self.transmit(conn, rpc::encode_error(&id, &err));
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! `process/write` and its `writeId` dedupe (PROTOCOL.md §5.4), and `process/closeStdin`
+//! (§5.8): a write id the process already accepted is answered `accepted` again without
+//! reaching the child, so a retry after a reconnect writes once.
+
+use super::outbound::{ok, Reply};
+use super::process::{Phase, Stdin};
+use super::session::session_gone;
+use super::{Command, Output, Server, SessionId};
+use crate::ids::ProcessKey;
+use crate::protocol::{ProcessIdParams, WriteParams, WriteResult, WriteStatus};
+use crate::rpc::RpcError;
+
+impl Server {
+    /// `process/write`: `{status}` is `accepted`, `starting`, `stdinClosed` or
+    /// `unknownProcess`; only a fresh accepted id queues a [`Command::WriteStdin`].
+    pub(super) fn write(&mut self, sid: SessionId, params: WriteParams) -> Reply {
+        if params.write_id.is_empty() {
+            return Err(RpcError::invalid_params("writeId must not be empty"));
+        }
+        let write_id = params.write_id;
+        let status = match self.lookup(sid, &params.process_id) {
+            Err(_) => WriteStatus::UnknownProcess,
+            Ok(key) => {
+                let p = self.processes.get_mut(&key).ok_or_else(session_gone)?;
+                if p.dedupe.contains(&write_id) {
+                    WriteStatus::Accepted
+                } else if p.phase == Phase::Starting {
+                    WriteStatus::Starting
+                } else if p.stdin != Stdin::Open {
+                    WriteStatus::StdinClosed
+                } else {
+                    p.dedupe.remember(write_id);
+                    let bytes = params.chunk.0;
+                    if !bytes.is_empty() {
+                        self.out
+                            .push_back(Output::Command(Command::WriteStdin { key, bytes }));
+                    }
+                    WriteStatus::Accepted
+                }
+            }
+        };
+        ok(&WriteResult { status })
+    }
+
+    /// ext `process/closeStdin`: `{}`; the first close queues a [`Command::CloseStdin`].
+    pub(super) fn close_stdin(&mut self, sid: SessionId, params: &ProcessIdParams) -> Reply {
+        let key = self.lookup(sid, &params.process_id)?;
+        let p = self.processes.get_mut(&key).ok_or_else(session_gone)?;
+        if p.stdin == Stdin::Open {
+            p.stdin = Stdin::Closed;
+            self.out
+                .push_back(Output::Command(Command::CloseStdin { key }));
+        }
+        ok(&serde_json::json!({}))
+    }
+
+    /// `ProcessEvent::StdinClosed`: the child closed its stdin; later writes are
+    /// `stdinClosed`.
+    pub(super) fn on_stdin_closed(&mut self, key: ProcessKey) {
+        if let Some(p) = self.processes.get_mut(&key) {
+            if p.stdin == Stdin::Open {
+                p.stdin = Stdin::Closed;
+            }
+        }
+    }
+}
