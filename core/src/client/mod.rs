@@ -1,155 +1,39 @@
 //! The client state machine: request ids and pending calls, session resume, write retries,
 //! per-process cursors with seq-ordered delivery and gap reporting.
+//!
+//! One file per rule; this one holds [`Client`], its public entry points and the call order:
+//! - `event`: [`ClientEvent`] and the error types;
+//! - `handshake`: `initialize` (fresh or `resumeSessionId`) and `initialized` (PROTOCOL.md
+//!   §4, §6);
+//! - `recovery`: backoff, the recovery window, giving up (§6.1);
+//! - `calls`: request ids, queued and in-flight calls, answers, the resent-write rule;
+//! - `resume`: after a resume, the recovery reads of tracked processes and the settlement of
+//!   starts cut off by the disconnect (§6.1);
+//! - `delivery`: notifications and read results delivered per process in seq order, gaps;
+//! - `pending`, `tracker`: the tables behind them.
 
+mod calls;
 mod config;
+mod delivery;
+mod event;
+mod handshake;
 mod pending;
+mod recovery;
+mod resume;
 mod tracker;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
-
 pub use config::ClientConfig;
+pub use event::{CallError, ClientError, ClientEvent, LostReason};
 
 use crate::ids::Seq;
-use crate::protocol::{
-    method, ClosedNotification, ExitedNotification, InitializeParams, InitializeResult,
-    OutputNotification, ReadParams, ReadResult, StartParams, Stream, WriteParams,
-};
-use crate::rpc::{self, ErrorCode, Inbound, RequestId, RpcError};
-use pending::{Call, Kind, Pending};
-use tracker::{Delivery, Tracker};
-
-/// Why a call could not be made at all.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// The client is closed for good: the connection dropped with recovery off, recovery gave
-    /// up, the session was lost, or [`Client::close`] was called.
-    #[error("the client is closed")]
-    Closed,
-    /// `initialize` and `initialized` belong to the client itself.
-    #[error("{0} is sent by the client itself")]
-    ReservedMethod(String),
-}
-
-/// How a call ended, when not with a result.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CallError {
-    /// The server answered with a JSON-RPC error.
-    #[error("server error: {0}")]
-    Rpc(RpcError),
-    /// The call's fate is unknown and it was not (or could not be) retried: the connection
-    /// dropped while it was in flight, or the client closed before it was sent. Never a
-    /// server's answer.
-    #[error("the connection closed before the call was answered")]
-    Closed,
-    /// The server's `result` could not be read as JSON (e.g. nested too deeply).
-    #[error("unreadable result: {0}")]
-    InvalidResult(String),
-}
-
-/// Why the session ended for this client; every pending call failed with
-/// [`CallError::Closed`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum LostReason {
-    /// The connection dropped (or could not be opened) and recovery is off.
-    Disconnected,
-    /// The recovery window ran out before a resume succeeded.
-    WindowExhausted,
-    /// The server refused `initialize` (e.g. `-32600 unknown session id` after the session
-    /// expired).
-    Rejected(RpcError),
-    /// The server broke the protocol during the handshake (an undecodable `initialize` result,
-    /// or a resume that returned another session id).
-    Protocol(String),
-    /// [`Client::close`] was called.
-    ClosedLocally,
-}
-
-/// Something for the user (or the runtime) of a [`Client`], from [`Client::poll_event`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum ClientEvent {
-    /// A session is ready: fresh (`resumed: false`) or resumed after a reconnect.
-    Connected {
-        /// The session id (a UUID from the server).
-        session_id: String,
-        /// Whether an earlier session was resumed.
-        resumed: bool,
-    },
-    /// The answer to call `id`.
-    Response {
-        /// The id [`Client::call`] returned.
-        id: RequestId,
-        /// The `result` object, or why there is none.
-        result: Result<serde_json::Value, CallError>,
-    },
-    /// An output chunk of a tracked process. Per process, `Output`, `Exited`, `Closed` and
-    /// `Gap` come in seq order, each seq once.
-    Output {
-        /// The process.
-        process_id: String,
-        /// The chunk's seq.
-        seq: Seq,
-        /// The stream it was read from.
-        stream: Stream,
-        /// The bytes.
-        chunk: Vec<u8>,
-    },
-    /// A tracked process exited (exactly once per process).
-    Exited {
-        /// The process.
-        process_id: String,
-        /// The event's seq (see [`Client`] for the one case where it is inferred).
-        seq: Seq,
-        /// The exit code; 128+n when signal n killed it.
-        exit_code: i32,
-        /// Whether the server classified the exit as a sandbox denial.
-        sandbox_denied: bool,
-    },
-    /// A tracked process closed: exited and every output stream at EOF. Always its last
-    /// event; the client stops tracking it.
-    Closed {
-        /// The process.
-        process_id: String,
-        /// The event's seq.
-        seq: Seq,
-    },
-    /// Output of a tracked process was evicted from the server's retention before this client
-    /// could read it: `lost_chunks` seqs before `first_retained_seq` will never be delivered.
-    Gap {
-        /// The process.
-        process_id: String,
-        /// How many chunks were lost.
-        lost_chunks: u64,
-        /// The seq after the lost range; the next event of the process has this seq or a later
-        /// one.
-        first_retained_seq: Seq,
-    },
-    /// The server no longer knows a tracked process (`unknown process id` on the recovery
-    /// read): it was forgotten after its close retention while this client was away, or a
-    /// `process/start` cut off by a disconnect never ran. Its remaining events are lost;
-    /// tracking stops.
-    ProcessLost {
-        /// The process.
-        process_id: String,
-    },
-    /// Runtime: open a new transport, then call [`Client::handle_connected`] or
-    /// [`Client::handle_connect_failed`].
-    Reconnect,
-    /// The session is gone for this client; every pending call failed with
-    /// [`CallError::Closed`] (their `Response` events come first) and every later call fails
-    /// with [`ClientError::Closed`]. The runtime drops the transport, if one is open.
-    SessionLost {
-        /// Why.
-        reason: LostReason,
-    },
-}
+use crate::protocol::{method, Method, Notification, StartParams, WriteParams};
+use crate::rpc::{self, Inbound, RequestId, RpcError};
+use pending::{Kind, Pending};
+use tracker::Tracker;
 
 /// The sans-IO client: the other end of [`crate::Server`], no I/O and no clock reads.
 ///
@@ -360,7 +244,7 @@ impl Client {
             Ok(Inbound::Response { id, result }) => self.handle_response(now, &id, Ok(result)),
             Ok(Inbound::Error { id, error }) => self.handle_response(now, &id, Err(error)),
             Ok(Inbound::Notification { method, params }) => {
-                self.handle_notification(now, &method, params);
+                self.handle_notification(now, Notification::decode(&method, params));
             }
             // The server sends no requests; undecodable frames have no one to answer.
             Ok(Inbound::Request { .. }) | Err(_) => {}
@@ -450,12 +334,13 @@ impl Client {
         if self.phase == Phase::Closed {
             return Err(ClientError::Closed);
         }
-        if matches!(method_name, method::INITIALIZE | method::INITIALIZED) {
+        let method = Method::from_name(method_name);
+        if method == Some(Method::Initialize) || method_name == method::INITIALIZED {
             return Err(ClientError::ReservedMethod(method_name.to_owned()));
         }
         let id = self.alloc_id();
         let text = rpc::encode_request(&RequestId::Int(id), method_name, &params);
-        let mut kind = Kind::user(method_name);
+        let mut kind = Kind::user(method);
         if let Kind::User { is_start, .. } = &mut kind {
             let pid = params.get("processId").and_then(|v| v.as_str());
             // Without a process id the server refuses it: nothing to track or to settle.
@@ -539,484 +424,6 @@ impl Client {
         match (self.retry_at, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
-    }
-
-    // ----- inbound -------------------------------------------------------------------------
-
-    fn handle_response(
-        &mut self,
-        now: Instant,
-        id: &RequestId,
-        result: Result<&RawValue, RpcError>,
-    ) {
-        let RequestId::Int(n) = *id else { return };
-        let Some(call) = self.pending.remove(n) else {
-            return;
-        };
-        if call.unsure {
-            // Only a server that answers on the wrong connection gets here; the calls held
-            // behind the start go out all the same.
-            self.release_held(now);
-        }
-        match call.kind {
-            Kind::Initialize => self.on_initialize_response(now, result),
-            Kind::FillRead { process_id } => self.on_fill_read(now, n, &process_id, result),
-            Kind::User {
-                is_start, is_write, ..
-            } => {
-                if is_start {
-                    self.on_start_response(n, result.is_ok());
-                }
-                let mut result: Result<serde_json::Value, CallError> = match result {
-                    Ok(raw) => serde_json::from_str(raw.get())
-                        .map_err(|e| CallError::InvalidResult(e.to_string())),
-                    Err(e) => Err(CallError::Rpc(e)),
-                };
-                // A resent write finds its process unknown: past the close retention of its
-                // first send, the first send may have been accepted before the process closed
-                // and was forgotten, so its fate is unknown.
-                let retention = self.config.close_retention;
-                if is_write
-                    && call.resent
-                    && call.sent_at.is_some_and(|at| now >= at + retention)
-                    && matches!(&result, Ok(v) if v["status"] == "unknownProcess")
-                {
-                    result = Err(CallError::Closed);
-                }
-                self.events.push_back(ClientEvent::Response {
-                    id: id.clone(),
-                    result,
-                });
-            }
-        }
-    }
-
-    fn on_initialize_response(&mut self, now: Instant, result: Result<&RawValue, RpcError>) {
-        let resuming = self.session_id.is_some();
-        let raw = match result {
-            Ok(raw) => raw,
-            Err(e)
-                if resuming
-                    && self.recovery.is_some()
-                    && ErrorCode::from_code(e.code) == Some(ErrorCode::SessionAttached) =>
-            {
-                // The server has not noticed the old transport drop yet: retry shortly.
-                self.phase = Phase::InitRetry;
-                self.schedule_retry(now);
-                return;
-            }
-            Err(e) => {
-                self.close_for_good(LostReason::Rejected(e));
-                return;
-            }
-        };
-        let init: InitializeResult = match serde_json::from_str(raw.get()) {
-            Ok(init) => init,
-            Err(e) => {
-                self.close_for_good(LostReason::Protocol(format!(
-                    "undecodable initialize result: {e}"
-                )));
-                return;
-            }
-        };
-        if let Some(old) = &self.session_id {
-            if *old != init.session_id {
-                self.close_for_good(LostReason::Protocol(format!(
-                    "resume of session {old} returned session {}",
-                    init.session_id
-                )));
-                return;
-            }
-        }
-        self.session_id = Some(init.session_id.clone());
-        self.recovery = None;
-        self.retry_at = None;
-        self.phase = Phase::Ready;
-        self.transmits.push_back(rpc::encode_notification(
-            method::INITIALIZED,
-            &serde_json::json!({}),
-        ));
-        self.events.push_back(ClientEvent::Connected {
-            session_id: init.session_id,
-            resumed: resuming,
-        });
-        // A start whose fate is unknown is settled by the read of its tracked process; one
-        // that lost its tracker (only a server that broke the ordering of start answers and
-        // notifications can cause that) can never be settled: its fate stays unknown.
-        let orphans: Vec<i64> = self
-            .pending
-            .unsure()
-            .filter(|&s| !self.trackers.values().any(|t| t.start_request == Some(s)))
-            .collect();
-        for start in orphans {
-            self.pending.remove(start);
-            self.fail(start);
-        }
-        // Resent writes and reads, then calls queued meanwhile, in the order they were made.
-        let frames = self.pending.take_unsent(now);
-        self.transmits.extend(frames);
-        if resuming {
-            let ids: Vec<String> = self.trackers.keys().cloned().collect();
-            for pid in ids {
-                self.fill(now, &pid);
-            }
-        }
-    }
-
-    fn on_start_response(&mut self, id: i64, ok: bool) {
-        let Some(pid) = self
-            .trackers
-            .iter()
-            .find(|(_, t)| t.start_request == Some(id))
-            .map(|(pid, _)| pid.clone())
-        else {
-            return;
-        };
-        if ok {
-            if let Some(t) = self.trackers.get_mut(&pid) {
-                t.start_request = None;
-            }
-        } else {
-            self.trackers.remove(&pid);
-        }
-    }
-
-    fn on_fill_read(
-        &mut self,
-        now: Instant,
-        id: i64,
-        process_id: &str,
-        result: Result<&RawValue, RpcError>,
-    ) {
-        let unsure = self.pending.first_unsure();
-        self.fill_read_result(now, id, process_id, result);
-        if unsure.is_some() {
-            self.release_held(now);
-        }
-    }
-
-    /// Calls held behind a start that was settled go out now (see [`Pending::first_unsure`]).
-    fn release_held(&mut self, now: Instant) {
-        if self.phase == Phase::Ready {
-            let frames = self.pending.take_unsent(now);
-            self.transmits.extend(frames);
-        }
-    }
-
-    fn fill_read_result(
-        &mut self,
-        now: Instant,
-        id: i64,
-        process_id: &str,
-        result: Result<&RawValue, RpcError>,
-    ) {
-        let mut out = Vec::new();
-        {
-            // A tracker made afresh for a reused process id is not this read's.
-            let Some(t) = self
-                .trackers
-                .get_mut(process_id)
-                .filter(|t| t.reading == Some(id))
-            else {
-                return;
-            };
-            // A start cut off by a disconnect, waiting for this read to learn whether it ran.
-            let unsure = t.start_request.filter(|&s| self.pending.is_unsure(s));
-            // The server refuses reads of a process still starting: it exists, so the start
-            // ran; its events follow as notifications.
-            let starting = matches!(&result, Err(e) if e.message.ends_with(" is starting"));
-            if let (Some(start), true) = (unsure, starting) {
-                t.start_request = None;
-                t.reading = None;
-                self.pending.remove(start);
-                self.events.push_back(ClientEvent::Response {
-                    id: RequestId::Int(start),
-                    result: Ok(serde_json::json!({ "processId": process_id })),
-                });
-                return;
-            }
-            match result.map(|raw| serde_json::from_str::<ReadResult>(raw.get())) {
-                Ok(Ok(read)) => {
-                    if let Some(start) = unsure {
-                        // It ran: answer the start as the server would have.
-                        t.start_request = None;
-                        self.pending.remove(start);
-                        self.events.push_back(ClientEvent::Response {
-                            id: RequestId::Int(start),
-                            result: Ok(serde_json::json!({ "processId": process_id })),
-                        });
-                    }
-                    t.on_read(read, &mut out);
-                }
-                Err(e)
-                    if ErrorCode::from_code(e.code) == Some(ErrorCode::InvalidRequest)
-                        && e.message.starts_with("unknown process id") =>
-                {
-                    if let Some(start) = unsure {
-                        t.reading = None;
-                        let retention = self.config.close_retention;
-                        let call = self.pending.get_mut(start);
-                        if let Some(call) =
-                            call.filter(|c| c.sent_at.is_some_and(|at| now < at + retention))
-                        {
-                            // It never ran (the server handled every frame of the old
-                            // connection before it let the session resume, and could not
-                            // have forgotten the process yet): send the same start again.
-                            call.unsure = false;
-                            call.sent = true;
-                            call.sent_at = Some(now);
-                            self.transmits.push_back(call.text.clone());
-                        } else {
-                            // It may have run, closed and been forgotten: its fate is unknown.
-                            self.pending.remove(start);
-                            self.trackers.remove(process_id);
-                            self.events.push_back(ClientEvent::Response {
-                                id: RequestId::Int(start),
-                                result: Err(CallError::Closed),
-                            });
-                        }
-                        return;
-                    }
-                    self.trackers.remove(process_id);
-                    self.events.push_back(ClientEvent::ProcessLost {
-                        process_id: process_id.to_owned(),
-                    });
-                    return;
-                }
-                Ok(Err(_)) | Err(_) => {
-                    if let Some(start) = unsure {
-                        t.start_request = None;
-                        self.pending.remove(start);
-                        self.events.push_back(ClientEvent::Response {
-                            id: RequestId::Int(start),
-                            result: Err(CallError::Closed),
-                        });
-                    }
-                    t.on_read_failed(&mut out);
-                }
-            }
-        }
-        self.emit(process_id, out);
-    }
-
-    fn handle_notification(&mut self, now: Instant, method_name: &str, params: Option<&RawValue>) {
-        let (process_id, event) = match method_name {
-            method::PROCESS_OUTPUT => match rpc::decode_params::<OutputNotification>(params) {
-                Ok(n) => (
-                    n.process_id,
-                    Delivery::Output {
-                        seq: n.seq,
-                        stream: n.stream,
-                        chunk: n.chunk.0,
-                    },
-                ),
-                Err(_) => return,
-            },
-            method::PROCESS_EXITED => match rpc::decode_params::<ExitedNotification>(params) {
-                Ok(n) => (
-                    n.process_id,
-                    Delivery::Exited {
-                        seq: n.seq,
-                        exit_code: n.exit_code,
-                        sandbox_denied: n.sandbox_denied,
-                    },
-                ),
-                Err(_) => return,
-            },
-            method::PROCESS_CLOSED => match rpc::decode_params::<ClosedNotification>(params) {
-                Ok(n) => (n.process_id, Delivery::Closed { seq: n.seq }),
-                Err(_) => return,
-            },
-            _ => return,
-        };
-        let Some(t) = self.trackers.get_mut(&process_id) else {
-            return;
-        };
-        if let Some(start) = t.start_request.filter(|&s| self.pending.is_unsure(s)) {
-            // A start cut off by a disconnect: its process exists, so it ran. (The recovery
-            // read would tell too, but the process may close, ending the tracking, first.)
-            t.start_request = None;
-            self.pending.remove(start);
-            self.events.push_back(ClientEvent::Response {
-                id: RequestId::Int(start),
-                result: Ok(serde_json::json!({ "processId": process_id })),
-            });
-            self.release_held(now);
-        }
-        let Some(t) = self.trackers.get_mut(&process_id) else {
-            return;
-        };
-        let mut out = Vec::new();
-        let gap = t.on_notification(event, &mut out);
-        let idle = t.reading.is_none();
-        self.emit(&process_id, out);
-        // Before a resume's `initialize` response the gap is read once the session is ready.
-        if gap && idle && self.phase == Phase::Ready {
-            self.fill(now, &process_id);
-        }
-    }
-
-    // ----- helpers -------------------------------------------------------------------------
-
-    /// Sends `process/read {afterSeq: last delivered}` for a tracked process, unless one is
-    /// in flight.
-    fn fill(&mut self, now: Instant, process_id: &str) {
-        let Some(t) = self.trackers.get(process_id) else {
-            return;
-        };
-        // A start not answered yet: the process has nothing to read (or is still starting).
-        // A start cut off by a disconnect is the exception: the read tells whether it ran.
-        let start_pending = t
-            .start_request
-            .is_some_and(|id| self.pending.contains(id) && !self.pending.is_unsure(id));
-        if t.reading.is_some() || start_pending {
-            return;
-        }
-        let params = ReadParams {
-            process_id: process_id.to_owned(),
-            after_seq: Some(t.delivered()),
-            max_bytes: None,
-            wait_ms: None,
-        };
-        let id = self.alloc_id();
-        if let Some(t) = self.trackers.get_mut(process_id) {
-            t.reading = Some(id);
-        }
-        let text = rpc::encode_request(&RequestId::Int(id), method::PROCESS_READ, &params);
-        let kind = Kind::FillRead {
-            process_id: process_id.to_owned(),
-        };
-        self.submit(now, id, kind, text);
-    }
-
-    /// Sends a call now when the session is ready (and, for a user call, no start made before
-    /// it waits to be settled), else queues it.
-    fn submit(&mut self, now: Instant, id: i64, kind: Kind, text: String) {
-        let held = matches!(kind, Kind::User { .. }) && self.pending.first_unsure().is_some();
-        let sent = self.phase == Phase::Ready && !held;
-        if sent {
-            self.transmits.push_back(text.clone());
-        }
-        self.pending.insert(
-            id,
-            Call {
-                kind,
-                text,
-                sent,
-                unsure: false,
-                sent_at: sent.then_some(now),
-                resent: false,
-            },
-        );
-    }
-
-    fn send_initialize(&mut self, now: Instant) {
-        let params = InitializeParams {
-            client_name: self.config.client_name.clone(),
-            resume_session_id: self.session_id.clone(),
-        };
-        let id = self.alloc_id();
-        let text = rpc::encode_request(&RequestId::Int(id), method::INITIALIZE, &params);
-        self.transmits.push_back(text.clone());
-        self.pending.insert(
-            id,
-            Call {
-                kind: Kind::Initialize,
-                text,
-                sent: true,
-                unsure: false,
-                sent_at: Some(now),
-                resent: false,
-            },
-        );
-        self.phase = Phase::Handshaking;
-    }
-
-    fn alloc_id(&mut self) -> i64 {
-        // i64::MAX calls would take centuries; saturating keeps the arithmetic total.
-        self.next_id = self.next_id.saturating_add(1);
-        self.next_id
-    }
-
-    fn start_recovery(&mut self, now: Instant) {
-        if self.recovery.is_none() {
-            self.recovery = Some(Recovery {
-                deadline: now + self.config.recovery_window,
-                backoff: self.config.backoff_initial,
-            });
-        }
-    }
-
-    /// Sets `retry_at` one backoff step from `now` and doubles the step.
-    fn schedule_retry(&mut self, now: Instant) {
-        let Some(r) = self.recovery.as_mut() else {
-            return;
-        };
-        self.retry_at = Some(now + r.backoff);
-        r.backoff = (r.backoff * 2).min(self.config.backoff_max);
-    }
-
-    fn fail(&mut self, id: i64) {
-        self.events.push_back(ClientEvent::Response {
-            id: RequestId::Int(id),
-            result: Err(CallError::Closed),
-        });
-    }
-
-    fn close_for_good(&mut self, reason: LostReason) {
-        self.phase = Phase::Closed;
-        self.recovery = None;
-        self.retry_at = None;
-        self.transmits.clear();
-        self.trackers.clear();
-        for id in self.pending.drain_user() {
-            self.fail(id);
-        }
-        self.events.push_back(ClientEvent::SessionLost { reason });
-    }
-
-    /// Turns a tracker's deliveries into events; stops tracking after `Closed`.
-    fn emit(&mut self, process_id: &str, out: Vec<Delivery>) {
-        for d in out {
-            let process_id = process_id.to_owned();
-            self.events.push_back(match d {
-                Delivery::Output { seq, stream, chunk } => ClientEvent::Output {
-                    process_id,
-                    seq: Seq(seq),
-                    stream,
-                    chunk,
-                },
-                Delivery::Exited {
-                    seq,
-                    exit_code,
-                    sandbox_denied,
-                } => ClientEvent::Exited {
-                    process_id,
-                    seq: Seq(seq),
-                    exit_code,
-                    sandbox_denied,
-                },
-                Delivery::Closed { seq } => ClientEvent::Closed {
-                    process_id,
-                    seq: Seq(seq),
-                },
-                Delivery::Gap {
-                    lost_chunks,
-                    first_retained_seq,
-                } => ClientEvent::Gap {
-                    process_id,
-                    lost_chunks,
-                    first_retained_seq: Seq(first_retained_seq),
-                },
-            });
-        }
-        if self
-            .trackers
-            .get(process_id)
-            .is_some_and(Tracker::is_closed)
-        {
-            self.trackers.remove(process_id);
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::protocol::method;
+use crate::protocol::Method;
 
 /// Why a call was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,11 +25,12 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    pub(crate) fn user(method_name: &str) -> Kind {
+    /// A user call of `method` (`None`: a method execd does not serve, sent as is).
+    pub(crate) fn user(method: Option<Method>) -> Kind {
         Kind::User {
-            is_start: method_name == method::PROCESS_START,
-            is_write: method_name == method::PROCESS_WRITE,
-            resendable: matches!(method_name, method::PROCESS_WRITE | method::PROCESS_READ),
+            is_start: method == Some(Method::ProcessStart),
+            is_write: method == Some(Method::ProcessWrite),
+            resendable: matches!(method, Some(Method::ProcessWrite | Method::ProcessRead)),
         }
     }
 }

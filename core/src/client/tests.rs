@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::ids::{ConnId, ProcessKey};
-use crate::protocol::PathUri;
+use crate::protocol::{PathUri, Stream};
 use crate::server::{Command, ExitStatus, Output, ProcessEvent, Server, ServerConfig};
 
 /// One fake child process.

@@ -172,12 +172,15 @@ impl Notification {
         let unknown = || Notification::Unknown(name.to_owned());
         match name {
             method::INITIALIZED => Notification::Initialized,
-            method::PROCESS_OUTPUT => rpc::decode_params(params)
-                .map_or_else(|_| unknown(), Notification::ProcessOutput),
-            method::PROCESS_EXITED => rpc::decode_params(params)
-                .map_or_else(|_| unknown(), Notification::ProcessExited),
-            method::PROCESS_CLOSED => rpc::decode_params(params)
-                .map_or_else(|_| unknown(), Notification::ProcessClosed),
+            method::PROCESS_OUTPUT => {
+                rpc::decode_params(params).map_or_else(|_| unknown(), Notification::ProcessOutput)
+            }
+            method::PROCESS_EXITED => {
+                rpc::decode_params(params).map_or_else(|_| unknown(), Notification::ProcessExited)
+            }
+            method::PROCESS_CLOSED => {
+                rpc::decode_params(params).map_or_else(|_| unknown(), Notification::ProcessClosed)
+            }
             _ => unknown(),
         }
     }

@@ -9,9 +9,7 @@ use super::outbound::output_frame;
 use super::timers::Timer;
 use super::{Command, ExitStatus, Output, Server};
 use crate::ids::ProcessKey;
-use crate::protocol::{
-    method, signal_name, ClosedNotification, ExitedNotification, Stream,
-};
+use crate::protocol::{method, signal_name, ClosedNotification, ExitedNotification, Stream};
 use crate::rpc;
 
 impl Server {

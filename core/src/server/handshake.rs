@@ -9,7 +9,9 @@ use serde_json::value::RawValue;
 use super::outbound::{ok, Reply};
 use super::{ConnPhase, Server, PROTOCOL_VERSION};
 use crate::ids::ConnId;
-use crate::protocol::{Capabilities, InitializeParams, InitializeResult, Method, Notification, Request};
+use crate::protocol::{
+    Capabilities, InitializeParams, InitializeResult, Method, Notification, Request,
+};
 use crate::rpc::{RequestId, RpcError};
 
 impl Server {

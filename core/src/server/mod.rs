@@ -317,7 +317,6 @@ impl Server {
     pub fn pending_read_count(&self) -> usize {
         self.reads.len()
     }
-
 }
 
 #[cfg(test)]
