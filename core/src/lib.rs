@@ -8,6 +8,8 @@
 //! The wire protocol is the JSON-RPC dialect of the Codex exec-server (see `docs/PROTOCOL.md`),
 //! with negotiated extensions.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod denial;
 #[cfg(feature = "fuzzing")]
@@ -16,6 +18,8 @@ pub mod ids;
 pub mod protocol;
 pub mod rpc;
 pub mod server;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod sim;
 
 pub use client::{CallError, Client, ClientConfig, ClientError, ClientEvent};
 pub use ids::{ConnId, ProcessKey, Seq};

@@ -2,267 +2,53 @@
 //! frames move between the two only when a test says so, a fake process table answers the
 //! server's commands, and time is a base `Instant` plus `advance`. No sleeps, no I/O.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::ids::{ConnId, ProcessKey};
-use crate::protocol::{PathUri, Stream};
-use crate::server::{Command, ExitStatus, Output, ProcessEvent, Server, ServerConfig};
+use crate::ids::ProcessKey;
+use crate::protocol::PathUri;
+use crate::server::{ExitStatus, ServerConfig};
+use crate::sim::Sim;
 
-/// One fake child process.
-#[derive(Debug, Default)]
-struct FakeProc {
-    /// Bytes that reached its stdin.
-    stdin: Vec<u8>,
-    /// Bytes it wrote, in order (echoes included).
-    produced: Vec<u8>,
-    exited: bool,
+/// A [`crate::sim::Sim`] whose client has `recovery` on or off, named "sim".
+fn sim(recovery: bool) -> Sim {
+    sim_with(recovery, ServerConfig::default())
 }
 
-struct Sim {
-    now: Instant,
-    server: Server,
-    client: Client,
-    /// The server connection the client's transport reaches, while it is up.
-    link: Option<ConnId>,
-    /// Server connections whose client side dropped but whose drop the server was not told.
-    stale: Vec<ConnId>,
-    /// Frames in flight, client to server and server to client (on `link`).
-    c2s: VecDeque<String>,
-    s2c: VecDeque<String>,
-    procs: BTreeMap<ProcessKey, FakeProc>,
-    /// Spawns the test releases itself (when `auto_spawn` is off).
-    held_spawns: Vec<ProcessKey>,
-    auto_spawn: bool,
-    /// Answer the client's `Reconnect` by connecting (or by failing when `false`).
-    connect_ok: bool,
-    /// Answer `Reconnect` at all during `pump` (off: the test connects by hand).
-    auto_connect: bool,
-    /// Every `initialize` frame the client sent.
-    initializes: usize,
-    events: Vec<ClientEvent>,
+fn sim_with(recovery: bool, server_config: ServerConfig) -> Sim {
+    let config = ClientConfig {
+        recovery,
+        client_name: "sim".to_owned(),
+        ..ClientConfig::default()
+    };
+    Sim::with(server_config, config)
 }
 
-impl Sim {
-    fn new(recovery: bool) -> Self {
-        Self::with(recovery, ServerConfig::default())
-    }
+/// A connected sim with a ready session.
+fn ready(recovery: bool) -> Sim {
+    let mut sim = sim(recovery);
+    sim.connect();
+    sim.drive();
+    assert!(sim.client.is_ready());
+    sim.events.clear();
+    sim
+}
 
-    fn with(recovery: bool, server_config: ServerConfig) -> Self {
-        let config = ClientConfig {
-            recovery,
-            client_name: "sim".to_owned(),
-            ..ClientConfig::default()
-        };
-        Sim {
-            now: Instant::now(),
-            server: Server::new(server_config, [9; 32]),
-            client: Client::new(config, [0xab; 16]),
-            link: None,
-            stale: Vec::new(),
-            c2s: VecDeque::new(),
-            s2c: VecDeque::new(),
-            procs: BTreeMap::new(),
-            held_spawns: Vec::new(),
-            auto_spawn: true,
-            connect_ok: true,
-            auto_connect: true,
-            initializes: 0,
-            events: Vec::new(),
-        }
-    }
+/// What these tests ask of the shared harness beyond driving it.
+trait ClientTestExt {
+    fn start(&mut self, pid: &str) -> ProcessKey;
+    fn take_response(&mut self, id: &RequestId) -> Result<Value, CallError>;
+    fn responses(&self, id: &RequestId) -> usize;
+    fn trail(&self, pid: &str) -> Vec<String>;
+    fn delivered_bytes(&self, pid: &str) -> Vec<u8>;
+    fn count(&self, f: impl Fn(&ClientEvent) -> bool) -> usize;
+}
 
-    /// A connected sim with a ready session.
-    fn ready(recovery: bool) -> Self {
-        let mut sim = Self::new(recovery);
-        sim.connect();
-        sim.settle();
-        assert!(sim.client.is_ready());
-        sim.events.clear();
-        sim
-    }
-
-    fn connect(&mut self) {
-        let conn = self.server.handle_connect(self.now);
-        self.link = Some(conn);
-        self.client.handle_connected(self.now);
-        self.pump();
-    }
-
-    /// Moves what each side produced into the network and the process table, and answers
-    /// `Reconnect` requests.
-    fn pump(&mut self) {
-        loop {
-            let mut moved = false;
-            while let Some(text) = self.client.poll_transmit() {
-                moved = true;
-                if text.contains(r#""method":"initialize""#) {
-                    self.initializes += 1;
-                }
-                if self.link.is_some() {
-                    self.c2s.push_back(text);
-                }
-            }
-            while let Some(ev) = self.client.poll_event() {
-                moved = true;
-                if ev == ClientEvent::Reconnect && self.auto_connect {
-                    if self.connect_ok {
-                        let conn = self.server.handle_connect(self.now);
-                        self.link = Some(conn);
-                        self.client.handle_connected(self.now);
-                    } else {
-                        self.client.handle_connect_failed(self.now);
-                    }
-                }
-                self.events.push(ev);
-            }
-            while let Some(out) = self.server.poll_output() {
-                moved = true;
-                match out {
-                    Output::Transmit { conn, text } => {
-                        if Some(conn) == self.link {
-                            self.s2c.push_back(text);
-                        }
-                    }
-                    Output::Close { conn } => {
-                        if Some(conn) == self.link {
-                            self.drop_link(true);
-                        } else {
-                            self.server.handle_disconnect(self.now, conn).ok();
-                        }
-                    }
-                    Output::Command(cmd) => self.command(cmd),
-                }
-            }
-            if !moved {
-                break;
-            }
-        }
-    }
-
-    fn command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Spawn { key, .. } => {
-                self.procs.insert(key, FakeProc::default());
-                if self.auto_spawn {
-                    self.server
-                        .handle_process(self.now, key, ProcessEvent::Spawned { pid: 100 });
-                } else {
-                    self.held_spawns.push(key);
-                }
-            }
-            Command::WriteStdin { key, bytes } => {
-                if let Some(p) = self.procs.get_mut(&key) {
-                    p.stdin.extend_from_slice(&bytes);
-                }
-                self.output(key, &bytes);
-            }
-            Command::Kill { key } => self.finish(key, ExitStatus::Signal(9)),
-            _ => {}
-        }
-    }
-
-    /// The child `key` writes `bytes` to stdout.
-    fn output(&mut self, key: ProcessKey, bytes: &[u8]) {
-        if let Some(p) = self.procs.get_mut(&key) {
-            p.produced.extend_from_slice(bytes);
-        }
-        let ev = ProcessEvent::Output {
-            stream: Stream::Stdout,
-            bytes: bytes.to_vec(),
-        };
-        self.server.handle_process(self.now, key, ev);
-    }
-
-    /// The child `key` exits and both pipes reach EOF.
-    fn finish(&mut self, key: ProcessKey, status: ExitStatus) {
-        match self.procs.get_mut(&key) {
-            Some(p) if !p.exited => p.exited = true,
-            _ => return,
-        }
-        self.server
-            .handle_process(self.now, key, ProcessEvent::Exited { status });
-        for stream in [Stream::Stdout, Stream::Stderr] {
-            self.server
-                .handle_process(self.now, key, ProcessEvent::Eof { stream });
-        }
-    }
-
-    fn release_spawns(&mut self) {
-        for key in std::mem::take(&mut self.held_spawns) {
-            self.server
-                .handle_process(self.now, key, ProcessEvent::Spawned { pid: 100 });
-        }
-        self.pump();
-    }
-
-    fn deliver_c2s(&mut self) -> bool {
-        let (Some(conn), Some(text)) = (self.link, self.c2s.pop_front()) else {
-            return false;
-        };
-        self.server
-            .handle_message(self.now, conn, text.as_bytes())
-            .expect("the link's server connection is open");
-        self.pump();
-        true
-    }
-
-    fn deliver_s2c(&mut self) -> bool {
-        let Some(text) = self.s2c.pop_front() else {
-            return false;
-        };
-        self.client.handle_message(self.now, text.as_bytes());
-        self.pump();
-        true
-    }
-
-    /// Delivers every frame in flight until both sides are quiet.
-    fn settle(&mut self) {
-        self.pump();
-        for _ in 0..10_000 {
-            if !self.deliver_c2s() && !self.deliver_s2c() {
-                return;
-            }
-        }
-        panic!("the sim did not settle");
-    }
-
-    /// The client's transport drops; frames in flight are lost. The server learns of it now
-    /// (`server_notices`) or at `notice_drops`.
-    fn drop_link(&mut self, server_notices: bool) {
-        let Some(conn) = self.link.take() else {
-            return;
-        };
-        self.c2s.clear();
-        self.s2c.clear();
-        if server_notices {
-            self.server
-                .handle_disconnect(self.now, conn)
-                .expect("open conn");
-        } else {
-            self.stale.push(conn);
-        }
-        self.client.handle_disconnect(self.now);
-    }
-
-    fn notice_drops(&mut self) {
-        for conn in std::mem::take(&mut self.stale) {
-            self.server.handle_disconnect(self.now, conn).ok();
-        }
-        self.pump();
-    }
-
-    fn advance(&mut self, d: Duration) {
-        self.now += d;
-        self.server.handle_timeout(self.now);
-        self.client.handle_timeout(self.now);
-        self.pump();
-    }
-
+impl ClientTestExt for Sim {
     /// Starts `pid` (pipeStdin) and returns its key once running.
     fn start(&mut self, pid: &str) -> ProcessKey {
         let before: Vec<ProcessKey> = self.procs.keys().copied().collect();
@@ -270,7 +56,7 @@ impl Sim {
             .client
             .start(self.now, start_params(pid))
             .expect("client open");
-        self.settle();
+        self.drive();
         let key = *self
             .procs
             .keys()
@@ -378,13 +164,13 @@ fn is_closed_error(r: &Result<Value, CallError>) -> bool {
 
 #[test]
 fn first_connect_opens_a_fresh_session() {
-    let mut sim = Sim::new(true);
+    let mut sim = sim(true);
     let queued = sim
         .client
         .call(sim.now, "process/list", Value::Null)
         .expect("open");
     sim.connect();
-    sim.settle();
+    sim.drive();
     let sid = sim.client.session_id().expect("session").to_owned();
     assert_eq!(
         sim.events[0],
@@ -401,7 +187,7 @@ fn first_connect_opens_a_fresh_session() {
 
 #[test]
 fn initialize_is_reserved() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     assert_eq!(
         sim.client.call(sim.now, "initialize", json!({})),
         Err(ClientError::ReservedMethod("initialize".to_owned()))
@@ -436,10 +222,10 @@ fn write_ids_are_unique_per_instance_and_per_write() {
 
 #[test]
 fn disconnect_mid_call_without_recovery_fails_pending_and_later_calls_with_closed() {
-    let mut sim = Sim::ready(false);
+    let mut sim = ready(false);
     sim.auto_spawn = false;
     let start = sim.client.start(sim.now, start_params("p")).expect("open");
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.responses(&start), 0, "start waits for the spawn");
     sim.drop_link(true);
     sim.pump();
@@ -464,7 +250,7 @@ fn disconnect_mid_call_without_recovery_fails_pending_and_later_calls_with_close
 
 #[test]
 fn disconnect_mid_write_without_recovery_fails_the_write_with_closed() {
-    let mut sim = Sim::ready(false);
+    let mut sim = ready(false);
     let key = sim.start("p");
     let write = sim.client.write(sim.now, "p", b"x".to_vec()).expect("open");
     sim.pump();
@@ -478,17 +264,17 @@ fn disconnect_mid_write_without_recovery_fails_the_write_with_closed() {
 
 #[test]
 fn disconnect_mid_stream_without_recovery_stops_delivery() {
-    let mut sim = Sim::ready(false);
+    let mut sim = ready(false);
     let key = sim.start("p");
     sim.output(key, b"a");
     sim.pump();
-    sim.settle();
+    sim.drive();
     sim.output(key, b"b");
     sim.pump();
     sim.drop_link(true);
     sim.output(key, b"c");
     sim.advance(Duration::from_secs(60));
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.trail("p"), ["o1:a"]);
     assert_eq!(
         sim.count(|e| matches!(e, ClientEvent::SessionLost { .. })),
@@ -509,9 +295,9 @@ fn start_for_a_tracked_id_is_refused_even_when_the_server_forgot_the_old_process
         closed_retention: Duration::from_secs(1),
         ..ServerConfig::default()
     };
-    let mut sim = Sim::with(false, config);
+    let mut sim = sim_with(false, config);
     sim.connect();
-    sim.settle();
+    sim.drive();
     let key = sim.start("p");
     sim.output(key, b"a");
     sim.finish(key, ExitStatus::Code(0));
@@ -525,7 +311,7 @@ fn start_for_a_tracked_id_is_refused_even_when_the_server_forgot_the_old_process
     );
 
     let again = sim.client.start(sim.now, start_params("p")).expect("open");
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.procs.len(), 1, "nothing was spawned");
     match sim.take_response(&again) {
         Err(CallError::Rpc(e)) => {
@@ -539,7 +325,7 @@ fn start_for_a_tracked_id_is_refused_even_when_the_server_forgot_the_old_process
     // Once the old process closed for the client, the id starts a new, tracked process.
     let key = sim.start("p");
     sim.output(key, b"b");
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.trail("p"), ["o1:a", "e2:0", "c3", "o1:b"]);
 }
 
@@ -547,7 +333,7 @@ fn start_for_a_tracked_id_is_refused_even_when_the_server_forgot_the_old_process
 
 #[test]
 fn disconnect_mid_call_with_recovery_fails_only_calls_that_cannot_be_resent() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     let key = sim.start("p");
     let terminate = sim
         .client
@@ -571,7 +357,7 @@ fn disconnect_mid_call_with_recovery_fails_only_calls_that_cannot_be_resent() {
         .client
         .call(sim.now, "process/list", Value::Null)
         .expect("calls queue while reconnecting");
-    sim.settle();
+    sim.drive();
     assert!(sim.events.contains(&ClientEvent::Reconnect));
     assert!(sim.events.contains(&ClientEvent::Connected {
         session_id: sim.client.session_id().expect("sid").to_owned(),
@@ -587,7 +373,7 @@ fn disconnect_mid_call_with_recovery_fails_only_calls_that_cannot_be_resent() {
 fn in_flight_write_is_resent_with_the_same_write_id_and_reaches_the_child_once() {
     // The write reached the server, its response was lost; and the write was lost itself.
     for reached in [true, false] {
-        let mut sim = Sim::ready(true);
+        let mut sim = ready(true);
         let key = sim.start("p");
         let write = sim.client.write(sim.now, "p", b"x".to_vec()).expect("open");
         sim.pump();
@@ -597,7 +383,7 @@ fn in_flight_write_is_resent_with_the_same_write_id_and_reaches_the_child_once()
         }
         sim.drop_link(true);
         let later = sim.client.write(sim.now, "p", b"y".to_vec()).expect("open");
-        sim.settle();
+        sim.drive();
         assert_eq!(sim.procs[&key].stdin, b"xy", "reached={reached}");
         assert_eq!(
             sim.take_response(&write).expect("resent"),
@@ -625,7 +411,7 @@ fn write_resent_after_its_process_may_have_been_forgotten_fails_closed() {
         closed_retention: retention,
         ..ServerConfig::default()
     };
-    let mut sim = Sim::with(true, config);
+    let mut sim = sim_with(true, config);
     sim.client = Client::new(
         ClientConfig {
             close_retention: retention,
@@ -634,7 +420,7 @@ fn write_resent_after_its_process_may_have_been_forgotten_fails_closed() {
         [0xab; 16],
     );
     sim.connect();
-    sim.settle();
+    sim.drive();
     let key = sim.start("p");
     let write = sim.client.write(sim.now, "p", b"x".to_vec()).expect("open");
     sim.pump();
@@ -646,14 +432,14 @@ fn write_resent_after_its_process_may_have_been_forgotten_fails_closed() {
     sim.advance(Duration::from_secs(2)); // the server forgets p
     sim.connect_ok = true;
     sim.advance(Duration::from_secs(2));
-    sim.settle();
+    sim.drive();
     assert!(sim.client.is_ready());
     assert_eq!(sim.procs[&key].stdin, b"x");
     assert!(is_closed_error(&sim.take_response(&write)));
 
     // A write that never reached a process is still answered `unknownProcess`.
     let write = sim.client.write(sim.now, "p", b"y".to_vec()).expect("open");
-    sim.settle();
+    sim.drive();
     assert_eq!(
         sim.take_response(&write),
         Ok(json!({"status": "unknownProcess"}))
@@ -662,32 +448,32 @@ fn write_resent_after_its_process_may_have_been_forgotten_fails_closed() {
 
 #[test]
 fn output_missed_while_disconnected_is_delivered_once_in_order() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     let key = sim.start("p");
     sim.output(key, b"a");
-    sim.settle();
+    sim.drive();
     // b is in flight when the link drops; c is produced while detached.
     sim.output(key, b"b");
     sim.pump();
     sim.drop_link(true);
     sim.output(key, b"c");
-    sim.settle();
+    sim.drive();
     sim.output(key, b"d");
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.trail("p"), ["o1:a", "o2:b", "o3:c", "o4:d"]);
     assert_eq!(sim.client.last_seq("p"), Some(Seq(4)));
 }
 
 #[test]
 fn exit_and_close_missed_while_disconnected_are_delivered_once() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     let key = sim.start("p");
     sim.output(key, b"a");
-    sim.settle();
+    sim.drive();
     sim.drop_link(true);
     sim.output(key, b"b");
     sim.finish(key, ExitStatus::Code(3));
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.trail("p"), ["o1:a", "o2:b", "e3:3", "c4"]);
     assert_eq!(
         sim.client.last_seq("p"),
@@ -705,12 +491,12 @@ fn exit_and_close_missed_while_disconnected_are_delivered_once() {
 
 #[test]
 fn resume_racing_the_old_attachment_retries_after_session_attached() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     let key = sim.start("p");
     let t0 = sim.now;
     sim.drop_link(false);
     sim.output(key, b"a");
-    sim.settle();
+    sim.drive();
     // The server still thinks the old connection owns the session: -32010.
     assert_eq!(sim.initializes, 2);
     assert!(!sim.client.is_ready());
@@ -719,7 +505,7 @@ fn resume_racing_the_old_attachment_retries_after_session_attached() {
         Some(t0 + Duration::from_millis(50))
     );
     sim.advance(Duration::from_millis(50));
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.initializes, 3);
     assert_eq!(
         sim.client.poll_timeout(),
@@ -727,7 +513,7 @@ fn resume_racing_the_old_attachment_retries_after_session_attached() {
     );
     sim.notice_drops();
     sim.advance(Duration::from_millis(100));
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.initializes, 4);
     assert!(sim.client.is_ready());
     assert_eq!(
@@ -739,10 +525,10 @@ fn resume_racing_the_old_attachment_retries_after_session_attached() {
 
 #[test]
 fn notifications_before_the_initialize_response_are_delivered_in_order() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     let key = sim.start("p");
     sim.output(key, b"a");
-    sim.settle();
+    sim.drive();
     sim.drop_link(true);
     sim.output(key, b"b");
     // Open the new transport by hand and let the server answer `initialize`.
@@ -759,7 +545,7 @@ fn notifications_before_the_initialize_response_are_delivered_in_order() {
     assert!(sim.deliver_s2c(), "output c before the response");
     assert_eq!(sim.trail("p"), ["o1:a"], "c waits for the missing b");
     sim.s2c.push_back(response);
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.trail("p"), ["o1:a", "o2:b", "o3:c"]);
 
     // Without a gap a notification ahead of the response is delivered at once.
@@ -774,7 +560,7 @@ fn notifications_before_the_initialize_response_are_delivered_in_order() {
     assert_eq!(sim.trail("p").last().map(String::as_str), Some("o4:d"));
     assert!(!sim.client.is_ready());
     sim.s2c.push_back(response);
-    sim.settle();
+    sim.drive();
     assert!(sim.client.is_ready());
     assert_eq!(sim.trail("p"), ["o1:a", "o2:b", "o3:c", "o4:d"]);
 }
@@ -785,18 +571,18 @@ fn evicted_output_is_reported_as_a_gap() {
         retained_chunks: 2,
         ..ServerConfig::default()
     };
-    let mut sim = Sim::with(true, config);
+    let mut sim = sim_with(true, config);
     sim.connect();
-    sim.settle();
+    sim.drive();
     let key = sim.start("p");
     sim.output(key, b"a");
-    sim.settle();
+    sim.drive();
     sim.drop_link(true);
     for b in [b"b", b"c", b"d", b"e"] {
         sim.output(key, b);
     }
     sim.finish(key, ExitStatus::Code(0));
-    sim.settle();
+    sim.drive();
     assert_eq!(
         sim.trail("p"),
         ["o1:a", "gap2<4", "o4:d", "o5:e", "e6:0", "c7"]
@@ -805,14 +591,14 @@ fn evicted_output_is_reported_as_a_gap() {
 
 #[test]
 fn start_that_ran_before_a_disconnect_is_answered_by_the_recovery_read() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     sim.auto_spawn = false;
     let start = sim.client.start(sim.now, start_params("p")).expect("open");
-    sim.settle();
+    sim.drive();
     sim.drop_link(true);
     sim.pump();
     assert_eq!(sim.responses(&start), 0, "not failed: the read will tell");
-    sim.settle();
+    sim.drive();
     assert!(sim.client.is_ready());
     assert_eq!(
         sim.take_response(&start),
@@ -823,19 +609,19 @@ fn start_that_ran_before_a_disconnect_is_answered_by_the_recovery_read() {
     assert_eq!(sim.procs.len(), 1, "started once");
     let key = *sim.procs.keys().next().expect("spawned");
     sim.output(key, b"x");
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.trail("p"), ["o1:x"]);
 }
 
 #[test]
 fn start_lost_in_flight_is_sent_again_once_the_read_shows_it_never_ran() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     let start = sim.client.start(sim.now, start_params("p")).expect("open");
     sim.pump();
     sim.drop_link(true); // the request never reached the server
     sim.pump();
     assert_eq!(sim.responses(&start), 0);
-    sim.settle();
+    sim.drive();
     assert_eq!(
         sim.take_response(&start),
         Ok(json!({"processId": "p", "sandboxType": "none"})),
@@ -845,7 +631,7 @@ fn start_lost_in_flight_is_sent_again_once_the_read_shows_it_never_ran() {
     let key = *sim.procs.keys().next().expect("spawned");
     sim.output(key, b"x");
     sim.finish(key, ExitStatus::Code(0));
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.trail("p"), ["o1:x", "e2:0", "c3"]);
 }
 
@@ -861,7 +647,7 @@ fn start_cut_off_is_not_sent_again_once_its_process_may_have_been_forgotten() {
         closed_retention: retention,
         ..ServerConfig::default()
     };
-    let mut sim = Sim::with(true, config);
+    let mut sim = sim_with(true, config);
     sim.client = Client::new(
         ClientConfig {
             close_retention: retention,
@@ -870,7 +656,7 @@ fn start_cut_off_is_not_sent_again_once_its_process_may_have_been_forgotten() {
         [0xab; 16],
     );
     sim.connect();
-    sim.settle();
+    sim.drive();
     let start = sim.client.start(sim.now, start_params("p")).expect("open");
     sim.pump();
     assert!(sim.deliver_c2s(), "the start runs");
@@ -883,7 +669,7 @@ fn start_cut_off_is_not_sent_again_once_its_process_may_have_been_forgotten() {
     assert_eq!(sim.server.process_count(), 0);
     sim.connect_ok = true;
     sim.advance(Duration::from_secs(2));
-    sim.settle();
+    sim.drive();
     assert!(sim.client.is_ready());
     assert_eq!(sim.procs.len(), 1, "started once");
     assert!(is_closed_error(&sim.take_response(&start)));
@@ -893,7 +679,7 @@ fn start_cut_off_is_not_sent_again_once_its_process_may_have_been_forgotten() {
     let start = sim.client.start(sim.now, start_params("q")).expect("open");
     sim.pump();
     sim.drop_link(true);
-    sim.settle();
+    sim.drive();
     assert_eq!(
         sim.take_response(&start),
         Ok(json!({"processId": "q", "sandboxType": "none"}))
@@ -907,7 +693,7 @@ fn start_cut_off_is_not_sent_again_once_its_process_may_have_been_forgotten() {
 /// the start was never answered. A notification of the process settles the start: it ran.
 #[test]
 fn start_cut_off_is_settled_when_its_process_closes_before_the_recovery_read() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     let start = sim.client.start(sim.now, start_params("p")).expect("open");
     sim.pump();
     assert!(sim.deliver_c2s(), "the start runs");
@@ -918,7 +704,7 @@ fn start_cut_off_is_settled_when_its_process_closes_before_the_recovery_read() {
     assert!(sim.deliver_s2c(), "resumed: the recovery read is sent");
     sim.finish(key, ExitStatus::Code(0));
     sim.pump();
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.take_response(&start), Ok(json!({"processId": "p"})));
     assert_eq!(sim.client.pending_count(), 0);
     assert_eq!(sim.trail("p"), ["e1:0", "c2"]);
@@ -930,7 +716,7 @@ fn start_cut_off_is_settled_when_its_process_closes_before_the_recovery_read() {
 /// no process (`unknownProcess`). Calls made after an unsettled start now wait for it.
 #[test]
 fn calls_made_after_a_cut_off_start_wait_until_it_is_settled() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     let start = sim.client.start(sim.now, start_params("p")).expect("open");
     sim.pump();
     sim.drop_link(true); // the start never reached the server
@@ -939,7 +725,7 @@ fn calls_made_after_a_cut_off_start_wait_until_it_is_settled() {
         .client
         .call(sim.now, "process/list", Value::Null)
         .expect("open");
-    sim.settle();
+    sim.drive();
     assert_eq!(
         sim.take_response(&start),
         Ok(json!({"processId": "p", "sandboxType": "none"}))
@@ -953,7 +739,7 @@ fn calls_made_after_a_cut_off_start_wait_until_it_is_settled() {
 
 #[test]
 fn start_cut_off_fails_closed_when_the_session_is_lost() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     sim.connect_ok = false;
     let start = sim.client.start(sim.now, start_params("p")).expect("open");
     sim.pump();
@@ -969,9 +755,9 @@ fn a_process_forgotten_while_away_is_reported_lost() {
         closed_retention: Duration::from_secs(1),
         ..ServerConfig::default()
     };
-    let mut sim = Sim::with(true, config);
+    let mut sim = sim_with(true, config);
     sim.connect();
-    sim.settle();
+    sim.drive();
     let key = sim.start("p");
     sim.connect_ok = false;
     sim.drop_link(true);
@@ -980,7 +766,7 @@ fn a_process_forgotten_while_away_is_reported_lost() {
     sim.advance(Duration::from_secs(2));
     sim.connect_ok = true;
     sim.advance(Duration::from_secs(2));
-    sim.settle();
+    sim.drive();
     assert!(sim.client.is_ready());
     assert_eq!(sim.trail("p"), ["lost"]);
     assert_eq!(sim.client.last_seq("p"), None);
@@ -988,7 +774,7 @@ fn a_process_forgotten_while_away_is_reported_lost() {
 
 #[test]
 fn recovery_backs_off_and_gives_up_after_the_window() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     sim.start("p");
     let write = sim.client.write(sim.now, "p", b"x".to_vec()).expect("open");
     sim.pump();
@@ -1034,16 +820,16 @@ fn an_expired_session_is_lost_on_resume() {
         session_ttl: Duration::from_secs(1),
         ..ServerConfig::default()
     };
-    let mut sim = Sim::with(true, config);
+    let mut sim = sim_with(true, config);
     sim.connect();
-    sim.settle();
+    sim.drive();
     sim.connect_ok = false;
     sim.drop_link(true);
     sim.pump();
     sim.advance(Duration::from_secs(2));
     sim.connect_ok = true;
     sim.advance(Duration::from_secs(2));
-    sim.settle();
+    sim.drive();
     assert!(sim.client.is_closed());
     assert!(matches!(
         sim.events.last(),
@@ -1055,14 +841,14 @@ fn an_expired_session_is_lost_on_resume() {
 
 #[test]
 fn gap_in_live_notifications_is_filled_by_a_read() {
-    let mut sim = Sim::ready(true);
+    let mut sim = ready(true);
     let key = sim.start("p");
     sim.output(key, b"a");
     sim.output(key, b"b");
     sim.pump();
     // Lose the first notification only (as if a server skipped it).
     sim.s2c.pop_front();
-    sim.settle();
+    sim.drive();
     assert_eq!(sim.trail("p"), ["o1:a", "o2:b"]);
 }
 
@@ -1276,7 +1062,7 @@ proptest! {
     fn delivered_output_equals_produced_output_and_writes_arrive_once(
         ops in proptest::collection::vec(op(), 1..60),
     ) {
-        let mut sim = Sim::ready(true);
+        let mut sim = ready(true);
         let key = sim.start("p");
         let mut n_out = 0;
         let mut writes = Vec::new();
@@ -1310,13 +1096,13 @@ proptest! {
                 }
                 Op::NoticeDrops => sim.notice_drops(),
                 Op::Advance(ms) => sim.advance(Duration::from_millis(u64::from(ms))),
-                Op::Settle => sim.settle(),
+                Op::Settle => sim.drive(),
             }
         }
         // Heal: the server notices every drop; let recovery finish.
         sim.notice_drops();
         for _ in 0..100 {
-            sim.settle();
+            sim.drive();
             if sim.client.is_ready() && sim.client.pending_count() == 0 {
                 break;
             }
@@ -1328,7 +1114,7 @@ proptest! {
         }
         prop_assert!(sim.client.is_ready(), "recovered: {:?}", sim.events);
         sim.finish(key, ExitStatus::Code(0));
-        sim.settle();
+        sim.drive();
 
         let produced = String::from_utf8_lossy(&sim.procs[&key].produced).into_owned();
         let delivered = String::from_utf8_lossy(&sim.delivered_bytes("p")).into_owned();

@@ -1,20 +1,32 @@
 //! Simulated-clock tests of the server machine: fake clients, a fake process table, exact
 //! output assertions. No sleeps, no I/O.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::*;
 use crate::ids::{ConnId, ProcessKey};
 use crate::protocol::{SandboxType, Stream};
+use crate::sim::Sim;
 
+/// The shared [`Sim`] with raw connections only: the test speaks JSON-RPC itself and answers
+/// the server's commands by hand (`answer_commands` off; they are recorded).
 struct Harness {
-    server: Server,
-    now: Instant,
-    frames: Vec<(ConnId, Value)>,
-    commands: Vec<Command>,
-    closed: Vec<ConnId>,
+    sim: Sim,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Sim;
+    fn deref(&self) -> &Sim {
+        &self.sim
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Sim {
+        &mut self.sim
+    }
 }
 
 impl Harness {
@@ -23,36 +35,25 @@ impl Harness {
     }
 
     fn with_config(config: ServerConfig) -> Self {
-        Harness {
-            server: Server::new(config, [42; 32]),
-            now: Instant::now(),
-            frames: Vec::new(),
-            commands: Vec::new(),
-            closed: Vec::new(),
-        }
+        let mut sim = Sim::with(config, crate::client::ClientConfig::default());
+        sim.answer_commands = false;
+        Harness { sim }
     }
 
+    /// Every frame the server sent so far must be valid JSON.
     fn drain(&mut self) {
-        while let Some(out) = self.server.poll_output() {
-            match out {
-                Output::Transmit { conn, text } => {
-                    let v: Value = serde_json::from_str(&text).expect("server sends valid JSON");
-                    self.frames.push((conn, v));
-                }
-                Output::Close { conn } => self.closed.push(conn),
-                Output::Command(c) => self.commands.push(c),
-            }
+        self.sim.pump();
+        for (_, text) in &self.sim.frames {
+            let _: Value = serde_json::from_str(text).expect("server sends valid JSON");
         }
     }
 
     fn connect(&mut self) -> ConnId {
-        self.server.handle_connect(self.now)
+        self.sim.connect_raw()
     }
 
     fn send_raw(&mut self, conn: ConnId, text: &str) {
-        self.server
-            .handle_message(self.now, conn, text.as_bytes())
-            .expect("open conn");
+        self.sim.send_raw(conn, text.as_bytes());
         self.drain();
     }
 
@@ -82,9 +83,11 @@ impl Harness {
     }
 
     fn take(&mut self, conn: ConnId) -> Vec<Value> {
-        let (mine, rest): (Vec<_>, Vec<_>) = self.frames.drain(..).partition(|(c, _)| *c == conn);
-        self.frames = rest;
-        mine.into_iter().map(|(_, v)| v).collect()
+        self.sim
+            .take_frames(conn)
+            .iter()
+            .map(|text| serde_json::from_str(text).expect("server sends valid JSON"))
+            .collect()
     }
 
     /// The key of the single spawn the last input asked for.
@@ -95,25 +98,20 @@ impl Harness {
         }
     }
 
-    fn take_commands(&mut self) -> Vec<Command> {
-        std::mem::take(&mut self.commands)
-    }
-
     fn advance(&mut self, d: Duration) {
-        self.now += d;
-        self.server.handle_timeout(self.now);
+        self.sim.now += d;
+        let now = self.sim.now;
+        self.sim.server.handle_timeout(now);
         self.drain();
     }
 
     fn event(&mut self, key: ProcessKey, event: ProcessEvent) {
-        self.server.handle_process(self.now, key, event);
+        self.sim.event(key, event);
         self.drain();
     }
 
     fn disconnect(&mut self, conn: ConnId) {
-        self.server
-            .handle_disconnect(self.now, conn)
-            .expect("open conn");
+        self.sim.disconnect_raw(conn);
         self.drain();
     }
 
@@ -1412,12 +1410,13 @@ fn unknown_conn_is_a_caller_error() {
     let mut h = Harness::new();
     let conn = h.connect();
     h.disconnect(conn);
+    let now = h.now;
     assert_eq!(
-        h.server.handle_message(h.now, conn, b"{}"),
+        h.server.handle_message(now, conn, b"{}"),
         Err(ServerError::UnknownConn(conn))
     );
     assert_eq!(
-        h.server.handle_disconnect(h.now, conn),
+        h.server.handle_disconnect(now, conn),
         Err(ServerError::UnknownConn(conn))
     );
 }
