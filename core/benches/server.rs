@@ -13,12 +13,12 @@
 //! `docs/BENCHMARKS.md`.
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::Bencher;
 use execd_core::protocol::Stream;
-use execd_core::{Command, ConnId, Output, ProcessEvent, ProcessKey, Server, ServerConfig};
+use execd_core::sim::Sim;
+use execd_core::{Command, ConnId, ProcessEvent, ProcessKey};
 
 fn main() {
     // MiB/s, as in docs/BENCHMARKS.md.
@@ -27,43 +27,42 @@ fn main() {
         .main();
 }
 
-/// A server with one ready session (`conn`) and one running process `p` (`key`).
+/// The core's simulation harness with one raw connection (`conn`) holding a ready session
+/// and one running process `p` (`key`). Commands are neither recorded nor answered, so the
+/// loop measures the server alone.
 struct Fixture {
-    server: Server,
+    sim: Sim,
     conn: ConnId,
     key: ProcessKey,
-    now: Instant,
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        let mut server = Server::new(ServerConfig::default(), [7; 32]);
-        let now = Instant::now();
-        let conn = server.handle_connect(now);
+        let mut sim = Sim::new();
+        sim.answer_commands = false;
+        let conn = sim.connect_raw();
         let setup: [&[u8]; 3] = [
             br#"{"id":1,"method":"initialize","params":{"clientName":"bench"}}"#,
             br#"{"method":"initialized","params":{}}"#,
             br#"{"id":2,"method":"process/start","params":{"processId":"p","argv":["cat"],"cwd":"file:///tmp","pipeStdin":true}}"#,
         ];
-        let mut key = None;
         for frame in setup {
-            server
-                .handle_message(now, conn, frame)
-                .expect("the connection is open");
-            while let Some(out) = server.poll_output() {
-                if let Output::Command(Command::Spawn { key: k, .. }) = out {
-                    key = Some(k);
-                }
-            }
+            sim.send_raw(conn, frame);
         }
-        let key = key.expect("process/start asks for a spawn");
-        server.handle_process(now, key, ProcessEvent::Spawned { pid: 4242 });
-        let mut fixture = Fixture {
-            server,
-            conn,
-            key,
-            now,
-        };
+        let key = sim
+            .take_commands()
+            .into_iter()
+            .find_map(|c| match c {
+                Command::Spawn { key, .. } => Some(key),
+                _ => None,
+            })
+            .expect("process/start asks for a spawn");
+        sim.record_commands = false;
+        sim.frames.clear();
+        let now = sim.now;
+        sim.server
+            .handle_process(now, key, ProcessEvent::Spawned { pid: 4242 });
+        let mut fixture = Fixture { sim, conn, key };
         assert_eq!(fixture.drain(), 1, "the start response");
         fixture
     }
@@ -71,7 +70,7 @@ impl Fixture {
     /// Drains every output, as a runtime would hand them on; returns how many there were.
     fn drain(&mut self) -> usize {
         let mut n = 0;
-        while let Some(out) = self.server.poll_output() {
+        while let Some(out) = self.sim.server.poll_output() {
             black_box(out);
             n += 1;
         }
@@ -79,8 +78,10 @@ impl Fixture {
     }
 
     fn message(&mut self, frame: &[u8]) {
-        self.server
-            .handle_message(self.now, self.conn, frame)
+        let now = self.sim.now;
+        self.sim
+            .server
+            .handle_message(now, self.conn, frame)
             .expect("the connection is open");
         self.drain();
     }
@@ -159,8 +160,8 @@ mod outbound {
             .counter(ItemsCount::new(1usize))
             .input_counter(BytesCount::of_slice)
             .bench_local_values(|bytes| {
-                let (now, key) = (f.now, f.key);
-                f.server.handle_process(
+                let (now, key) = (f.sim.now, f.key);
+                f.sim.server.handle_process(
                     now,
                     key,
                     ProcessEvent::Output {

@@ -17,12 +17,12 @@ mod client_sim;
 mod model;
 mod ops;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use serde_json::Value;
 
-use crate::server::{Command, Output, ProcessEvent, Server, ServerConfig};
+use crate::sim::Sim;
 use crate::PathUri;
 
 pub use client_ops::{Call, ChildAct, ClientConfigChoice, ClientOp, ClientOps, Hostile};
@@ -49,58 +49,44 @@ pub fn run(name: &str, data: &[u8]) -> bool {
 /// `frame`: `data` as one inbound frame, on a fresh connection and on an initialized one with
 /// a running process `p`. Must never panic; every frame the server sends must be valid JSON.
 pub fn frame(data: &[u8]) {
-    let now = Instant::now();
-    let mut server = Server::new(ServerConfig::default(), [1; 32]);
-    let fresh = server.handle_connect(now);
-    server
-        .handle_message(now, fresh, data)
-        .expect("the connection is open");
-    drain_checked(&mut server, now);
+    // The shared harness: raw connections, spawns answered at once.
+    let mut sim = Sim::new();
+    sim.record_commands = false;
+    let fresh = sim.connect_raw();
+    sim.send_raw(fresh, data);
+    check_frames(&mut sim);
 
-    let ready = server.handle_connect(now);
-    let init = br#"{"id":1,"method":"initialize","params":{"clientName":"fuzz"}}"#;
-    server.handle_message(now, ready, init).expect("open");
-    server
-        .handle_message(now, ready, br#"{"method":"initialized"}"#)
-        .expect("open");
+    let ready = sim.connect_raw();
+    sim.send_raw(
+        ready,
+        br#"{"id":1,"method":"initialize","params":{"clientName":"fuzz"}}"#,
+    );
+    sim.send_raw(ready, br#"{"method":"initialized"}"#);
     let start = br#"{"id":2,"method":"process/start","params":{"processId":"p","argv":["sh"],"cwd":"file:///tmp","env":{},"tty":true}}"#;
-    server.handle_message(now, ready, start).expect("open");
-    drain_checked(&mut server, now);
-    server
-        .handle_message(now, ready, data)
-        .expect("the connection is open");
-    drain_checked(&mut server, now);
+    sim.send_raw(ready, start);
+    check_frames(&mut sim);
+    sim.send_raw(ready, data);
+    check_frames(&mut sim);
     // Let any long poll or timer the frame set up run out.
-    let later = now + Duration::from_secs(3600);
-    server.handle_timeout(later);
-    drain_checked(&mut server, later);
+    sim.advance(Duration::from_secs(3600));
+    check_frames(&mut sim);
 }
 
-/// Drains `server`, checking that every frame is a JSON object, and answers spawns.
-fn drain_checked(server: &mut Server, now: Instant) {
-    let mut spawned = Vec::new();
-    while let Some(out) = server.poll_output() {
-        match out {
-            Output::Transmit { text, .. } => {
-                let v: Value = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {text}"));
-                let obj = v.as_object().expect("every frame is a JSON object");
-                assert!(
-                    obj.contains_key("method") || obj.contains_key("id"),
-                    "frame is neither a response nor a notification: {text}"
-                );
-            }
-            Output::Command(Command::Spawn { key, .. }) => spawned.push(key),
-            Output::Close { .. } | Output::Command(_) => {}
-        }
-    }
-    for key in spawned {
-        server.handle_process(now, key, ProcessEvent::Spawned { pid: 7 });
-        drain_checked(server, now);
+/// Checks that every frame the server sent is a JSON object (a response or a notification),
+/// and forgets them.
+fn check_frames(sim: &mut Sim) {
+    for (_, text) in std::mem::take(&mut sim.frames) {
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {text}"));
+        let obj = v.as_object().expect("every frame is a JSON object");
+        assert!(
+            obj.contains_key("method") || obj.contains_key("id"),
+            "frame is neither a response nor a notification: {text}"
+        );
     }
 }
 
-/// `server_ops`: an operation sequence (see [`ServerOps`]) against [`Server`], checked after
+/// `server_ops`: an operation sequence (see [`ServerOps`]) against [`Server`](crate::Server), checked after
 /// every step against the reference model.
 pub fn server_ops(data: &[u8]) {
     model::check(&ServerOps::from_bytes(data));
@@ -148,7 +134,7 @@ pub fn prologue() -> Vec<Op> {
 }
 
 /// `client_ops`: an operation sequence (see [`ClientOps`]) driving [`crate::Client`] against
-/// a real [`Server`] over a simulated network and clock; what the client delivers is checked
+/// a real [`Server`](crate::Server) over a simulated network and clock; what the client delivers is checked
 /// after every step (see `fuzz/README.md` for the invariants).
 pub fn client_ops(data: &[u8]) {
     client_sim::check(&ClientOps::from_bytes(data));

@@ -1,4 +1,4 @@
-//! The reference model of the server, run in lock step with [`Server`].
+//! The reference model of the server, run in lock step with [`Server`](crate::Server).
 //!
 //! The model is a plain, unoptimised restatement of the protocol rules (PROTOCOL.md): it keeps
 //! every connection, session and process as simple values, and for every step predicts the
@@ -9,7 +9,7 @@
 //! process, every request answered at most once, spawn specs matching accepted starts, accepted
 //! write ids reaching `WriteStdin` once, sessions expiring exactly at their TTL, and read
 //! results in seq order after `afterSeq`. On top of that, after every step the server's entry
-//! counts must match and [`Server::poll_timeout`] must not lie past the model's next deadline.
+//! counts must match and [`Server::poll_timeout`](crate::Server::poll_timeout) must not lie past the model's next deadline.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -19,12 +19,14 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::ops::{process_id, ConfigChoice, Ev, Op, Req, Resume, ServerOps, SIGNALS};
+use crate::client::ClientConfig;
 use crate::ids::{ConnId, ProcessKey};
 use crate::protocol::{
     ListResult, ProcessInfo, ReadChunk, ReadResult, SandboxType, Signal, Stream,
 };
 use crate::rpc::{self, Inbound, RequestId};
-use crate::server::{Command, ExitStatus, Output, ProcessEvent, Server, ServerConfig, SpawnSpec};
+use crate::server::{Command, ExitStatus, Output, ProcessEvent, ServerConfig, SpawnSpec};
+use crate::sim::Sim;
 
 /// Longest operation sequence run (longer inputs are cut).
 const MAX_OPS: usize = 512;
@@ -79,16 +81,19 @@ fn config(c: ConfigChoice) -> ServerConfig {
     }
 }
 
+/// The shared [`Sim`] (its server and clock; the model checks every raw output batch itself,
+/// so nothing is pumped) in lock step with the model.
 struct Harness {
-    server: Server,
+    sim: Sim,
     model: Model,
 }
 
 impl Harness {
     fn new(cfg: ServerConfig) -> Self {
-        let now = Instant::now();
+        let sim = Sim::with(cfg.clone(), ClientConfig::default());
+        let now = sim.now;
         Harness {
-            server: Server::new(cfg.clone(), [42; 32]),
+            sim,
             model: Model {
                 cfg,
                 now,
@@ -117,7 +122,7 @@ impl Harness {
                 if self.model.conns.len() >= MAX_CONNS {
                     return Ok(());
                 }
-                let conn = self.server.handle_connect(now);
+                let conn = self.sim.server.handle_connect(now);
                 if self.model.conns.contains_key(&conn) {
                     return Err(format!("connection id {conn} reused"));
                 }
@@ -127,7 +132,8 @@ impl Harness {
                 let Some(conn) = self.pick_conn(*n) else {
                     return Ok(());
                 };
-                self.server
+                self.sim
+                    .server
                     .handle_disconnect(now, conn)
                     .map_err(|e| e.to_string())?;
                 self.model.disconnect(conn);
@@ -141,7 +147,8 @@ impl Harness {
                     return Ok(());
                 };
                 let text = self.model.request(conn, req, *string_id);
-                self.server
+                self.sim
+                    .server
                     .handle_message(now, conn, text.as_bytes())
                     .map_err(|e| e.to_string())?;
             }
@@ -152,7 +159,8 @@ impl Harness {
                 if !self.model.garbage(conn, &bytes.0) {
                     return Ok(());
                 }
-                self.server
+                self.sim
+                    .server
                     .handle_message(now, conn, &bytes.0)
                     .map_err(|e| e.to_string())?;
             }
@@ -183,22 +191,24 @@ impl Harness {
                     },
                     Ev::StdinClosed => ProcessEvent::StdinClosed,
                 };
-                self.server.handle_process(now, key, event.clone());
+                self.sim.server.handle_process(now, key, event.clone());
                 self.model.event(key, event);
             }
             Op::AdvanceMs(ms) => {
                 let later = now + Duration::from_millis(u64::from(*ms));
-                self.server.handle_timeout(later);
+                self.sim.now = later;
+                self.sim.server.handle_timeout(later);
                 self.model.advance(later);
             }
             Op::AdvanceToTimer => {
-                let later = self.server.poll_timeout().map_or(now, |t| t.max(now));
-                self.server.handle_timeout(later);
+                let later = self.sim.server.poll_timeout().map_or(now, |t| t.max(now));
+                self.sim.now = later;
+                self.sim.server.handle_timeout(later);
                 self.model.advance(later);
             }
         }
         let mut outputs = Vec::new();
-        while let Some(out) = self.server.poll_output() {
+        while let Some(out) = self.sim.server.poll_output() {
             outputs.push(out);
         }
         self.model.verify(outputs)?;
@@ -208,28 +218,28 @@ impl Harness {
     fn check_counts(&self) -> Result<(), String> {
         let m = &self.model;
         let alive = m.sessions.iter().filter(|s| s.alive).count();
-        if self.server.session_count() != alive {
+        if self.sim.server.session_count() != alive {
             return Err(format!(
                 "server has {} sessions, model {alive}",
-                self.server.session_count()
+                self.sim.server.session_count()
             ));
         }
-        if self.server.process_count() != m.procs.len() {
+        if self.sim.server.process_count() != m.procs.len() {
             return Err(format!(
                 "server has {} processes, model {}",
-                self.server.process_count(),
+                self.sim.server.process_count(),
                 m.procs.len()
             ));
         }
-        if self.server.pending_read_count() != m.reads.len() {
+        if self.sim.server.pending_read_count() != m.reads.len() {
             return Err(format!(
                 "server holds {} long polls, model {}",
-                self.server.pending_read_count(),
+                self.sim.server.pending_read_count(),
                 m.reads.len()
             ));
         }
         if let Some(due) = m.next_deadline() {
-            match self.server.poll_timeout() {
+            match self.sim.server.poll_timeout() {
                 Some(t) if t <= due => {}
                 other => {
                     return Err(format!(
