@@ -1,5 +1,7 @@
 //! What a [`Client`](super::Client) reports: its events and its errors.
 
+#[cfg(doc)]
+use super::Client;
 use crate::ids::Seq;
 use crate::protocol::Stream;
 use crate::rpc::{RequestId, RpcError};
