@@ -75,6 +75,14 @@ impl FileHandleId {
     }
 }
 
+/// Lets a table keyed by [`FileHandleId`] be searched with the `&str` of a `fs/readBlock`
+/// (derived `Ord`/`Hash` agree with `str`'s).
+impl std::borrow::Borrow<str> for FileHandleId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for FileHandleId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -22,7 +22,7 @@ pub use environment::{
 };
 pub use fs_op::{
     decode_fs_request, host_path, is_fs_op_method, walk_limits, FileHandleId, FsError, FsErrorKind,
-    FsOp, FsPolicy, FsRequest, FsResult, WalkLimits, FS_OP_METHODS, MAX_BLOCK_LEN, MAX_HANDLES,
+    os_error_text, FsOp, FsPolicy, FsRequest, FsResult, WalkLimits, FS_OP_METHODS, MAX_BLOCK_LEN, MAX_HANDLES,
     MAX_HANDLE_ID_BYTES, WALK_MAX, WALK_MAX_RESPONSE_BYTES,
 };
 pub use initialize::{Capabilities, InitializeParams, InitializeResult};
