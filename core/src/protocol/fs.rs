@@ -3,7 +3,7 @@
 //! Every path is a [`PathUri`]. Every request may carry `sandbox` (the fs variant of the
 //! process sandbox); it is kept as raw JSON here. Results that carry nothing are `{}`
 //! ([`EmptyResult`]). Validation beyond decoding (foreign hosts, handle-id and block sizes,
-//! walk limits, `dataBase64`) lives in [`super::fs_op`].
+//! walk limits, `dataBase64`) lives in `fs_op.rs` ([`super::decode_fs_request`]).
 
 use serde::{Deserialize, Serialize};
 

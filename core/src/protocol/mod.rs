@@ -4,6 +4,7 @@ mod bytes;
 mod env_policy;
 mod environment;
 pub mod fs;
+mod fs_error;
 mod fs_op;
 mod initialize;
 mod path_uri;
@@ -20,9 +21,10 @@ pub use env_policy::{
 pub use environment::{
     EnvironmentCapabilities, EnvironmentInfo, EnvironmentState, EnvironmentStatus, ShellInfo,
 };
+pub use fs_error::{os_error_text, FsError, FsErrorKind};
 pub use fs_op::{
-    decode_fs_request, host_path, is_fs_op_method, walk_limits, FileHandleId, FsError, FsErrorKind,
-    os_error_text, FsOp, FsPolicy, FsRequest, FsResult, WalkLimits, FS_OP_METHODS, MAX_BLOCK_LEN, MAX_HANDLES,
+    decode_fs_request, host_path, is_fs_op_method, walk_limits, FileHandleId, FsOp, FsPolicy,
+    FsRequest, FsResult, WalkLimits, FS_OP_METHODS, MAX_BLOCK_LEN, MAX_HANDLES,
     MAX_HANDLE_ID_BYTES, WALK_MAX, WALK_MAX_RESPONSE_BYTES,
 };
 pub use initialize::{Capabilities, InitializeParams, InitializeResult};

@@ -1,5 +1,5 @@
 //! Blocking implementations of the `fs/*` methods, one call per validated
-//! [`FsOp`](execd_core::protocol::FsOp).
+//! [`execd_core::protocol::FsOp`].
 //!
 //! The event loop runs [`perform`] on a blocking thread with the connection's [`FsHandles`]
 //! and sends the result (or [`FsError::to_rpc_error`]) back. Behaviour and error texts follow

@@ -60,7 +60,7 @@ fn tree() -> (tempfile::TempDir, PathBuf) {
     symlink("d", t.join("dlnk")).expect("symlink");
     rustix::fs::mkfifoat(
         rustix::fs::CWD,
-        &t.join("fifo"),
+        t.join("fifo"),
         rustix::fs::Mode::from_raw_mode(0o644),
     )
     .expect("mkfifo");
