@@ -22,6 +22,8 @@
 
 pub mod client;
 mod executor;
+pub mod fs;
+pub mod host;
 mod os;
 pub mod process;
 mod pty;

@@ -1,6 +1,11 @@
 //! Wire types of the Codex exec-server dialect, one file per concept.
 
 mod bytes;
+mod env_policy;
+mod environment;
+pub mod fs;
+mod fs_error;
+mod fs_op;
 mod initialize;
 mod path_uri;
 mod process;
@@ -10,6 +15,19 @@ mod signal;
 mod stream;
 
 pub use bytes::Base64Bytes;
+pub use env_policy::{
+    build_child_env, glob_matches, validate_env, EnvNameError, EnvPolicy, Inherit, ALWAYS_STRIPPED,
+    CORE_VARS, DEFAULT_EXCLUDES,
+};
+pub use environment::{
+    EnvironmentCapabilities, EnvironmentInfo, EnvironmentState, EnvironmentStatus, ShellInfo,
+};
+pub use fs_error::{os_error_text, FsError, FsErrorKind};
+pub use fs_op::{
+    decode_fs_request, host_path, is_fs_op_method, walk_limits, FileHandleId, FsOp, FsPolicy,
+    FsRequest, FsResult, WalkLimits, FS_OP_METHODS, MAX_BLOCK_LEN, MAX_HANDLES,
+    MAX_HANDLE_ID_BYTES, WALK_MAX, WALK_MAX_RESPONSE_BYTES,
+};
 pub use initialize::{Capabilities, InitializeParams, InitializeResult};
 pub use path_uri::{PathUri, PathUriError};
 pub use process::{
