@@ -1,6 +1,7 @@
 //! Wire types of the Codex exec-server dialect, one file per concept.
 
 mod bytes;
+mod http;
 mod initialize;
 mod path_uri;
 mod process;
@@ -9,6 +10,11 @@ mod signal;
 mod stream;
 
 pub use bytes::Base64Bytes;
+pub use http::{
+    request_failed_message, BodyStream, HttpBodyDeltaNotification, HttpCancelParams, HttpHeader,
+    HttpHeaderParam, HttpRequest, HttpRequestError, HttpRequestParams, HttpRequestResult,
+    RedirectPolicy,
+};
 pub use initialize::{Capabilities, InitializeParams, InitializeResult};
 pub use path_uri::{PathUri, PathUriError};
 pub use process::{
@@ -48,4 +54,10 @@ pub mod method {
     pub const PROCESS_EXITED: &str = "process/exited";
     /// Notification: the process is closed (exited and all output streams at EOF).
     pub const PROCESS_CLOSED: &str = "process/closed";
+    /// Request: perform an HTTP request.
+    pub const HTTP_REQUEST: &str = "http/request";
+    /// Notification: a chunk (or the end) of a streamed `http/request` body.
+    pub const HTTP_REQUEST_BODY_DELTA: &str = "http/request/bodyDelta";
+    /// ext request: cancel a streamed `http/request`.
+    pub const HTTP_CANCEL: &str = "http/cancel";
 }
