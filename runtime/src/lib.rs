@@ -22,6 +22,7 @@
 
 pub mod client;
 mod executor;
+pub mod http;
 mod os;
 pub mod process;
 mod pty;

@@ -16,5 +16,6 @@ pub use request::{
     RedirectPolicy,
 };
 pub use response::{
-    request_failed_message, HttpBodyDeltaNotification, HttpHeader, HttpRequestResult,
+    body_failed_message, request_failed_message, HttpBodyDeltaNotification, HttpHeader,
+    HttpRequestResult,
 };

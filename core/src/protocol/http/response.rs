@@ -75,6 +75,12 @@ pub fn request_failed_message(cause: &dyn std::fmt::Display) -> String {
     format!("http/request failed: {cause}")
 }
 
+/// The `-32603` message for a buffered request whose body failed after the head arrived:
+/// `failed to read http/request response body: {cause}` (worded as by the Codex exec-server).
+pub fn body_failed_message(cause: &dyn std::fmt::Display) -> String {
+    format!("failed to read http/request response body: {cause}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
