@@ -17,5 +17,5 @@ mod runner;
 
 pub use error::HttpError;
 pub use io::HyperIo;
-pub use proxy::ProxyConfig;
+pub use proxy::{Proxy, ProxyConfig};
 pub use runner::{HttpResponse, HttpRunner};
