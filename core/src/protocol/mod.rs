@@ -11,9 +11,9 @@ mod stream;
 
 pub use bytes::Base64Bytes;
 pub use http::{
-    body_failed_message, request_failed_message, BodyStream, HttpBodyDeltaNotification,
-    HttpCancelParams, HttpHeader, HttpHeaderParam, HttpRequest, HttpRequestError,
-    HttpRequestParams, HttpRequestResult, RedirectPolicy,
+    body_failed_message, request_failed_message, BodyStream, BodyStreams,
+    HttpBodyDeltaNotification, HttpCancelParams, HttpHeader, HttpHeaderParam, HttpRequest,
+    HttpRequestError, HttpRequestParams, HttpRequestResult, RedirectPolicy,
 };
 pub use initialize::{Capabilities, InitializeParams, InitializeResult};
 pub use path_uri::{PathUri, PathUriError};

@@ -7,10 +7,12 @@
 //! when streamed, by the [`HttpBodyDeltaNotification`]s a [`BodyStream`] numbers.
 
 mod body_stream;
+mod body_streams;
 mod request;
 mod response;
 
 pub use body_stream::BodyStream;
+pub use body_streams::BodyStreams;
 pub use request::{
     HttpCancelParams, HttpHeaderParam, HttpRequest, HttpRequestError, HttpRequestParams,
     RedirectPolicy,

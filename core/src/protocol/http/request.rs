@@ -140,6 +140,10 @@ pub enum HttpRequestError {
     /// A header value (after appending the env value) has a control character.
     #[error("http/request header value is invalid for {0}: failed to parse header value")]
     HeaderValue(String),
+    /// A streamed request reuses the id of a stream still active (see
+    /// [`BodyStreams`](super::BodyStreams)).
+    #[error("http/request streamResponse requestId `{0}` is already active")]
+    StreamActive(String),
     /// A header's `valueEnvVar` is not set in the executor's environment.
     #[error("http/request header {name} requires executor environment variable {var}")]
     EnvVar {
