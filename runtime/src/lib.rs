@@ -24,6 +24,7 @@ pub mod client;
 mod executor;
 pub mod fs;
 pub mod host;
+pub mod http;
 mod os;
 pub mod process;
 mod pty;
