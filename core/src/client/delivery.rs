@@ -11,10 +11,15 @@ use crate::protocol::Notification;
 use crate::rpc::RequestId;
 
 impl Client {
-    /// A `process/output`, `process/exited` or `process/closed` notification; anything else
-    /// (and a notification of an untracked process) is dropped.
+    /// A `process/output`, `process/exited` or `process/closed` notification, or an
+    /// `http/request/bodyDelta` (passed on as it is); anything else (and a notification of an
+    /// untracked process) is dropped.
     pub(super) fn handle_notification(&mut self, now: Instant, notification: Notification) {
         let (process_id, event) = match notification {
+            Notification::HttpBodyDelta(delta) => {
+                self.events.push_back(ClientEvent::HttpBodyDelta(delta));
+                return;
+            }
             Notification::ProcessOutput(n) => (
                 n.process_id,
                 Delivery::Output {

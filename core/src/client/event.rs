@@ -3,7 +3,7 @@
 #[cfg(doc)]
 use super::Client;
 use crate::ids::Seq;
-use crate::protocol::Stream;
+use crate::protocol::{HttpBodyDeltaNotification, Stream};
 use crate::rpc::{RequestId, RpcError};
 
 /// Why a call could not be made at all.
@@ -123,6 +123,10 @@ pub enum ClientEvent {
         /// The process.
         process_id: String,
     },
+    /// An `http/request/bodyDelta` of a streamed `http/request`, in arrival order (the server
+    /// sends them in seq order on one connection). Not tracked across reconnects: the server
+    /// cancels a streamed request when its connection drops.
+    HttpBodyDelta(HttpBodyDeltaNotification),
     /// Runtime: open a new transport, then call [`Client::handle_connected`] or
     /// [`Client::handle_connect_failed`].
     Reconnect,

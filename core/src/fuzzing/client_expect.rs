@@ -535,6 +535,8 @@ impl Expect {
             }
             ClientEvent::Reconnect => Ok(()),
             ClientEvent::SessionLost { reason } => self.on_session_lost(&reason, w),
+            // The model sends no `http/request`.
+            ClientEvent::HttpBodyDelta(delta) => Err(format!("unexpected {delta:?}")),
         }
     }
 

@@ -97,12 +97,13 @@ pub struct EnvironmentCapabilities {
 }
 
 impl EnvironmentCapabilities {
-    /// What this build of execd implements: `fsWatchMissing` and `fileWriteStreaming`, nothing
-    /// else.
+    /// What this build of execd implements: `fsWatchMissing`, `fileWriteStreaming` and
+    /// `httpHeaderEnvVars`, nothing else.
     pub fn execd() -> Self {
         EnvironmentCapabilities {
             fs_watch_missing: true,
             file_write_streaming: true,
+            http_header_env_vars: true,
             ..EnvironmentCapabilities::default()
         }
     }

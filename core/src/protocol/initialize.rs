@@ -51,6 +51,10 @@ pub struct Capabilities {
     /// `process/exited` carries `exitSignal`.
     #[serde(default)]
     pub retention_gaps: bool,
+    /// `http/cancel` exists: it ends an active streamed `http/request` with a terminal
+    /// `bodyDelta` whose `error` is `"cancelled"`.
+    #[serde(default)]
+    pub http_cancel: bool,
 }
 
 impl Capabilities {
@@ -62,6 +66,7 @@ impl Capabilities {
             resize: true,
             process_list: true,
             retention_gaps: true,
+            http_cancel: true,
         }
     }
 }

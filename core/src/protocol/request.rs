@@ -4,8 +4,9 @@
 use serde_json::value::RawValue;
 
 use super::{
-    method, ClosedNotification, ExitedNotification, InitializeParams, OutputNotification,
-    ProcessIdParams, ReadParams, ResizeParams, SignalParams, StartParams, WriteParams,
+    method, ClosedNotification, ExitedNotification, HttpBodyDeltaNotification, HttpCancelParams,
+    HttpRequestParams, InitializeParams, OutputNotification, ProcessIdParams, ReadParams,
+    ResizeParams, SignalParams, StartParams, WriteParams,
 };
 use crate::rpc::{self, ErrorCode, RpcError};
 
@@ -31,6 +32,10 @@ pub enum Method {
     ProcessResize,
     /// ext: `process/list`.
     ProcessList,
+    /// `http/request`.
+    HttpRequest,
+    /// ext: `http/cancel`.
+    HttpCancel,
 }
 
 impl Method {
@@ -46,6 +51,8 @@ impl Method {
             method::PROCESS_CLOSE_STDIN => Method::ProcessCloseStdin,
             method::PROCESS_RESIZE => Method::ProcessResize,
             method::PROCESS_LIST => Method::ProcessList,
+            method::HTTP_REQUEST => Method::HttpRequest,
+            method::HTTP_CANCEL => Method::HttpCancel,
             _ => return None,
         })
     }
@@ -62,6 +69,8 @@ impl Method {
             Method::ProcessCloseStdin => method::PROCESS_CLOSE_STDIN,
             Method::ProcessResize => method::PROCESS_RESIZE,
             Method::ProcessList => method::PROCESS_LIST,
+            Method::HttpRequest => method::HTTP_REQUEST,
+            Method::HttpCancel => method::HTTP_CANCEL,
         }
     }
 
@@ -103,6 +112,10 @@ pub enum Request {
     ProcessResize(ResizeParams),
     /// ext: `process/list` (params ignored).
     ProcessList,
+    /// `http/request`.
+    HttpRequest(HttpRequestParams),
+    /// ext: `http/cancel`.
+    HttpCancel(HttpCancelParams),
 }
 
 impl Request {
@@ -121,6 +134,8 @@ impl Request {
             Method::ProcessCloseStdin => Request::ProcessCloseStdin(rpc::decode_params(params)?),
             Method::ProcessResize => Request::ProcessResize(rpc::decode_params(params)?),
             Method::ProcessList => Request::ProcessList,
+            Method::HttpRequest => Request::HttpRequest(rpc::decode_params(params)?),
+            Method::HttpCancel => Request::HttpCancel(rpc::decode_params(params)?),
         })
     }
 
@@ -145,6 +160,8 @@ impl Request {
             Request::ProcessCloseStdin(_) => Method::ProcessCloseStdin,
             Request::ProcessResize(_) => Method::ProcessResize,
             Request::ProcessList => Method::ProcessList,
+            Request::HttpRequest(_) => Method::HttpRequest,
+            Request::HttpCancel(_) => Method::HttpCancel,
         }
     }
 }
@@ -162,6 +179,8 @@ pub enum Notification {
     ProcessExited(ExitedNotification),
     /// `process/closed`.
     ProcessClosed(ClosedNotification),
+    /// `http/request/bodyDelta`.
+    HttpBodyDelta(HttpBodyDeltaNotification),
     /// A method this side does not know, or known with params that do not decode.
     Unknown(String),
 }
@@ -180,6 +199,9 @@ impl Notification {
             }
             method::PROCESS_CLOSED => {
                 rpc::decode_params(params).map_or_else(|_| unknown(), Notification::ProcessClosed)
+            }
+            method::HTTP_REQUEST_BODY_DELTA => {
+                rpc::decode_params(params).map_or_else(|_| unknown(), Notification::HttpBodyDelta)
             }
             _ => unknown(),
         }
@@ -202,6 +224,8 @@ mod tests {
             Method::ProcessCloseStdin,
             Method::ProcessResize,
             Method::ProcessList,
+            Method::HttpRequest,
+            Method::HttpCancel,
         ] {
             assert_eq!(Method::from_name(m.name()), Some(m));
         }

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::HttpTicket;
 use crate::ids::{ConnId, ProcessKey};
-use crate::protocol::{SandboxType, Signal, Stream};
+use crate::protocol::{HttpRequest, SandboxType, Signal, Stream};
 
 /// One unit of output from [`crate::Server::poll_output`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +79,33 @@ pub enum Command {
     Release {
         /// The process.
         key: ProcessKey,
+    },
+    /// Perform a validated `http/request`. Answer through [`crate::Server::handle_http`]:
+    /// buffered (`request.stream == false`): one [`HttpEvent::Head`](super::HttpEvent::Head)
+    /// carrying the whole body, or [`HttpEvent::Failed`](super::HttpEvent::Failed). Streamed:
+    /// `Head` (empty body) or `Failed`, then one [`HttpEvent::Chunk`](super::HttpEvent::Chunk)
+    /// per [`Command::HttpPull`] and finally [`HttpEvent::End`](super::HttpEvent::End).
+    Http {
+        /// The handle of this request from now on.
+        ticket: HttpTicket,
+        /// What to send.
+        request: HttpRequest,
+    },
+    /// Streamed request `ticket` may read one more body chunk from the network (one credit;
+    /// credits add up). Issued after the head and after each chunk's deltas were queued for
+    /// `conn`; hold it while `conn` is congested so the body is read only as fast as the
+    /// client drains it.
+    HttpPull {
+        /// The request.
+        ticket: HttpTicket,
+        /// The connection its deltas go to.
+        conn: ConnId,
+    },
+    /// Stop request `ticket` (cancelled, or its connection closed): drop it and close its
+    /// network connection. Events reported for it afterwards are ignored.
+    HttpCancel {
+        /// The request.
+        ticket: HttpTicket,
     },
 }
 

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::protocol::SandboxType;
@@ -35,6 +36,12 @@ pub struct ServerConfig {
     /// `{shell: {name, path}, cwd, userHomeDir, platformOs, tempDir, executorVersion}`). The core
     /// cannot look at the host, so the runtime fills it in; `None` omits it.
     pub environment_info: Option<serde_json::Value>,
+    /// The server's own environment, captured once by the runtime at startup (the core reads
+    /// no environment): the source of `http/request` header `valueEnvVar`s. Default empty.
+    pub host_env: BTreeMap<String, String>,
+    /// Most `http/request`s in flight per session (buffered ones until their response,
+    /// streamed ones until their terminal delta); one more is refused with `-32600`. Default 64.
+    pub max_http_requests: usize,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +58,8 @@ impl Default for ServerConfig {
             sandbox: SandboxType::None,
             sandbox_grace: Duration::from_millis(20),
             environment_info: None,
+            host_env: BTreeMap::new(),
+            max_http_requests: 64,
         }
     }
 }

@@ -60,6 +60,8 @@ impl Server {
             (Request::ProcessCloseStdin(params), Some(sid)) => self.close_stdin(sid, &params),
             (Request::ProcessResize(params), Some(sid)) => self.resize(sid, &params),
             (Request::ProcessList, Some(sid)) => self.list(sid),
+            (Request::HttpRequest(params), Some(sid)) => self.http_request(conn, id, sid, params),
+            (Request::HttpCancel(params), Some(_)) => self.http_cancel(conn, &params),
         }
     }
 

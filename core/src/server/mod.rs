@@ -13,6 +13,7 @@
 //! - `control`: `process/terminate`, `process/signal`, `process/resize`, `process/list`
 //!   (§5.5, §5.6, §5.9, §5.10);
 //! - `denial_grace`: the sandbox-denial grace before `process/exited` (§7);
+//! - `http`: `http/request` and `http/cancel`: tickets, streamed bodies and their credits;
 //! - `timers`: every deadline and [`Server::handle_timeout`];
 //! - `outbound`: replies, notifications and closes queued as [`Output`]s.
 
@@ -23,6 +24,7 @@ mod dedupe;
 mod denial_grace;
 mod events;
 mod handshake;
+mod http;
 mod outbound;
 mod output_log;
 mod process;
@@ -40,6 +42,7 @@ use rand_core::SeedableRng;
 
 pub use command::{Command, ExitStatus, Output, ProcessEvent, SpawnSpec};
 pub use config::ServerConfig;
+pub use http::{HttpEvent, HttpTicket};
 pub use session::SessionId;
 
 use crate::ids::{ConnId, ProcessKey};
@@ -103,6 +106,7 @@ pub struct Server {
     sessions: BTreeMap<SessionId, Session>,
     processes: BTreeMap<ProcessKey, Process>,
     reads: PendingReads,
+    http: http::HttpState,
     timers: BTreeSet<(Instant, Timer)>,
     out: VecDeque<Output>,
 }
@@ -146,6 +150,7 @@ impl Server {
             sessions: BTreeMap::new(),
             processes: BTreeMap::new(),
             reads: PendingReads::default(),
+            http: http::HttpState::default(),
             timers: BTreeSet::new(),
             out: VecDeque::new(),
         }
@@ -265,6 +270,7 @@ impl Server {
             .remove(&conn)
             .ok_or(ServerError::UnknownConn(conn))?;
         self.drop_reads_of(conn);
+        self.cancel_http_of(conn);
         if let Some(sid) = c.phase.session() {
             self.detach(now, sid, conn);
         }
@@ -311,6 +317,11 @@ impl Server {
     /// Number of process entries (starting, running, or closed but still retained).
     pub fn process_count(&self) -> usize {
         self.processes.len()
+    }
+
+    /// Number of `http/request`s in flight (waiting for their head or streaming a body).
+    pub fn http_request_count(&self) -> usize {
+        self.http.len()
     }
 
     /// Number of long-poll reads currently held.
