@@ -9,11 +9,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use execd_runtime::{
-    AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand, Runtime, Sleep, Task,
-    TaskHandle, TcpListener,
+    AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand, DefaultRuntime,
+    Runtime, Sleep, Task, TaskHandle, TcpListener,
 };
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
@@ -49,12 +49,39 @@ impl TokioRuntime {
     }
 }
 
-/// The caller's runtime as the shared object the execd-runtime API takes.
-pub(crate) fn shared() -> io::Result<Arc<dyn Runtime>> {
-    Ok(Arc::new(TokioRuntime::current()?))
+/// How long [`DefaultRuntime::block_on`] waits for the runtime's remaining tasks (and blocking
+/// threads) after the future completes.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(100);
+
+impl DefaultRuntime for TokioRuntime {
+    /// [`TokioRuntime::current`]: the runtime the caller runs in.
+    fn default_runtime() -> io::Result<TokioRuntime> {
+        TokioRuntime::current()
+    }
+
+    /// Builds a current-thread runtime with all drivers (`enable_all`), runs `future` on the
+    /// calling thread, then shuts the runtime down, waiting at most 100 ms for what is left
+    /// (tasks are cancelled; a blocking read of stdin is abandoned).
+    ///
+    /// One thread runs everything, which suits execd's loop (the serial part anyway) and ties
+    /// the children to a thread that lives as long as the future (`PR_SET_PDEATHSIG`).
+    fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let output = runtime.block_on(future);
+        runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
+        Ok(output)
+    }
 }
 
 impl Runtime for TokioRuntime {
+    /// tokio's clock (`tokio::time::Instant::now`), which a paused test clock controls.
+    fn now(&self) -> Instant {
+        let _context = self.handle.enter();
+        tokio::time::Instant::now().into_std()
+    }
+
     fn spawn(&self, future: BoxFuture<'static, ()>) -> Task {
         Task::new(TokioTask(Some(self.handle.spawn(future))))
     }

@@ -46,7 +46,7 @@ impl TestServer {
 async fn start_server(rt: &Arc<dyn Runtime>) -> TestServer {
     let server = within(
         rt,
-        WsServer::bind(
+        WsServer::bind_with_runtime(
             rt.clone(),
             SocketAddr::from(([127, 0, 0, 1], 0)),
             ServerOptions::default(),
@@ -138,7 +138,7 @@ fn expected_seq(n: u32) -> Vec<u8> {
 pub async fn a_process_streams_its_events_in_order_with_its_exit_code(rt: Arc<dyn Runtime>) {
     let rt = &rt;
     let server = start_server(rt).await;
-    let client = within(rt, Client::connect(rt.clone(), &server.url))
+    let client = within(rt, Client::connect_with_runtime(rt.clone(), &server.url, ClientOptions::default()))
         .await
         .expect("connect");
     assert!(client.session_id().is_some());
@@ -163,7 +163,7 @@ pub async fn a_process_streams_its_events_in_order_with_its_exit_code(rt: Arc<dy
 pub async fn writes_reach_stdin_in_order_and_close_stdin_ends_it(rt: Arc<dyn Runtime>) {
     let rt = &rt;
     let server = start_server(rt).await;
-    let client = within(rt, Client::connect(rt.clone(), &server.url))
+    let client = within(rt, Client::connect_with_runtime(rt.clone(), &server.url, ClientOptions::default()))
         .await
         .expect("connect");
     let p = within(rt, client.start(params("cat", &["cat"], true)))
@@ -186,7 +186,7 @@ pub async fn writes_reach_stdin_in_order_and_close_stdin_ends_it(rt: Arc<dyn Run
 pub async fn a_server_error_is_typed_and_the_client_keeps_working(rt: Arc<dyn Runtime>) {
     let rt = &rt;
     let server = start_server(rt).await;
-    let client = within(rt, Client::connect(rt.clone(), &server.url))
+    let client = within(rt, Client::connect_with_runtime(rt.clone(), &server.url, ClientOptions::default()))
         .await
         .expect("connect");
     let empty = within(rt, client.start(params("bad", &[], false))).await;
@@ -206,7 +206,7 @@ pub async fn output_survives_connection_cuts_mid_stream_exactly_once(rt: Arc<dyn
     let proxy = CuttingProxy::start(rt.clone(), server.addr)
         .await
         .expect("proxy");
-    let client = within(rt, Client::connect(rt.clone(), &proxy.url()))
+    let client = within(rt, Client::connect_with_runtime(rt.clone(), &proxy.url(), ClientOptions::default()))
         .await
         .expect("connect");
     let p = within(
@@ -262,7 +262,7 @@ pub async fn stdin_written_across_connection_cuts_reaches_the_child_once(rt: Arc
             .await
             .expect("proxy"),
     );
-    let client = within(rt, Client::connect(rt.clone(), &proxy.url()))
+    let client = within(rt, Client::connect_with_runtime(rt.clone(), &proxy.url(), ClientOptions::default()))
         .await
         .expect("connect");
     let p = within(rt, client.start(params("cat", &["cat"], true)))
@@ -308,7 +308,7 @@ pub async fn calls_fail_closed_at_once_when_the_server_dies_without_recovery(rt:
     let mut server = start_server(rt).await;
     let mut options = ClientOptions::default();
     options.core.recovery = false;
-    let client = within(rt, Client::connect_with(rt.clone(), &server.url, options))
+    let client = within(rt, Client::connect_with_runtime(rt.clone(), &server.url, options))
         .await
         .expect("connect");
     let p = within(rt, client.start(params("sleep", &["sleep", "30"], false)))
@@ -344,7 +344,7 @@ pub async fn recovery_gives_up_with_closed_errors_when_the_server_stays_dead(rt:
     let mut server = start_server(rt).await;
     let mut options = ClientOptions::default();
     options.core.recovery_window = Duration::from_millis(400);
-    let client = within(rt, Client::connect_with(rt.clone(), &server.url, options))
+    let client = within(rt, Client::connect_with_runtime(rt.clone(), &server.url, options))
         .await
         .expect("connect");
     let p = within(rt, client.start(params("sleep", &["sleep", "30"], false)))
@@ -380,10 +380,14 @@ async fn run_on(
 pub async fn local_and_remote_executors_give_the_same_results(rt: Arc<dyn Runtime>) {
     let rt = &rt;
     let server = start_server(rt).await;
-    let remote = within(rt, RemoteExecutor::connect(rt.clone(), &server.url))
+    let remote = within(rt, async {
+            Client::connect_with_runtime(rt.clone(), &server.url, ClientOptions::default())
+                .await
+                .map(RemoteExecutor::new)
+        })
         .await
         .expect("connect");
-    let local = within(rt, LocalExecutor::new(rt.clone(), ServerOptions::default()))
+    let local = within(rt, LocalExecutor::with_runtime(rt.clone(), ServerOptions::default()))
         .await
         .expect("local");
     let executors: [(&str, &dyn Executor); 2] = [("remote", &remote), ("local", &local)];
@@ -399,7 +403,7 @@ pub async fn local_and_remote_executors_give_the_same_results(rt: Arc<dyn Runtim
 /// Scenario.
 pub async fn dropping_a_local_executor_kills_its_processes(rt: Arc<dyn Runtime>) {
     let rt = &rt;
-    let local = within(rt, LocalExecutor::new(rt.clone(), ServerOptions::default()))
+    let local = within(rt, LocalExecutor::with_runtime(rt.clone(), ServerOptions::default()))
         .await
         .expect("local");
     let p = within(

@@ -33,7 +33,7 @@ pub use proxy::CuttingProxy;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::runtime::Runtime;
 
@@ -46,7 +46,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 /// When `fut` takes longer than [`TIMEOUT`].
 pub async fn timeout<T>(rt: &Arc<dyn Runtime>, what: &str, fut: impl Future<Output = T>) -> T {
     let expired = async {
-        rt.sleep_until(Instant::now() + TIMEOUT).await;
+        rt.sleep_until(rt.now() + TIMEOUT).await;
         None
     };
     match futures_lite::future::or(async { Some(fut.await) }, expired).await {
@@ -66,7 +66,7 @@ pub async fn within<T>(rt: &Arc<dyn Runtime>, fut: impl Future<Output = T>) -> T
 /// Waits `duration` on `rt`'s timer, for scenarios that must let time pass (a TTL, a child
 /// finishing while no client is attached).
 pub async fn sleep(rt: &Arc<dyn Runtime>, duration: Duration) {
-    rt.sleep_until(Instant::now() + duration).await;
+    rt.sleep_until(rt.now() + duration).await;
 }
 
 /// Connects to `addr` over `rt` (a raw TCP stream, for speaking HTTP by hand).

@@ -30,7 +30,7 @@ fn url(listener: &WsListener) -> String {
 }
 
 async fn bind(rt: &Arc<dyn Runtime>, limits: Limits) -> WsListener {
-    within(rt, WsListener::bind(Arc::clone(rt), loopback(), limits))
+    within(rt, WsListener::bind_with_runtime(Arc::clone(rt), loopback(), limits))
         .await
         .expect("bind loopback")
 }
@@ -185,7 +185,7 @@ pub async fn plain_requests_get_404_or_400_and_listener_keeps_serving(rt: Arc<dy
 
     assert!(not_found.starts_with("HTTP/1.1 404 "), "{not_found}");
     assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
-    let (_reader, mut writer) = within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
+    let (_reader, mut writer) = within(&rt, ws_connect(Arc::clone(&rt), &url(&listener), Limits::default()))
         .await
         .expect("connect after plain requests");
     let (_r, _w, _peer) = within(&rt, listener.accept()).await.expect("accept");
@@ -209,7 +209,7 @@ pub async fn slow_client_does_not_block_accept(rt: Arc<dyn Runtime>) {
         tcp
     };
 
-    let (_reader, mut writer) = within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
+    let (_reader, mut writer) = within(&rt, ws_connect(Arc::clone(&rt), &url(&listener), Limits::default()))
         .await
         .expect("connect");
     let (mut server_reader, _server_writer, _peer) =
@@ -266,7 +266,7 @@ pub async fn frame_above_hard_limit_ends_only_that_connection(rt: Arc<dyn Runtim
     let item = within(&rt, reader.recv()).await;
     assert!(matches!(item, Some(Err(_))), "{item:?}");
     assert!(within(&rt, reader.recv()).await.is_none());
-    let (_r, mut w) = within(&rt, ws_connect(&*rt, &url(&listener), limits))
+    let (_r, mut w) = within(&rt, ws_connect(Arc::clone(&rt), &url(&listener), limits))
         .await
         .expect("new connection still accepted");
     let (mut server_reader, _sw, _peer) = within(&rt, listener.accept()).await.expect("accept");
@@ -280,7 +280,7 @@ pub async fn ten_thousand_small_frames_arrive_in_order_both_ways(rt: Arc<dyn Run
     const COUNT: usize = 10_000;
     let listener = bind(&rt, Limits::default()).await;
     let (mut client_reader, mut client_writer) =
-        within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
+        within(&rt, ws_connect(Arc::clone(&rt), &url(&listener), Limits::default()))
             .await
             .expect("connect");
     let (mut server_reader, mut server_writer, _peer) =
@@ -322,7 +322,7 @@ pub async fn ten_thousand_small_frames_arrive_in_order_both_ways(rt: Arc<dyn Run
 pub async fn ws_connect_round_trip_and_close_ends_both_readers(rt: Arc<dyn Runtime>) {
     let listener = bind(&rt, Limits::default()).await;
     let (mut reader, mut writer) =
-        within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
+        within(&rt, ws_connect(Arc::clone(&rt), &url(&listener), Limits::default()))
             .await
             .expect("connect");
     let client = async {
@@ -348,7 +348,7 @@ pub async fn ws_connect_round_trip_and_close_ends_both_readers(rt: Arc<dyn Runti
 /// A server close ends the client's reader after the last frame.
 pub async fn server_close_ends_client_reader(rt: Arc<dyn Runtime>) {
     let listener = bind(&rt, Limits::default()).await;
-    let (mut reader, _writer) = within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
+    let (mut reader, _writer) = within(&rt, ws_connect(Arc::clone(&rt), &url(&listener), Limits::default()))
         .await
         .expect("connect");
     let (mut server_reader, mut server_writer, _peer) =
@@ -504,7 +504,7 @@ pub async fn halves_move_into_tasks(rt: Arc<dyn Runtime>) {
     fn assert_send<T: Send + 'static>(_: &T) {}
     let listener = bind(&rt, Limits::default()).await;
     let (reader, writer): (FrameReader, FrameWriter) =
-        within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
+        within(&rt, ws_connect(Arc::clone(&rt), &url(&listener), Limits::default()))
             .await
             .expect("connect");
     assert_send(&reader);
