@@ -43,33 +43,16 @@ pub type Server = execd_runtime::Server<SmolRuntime>;
 /// `Client::spawn_stdio(argv, env, cwd)`, …. See [`execd_runtime::Client`].
 pub type Client = execd_runtime::Client<SmolRuntime>;
 
-/// Runs processes on this host, in-process, on smol: `LocalExecutor::new(options)`. See
-/// [`execd_runtime::LocalExecutor`].
+/// Runs processes on this host, in-process, on smol. See [`execd_runtime::LocalExecutor`].
 pub type LocalExecutor = execd_runtime::LocalExecutor<SmolRuntime>;
 
-/// Runs processes on the server a [`Client`] is connected to. See
-/// [`execd_runtime::RemoteExecutor`].
+/// Runs processes through a [`Client`]. See [`execd_runtime::RemoteExecutor`].
 pub type RemoteExecutor = execd_runtime::RemoteExecutor<SmolRuntime>;
 
-/// The async client: [`Client`], [`Process`] and their options and errors (also at the crate
-/// root). See [`execd_runtime::client`].
-pub mod client {
-    pub use crate::{Client, LocalExecutor, RemoteExecutor};
-    pub use execd_runtime::client::{
-        ClientOptions, ConnectError, Error, Event, LostReason, Process,
-    };
-    pub use execd_runtime::Executor;
-}
-
-/// The OS process layer on smol. See [`execd_runtime::process`].
-pub mod process {
-    use execd_core::ProcessKey;
-
-    /// The children a server runs, keyed by `K`, their tasks on smol's global executor:
-    /// `ProcessTable::new(events)`. See [`execd_runtime::process::ProcessTable`].
-    pub type ProcessTable<K = ProcessKey> =
-        execd_runtime::process::ProcessTable<K, crate::SmolRuntime>;
-}
+/// A server's children (the OS process layer), keyed by `K`, their tasks on smol's global
+/// executor. See [`execd_runtime::process::ProcessTable`].
+pub type ProcessTable<K = execd_core::ProcessKey> =
+    execd_runtime::process::ProcessTable<K, SmolRuntime>;
 
 /// Message transports: one JSON-RPC message per frame, over WebSocket, newline-delimited stdio
 /// or memory. See [`execd_runtime::transport`].
