@@ -287,9 +287,16 @@ impl<R: Runtime> Client<R> {
         mut options: ClientOptions,
     ) -> Result<Self, ConnectError> {
         options.core.recovery = false;
-        start_driver(shared(runtime), options, Connector::None, reader, writer, None)
-            .await
-            .map(Client::from_shared)
+        start_driver(
+            shared(runtime),
+            options,
+            Connector::None,
+            reader,
+            writer,
+            None,
+        )
+        .await
+        .map(Client::from_shared)
     }
 }
 

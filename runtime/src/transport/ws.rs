@@ -65,7 +65,11 @@ impl<R: Runtime> WsListener<R> {
     ///
     /// # Errors
     /// The bind error.
-    pub async fn bind_with_runtime(runtime: R, addr: SocketAddr, limits: Limits) -> io::Result<Self> {
+    pub async fn bind_with_runtime(
+        runtime: R,
+        addr: SocketAddr,
+        limits: Limits,
+    ) -> io::Result<Self> {
         let runtime = shared(runtime);
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
