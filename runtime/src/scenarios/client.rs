@@ -12,7 +12,7 @@ use execd_core::PathUri;
 use super::proxy::CuttingProxy;
 use super::{sleep, timeout, within};
 use crate::client::LostReason;
-use crate::runtime::{Runtime, Task};
+use crate::runtime::{DefaultRuntime, Runtime, Task};
 use crate::{
     Client, ClientOptions, Error, Event, Executor, LocalExecutor, Process, RemoteExecutor,
     ServerOptions, WsServer,
@@ -458,4 +458,43 @@ pub async fn dropping_a_local_executor_kills_its_processes(rt: Arc<dyn Runtime>)
         }
     })
     .await;
+}
+
+/// The constructors that find runtime `R` by type (`WsServer::<R>::bind`,
+/// `Client::<R>::connect`, `LocalExecutor::<R>::new`, what `execd_smol::WsServer::bind` and
+/// friends are), run by `R::block_on` as the `execd` binary runs them: a server, a remote and a
+/// local executor give the same results. Not an `async fn(Arc<dyn Runtime>)`: it builds its
+/// runtime itself, so the runtime crates call it from a plain `#[test]`.
+///
+/// # Panics
+/// When the runtime cannot be set up or the scenario fails.
+pub fn default_runtime_constructors_serve_and_connect<R: DefaultRuntime>() {
+    R::block_on(async {
+        let rt: Arc<dyn Runtime> = Arc::new(R::default_runtime().expect("a default runtime"));
+        let rt = &rt;
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = within(rt, WsServer::<R>::bind(addr, ServerOptions::default()))
+            .await
+            .expect("bind");
+        let url = server.url();
+        let _server = rt.spawn(Box::pin(async move {
+            let _ = server.run().await;
+        }));
+        let client = within(rt, Client::<R>::connect(&url))
+            .await
+            .expect("connect");
+        let remote = RemoteExecutor::from(client);
+        let local = within(rt, LocalExecutor::<R>::new(ServerOptions::default()))
+            .await
+            .expect("local");
+        let executors: [(&str, &dyn Executor); 2] = [("remote", &remote), ("local", &local)];
+        for (name, executor) in executors {
+            assert_eq!(
+                run_on(rt, executor, name).await,
+                (b"hi".to_vec(), Some(7)),
+                "{name}"
+            );
+        }
+    })
+    .expect("the runtime starts");
 }
