@@ -562,8 +562,11 @@ impl EventLoop {
     }
 
     // Every output and command is acted on: a new core variant must break this build, not fall
-    // into a wildcard arm.
-    #[deny(clippy::wildcard_enum_match_arm)]
+    // into a wildcard arm (clippy names a wildcard standing for one variant differently).
+    #[deny(
+        clippy::wildcard_enum_match_arm,
+        clippy::match_wildcard_for_single_variants
+    )]
     fn drain(&mut self) {
         let now = self.runtime.now();
         while let Some(out) = self.server.poll_output() {
@@ -589,7 +592,10 @@ impl EventLoop {
         }
     }
 
-    #[deny(clippy::wildcard_enum_match_arm)]
+    #[deny(
+        clippy::wildcard_enum_match_arm,
+        clippy::match_wildcard_for_single_variants
+    )]
     fn perform(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Spawn { key, spec } => {
