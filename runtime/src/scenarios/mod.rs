@@ -22,6 +22,11 @@
 //! to that module's list in [`scenario_tests!`](crate::scenario_tests); both runtimes then run it.
 //! Client scenarios (the async client over real servers, recovery through a [`CuttingProxy`])
 //! are in [`client`].
+//!
+//! One scenario is not in the macro: [`client::default_runtime_constructors_serve_and_connect`]
+//! exercises the constructors that find their runtime by type, so it is generic over a
+//! [`DefaultRuntime`](crate::DefaultRuntime) and builds that runtime itself; each runtime crate
+//! calls it from one `#[test]`.
 
 pub mod client;
 pub mod process;
