@@ -11,10 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use execd_core::{Command, ConnId, Output, PathUri, ProcessEvent, ProcessKey, ServerConfig};
+use execd_core::{
+    Command, ConnId, HttpEvent, HttpTicket, Output, PathUri, ProcessEvent, ProcessKey,
+    ServerConfig,
+};
 use futures_lite::future;
 use tracing::{debug, info, trace, warn};
 
+use crate::http::{HttpRunner, HttpService};
 use crate::process::ProcessTable;
 use crate::runtime::{shared, DefaultRuntime, Runtime, Task};
 use crate::transport::{self, FrameReader, FrameWriter, Inbound, Limits, WsListener};
@@ -27,6 +31,9 @@ pub struct ServerOptions {
     /// Transport limits (frame size, ping interval). `max_frame_bytes` is kept equal to the
     /// core's.
     pub limits: Limits,
+    /// Extra trusted CA certificates for `http/request` (a PEM bundle, on top of the webpki
+    /// roots); `None`: the webpki roots only.
+    pub http_ca: Option<Vec<u8>>,
 }
 
 impl ServerOptions {
@@ -304,6 +311,8 @@ struct EventLoop {
     server: execd_core::Server,
     processes: ProcessTable,
     process_rx: Receiver<(ProcessKey, ProcessEvent)>,
+    http: HttpService,
+    http_rx: Receiver<(HttpTicket, HttpEvent)>,
     loop_tx: Sender<LoopEvent>,
     writers: HashMap<ConnId, ConnHandle>,
     /// Stop when the last connection closes (stdio mode).
@@ -325,7 +334,18 @@ impl EventLoop {
         if core.environment_info.is_none() {
             core.environment_info = Some(host_environment_info());
         }
+        if core.host_env.is_empty() {
+            // The snapshot `http/request` `valueEnvVar`s are read from.
+            core.host_env = std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect();
+        }
+        let runner = HttpRunner::new(Arc::clone(&runtime), options.http_ca.as_deref())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let (http, http_rx) = HttpService::new(Arc::clone(&runtime), runner);
         Ok(EventLoop {
+            http,
+            http_rx,
             processes: ProcessTable::with_runtime(Arc::clone(&runtime), process_tx),
             runtime,
             server: execd_core::Server::new(core, seed),
@@ -364,6 +384,7 @@ impl EventLoop {
             warn!(%conn, "dropping a connection that has not read its output for {CONGESTION_LIMIT:?}");
             // Dropping the handle cancels both tasks and closes the socket.
             self.writers.remove(&conn);
+            self.http.forget_conn(conn);
             let _ = self.server.handle_disconnect(now, conn);
         }
     }
@@ -409,7 +430,16 @@ impl EventLoop {
                             .await
                             .map_or(Wake::Stop, |(k, e)| Wake::Process(k, e))
                     },
-                    timer,
+                    future::or(
+                        async {
+                            // Never closed: the loop holds a sender (in `http`).
+                            match self.http_rx.recv().await {
+                                Ok((ticket, event)) => Wake::Http(ticket, event),
+                                Err(_) => future::pending().await,
+                            }
+                        },
+                        timer,
+                    ),
                 ),
             )
             .await;
@@ -426,6 +456,10 @@ impl EventLoop {
                     }
                 }
                 Wake::Process(key, ev) => self.server.handle_process(now, key, ev),
+                Wake::Http(ticket, ev) => {
+                    self.http.on_event(ticket, &ev);
+                    self.server.handle_http(now, ticket, ev);
+                }
             }
             // Take what else is ready before flushing, so bursts go out as bursts.
             for _ in 0..EVENT_BATCH {
@@ -479,11 +513,13 @@ impl EventLoop {
                 if let Some(w) = self.writers.get_mut(&conn) {
                     w.congested_since = None;
                 }
+                self.http.drained(conn);
                 false
             }
             LoopEvent::Closed(conn) => {
                 info!(%conn, "connection closed");
                 self.writers.remove(&conn);
+                self.http.forget_conn(conn);
                 let _ = self.server.handle_disconnect(now, conn);
                 self.single && self.writers.is_empty()
             }
@@ -608,11 +644,23 @@ impl EventLoop {
             Command::Kill { key } => self.processes.kill(key),
             Command::Resize { key, rows, cols } => self.processes.resize(key, rows, cols),
             Command::Release { key } => self.processes.release(key),
+            Command::Http { ticket, request } => self.http.start(ticket, request),
+            Command::HttpPull { ticket, conn } => {
+                // The credit waits while the connection is congested: the body is read only as
+                // fast as the client drains its deltas.
+                let congested = self
+                    .writers
+                    .get(&conn)
+                    .is_some_and(|w| w.congested_since.is_some());
+                self.http.pull(ticket, conn, congested);
+            }
+            Command::HttpCancel { ticket } => self.http.cancel(ticket),
         }
     }
 
     fn shutdown(&mut self) {
         self.processes.kill_all();
+        self.http.clear();
         for w in self.writers.values_mut() {
             let _ = w.tx.try_send(WriterMsg::Close);
             // Let the writer flush what is queued and close, even after the loop is gone.
@@ -626,6 +674,7 @@ impl EventLoop {
 enum Wake {
     Loop(LoopEvent),
     Process(ProcessKey, ProcessEvent),
+    Http(HttpTicket, HttpEvent),
     Timer,
     Stop,
 }

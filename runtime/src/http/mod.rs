@@ -14,8 +14,10 @@ mod io;
 mod proxy;
 mod redirect;
 mod runner;
+mod service;
 
 pub use error::HttpError;
 pub use io::HyperIo;
 pub use proxy::{Proxy, ProxyConfig};
 pub use runner::{HttpResponse, HttpRunner};
+pub(crate) use service::HttpService;
