@@ -3,9 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use execd_core::protocol::StartParams;
+use execd_core::protocol::{HttpRequestParams, HttpRequestResult, StartParams};
 
-use crate::client::{Client, ClientOptions, ConnectError, Error, Process};
+use crate::client::{Client, ClientOptions, ConnectError, Error, HttpBody, Process};
 use crate::runtime::{shared, BoxFuture, DefaultRuntime, Runtime};
 use crate::server::{serve_connection, ServerOptions};
 use crate::transport::{memory_pair, Limits};
@@ -24,6 +24,26 @@ pub trait Executor: Send + Sync {
     /// argv, a cwd that is not a `file:` PathUri); [`Error::Closed`] when the executor's
     /// session is gone.
     fn start(&self, params: StartParams) -> BoxFuture<'_, Result<Process, Error>>;
+
+    /// Performs an HTTP request from the executor's host (`http/request`, buffered): see
+    /// [`Client::http_request`].
+    ///
+    /// # Errors
+    /// As [`Client::http_request`].
+    fn http_request(
+        &self,
+        params: HttpRequestParams,
+    ) -> BoxFuture<'_, Result<HttpRequestResult, Error>>;
+
+    /// Performs an HTTP request from the executor's host with a streamed body: see
+    /// [`Client::http_request_stream`].
+    ///
+    /// # Errors
+    /// As [`Client::http_request_stream`].
+    fn http_request_stream(
+        &self,
+        params: HttpRequestParams,
+    ) -> BoxFuture<'_, Result<(HttpRequestResult, HttpBody), Error>>;
 }
 
 /// Runs processes on this host, in-process: the same event loop and process table as
@@ -106,6 +126,20 @@ impl<R> Executor for LocalExecutor<R> {
     fn start(&self, params: StartParams) -> BoxFuture<'_, Result<Process, Error>> {
         Box::pin(self.client.start(params))
     }
+
+    fn http_request(
+        &self,
+        params: HttpRequestParams,
+    ) -> BoxFuture<'_, Result<HttpRequestResult, Error>> {
+        Box::pin(self.client.http_request(params))
+    }
+
+    fn http_request_stream(
+        &self,
+        params: HttpRequestParams,
+    ) -> BoxFuture<'_, Result<(HttpRequestResult, HttpBody), Error>> {
+        Box::pin(self.client.http_request_stream(params))
+    }
 }
 
 /// Runs processes on the server a [`Client`] is connected to.
@@ -161,5 +195,19 @@ impl<R> fmt::Debug for RemoteExecutor<R> {
 impl<R> Executor for RemoteExecutor<R> {
     fn start(&self, params: StartParams) -> BoxFuture<'_, Result<Process, Error>> {
         Box::pin(self.client.start(params))
+    }
+
+    fn http_request(
+        &self,
+        params: HttpRequestParams,
+    ) -> BoxFuture<'_, Result<HttpRequestResult, Error>> {
+        Box::pin(self.client.http_request(params))
+    }
+
+    fn http_request_stream(
+        &self,
+        params: HttpRequestParams,
+    ) -> BoxFuture<'_, Result<(HttpRequestResult, HttpBody), Error>> {
+        Box::pin(self.client.http_request_stream(params))
     }
 }

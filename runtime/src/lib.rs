@@ -51,7 +51,7 @@ pub mod scenarios;
 mod server;
 pub mod transport;
 
-pub use client::{Client, ClientOptions, ConnectError, Error, Event, Process};
+pub use client::{Client, ClientOptions, ConnectError, Error, Event, HttpBody, Process};
 pub use executor::{Executor, LocalExecutor, RemoteExecutor};
 pub use runtime::{
     set_nonblocking, AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand,

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use execd_core::client::{ClientError, ClientEvent, LostReason};
-use execd_core::protocol::StartParams;
+use execd_core::protocol::{method, StartParams};
 use execd_core::RequestId;
 use futures_lite::future;
 use tracing::{debug, info, trace};
 
+use super::http::DeltaItem;
 use super::process::Event;
 use super::{with_timeout, Error, Status};
 use crate::runtime::{BoxFuture, Child, Runtime};
@@ -36,6 +37,13 @@ pub(super) enum Cmd {
     Write {
         process_id: String,
         bytes: Vec<u8>,
+        reply: Reply,
+    },
+    /// A streamed `http/request`: its deltas go to `deltas` until the terminal one.
+    HttpStream {
+        request_id: String,
+        params: serde_json::Value,
+        deltas: Sender<DeltaItem>,
         reply: Reply,
     },
     Close,
@@ -97,6 +105,10 @@ pub(super) struct Driver {
     /// Start calls, until answered: their result is checked before the process is reported.
     starts: HashMap<RequestId, String>,
     processes: HashMap<String, Sender<Event>>,
+    /// Streamed `http/request`s by `requestId`, from the call until the terminal delta.
+    http_streams: HashMap<String, Sender<DeltaItem>>,
+    /// Their calls, until answered: an error answer ends the stream.
+    http_calls: HashMap<RequestId, String>,
     reader: Option<FrameReader>,
     writer: Option<FrameWriter>,
     connecting: Option<BoxFuture<'static, io::Result<(FrameReader, FrameWriter)>>>,
@@ -131,6 +143,8 @@ impl Driver {
             calls: HashMap::new(),
             starts: HashMap::new(),
             processes: HashMap::new(),
+            http_streams: HashMap::new(),
+            http_calls: HashMap::new(),
             reader: None,
             writer: None,
             connecting: None,
@@ -263,12 +277,28 @@ impl Driver {
                 }
                 Err(e) => answer_refused(&reply, e),
             },
+            Cmd::HttpStream {
+                request_id,
+                params,
+                deltas,
+                reply,
+            } => match self.core.call(now, method::HTTP_REQUEST, params) {
+                Ok(id) => {
+                    // Registered before the call goes out, so no delta is missed.
+                    self.http_streams.insert(request_id.clone(), deltas);
+                    self.http_calls.insert(id.clone(), request_id);
+                    self.calls.insert(id, reply);
+                }
+                Err(e) => answer_refused(&reply, e),
+            },
             Cmd::Close => self.core.close(),
         }
     }
 
     fn disconnected(&mut self, now: Instant) {
         self.drop_transport();
+        // The server cancels a streamed request when its connection drops.
+        self.end_http_streams();
         self.core.handle_disconnect(now);
     }
 
@@ -323,6 +353,11 @@ impl Driver {
                             self.processes.remove(&process_id);
                         }
                     }
+                    if let Some(request_id) = self.http_calls.remove(&id) {
+                        if result.is_err() {
+                            self.http_streams.remove(&request_id);
+                        }
+                    }
                     if let Some(reply) = self.calls.remove(&id) {
                         let _ = reply.try_send(result.map_err(Error::from));
                     }
@@ -375,12 +410,32 @@ impl Driver {
                     for (_, events) in self.processes.drain() {
                         let _ = events.try_send(Event::SessionLost(reason.clone()));
                     }
+                    self.end_http_streams();
                     if let Some(ready) = self.ready.take() {
                         let _ = ready.try_send(Err(reason));
                     }
                 }
+                ClientEvent::HttpBodyDelta(delta) => {
+                    let Some(deltas) = self.http_streams.get(&delta.request_id) else {
+                        continue;
+                    };
+                    let request_id = delta.request_id.clone();
+                    let done = delta.done;
+                    // Waits while the body's queue is full: backpressure onto the connection.
+                    if deltas.send(Ok(delta)).await.is_err() || done {
+                        self.http_streams.remove(&request_id);
+                    }
+                }
                 _ => {}
             }
+        }
+    }
+
+    /// Every streamed `http/request` body fails with [`Error::Closed`].
+    fn end_http_streams(&mut self) {
+        self.http_calls.clear();
+        for (_, deltas) in self.http_streams.drain() {
+            let _ = deltas.try_send(Err(Error::Closed));
         }
     }
 

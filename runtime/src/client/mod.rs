@@ -14,6 +14,7 @@
 //! its exit awaited.
 
 mod driver;
+mod http;
 mod process;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ use crate::runtime::{shared, ChildCommand, DefaultRuntime, Runtime};
 use crate::transport::{self, FrameReader, FrameWriter, Limits};
 use driver::{Cmd, Connector, Driver};
 pub use execd_core::client::LostReason;
+pub use http::HttpBody;
 pub use process::{Event, Process};
 
 /// Settings of a [`Client`].
@@ -82,6 +84,10 @@ pub enum Error {
     /// `initialize` and `initialized` belong to the client itself.
     #[error("{0} is sent by the client itself")]
     ReservedMethod(String),
+    /// A streamed `http/request` body ended early: the `error` of its terminal `bodyDelta`
+    /// (a read failure, the timeout, `"cancelled"`).
+    #[error("http/request body failed: {0}")]
+    HttpBody(String),
 }
 
 impl From<CallError> for Error {
