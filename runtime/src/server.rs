@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use execd_core::{
-    Command, ConnId, HttpEvent, HttpTicket, Output, PathUri, ProcessEvent, ProcessKey,
-    ServerConfig,
+    Command, ConnId, HttpEvent, HttpTicket, Output, PathUri, ProcessEvent, ProcessKey, ServerConfig,
 };
 use futures_lite::future;
 use tracing::{debug, info, trace, warn};

@@ -29,7 +29,8 @@ impl<R> Client<R> {
         mut params: HttpRequestParams,
     ) -> Result<HttpRequestResult, Error> {
         params.stream_response = false;
-        let params = serde_json::to_value(&params).map_err(|e| Error::InvalidResult(e.to_string()))?;
+        let params =
+            serde_json::to_value(&params).map_err(|e| Error::InvalidResult(e.to_string()))?;
         let result = self.call(method::HTTP_REQUEST, params).await?;
         serde_json::from_value(result).map_err(|e| Error::InvalidResult(e.to_string()))
     }
@@ -47,7 +48,8 @@ impl<R> Client<R> {
     ) -> Result<(HttpRequestResult, HttpBody), Error> {
         params.stream_response = true;
         let request_id = params.request_id.clone();
-        let params = serde_json::to_value(&params).map_err(|e| Error::InvalidResult(e.to_string()))?;
+        let params =
+            serde_json::to_value(&params).map_err(|e| Error::InvalidResult(e.to_string()))?;
         let (deltas_tx, deltas) = async_channel::bounded(DELTA_QUEUE);
         let (reply, rx) = async_channel::bounded(1);
         self.send(Cmd::HttpStream {
@@ -79,7 +81,8 @@ impl<R> Client<R> {
         let params = HttpCancelParams {
             request_id: request_id.to_owned(),
         };
-        let params = serde_json::to_value(&params).map_err(|e| Error::InvalidResult(e.to_string()))?;
+        let params =
+            serde_json::to_value(&params).map_err(|e| Error::InvalidResult(e.to_string()))?;
         self.call(method::HTTP_CANCEL, params).await.map(|_| ())
     }
 }

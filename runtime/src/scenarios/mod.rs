@@ -29,6 +29,7 @@
 //! calls it from one `#[test]`.
 
 pub mod client;
+pub mod http;
 pub mod process;
 mod proxy;
 pub mod server;
@@ -163,6 +164,14 @@ macro_rules! scenario_tests {
                 recovery_gives_up_with_closed_errors_when_the_server_stays_dead,
                 local_and_remote_executors_give_the_same_results,
                 dropping_a_local_executor_kills_its_processes,
+            }
+            http {
+                buffered_get_and_post_reach_the_peer,
+                streamed_64_mib_body_arrives_in_order_in_deltas_of_at_most_1_mib,
+                duplicate_active_stream_id_is_32602,
+                cancel_ends_the_body_and_the_upstream_connection,
+                disconnect_cancels_the_upstream_request,
+                bad_inputs_are_32602_and_the_connection_keeps_working,
             }
         );
     };
