@@ -5,8 +5,11 @@
 //! - `execd run [--url URL] [--tty] [--cwd DIR] [--env K=V]… -- CMD ARG…` runs one command and
 //!   exits with its exit code. Without `--url` it starts `execd serve --listen stdio` as a child
 //!   and talks to it over its stdin/stdout.
+//! - `execd fetch [--url URL] [-X METHOD] [-H 'Name: value']… [--data BODY] [--fail] URL`
+//!   fetches URL from the server's host: status on stderr, body streamed to stdout.
 
 mod bench;
+mod fetch;
 mod run;
 
 use std::io::Write as _;
@@ -39,6 +42,8 @@ enum Cmd {
     Serve(ServeArgs),
     /// Run one command through a server and exit with its exit code.
     Run(run::RunArgs),
+    /// Fetch a URL from the server's host, like curl (status on stderr, body on stdout).
+    Fetch(fetch::FetchArgs),
     /// Measure latency, throughput and memory of a server, and the local floor.
     Bench(bench::BenchArgs),
 }
@@ -61,6 +66,9 @@ struct ServeArgs {
     /// The async runtime to serve on (same behaviour on both).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Smol)]
     runtime: RuntimeKind,
+    /// Extra trusted CA certificates (PEM) for `http/request`, on top of the webpki roots.
+    #[arg(long)]
+    http_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -88,6 +96,7 @@ fn main() -> ExitCode {
             serve(args).map(|()| ExitCode::SUCCESS)
         }
         Cmd::Run(args) => run::run(args),
+        Cmd::Fetch(args) => fetch::fetch(args),
         Cmd::Bench(args) => bench::bench(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -103,8 +112,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut core = ServerConfig::default();
     core.session_ttl = Duration::from_secs(args.session_ttl);
     core.max_frame_bytes = args.max_frame_bytes;
+    let http_ca = match &args.http_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read --http-ca-file {}", path.display()))?,
+        ),
+        None => None,
+    };
     let options = ServerOptions {
         core,
+        http_ca,
         ..ServerOptions::default()
     };
     let addr = match args.listen.as_str() {

@@ -89,6 +89,9 @@ impl<R> Client<R> {
 
 /// The body of a streamed `http/request`, delta by delta. Dropping it before the end cancels
 /// the request on the server (`http/cancel`).
+///
+/// Read it (or drop it) promptly: like process output, a body whose queue is full stops the
+/// client reading its connection, so every other answer on the session waits behind it.
 #[derive(Debug)]
 pub struct HttpBody {
     request_id: String,

@@ -6,11 +6,12 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use execd_core::protocol::{HttpHeaderParam, HttpRequestParams};
 
-use super::{timeout, within};
+use super::{sleep, timeout, within};
 use crate::runtime::{Runtime, Task};
 use crate::{Client, ClientOptions, Error, ServerOptions, WsServer};
 
@@ -33,13 +34,14 @@ pub struct Seen {
 /// A tiny HTTP/1.1 server on a loopback port, one thread per connection, `connection: close`:
 /// - `/echo`: `200`, body `"{METHOD} {path}\n"` followed by the request body;
 /// - `/bytes/N`: `200` with `N` bytes, byte `i` = `i % 251`;
-/// - `/forever`: `200` with an endless chunked body, written until the peer goes away, which
-///   is then reported on [`TestHttp::gone`].
+/// - `/slow`: `200` with a chunked body of one chunk `hello` that never ends; when the peer
+///   goes away it is reported to [`TestHttp::wait_gone`].
 #[derive(Debug)]
 pub struct TestHttp {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     gone: async_channel::Receiver<()>,
+    sent: Arc<AtomicUsize>,
 }
 
 impl TestHttp {
@@ -49,15 +51,22 @@ impl TestHttp {
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (gone_tx, gone) = async_channel::unbounded();
-        let seen2 = Arc::clone(&seen);
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (seen2, sent2) = (Arc::clone(&seen), Arc::clone(&sent));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let (seen, gone_tx) = (Arc::clone(&seen2), gone_tx.clone());
-                std::thread::spawn(move || serve(stream, &seen, &gone_tx));
+                let (seen, gone_tx, sent) =
+                    (Arc::clone(&seen2), gone_tx.clone(), Arc::clone(&sent2));
+                std::thread::spawn(move || serve(stream, &seen, &gone_tx, &sent));
             }
         });
-        TestHttp { addr, seen, gone }
+        TestHttp {
+            addr,
+            seen,
+            gone,
+            sent,
+        }
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -70,7 +79,12 @@ impl TestHttp {
         self.seen.lock().unwrap().clone()
     }
 
-    /// Waits until a `/forever` body's peer went away.
+    /// Body bytes written by `/bytes/N` so far, over all requests.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Waits until a `/slow` body's peer went away.
     pub async fn wait_gone(&self, rt: &Arc<dyn Runtime>) {
         timeout(rt, "the upstream connection to close", self.gone.recv())
             .await
@@ -78,7 +92,12 @@ impl TestHttp {
     }
 }
 
-fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, gone: &async_channel::Sender<()>) {
+fn serve(
+    stream: TcpStream,
+    seen: &Mutex<Vec<Seen>>,
+    gone: &async_channel::Sender<()>,
+    total: &AtomicUsize,
+) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut line = String::new();
     if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -135,14 +154,14 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, gone: &async_channel::Sende
                 return;
             }
             sent += chunk.len();
+            total.fetch_add(chunk.len(), Ordering::Relaxed);
         }
-    } else if path == "/forever" {
-        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-        let mut chunk = format!("{WRITE:x}\r\n").into_bytes();
-        chunk.extend_from_slice(&[b'x'; WRITE]);
-        chunk.extend_from_slice(b"\r\n");
+    } else if path == "/slow" {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n";
         let _ = out.write_all(head.as_bytes());
-        while out.write_all(&chunk).is_ok() {}
+        let _ = out.flush();
+        let mut buf = [0u8; 256];
+        while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
         let _ = gone.send_blocking(());
     } else {
         let _ = out
@@ -285,19 +304,17 @@ pub async fn streamed_64_mib_body_arrives_in_order_in_deltas_of_at_most_1_mib(
 /// one may reuse it.
 pub async fn duplicate_active_stream_id_is_32602(rt: Arc<dyn Runtime>) {
     let s = setup(&rt).await;
-    let forever = s.http.url("/forever");
+    let slow = s.http.url("/slow");
     let (_, mut body) = within(
         &rt,
-        s.client
-            .http_request_stream(request("dup", "GET", &forever)),
+        s.client.http_request_stream(request("dup", "GET", &slow)),
     )
     .await
     .expect("head");
     within(&rt, body.next_chunk()).await.expect("a chunk");
     let err = within(
         &rt,
-        s.client
-            .http_request_stream(request("dup", "GET", &forever)),
+        s.client.http_request_stream(request("dup", "GET", &slow)),
     )
     .await
     .expect_err("active");
@@ -318,7 +335,7 @@ pub async fn cancel_ends_the_body_and_the_upstream_connection(rt: Arc<dyn Runtim
     let (_, mut body) = within(
         &rt,
         s.client
-            .http_request_stream(request("c", "GET", &s.http.url("/forever"))),
+            .http_request_stream(request("c", "GET", &s.http.url("/slow"))),
     )
     .await
     .expect("head");
@@ -351,7 +368,7 @@ pub async fn disconnect_cancels_the_upstream_request(rt: Arc<dyn Runtime>) {
     let (_, mut body) = within(
         &rt,
         s.client
-            .http_request_stream(request("d", "GET", &s.http.url("/forever"))),
+            .http_request_stream(request("d", "GET", &s.http.url("/slow"))),
     )
     .await
     .expect("head");
@@ -403,4 +420,36 @@ pub async fn bad_inputs_are_32602_and_the_connection_keeps_working(rt: Arc<dyn R
     .await
     .expect("still working");
     assert_eq!(ok.status, 200);
+}
+
+/// A streamed body the client does not read is not read from the network either: the upstream
+/// server gets to write only what the buffers between hold (credits wait on the congested
+/// connection), not the whole 4 GiB.
+pub async fn an_unread_streamed_body_stops_the_download(rt: Arc<dyn Runtime>) {
+    const LEN: usize = 4 << 30;
+    let s = setup(&rt).await;
+    let url = s.http.url(&format!("/bytes/{LEN}"));
+    let (_, mut body) = within(
+        &rt,
+        s.client.http_request_stream(request("big", "GET", &url)),
+    )
+    .await
+    .expect("head");
+    within(&rt, body.next_chunk()).await.expect("a chunk");
+    let mut last = 0;
+    // Until the download stalls (it must, well before the end).
+    loop {
+        sleep(&rt, std::time::Duration::from_millis(500)).await;
+        let sent = s.http.sent();
+        if sent == last {
+            break;
+        }
+        assert!(
+            sent < 256 << 20,
+            "{sent} bytes downloaded for an unread body"
+        );
+        last = sent;
+    }
+    assert!(last < 256 << 20, "{last}");
+    drop(body);
 }

@@ -172,6 +172,7 @@ macro_rules! scenario_tests {
                 cancel_ends_the_body_and_the_upstream_connection,
                 disconnect_cancels_the_upstream_request,
                 bad_inputs_are_32602_and_the_connection_keeps_working,
+                an_unread_streamed_body_stops_the_download,
             }
         );
     };
