@@ -25,6 +25,8 @@ pub struct ServerOptions {
     /// Transport limits (frame size, ping interval). `max_frame_bytes` is kept equal to the
     /// core's.
     pub limits: Limits,
+    /// Authentication and TLS of the WebSocket listener (ext); default none, as the reference.
+    pub security: transport::ServerSecurity,
 }
 
 impl ServerOptions {
@@ -68,7 +70,13 @@ impl WsServer {
         addr: SocketAddr,
         options: ServerOptions,
     ) -> io::Result<WsServer> {
-        let listener = WsListener::bind(Arc::clone(&runtime), addr, options.limits()).await?;
+        let listener = WsListener::bind_with(
+            Arc::clone(&runtime),
+            addr,
+            options.limits(),
+            options.security.clone(),
+        )
+        .await?;
         Ok(WsServer {
             runtime,
             listener,
@@ -81,9 +89,9 @@ impl WsServer {
         self.listener.local_addr()
     }
 
-    /// `ws://IP:PORT` of the bound address.
+    /// `ws://IP:PORT` of the bound address (`wss://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("ws://{}", self.local_addr())
+        format!("{}://{}", self.listener.scheme(), self.local_addr())
     }
 
     /// Serves until the listener fails. Children die with the server (PDEATHSIG: with the
