@@ -26,6 +26,7 @@
 pub mod client;
 pub mod process;
 mod proxy;
+pub mod security;
 pub mod server;
 pub mod transport;
 
