@@ -27,6 +27,8 @@ pub struct ServerOptions {
     /// Transport limits (frame size, ping interval). `max_frame_bytes` is kept equal to the
     /// core's.
     pub limits: Limits,
+    /// Authentication and TLS of the WebSocket listener (ext); default none, as the reference.
+    pub security: transport::ServerSecurity,
 }
 
 impl ServerOptions {
@@ -85,8 +87,13 @@ impl<R: Runtime> WsServer<R> {
         options: ServerOptions,
     ) -> io::Result<Self> {
         let runtime = shared(runtime);
-        let listener =
-            WsListener::bind_with_runtime(Arc::clone(&runtime), addr, options.limits()).await?;
+        let listener = WsListener::bind_with_security(
+            Arc::clone(&runtime),
+            addr,
+            options.limits(),
+            options.security.clone(),
+        )
+        .await?;
         Ok(WsServer {
             runtime,
             listener,
@@ -102,9 +109,9 @@ impl<R> WsServer<R> {
         self.listener.local_addr()
     }
 
-    /// `ws://IP:PORT` of the bound address.
+    /// `ws://IP:PORT` of the bound address (`wss://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("ws://{}", self.local_addr())
+        format!("{}://{}", self.listener.scheme(), self.local_addr())
     }
 
     /// Serves until the listener fails. Children die with the server (PDEATHSIG: with the

@@ -31,6 +31,7 @@
 pub mod client;
 pub mod process;
 mod proxy;
+pub mod security;
 pub mod server;
 pub mod transport;
 
