@@ -58,6 +58,8 @@ pub(crate) struct RunArgs {
     /// The async runtime to run the client on (same behaviour on both).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Smol)]
     runtime: RuntimeKind,
+    #[command(flatten)]
+    security: crate::serve_auth::RunSecurityArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     argv: Vec<String>,
@@ -80,6 +82,7 @@ fn run_on<R: DefaultRuntime>(args: RunArgs) -> anyhow::Result<ExitCode> {
                 options.core.client_name = "execd-run".to_owned();
                 options.core.recovery = args.recovery_window > 0;
                 options.core.recovery_window = Duration::from_secs(args.recovery_window);
+                options.security = args.security.client_security(url)?;
                 Client::<R>::connect_with(url, options)
                     .await
                     .with_context(|| format!("cannot connect to {url}"))?

@@ -33,6 +33,8 @@ pub struct ServerOptions {
     /// Extra trusted CA certificates for `http/request` (a PEM bundle, on top of the webpki
     /// roots); `None`: the webpki roots only.
     pub http_ca: Option<Vec<u8>>,
+    /// Authentication and TLS of the WebSocket listener (ext); default none, as the reference.
+    pub security: transport::ServerSecurity,
 }
 
 impl ServerOptions {
@@ -91,8 +93,13 @@ impl<R: Runtime> WsServer<R> {
         options: ServerOptions,
     ) -> io::Result<Self> {
         let runtime = shared(runtime);
-        let listener =
-            WsListener::bind_with_runtime(Arc::clone(&runtime), addr, options.limits()).await?;
+        let listener = WsListener::bind_with_security(
+            Arc::clone(&runtime),
+            addr,
+            options.limits(),
+            options.security.clone(),
+        )
+        .await?;
         Ok(WsServer {
             runtime,
             listener,
@@ -108,9 +115,9 @@ impl<R> WsServer<R> {
         self.listener.local_addr()
     }
 
-    /// `ws://IP:PORT` of the bound address.
+    /// `ws://IP:PORT` of the bound address (`wss://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("ws://{}", self.local_addr())
+        format!("{}://{}", self.listener.scheme(), self.local_addr())
     }
 
     /// Serves until the listener fails. Children die with the server (PDEATHSIG: with the

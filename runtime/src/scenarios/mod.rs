@@ -32,6 +32,7 @@ pub mod client;
 pub mod http;
 pub mod process;
 mod proxy;
+pub mod security;
 pub mod server;
 pub mod transport;
 
