@@ -1221,7 +1221,7 @@ fn resume_while_attached_elsewhere_is_session_attached() {
 #[test]
 fn resume_by_another_principal_is_an_unknown_session() {
     let mut h = Harness::new();
-    let alice = Some(crate::Principal::new("alice"));
+    let alice = Some(Principal::new("alice"));
     let a = h.connect_raw_as(alice.clone());
     let r = h.call(a, 0, "initialize", json!({"clientName": "t"}));
     let sid = r[0]["result"]["sessionId"]
@@ -1230,7 +1230,7 @@ fn resume_by_another_principal_is_an_unknown_session() {
         .to_owned();
     h.disconnect(a);
     let resume = json!({"clientName": "t", "resumeSessionId": sid});
-    for thief in [Some(crate::Principal::new("mallory")), None] {
+    for thief in [Some(Principal::new("mallory")), None] {
         let b = h.connect_raw_as(thief);
         let r = h.call(b, 1, "initialize", resume.clone());
         assert_eq!(error_code(&r[0]), -32600);
