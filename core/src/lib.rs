@@ -22,7 +22,7 @@ pub mod server;
 pub mod sim;
 
 pub use client::{CallError, Client, ClientConfig, ClientError, ClientEvent};
-pub use ids::{ConnId, ProcessKey, Seq};
+pub use ids::{ConnId, Principal, ProcessKey, Seq};
 pub use protocol::PathUri;
 pub use rpc::{ErrorCode, RequestId, RpcError};
 pub use server::{

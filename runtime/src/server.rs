@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use execd_core::{
-    Command, ConnId, HttpEvent, HttpTicket, Output, PathUri, ProcessEvent, ProcessKey, ServerConfig,
+    Command, ConnId, HttpEvent, HttpTicket, Output, PathUri, Principal, ProcessEvent, ProcessKey,
+    ServerConfig,
 };
 use futures_lite::future;
 use tracing::{debug, info, trace, warn};
@@ -150,11 +151,11 @@ async fn run_ws(
     let accept_tx = loop_tx.clone();
     let acceptor = async move {
         loop {
-            match listener.accept().await {
+            match listener.accept_peer().await {
                 Ok((reader, writer, peer)) => {
-                    debug!(%peer, "connection accepted");
+                    debug!(peer = %peer.addr, principal = ?peer.principal, "connection accepted");
                     if accept_tx
-                        .send(LoopEvent::Accepted(reader, writer))
+                        .send(LoopEvent::Accepted(reader, writer, peer.principal))
                         .await
                         .is_err()
                     {
@@ -258,7 +259,9 @@ async fn serve_on(
 ) -> io::Result<()> {
     let (loop_tx, loop_rx) = async_channel::unbounded();
     // Cannot fail: the receiver is alive.
-    let _ = loop_tx.send(LoopEvent::Accepted(reader, writer)).await;
+    let _ = loop_tx
+        .send(LoopEvent::Accepted(reader, writer, None))
+        .await;
     let event_loop = EventLoop::new(runtime, options, loop_tx, true)?;
     event_loop.run(loop_rx).await;
     Ok(())
@@ -287,7 +290,8 @@ pub fn host_environment_info() -> serde_json::Value {
 }
 
 enum LoopEvent {
-    Accepted(FrameReader, FrameWriter),
+    /// A connection, and who it authenticated as.
+    Accepted(FrameReader, FrameWriter, Option<Principal>),
     Frame(ConnId, Inbound),
     Closed(ConnId),
     /// A congested connection's queue fell below the low-water mark.
@@ -498,8 +502,8 @@ impl EventLoop {
     /// Returns true when the loop should stop.
     fn on_loop_event(&mut self, now: Instant, ev: LoopEvent) -> bool {
         match ev {
-            LoopEvent::Accepted(reader, writer) => {
-                let conn = self.server.handle_connect(now);
+            LoopEvent::Accepted(reader, writer, principal) => {
+                let conn = self.server.handle_connect_as(now, principal);
                 info!(%conn, "connection opened");
                 self.start_connection(conn, reader, writer);
                 false

@@ -45,7 +45,7 @@ pub use config::ServerConfig;
 pub use http::{HttpEvent, HttpTicket};
 pub use session::SessionId;
 
-use crate::ids::{ConnId, ProcessKey};
+use crate::ids::{ConnId, Principal, ProcessKey};
 use crate::protocol::Notification;
 use crate::rpc::{self, Inbound, RequestId, RpcError};
 use process::Process;
@@ -116,6 +116,8 @@ struct Conn {
     phase: ConnPhase,
     /// Set after an [`Output::Close`]: later frames are ignored.
     closing: bool,
+    /// Who the connection authenticated as.
+    principal: Option<Principal>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +164,15 @@ impl Server {
     }
 
     /// A transport connection opened; returns its id.
-    pub fn handle_connect(&mut self, _now: Instant) -> ConnId {
+    pub fn handle_connect(&mut self, now: Instant) -> ConnId {
+        self.handle_connect_as(now, None)
+    }
+
+    /// A transport connection opened that authenticated as `principal` (`None`: no
+    /// authentication, e.g. stdio or a server without `--ws-auth`); returns its id. Sessions
+    /// it opens are bound to `principal`: another principal's `initialize {resumeSessionId}`
+    /// gets the same error as an unknown id.
+    pub fn handle_connect_as(&mut self, _now: Instant, principal: Option<Principal>) -> ConnId {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
         self.conns.insert(
@@ -170,6 +180,7 @@ impl Server {
             Conn {
                 phase: ConnPhase::New,
                 closing: false,
+                principal,
             },
         );
         conn

@@ -1219,6 +1219,33 @@ fn resume_while_attached_elsewhere_is_session_attached() {
 }
 
 #[test]
+fn resume_by_another_principal_is_an_unknown_session() {
+    let mut h = Harness::new();
+    let alice = Some(Principal::new("alice"));
+    let a = h.connect_raw_as(alice.clone());
+    let r = h.call(a, 0, "initialize", json!({"clientName": "t"}));
+    let sid = r[0]["result"]["sessionId"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    h.disconnect(a);
+    let resume = json!({"clientName": "t", "resumeSessionId": sid});
+    for thief in [Some(Principal::new("mallory")), None] {
+        let b = h.connect_raw_as(thief);
+        let r = h.call(b, 1, "initialize", resume.clone());
+        assert_eq!(error_code(&r[0]), -32600);
+        assert_eq!(
+            r[0]["error"]["message"],
+            format!("unknown session id {sid}"),
+            "the same answer as for an id that does not exist"
+        );
+    }
+    let c = h.connect_raw_as(alice);
+    let r = h.call(c, 2, "initialize", resume);
+    assert_eq!(r[0]["result"]["sessionId"], sid, "the owner resumes it");
+}
+
+#[test]
 fn resume_of_unknown_or_malformed_session_is_invalid() {
     let mut h = Harness::new();
     let conn = h.connect();

@@ -119,7 +119,12 @@ impl Sim {
 
     /// Opens a server connection with no client behind it.
     pub fn connect_raw(&mut self) -> ConnId {
-        let conn = self.server.handle_connect(self.now);
+        self.connect_raw_as(None)
+    }
+
+    /// Like [`Sim::connect_raw`], for a connection that authenticated as `principal`.
+    pub fn connect_raw_as(&mut self, principal: Option<crate::Principal>) -> ConnId {
+        let conn = self.server.handle_connect_as(self.now, principal);
         self.raw.insert(conn);
         conn
     }
