@@ -1,6 +1,12 @@
 //! Wire types of the Codex exec-server dialect, one file per concept.
 
 mod bytes;
+mod env_policy;
+mod environment;
+pub mod fs;
+mod fs_error;
+mod fs_op;
+mod http;
 mod initialize;
 mod path_uri;
 mod process;
@@ -10,6 +16,24 @@ mod signal;
 mod stream;
 
 pub use bytes::Base64Bytes;
+pub use env_policy::{
+    build_child_env, glob_matches, validate_env, EnvNameError, EnvPolicy, Inherit, ALWAYS_STRIPPED,
+    CORE_VARS, DEFAULT_EXCLUDES,
+};
+pub use environment::{
+    EnvironmentCapabilities, EnvironmentInfo, EnvironmentState, EnvironmentStatus, ShellInfo,
+};
+pub use fs_error::{os_error_text, FsError, FsErrorKind};
+pub use fs_op::{
+    decode_fs_request, host_path, is_fs_op_method, walk_limits, FileHandleId, FsOp, FsPolicy,
+    FsRequest, FsResult, WalkLimits, FS_OP_METHODS, MAX_BLOCK_LEN, MAX_HANDLES,
+    MAX_HANDLE_ID_BYTES, WALK_MAX, WALK_MAX_RESPONSE_BYTES,
+};
+pub use http::{
+    body_failed_message, request_failed_message, BodyStream, BodyStreams,
+    HttpBodyDeltaNotification, HttpCancelParams, HttpHeader, HttpHeaderParam, HttpRequest,
+    HttpRequestError, HttpRequestParams, HttpRequestResult, RedirectPolicy,
+};
 pub use initialize::{Capabilities, InitializeParams, InitializeResult};
 pub use path_uri::{PathUri, PathUriError};
 pub use process::{
@@ -50,4 +74,10 @@ pub mod method {
     pub const PROCESS_EXITED: &str = "process/exited";
     /// Notification: the process is closed (exited and all output streams at EOF).
     pub const PROCESS_CLOSED: &str = "process/closed";
+    /// Request: perform an HTTP request.
+    pub const HTTP_REQUEST: &str = "http/request";
+    /// Notification: a chunk (or the end) of a streamed `http/request` body.
+    pub const HTTP_REQUEST_BODY_DELTA: &str = "http/request/bodyDelta";
+    /// ext request: cancel a streamed `http/request`.
+    pub const HTTP_CANCEL: &str = "http/cancel";
 }
