@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_channel::Receiver;
 use execd_core::protocol::{SandboxType, Signal, Stream};
-use execd_core::{ExitStatus, ProcessEvent, SpawnSpec};
+use execd_core::{ExitStatus, ProcessEvent, SpawnErrorKind, SpawnSpec};
 
 use super::timeout;
 use crate::process::ProcessTable;
@@ -22,6 +22,7 @@ fn spec(argv: &[&str]) -> SpawnSpec {
         cwd: PathBuf::from("/"),
         env: BTreeMap::new(),
         tty: false,
+        pty_size: execd_core::PtySize { rows: 24, cols: 80 },
         pipe_stdin: false,
         sandbox: SandboxType::None,
     }
@@ -245,14 +246,16 @@ pub async fn spawn_failures_report_the_os_error_and_nothing_else(rt: Arc<dyn Run
     let not_executable = h.table.spawn(KEY, spec(&["/etc/passwd"]));
     let empty = h.table.spawn(KEY, spec(&[]));
 
-    let enoent = ProcessEvent::SpawnFailed {
+    let enoent = |kind| ProcessEvent::SpawnFailed {
+        kind,
         error: "No such file or directory (os error 2)".into(),
     };
-    assert_eq!(missing, enoent);
-    assert_eq!(bad_cwd, enoent);
+    assert_eq!(missing, enoent(SpawnErrorKind::NotFound));
+    assert_eq!(bad_cwd, enoent(SpawnErrorKind::BadCwd));
     assert_eq!(
         not_executable,
         ProcessEvent::SpawnFailed {
+            kind: SpawnErrorKind::PermissionDenied,
             error: "Permission denied (os error 13)".into()
         }
     );
