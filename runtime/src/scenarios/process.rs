@@ -55,12 +55,17 @@ impl Harness {
         }
     }
 
+    /// The next event other than `StdinWritten` (stdin progress, checked where it matters).
     async fn next(&self) -> ProcessEvent {
-        let (key, event) = timeout(&self.rt, "a process event", self.events.recv())
-            .await
-            .expect("event channel open");
-        assert_eq!(key, KEY);
-        event
+        loop {
+            let (key, event) = timeout(&self.rt, "a process event", self.events.recv())
+                .await
+                .expect("event channel open");
+            assert_eq!(key, KEY);
+            if !matches!(event, ProcessEvent::StdinWritten { .. }) {
+                return event;
+            }
+        }
     }
 
     /// Collects events until the process closes: exited and every stream at EOF.
