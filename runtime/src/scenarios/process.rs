@@ -165,6 +165,23 @@ pub async fn output_eof_and_exit_code_arrive_in_order(rt: Arc<dyn Runtime>) {
     assert!(h.events.is_empty());
 }
 
+/// While its output is paused a child's output stays in the pipe (no event); on resume it
+/// arrives complete.
+pub async fn paused_output_stays_in_the_pipe_until_resumed(rt: Arc<dyn Runtime>) {
+    let mut h = Harness::new(&rt);
+    h.spawn(sh("sleep 0.2; echo hi; sleep 1"));
+    h.table.set_output_paused(KEY, true);
+
+    rt.sleep_until(rt.now() + std::time::Duration::from_millis(700))
+        .await;
+    assert!(h.events.is_empty(), "no output while paused");
+
+    h.table.set_output_paused(KEY, false);
+    let run = h.run_to_close().await;
+    assert_eq!(run.text(Stream::Stdout), "hi\n");
+    assert_eq!(run.exit, Some(ExitStatus::Code(0)));
+}
+
 /// A child killed by a signal is reported as `ExitStatus::Signal`.
 pub async fn death_by_signal_is_reported_as_signal(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
