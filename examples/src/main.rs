@@ -123,6 +123,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    core.validate().context("invalid server option")?;
     let options = ServerOptions {
         core,
         http_ca,

@@ -5,8 +5,9 @@
 //!
 //! Flow control: the runtime reads a streamed body chunk only with a credit, a
 //! [`Command::HttpPull`] issued after the head and after each chunk's deltas were queued for the
-//! connection. The runtime holds a credit while that connection is congested, so a large body
-//! to a slow client waits on the network instead of in server memory.
+//! connection. While that connection is congested (see `congestion`) the credit is held here
+//! and issued when it drains, so a large body to a slow client waits on the network instead of
+//! in server memory.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -69,6 +70,8 @@ pub(super) struct HttpState {
     next: u64,
     requests: BTreeMap<HttpTicket, Pending>,
     streams: BTreeMap<ConnId, BodyStreams>,
+    /// Credits held while their connection is congested.
+    held: BTreeMap<ConnId, Vec<HttpTicket>>,
 }
 
 impl HttpState {
@@ -166,7 +169,7 @@ impl Server {
     /// What happened to request `ticket`: see [`HttpEvent`] for the order the runtime reports
     /// in. Events for a request the core already finished (cancelled, or its connection
     /// closed) are ignored, as are events out of order.
-    pub fn handle_http(&mut self, _now: Instant, ticket: HttpTicket, event: HttpEvent) {
+    pub fn handle_http(&mut self, now: Instant, ticket: HttpTicket, event: HttpEvent) {
         let Some(p) = self.http.requests.get_mut(&ticket) else {
             return;
         };
@@ -176,8 +179,7 @@ impl Server {
                 p.answered = true;
                 self.reply(conn, &id, ok(&result));
                 if stream {
-                    self.out
-                        .push_back(Output::Command(Command::HttpPull { ticket, conn }));
+                    self.http_credit(ticket, conn);
                 } else {
                     self.http.requests.remove(&ticket);
                 }
@@ -194,8 +196,7 @@ impl Server {
                     let text = rpc::encode_notification(method::HTTP_REQUEST_BODY_DELTA, &delta);
                     self.transmit(conn, text);
                 }
-                self.out
-                    .push_back(Output::Command(Command::HttpPull { ticket, conn }));
+                self.http_credit(ticket, conn);
             }
             HttpEvent::End(error) => self.finish_http(ticket, error),
             HttpEvent::Failed(message) => {
@@ -207,6 +208,27 @@ impl Server {
                 }
             }
             HttpEvent::Head(_) | HttpEvent::Chunk(_) => {}
+        }
+        self.settle(now);
+    }
+
+    /// One more body chunk for `ticket`: a [`Command::HttpPull`] now, or when `conn` drains.
+    fn http_credit(&mut self, ticket: HttpTicket, conn: ConnId) {
+        if self.is_congested(conn) {
+            self.http.held.entry(conn).or_default().push(ticket);
+        } else {
+            self.out
+                .push_back(Output::Command(Command::HttpPull { ticket, conn }));
+        }
+    }
+
+    /// `conn` drained below the low mark: its held credits go out.
+    pub(super) fn release_http_credits(&mut self, conn: ConnId) {
+        for ticket in self.http.held.remove(&conn).unwrap_or_default() {
+            if self.http.requests.contains_key(&ticket) {
+                self.out
+                    .push_back(Output::Command(Command::HttpPull { ticket, conn }));
+            }
         }
     }
 
@@ -269,6 +291,7 @@ impl Server {
                 .push_back(Output::Command(Command::HttpCancel { ticket }));
         }
         self.http.streams.remove(&conn);
+        self.http.held.remove(&conn);
     }
 }
 
@@ -403,6 +426,34 @@ mod tests {
         // Released: the id may stream again.
         request(&mut sim, conn, 2, get("s", true));
         take_http(&mut sim);
+    }
+
+    #[test]
+    fn credits_wait_while_the_connection_is_congested() {
+        let config = ServerConfig {
+            congestion_high_bytes: 1000,
+            congestion_low_bytes: 100,
+            ..ServerConfig::default()
+        };
+        let mut sim = sim(config);
+        let conn = session(&mut sim);
+        request(&mut sim, conn, 1, get("s", true));
+        let (ticket, _) = take_http(&mut sim);
+        sim.stall_raw(conn);
+        event(&mut sim, ticket, head(b""));
+        assert_eq!(sim.take_commands(), [Command::HttpPull { ticket, conn }]);
+        event(&mut sim, ticket, HttpEvent::Chunk(vec![0; 4000]));
+        let held = sim.take_commands();
+        assert!(
+            !held.contains(&Command::HttpPull { ticket, conn }),
+            "no credit while congested: {held:?}"
+        );
+        sim.flush_raw(conn);
+        let released = sim.take_commands();
+        assert!(
+            released.contains(&Command::HttpPull { ticket, conn }),
+            "the credit follows the drain: {released:?}"
+        );
     }
 
     #[test]

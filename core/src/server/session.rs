@@ -98,8 +98,10 @@ impl Server {
         }
         let session = self.sessions.get_mut(&sid).ok_or_else(unknown)?;
         session.conn = Some(conn);
-        if let Some(at) = session.expires_at.take() {
-            self.timers.remove(&(at, Timer::SessionExpiry(sid)));
+        let expires_at = session.expires_at.take();
+        self.disarm(expires_at, Timer::SessionExpiry(sid));
+        if self.conns.get(&conn).is_some_and(|c| c.congested) {
+            self.set_session_paused(sid, true);
         }
         Ok(sid)
     }
@@ -108,10 +110,15 @@ impl Server {
     pub(super) fn detach(&mut self, now: Instant, sid: SessionId, conn: ConnId) {
         if let Some(session) = self.sessions.get_mut(&sid) {
             if session.conn == Some(conn) {
-                let expires_at = now + self.config.session_ttl;
                 session.conn = None;
-                session.expires_at = Some(expires_at);
-                self.timers.insert((expires_at, Timer::SessionExpiry(sid)));
+                let ttl = self.config.session_ttl;
+                // Without a deadline (overflow) the session never expires.
+                let expires_at = self.arm(now, ttl, Timer::SessionExpiry(sid));
+                if let Some(session) = self.sessions.get_mut(&sid) {
+                    session.expires_at = expires_at;
+                }
+                // Output no longer waits for a connection: it goes to the bounded retention.
+                self.set_session_paused(sid, false);
             }
         }
     }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use async_channel::{Receiver, Sender};
 use execd_core::protocol::{body_failed_message, request_failed_message, HttpRequest};
-use execd_core::{ConnId, HttpEvent, HttpTicket};
-use tracing::{debug, trace};
+use execd_core::{HttpEvent, HttpTicket};
+use tracing::debug;
 
 use super::HttpRunner;
 use crate::runtime::{Runtime, Task};
@@ -27,8 +27,6 @@ pub(crate) struct HttpService {
     runner: Arc<HttpRunner>,
     events: Sender<(HttpTicket, HttpEvent)>,
     requests: HashMap<HttpTicket, Running>,
-    /// Credits held back while their connection is congested.
-    held: HashMap<ConnId, Vec<HttpTicket>>,
 }
 
 struct Running {
@@ -51,7 +49,6 @@ impl HttpService {
             runner: Arc::new(runner),
             events,
             requests: HashMap::new(),
-            held: HashMap::new(),
         };
         (service, rx)
     }
@@ -78,28 +75,6 @@ impl HttpService {
         );
     }
 
-    /// One more body chunk for `ticket`, now or (with `congested`) once `conn` drains.
-    pub(crate) fn pull(&mut self, ticket: HttpTicket, conn: ConnId, congested: bool) {
-        if congested {
-            trace!(%ticket, %conn, "http: credit held for a congested connection");
-            self.held.entry(conn).or_default().push(ticket);
-        } else {
-            self.grant(ticket);
-        }
-    }
-
-    /// `conn` drained: its held credits go out.
-    pub(crate) fn drained(&mut self, conn: ConnId) {
-        for ticket in self.held.remove(&conn).unwrap_or_default() {
-            self.grant(ticket);
-        }
-    }
-
-    /// `conn` is gone: forget its held credits (the core cancels its requests).
-    pub(crate) fn forget_conn(&mut self, conn: ConnId) {
-        self.held.remove(&conn);
-    }
-
     /// Stops `ticket`: its task is dropped, which closes its connection.
     pub(crate) fn cancel(&mut self, ticket: HttpTicket) {
         if self.requests.remove(&ticket).is_some() {
@@ -122,10 +97,13 @@ impl HttpService {
     /// Drops every request (the server stops).
     pub(crate) fn clear(&mut self) {
         self.requests.clear();
-        self.held.clear();
     }
 
-    fn grant(&self, ticket: HttpTicket) {
+    /// One more body chunk for `ticket` ([`Command::HttpPull`]: the core issues it only while
+    /// the connection is not congested).
+    ///
+    /// [`Command::HttpPull`]: execd_core::Command::HttpPull
+    pub(crate) fn grant(&self, ticket: HttpTicket) {
         if let Some(r) = self.requests.get(&ticket) {
             let _ = r.credits.try_send(());
         }
