@@ -26,6 +26,9 @@ use crate::rpc::{self, ErrorCode, RequestId, RpcError};
 /// The error of a cancelled streamed request's terminal delta (ext `http/cancel`).
 pub(super) const CANCELLED: &str = "cancelled";
 
+/// Body reads a streamed request may have in flight (credits issued after the head).
+const CREDIT_WINDOW: usize = 4;
+
 /// A server-wide handle for one `http/request`, allocated by the core when it asks the runtime
 /// to perform it ([`Command::Http`]). Never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -179,7 +182,11 @@ impl Server {
                 p.answered = true;
                 self.reply(conn, &id, ok(&result));
                 if stream {
-                    self.http_credit(ticket, conn);
+                    // A window of reads in flight hides the credit round trip; each chunk
+                    // then earns one more.
+                    for _ in 0..CREDIT_WINDOW {
+                        self.http_credit(ticket, conn);
+                    }
                 } else {
                     self.http.requests.remove(&ticket);
                 }
@@ -403,8 +410,8 @@ mod tests {
         assert_eq!(frames(&mut sim, conn)[0]["result"]["bodyBase64"], "");
         assert_eq!(
             sim.take_commands(),
-            [Command::HttpPull { ticket, conn }],
-            "the first credit follows the head"
+            vec![Command::HttpPull { ticket, conn }; CREDIT_WINDOW],
+            "the first credits follow the head"
         );
         event(&mut sim, ticket, HttpEvent::Chunk(vec![1; (1 << 20) + 1]));
         let deltas = frames(&mut sim, conn);
@@ -441,7 +448,7 @@ mod tests {
         let (ticket, _) = take_http(&mut sim);
         sim.stall_raw(conn);
         event(&mut sim, ticket, head(b""));
-        assert_eq!(sim.take_commands(), [Command::HttpPull { ticket, conn }]);
+        assert_eq!(sim.take_commands().len(), CREDIT_WINDOW);
         event(&mut sim, ticket, HttpEvent::Chunk(vec![0; 4000]));
         let held = sim.take_commands();
         assert!(
