@@ -26,6 +26,6 @@ pub use ids::{ConnId, ProcessKey, Seq};
 pub use protocol::PathUri;
 pub use rpc::{ErrorCode, RequestId, RpcError};
 pub use server::{
-    Command, ExitStatus, Output, ProcessEvent, Server, ServerConfig, ServerError, SessionId,
-    SpawnSpec,
+    Command, ExitStatus, FsTicket, Output, ProcessEvent, Server, ServerConfig, ServerError,
+    SessionId, SpawnSpec,
 };

@@ -199,6 +199,8 @@ fn start_params(args: &RunArgs) -> anyhow::Result<StartParams> {
         tty: args.tty,
         pipe_stdin: !args.tty,
         arg0: None,
+        env_policy: None,
+        enforce_managed_network: false,
     })
 }
 

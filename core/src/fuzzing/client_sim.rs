@@ -332,6 +332,8 @@ impl Sim {
             tty,
             pipe_stdin,
             arg0: None,
+            env_policy: None,
+            enforce_managed_network: false,
         };
         let r = self.client.start(self.now, params);
         let id = self.accepted_call(r, CallKind::Start { pid, tag, fresh })?;

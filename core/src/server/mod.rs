@@ -13,6 +13,9 @@
 //! - `control`: `process/terminate`, `process/signal`, `process/resize`, `process/list`
 //!   (§5.5, §5.6, §5.9, §5.10);
 //! - `denial_grace`: the sandbox-denial grace before `process/exited` (§7);
+//! - `environment`: `environment/info`, `environment/status`;
+//! - `fs`: the `fs/*` methods performed by the runtime ([`Command::Fs`], [`Server::handle_fs`])
+//!   and `fs/watchMissing`;
 //! - `timers`: every deadline and [`Server::handle_timeout`];
 //! - `outbound`: replies, notifications and closes queued as [`Output`]s.
 
@@ -21,7 +24,9 @@ mod config;
 mod control;
 mod dedupe;
 mod denial_grace;
+mod environment;
 mod events;
+mod fs;
 mod handshake;
 mod outbound;
 mod output_log;
@@ -40,6 +45,7 @@ use rand_core::SeedableRng;
 
 pub use command::{Command, ExitStatus, Output, ProcessEvent, SpawnSpec};
 pub use config::ServerConfig;
+pub use fs::{FsTicket, MAX_WATCHES_PER_CONNECTION};
 pub use session::SessionId;
 
 use crate::ids::{ConnId, ProcessKey};
@@ -68,8 +74,9 @@ pub enum ServerError {
 /// Drive it like this, from one task that owns it:
 /// 1. feed an input: [`handle_connect`](Self::handle_connect),
 ///    [`handle_message`](Self::handle_message), [`handle_disconnect`](Self::handle_disconnect),
-///    [`handle_process`](Self::handle_process) or [`handle_timeout`](Self::handle_timeout),
-///    each with the current time;
+///    [`handle_process`](Self::handle_process), [`handle_fs`](Self::handle_fs),
+///    [`handle_fs_watch_event`](Self::handle_fs_watch_event) or
+///    [`handle_timeout`](Self::handle_timeout), each with the current time;
 /// 2. drain [`poll_output`](Self::poll_output) to `None`, sending frames and performing
 ///    commands (a spawn is answered by feeding [`ProcessEvent::Spawned`] or
 ///    [`ProcessEvent::SpawnFailed`] back in);
@@ -104,6 +111,7 @@ pub struct Server {
     processes: BTreeMap<ProcessKey, Process>,
     reads: PendingReads,
     timers: BTreeSet<(Instant, Timer)>,
+    fs: fs::FsState,
     out: VecDeque<Output>,
 }
 
@@ -147,6 +155,7 @@ impl Server {
             processes: BTreeMap::new(),
             reads: PendingReads::default(),
             timers: BTreeSet::new(),
+            fs: fs::FsState::default(),
             out: VecDeque::new(),
         }
     }
@@ -265,6 +274,7 @@ impl Server {
             .remove(&conn)
             .ok_or(ServerError::UnknownConn(conn))?;
         self.drop_reads_of(conn);
+        self.drop_fs_of(conn);
         if let Some(sid) = c.phase.session() {
             self.detach(now, sid, conn);
         }

@@ -127,6 +127,8 @@ pub enum ConnectError {
 ///         tty: false,
 ///         pipe_stdin: false,
 ///         arg0: None,
+///         env_policy: None,
+///         enforce_managed_network: false,
 ///     })
 ///     .await?;
 /// while let Some(event) = process.next_event().await {
