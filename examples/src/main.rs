@@ -18,7 +18,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use execd_core::ServerConfig;
-use execd_smol::ServerOptions;
+use execd_runtime::{DefaultRuntime, Server, ServerOptions, WsServer};
+use execd_smol::SmolRuntime;
+use execd_tokio::TokioRuntime;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -112,41 +114,37 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = addr.filter(|a| !a.ip().is_loopback() && !args.allow_non_loopback) {
         bail!("refusing to listen on non-loopback {addr} without --allow-non-loopback (execd has no authentication)");
     }
-    // The same server on either runtime crate (they share one API).
-    macro_rules! serve_on {
-        ($execd:ident) => {
-            async {
-                let Some(addr) = addr else {
-                    return $execd::serve_stdio(options)
-                        .await
-                        .context("stdio server failed");
-                };
-                let server = $execd::WsServer::bind(addr, options)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?;
-                let mut stdout = std::io::stdout().lock();
-                writeln!(stdout, "{}", server.url())?;
-                stdout.flush()?;
-                drop(stdout);
-                server.run().await.context("server failed")
-            }
-        };
-    }
     match args.runtime {
-        RuntimeKind::Smol => smol::block_on(serve_on!(execd_smol)),
-        RuntimeKind::Tokio => {
-            // One thread runs the event loop, pumps and connections (the loop is the serial part
-            // anyway); measured cheaper and faster than a multi-threaded runtime here. It forks
-            // the children, and lives as long as they may (PDEATHSIG).
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the tokio runtime")?;
-            let result = runtime.block_on(serve_on!(execd_tokio));
-            runtime.shutdown_timeout(Duration::from_millis(100));
-            result
-        }
+        RuntimeKind::Smol => serve_on::<SmolRuntime>(addr, options),
+        // One thread runs the event loop, pumps and connections (the loop is the serial part
+        // anyway); measured cheaper and faster than a multi-threaded runtime here. It forks the
+        // children, and lives as long as they may (PDEATHSIG).
+        RuntimeKind::Tokio => serve_on::<TokioRuntime>(addr, options),
     }
+}
+
+/// Serves on `addr` (or stdio when `None`) on runtime `R`, on this thread until the server
+/// stops.
+fn serve_on<R: DefaultRuntime>(
+    addr: Option<SocketAddr>,
+    options: ServerOptions,
+) -> anyhow::Result<()> {
+    R::block_on(async {
+        let Some(addr) = addr else {
+            return Server::<R>::serve_stdio(options)
+                .await
+                .context("stdio server failed");
+        };
+        let server = WsServer::<R>::bind(addr, options)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", server.url())?;
+        stdout.flush()?;
+        drop(stdout);
+        server.run().await.context("server failed")
+    })
+    .context("cannot start the async runtime")?
 }
 
 fn parse_listen(listen: &str) -> anyhow::Result<SocketAddr> {

@@ -7,15 +7,15 @@ use std::ffi::OsString;
 use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use async_signal::{Signal as OsSignal, Signals};
 use execd_core::protocol::{Signal, StartParams, Stream, WriteStatus};
 use execd_core::PathUri;
-use execd_runtime::{Client, Error, Event, Process, Runtime, Task};
-use execd_smol::ClientOptions;
+use execd_runtime::{Client, ClientOptions, DefaultRuntime, Error, Event, Process, Runtime, Task};
+use execd_smol::SmolRuntime;
+use execd_tokio::TokioRuntime;
 
 use crate::RuntimeKind;
 use futures_lite::{AsyncReadExt as _, StreamExt as _};
@@ -64,60 +64,47 @@ pub(crate) struct RunArgs {
 }
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let started = Instant::now();
-    // The same client on either runtime crate (they share one API).
-    macro_rules! connect_on {
-        ($execd:ident) => {
-            async {
-                let client = match &args.url {
-                    Some(url) => {
-                        let mut options = ClientOptions::default();
-                        options.core.client_name = "execd-run".to_owned();
-                        options.core.recovery = args.recovery_window > 0;
-                        options.core.recovery_window = Duration::from_secs(args.recovery_window);
-                        $execd::Client::connect_with(url, options)
-                            .await
-                            .with_context(|| format!("cannot connect to {url}"))?
-                    }
-                    None => {
-                        let argv: Vec<OsString> = vec![
-                            crate::self_exe()?.into(),
-                            "serve".into(),
-                            "--listen".into(),
-                            "stdio".into(),
-                        ];
-                        $execd::Client::spawn_stdio(&argv, None, None)
-                            .await
-                            .context("cannot start a local execd server")?
-                    }
-                };
-                anyhow::Ok(client.into_inner())
-            }
-        };
-    }
     match args.runtime {
-        RuntimeKind::Smol => smol::block_on(async {
-            let client = connect_on!(execd_smol).await?;
-            run_client(args, client, Arc::new(execd_smol::SmolRuntime), started).await
-        }),
-        RuntimeKind::Tokio => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the tokio runtime")?;
-            runtime.block_on(async {
-                let client = connect_on!(execd_tokio).await?;
-                let rt = Arc::new(execd_tokio::TokioRuntime::current()?);
-                run_client(args, client, rt, started).await
-            })
-        }
+        RuntimeKind::Smol => run_on::<SmolRuntime>(args),
+        RuntimeKind::Tokio => run_on::<TokioRuntime>(args),
     }
 }
 
-async fn run_client(
+/// Runs the command on runtime `R` (a current-thread one for tokio), on this thread.
+fn run_on<R: DefaultRuntime>(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    R::block_on(async {
+        let client = match &args.url {
+            Some(url) => {
+                let mut options = ClientOptions::default();
+                options.core.client_name = "execd-run".to_owned();
+                options.core.recovery = args.recovery_window > 0;
+                options.core.recovery_window = Duration::from_secs(args.recovery_window);
+                Client::<R>::connect_with(url, options)
+                    .await
+                    .with_context(|| format!("cannot connect to {url}"))?
+            }
+            None => {
+                let argv: Vec<OsString> = vec![
+                    crate::self_exe()?.into(),
+                    "serve".into(),
+                    "--listen".into(),
+                    "stdio".into(),
+                ];
+                Client::<R>::spawn_stdio(&argv, None, None)
+                    .await
+                    .context("cannot start a local execd server")?
+            }
+        };
+        run_client(args, client, R::default_runtime()?, started).await
+    })
+    .context("cannot start the async runtime")?
+}
+
+async fn run_client<R: Runtime>(
     args: RunArgs,
-    client: Client,
-    rt: Arc<dyn Runtime>,
+    client: Client<R>,
+    rt: R,
     started: Instant,
 ) -> anyhow::Result<ExitCode> {
     let params = start_params(&args)?;

@@ -1,10 +1,12 @@
-//! execd-smol: the execd server on the [smol](https://docs.rs/smol) runtime.
+//! execd-smol: execd on the [smol](https://docs.rs/smol) runtime.
 //!
-//! A WebSocket server ([`WsServer`]), a stdio server ([`serve_stdio`]) and any other transport
-//! ([`serve_connection`]) drive the sans-IO core ([`execd_core`]) over real child processes,
-//! PTYs and process groups. The machinery is shared with `execd-tokio` in `execd-runtime`; this
-//! crate supplies the smol [`SmolRuntime`] and the same public API as `execd-tokio`, so
-//! switching runtime means switching crate.
+//! A WebSocket server ([`WsServer`]), a one-connection server over stdio or any transport
+//! ([`Server`]), the async [`Client`] and the [`Executor`]s drive the sans-IO core
+//! ([`execd_core`]) over real child processes, PTYs and process groups. They are written once
+//! in `execd-runtime`, generic over the runtime; this crate supplies [`SmolRuntime`] and names
+//! each type with it filled in (`execd_smol::Client` is `execd_runtime::Client<SmolRuntime>`),
+//! so the constructors take no runtime argument. `execd-tokio` has the same names: switching
+//! runtime means switching crate.
 //!
 //! ```no_run
 //! use execd_smol::{ServerOptions, WsServer};
@@ -20,77 +22,46 @@
 //!
 //! Tasks run on smol's global executor; call the API from `smol::block_on` or any executor.
 
-pub mod client;
-pub mod process;
+#![warn(missing_docs)]
+
 mod runtime;
-pub mod transport;
 
-use std::io;
-use std::net::SocketAddr;
-
-pub use client::{
-    Client, ClientOptions, ConnectError, Error, Event, Executor, LocalExecutor, Process,
-    RemoteExecutor,
-};
-pub use execd_runtime::{host_environment_info, ServerOptions};
+pub use execd_runtime::client::{ClientOptions, ConnectError, Error, Event, LostReason, Process};
+pub use execd_runtime::{host_environment_info, DefaultRuntime, Executor, Runtime, ServerOptions};
 pub use runtime::SmolRuntime;
 
-use transport::{FrameReader, FrameWriter};
+/// A WebSocket server on smol: [`WsServer::bind(addr, options)`](execd_runtime::WsServer::bind),
+/// then `run`. See [`execd_runtime::WsServer`].
+pub type WsServer = execd_runtime::WsServer<SmolRuntime>;
 
-/// A WebSocket server bound to a loopback (or other) address; see
-/// [`execd_runtime::WsServer`] for the behaviour.
-#[derive(Debug)]
-pub struct WsServer(execd_runtime::WsServer);
+/// The server over one connection on smol: `Server::serve_stdio(options)` (this process's
+/// stdin and stdout) and `Server::serve_connection(reader, writer, options)`. See
+/// [`execd_runtime::Server`].
+pub type Server = execd_runtime::Server<SmolRuntime>;
 
-impl WsServer {
-    /// Binds `addr` (port 0 picks a free port).
-    ///
-    /// # Errors
-    /// The bind error.
-    pub async fn bind(addr: SocketAddr, options: ServerOptions) -> io::Result<WsServer> {
-        execd_runtime::WsServer::bind(runtime::shared(), addr, options)
-            .await
-            .map(WsServer)
-    }
+/// A session with a server, driven on smol: `Client::connect(url)`,
+/// `Client::spawn_stdio(argv, env, cwd)`, …. See [`execd_runtime::Client`].
+pub type Client = execd_runtime::Client<SmolRuntime>;
 
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.0.local_addr()
-    }
+/// Runs processes on this host, in-process, on smol. See [`execd_runtime::LocalExecutor`].
+pub type LocalExecutor = execd_runtime::LocalExecutor<SmolRuntime>;
 
-    /// `ws://IP:PORT` of the bound address.
-    pub fn url(&self) -> String {
-        self.0.url()
-    }
+/// Runs processes through a [`Client`]. See [`execd_runtime::RemoteExecutor`].
+pub type RemoteExecutor = execd_runtime::RemoteExecutor<SmolRuntime>;
 
-    /// Serves until the listener fails. Children die with the server (PDEATHSIG: with the
-    /// thread that polls this future) and are killed when this future is dropped.
-    ///
-    /// # Errors
-    /// An accept error that is not per-connection; no OS randomness for session ids.
-    pub async fn run(self) -> io::Result<()> {
-        self.0.run().await
-    }
-}
+/// A server's children (the OS process layer), keyed by `K`, their tasks on smol's global
+/// executor. See [`execd_runtime::process::ProcessTable`].
+pub type ProcessTable<K = execd_core::ProcessKey> =
+    execd_runtime::process::ProcessTable<K, SmolRuntime>;
 
-/// Serves one connection over this process's stdin and stdout (newline-delimited JSON) until
-/// stdin closes; then kills every process it started and returns.
-///
-/// # Errors
-/// No OS randomness for session ids.
-pub async fn serve_stdio(options: ServerOptions) -> io::Result<()> {
-    execd_runtime::serve_stdio(runtime::shared(), options).await
-}
+/// Message transports: one JSON-RPC message per frame, over WebSocket, newline-delimited stdio
+/// or memory. See [`execd_runtime::transport`].
+pub mod transport {
+    pub use execd_runtime::transport::{
+        memory_pair, stdio_transport, ws_connect, FrameReader, FrameWriter, Inbound, Limits,
+    };
 
-/// Serves one already-open connection until it closes, then kills every process it started.
-/// Used for stdio, and by embedders with their own transport.
-///
-/// # Errors
-/// No OS randomness for session ids.
-pub async fn serve_connection(
-    reader: FrameReader,
-    writer: FrameWriter,
-    options: ServerOptions,
-) -> io::Result<()> {
-    execd_runtime::serve_connection(runtime::shared(), reader, writer, options).await
+    /// A WebSocket server socket on smol: `WsListener::bind(addr, limits)`. See
+    /// [`execd_runtime::transport::WsListener`].
+    pub type WsListener = execd_runtime::transport::WsListener<crate::SmolRuntime>;
 }

@@ -11,8 +11,8 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use execd_runtime::{
-    AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand, Runtime, Sleep, Task,
-    TaskHandle, TcpListener,
+    AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand, DefaultRuntime,
+    Runtime, Sleep, Task, TaskHandle, TcpListener,
 };
 use smol::net::TcpStream;
 use smol::{Async, Timer, Unblock};
@@ -24,12 +24,23 @@ use smol::{Async, Timer, Unblock};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SmolRuntime;
 
-/// The runtime as the shared object the execd-runtime API takes.
-pub(crate) fn shared() -> Arc<dyn Runtime> {
-    Arc::new(SmolRuntime)
+impl DefaultRuntime for SmolRuntime {
+    /// Always available: smol's global executor needs no setup.
+    fn default_runtime() -> io::Result<SmolRuntime> {
+        Ok(SmolRuntime)
+    }
+
+    /// `smol::block_on(future)`; never fails.
+    fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
+        Ok(smol::block_on(future))
+    }
 }
 
 impl Runtime for SmolRuntime {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
     fn spawn(&self, future: BoxFuture<'static, ()>) -> Task {
         Task::new(SmolTask(smol::spawn(future)))
     }

@@ -13,3 +13,11 @@ fn run<F: Future<Output = ()>>(scenario: impl FnOnce(Arc<dyn Runtime>) -> F) {
 }
 
 execd_runtime::scenario_tests!(run);
+
+/// The crate's names (`WsServer::bind(addr, options)`, `Client::connect(url)`, …) on the
+/// default runtime, under `SmolRuntime::block_on`.
+#[test]
+fn default_runtime_constructors_serve_and_connect() {
+    execd_runtime::scenarios::client::default_runtime_constructors_serve_and_connect::<SmolRuntime>(
+    );
+}

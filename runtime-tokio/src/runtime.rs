@@ -1,6 +1,5 @@
-//! [`TokioRuntime`]: the [`Runtime`] implementation on tokio (`tokio::net`, `tokio::process`,
-//! `tokio::io::unix::AsyncFd`, tokio's stdin and stdout), adapted to futures-io with
-//! `tokio_util::compat`.
+//! [`TokioRuntime`]: [`Runtime`] on `tokio::{net, process, io::unix::AsyncFd, io::stdin}`,
+//! adapted to futures-io with `tokio_util::compat`.
 
 use std::future::Future;
 use std::io;
@@ -9,24 +8,20 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use execd_runtime::{
-    AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand, Runtime, Sleep, Task,
-    TaskHandle, TcpListener,
+    AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand, DefaultRuntime,
+    Runtime, Sleep, Task, TaskHandle, TcpListener,
 };
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
 use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
+use tokio_util::task::AbortOnDropHandle;
 
-/// The tokio runtime: tasks, timers, sockets, children and descriptors on one tokio runtime,
-/// named by its [`Handle`].
-///
-/// The runtime needs its I/O and time drivers (`Builder::enable_all`, as `#[tokio::main]` does).
-/// Objects are created inside the handle's context, so the methods may be called from any
-/// thread; the futures they return (such as [`Runtime::tcp_connect`]'s) are polled by the
-/// caller and must be polled inside a tokio runtime.
+/// One tokio runtime, named by its [`Handle`] (with I/O and time drivers: `enable_all`). Objects
+/// are created in the handle's context, so any thread may call the methods; the futures they
+/// return (e.g. [`Runtime::tcp_connect`]'s) must be polled inside a tokio runtime.
 #[derive(Debug, Clone)]
 pub struct TokioRuntime {
     handle: Handle,
@@ -49,28 +44,46 @@ impl TokioRuntime {
     }
 }
 
-/// The caller's runtime as the shared object the execd-runtime API takes.
-pub(crate) fn shared() -> io::Result<Arc<dyn Runtime>> {
-    Ok(Arc::new(TokioRuntime::current()?))
+impl DefaultRuntime for TokioRuntime {
+    /// [`TokioRuntime::current`]: the runtime the caller runs in.
+    fn default_runtime() -> io::Result<TokioRuntime> {
+        TokioRuntime::current()
+    }
+
+    /// Runs `future` on a current-thread runtime with all drivers, then shuts it down, waiting
+    /// at most 100 ms for what is left. One thread runs the loop (the serial part anyway), the
+    /// pumps and the connections, and forks the children (`PR_SET_PDEATHSIG` ties them to it).
+    fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let output = runtime.block_on(future);
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        Ok(output)
+    }
 }
 
 impl Runtime for TokioRuntime {
+    /// tokio's clock (`tokio::time::Instant::now`), which a paused test clock controls.
+    fn now(&self) -> Instant {
+        let _context = self.handle.enter();
+        tokio::time::Instant::now().into_std()
+    }
+
     fn spawn(&self, future: BoxFuture<'static, ()>) -> Task {
-        Task::new(TokioTask(Some(self.handle.spawn(future))))
+        Task::new(TokioTask(AbortOnDropHandle::new(self.handle.spawn(future))))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
         let _context = self.handle.enter();
-        Box::pin(TokioSleep {
-            inner: tokio::time::sleep_until(deadline.into()),
-        })
+        let inner = tokio::time::sleep_until(deadline.into());
+        Box::pin(TokioSleep { inner })
     }
 
     fn tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn TcpListener>> {
         let _context = self.handle.enter();
-        Ok(Box::new(TokioListener(tokio::net::TcpListener::from_std(
-            listener,
-        )?)))
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        Ok(Box::new(TokioListener(listener)))
     }
 
     fn tcp_connect(
@@ -84,21 +97,14 @@ impl Runtime for TokioRuntime {
         })
     }
 
-    fn spawn_child(&self, command: ChildCommand) -> io::Result<Child> {
-        let ChildCommand {
-            command,
-            stdin,
-            stdout,
-            stderr,
-            kill_on_drop,
-        } = command;
+    fn spawn_child(&self, spec: ChildCommand) -> io::Result<Child> {
         let _context = self.handle.enter();
-        let mut command = tokio::process::Command::from(command);
+        let mut command = tokio::process::Command::from(spec.command);
         command
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(stderr)
-            .kill_on_drop(kill_on_drop);
+            .stdin(spec.stdin)
+            .stdout(spec.stdout)
+            .stderr(spec.stderr);
+        command.kill_on_drop(spec.kill_on_drop);
         let mut child = command.spawn()?;
         drop(command);
         // `id` is `None` only once the child has been reaped, which needs a poll of `wait`.
@@ -144,19 +150,11 @@ fn with_nodelay(stream: TcpStream) -> Box<dyn AsyncStream> {
 }
 
 /// Aborts the task on drop unless detached (a dropped `JoinHandle` alone detaches).
-struct TokioTask(Option<JoinHandle<()>>);
+struct TokioTask(AbortOnDropHandle<()>);
 
 impl TaskHandle for TokioTask {
-    fn detach(mut self: Box<Self>) {
-        self.0.take();
-    }
-}
-
-impl Drop for TokioTask {
-    fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
-        }
+    fn detach(self: Box<Self>) {
+        self.0.detach();
     }
 }
 

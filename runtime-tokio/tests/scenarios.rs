@@ -46,3 +46,11 @@ mod current_thread {
 
     execd_runtime::scenario_tests!(run);
 }
+
+/// The crate's names (`WsServer::bind(addr, options)`, `Client::connect(url)`, …) on the
+/// default runtime, under `TokioRuntime::block_on`.
+#[test]
+fn default_runtime_constructors_serve_and_connect() {
+    execd_runtime::scenarios::client::default_runtime_constructors_serve_and_connect::<TokioRuntime>(
+    );
+}

@@ -1,11 +1,12 @@
 //! The [`Executor`] trait: start processes here or on a remote host through the same API.
 
+use std::fmt;
 use std::sync::Arc;
 
 use execd_core::protocol::StartParams;
 
 use crate::client::{Client, ClientOptions, ConnectError, Error, Process};
-use crate::runtime::{BoxFuture, Runtime};
+use crate::runtime::{shared, BoxFuture, DefaultRuntime, Runtime};
 use crate::server::{serve_connection, ServerOptions};
 use crate::transport::{memory_pair, Limits};
 
@@ -26,30 +27,41 @@ pub trait Executor: Send + Sync {
 }
 
 /// Runs processes on this host, in-process: the same event loop and process table as
-/// `execd serve`, driven over an in-memory connection instead of a socket.
+/// `execd serve`, driven over an in-memory connection instead of a socket, on runtime `R`
+/// ([`new`](Self::new) finds a [`DefaultRuntime`] by type,
+/// [`with_runtime`](Self::with_runtime) takes any [`Runtime`]).
 ///
 /// Dropping the last handle (this, its clones and every [`Process`] from it) kills the
 /// processes it started.
-#[derive(Debug, Clone)]
-pub struct LocalExecutor {
-    client: Client,
+pub struct LocalExecutor<R = Arc<dyn Runtime>> {
+    client: Client<R>,
 }
 
-impl LocalExecutor {
-    /// Starts the in-process server with `options` (default rules: retention, dedupe, …).
+impl<R: DefaultRuntime> LocalExecutor<R> {
+    /// Starts the in-process server with `options` (default rules: retention, dedupe, …) on
+    /// the default runtime.
+    ///
+    /// # Errors
+    /// No default runtime; no OS randomness for session ids, or the in-process session could
+    /// not be opened.
+    pub async fn new(options: ServerOptions) -> Result<Self, ConnectError> {
+        Self::with_runtime(R::default_runtime()?, options).await
+    }
+}
+
+impl<R: Runtime> LocalExecutor<R> {
+    /// Starts the in-process server with `options` on `runtime`.
     ///
     /// # Errors
     /// No OS randomness for session ids, or the in-process session could not be opened.
-    pub async fn new(
-        rt: Arc<dyn Runtime>,
-        options: ServerOptions,
-    ) -> Result<LocalExecutor, ConnectError> {
+    pub async fn with_runtime(runtime: R, options: ServerOptions) -> Result<Self, ConnectError> {
+        let rt = shared(runtime);
         let limits = Limits {
             max_frame_bytes: options.core.max_frame_bytes,
             ..Limits::default()
         };
         let ((server_rx, server_tx), (client_rx, client_tx)) = memory_pair(limits.clone());
-        let server_rt = rt.clone();
+        let server_rt = Arc::clone(&rt);
         rt.spawn(Box::pin(async move {
             if let Err(e) = serve_connection(server_rt, server_rx, server_tx, options).await {
                 tracing::warn!(error = %e, "local executor: server failed");
@@ -60,49 +72,93 @@ impl LocalExecutor {
             limits,
             ..ClientOptions::default()
         };
-        let client = Client::over(rt, client_rx, client_tx, client_options).await?;
-        Ok(LocalExecutor { client })
+        let client = Client::over_with_runtime(rt, client_rx, client_tx, client_options).await?;
+        Ok(LocalExecutor {
+            client: client.with_runtime_type(),
+        })
     }
+}
 
+impl<R> LocalExecutor<R> {
     /// The client in front of the in-process server (for calls beyond [`Executor`]).
-    pub fn client(&self) -> &Client {
+    pub fn client(&self) -> &Client<R> {
         &self.client
     }
 }
 
-impl Executor for LocalExecutor {
+impl<R> Clone for LocalExecutor<R> {
+    fn clone(&self) -> Self {
+        LocalExecutor {
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl<R> fmt::Debug for LocalExecutor<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalExecutor")
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl<R> Executor for LocalExecutor<R> {
     fn start(&self, params: StartParams) -> BoxFuture<'_, Result<Process, Error>> {
         Box::pin(self.client.start(params))
     }
 }
 
 /// Runs processes on the server a [`Client`] is connected to.
-#[derive(Debug, Clone)]
-pub struct RemoteExecutor {
-    client: Client,
+pub struct RemoteExecutor<R = Arc<dyn Runtime>> {
+    client: Client<R>,
 }
 
-impl RemoteExecutor {
+impl<R> RemoteExecutor<R> {
     /// An executor over `client`'s session.
-    pub fn new(client: Client) -> RemoteExecutor {
+    pub fn new(client: Client<R>) -> Self {
         RemoteExecutor { client }
     }
 
-    /// Connects to `url` (recovery on) and returns an executor over the new session.
-    ///
-    /// # Errors
-    /// As [`Client::connect`].
-    pub async fn connect(rt: Arc<dyn Runtime>, url: &str) -> Result<RemoteExecutor, ConnectError> {
-        Ok(RemoteExecutor::new(Client::connect(rt, url).await?))
-    }
-
     /// The client.
-    pub fn client(&self) -> &Client {
+    pub fn client(&self) -> &Client<R> {
         &self.client
     }
 }
 
-impl Executor for RemoteExecutor {
+impl<R: DefaultRuntime> RemoteExecutor<R> {
+    /// Connects to `url` (recovery on) and returns an executor over the new session; the
+    /// client's driver runs on the default runtime.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
+        Ok(RemoteExecutor::new(Client::connect(url).await?))
+    }
+}
+
+impl<R> From<Client<R>> for RemoteExecutor<R> {
+    fn from(client: Client<R>) -> Self {
+        RemoteExecutor::new(client)
+    }
+}
+
+impl<R> Clone for RemoteExecutor<R> {
+    fn clone(&self) -> Self {
+        RemoteExecutor {
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl<R> fmt::Debug for RemoteExecutor<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteExecutor")
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl<R> Executor for RemoteExecutor<R> {
     fn start(&self, params: StartParams) -> BoxFuture<'_, Result<Process, Error>> {
         Box::pin(self.client.start(params))
     }

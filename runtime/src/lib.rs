@@ -4,21 +4,38 @@
 //! the transports ([`transport`]: WebSocket with `/readyz` and the `Origin` refusal,
 //! newline-delimited stdio), the server event loop ([`WsServer`], [`serve_connection`],
 //! [`serve_stdio`]) and the process layer ([`process::ProcessTable`]: pipes, PTYs, process
-//! groups, `PR_SET_PDEATHSIG`, signal reset). It is generic over the small, object-safe
-//! [`Runtime`] trait (spawn, timers, TCP, child processes, file descriptors, stdio);
-//! `execd-smol` and `execd-tokio` implement it and wrap this crate's API without a runtime
-//! argument. Use one of those; this crate is for runtime implementors.
+//! groups, `PR_SET_PDEATHSIG`, signal reset), the async [`Client`] and the [`Executor`]s. It
+//! is written once over the small, object-safe [`Runtime`] trait (clock, spawn, timers, TCP,
+//! child processes, file descriptors, stdio), the way quinn is.
+//!
+//! Every public type that runs tasks takes the runtime as a type parameter `R`, which defaults
+//! to `Arc<dyn Runtime>`; the machinery behind it stores an `Arc<dyn Runtime>` and is compiled
+//! once. Constructors come in two forms: for a [`DefaultRuntime`] none takes a runtime
+//! (`WsServer::<R>::bind(addr, options)`), and the `…_with_runtime` forms take any [`Runtime`]
+//! value. `execd-smol` and `execd-tokio` implement [`Runtime`] and [`DefaultRuntime`] and
+//! name the types with their runtime filled in (`execd_smol::WsServer` is
+//! `WsServer<SmolRuntime>`), so switching runtime means switching crate:
 //!
 //! ```no_run
-//! # async fn example(runtime: std::sync::Arc<dyn execd_runtime::Runtime>) -> std::io::Result<()> {
+//! # async fn example<R: execd_runtime::DefaultRuntime>(
+//! #     runtime: std::sync::Arc<dyn execd_runtime::Runtime>,
+//! # ) -> std::io::Result<()> {
 //! use execd_runtime::{ServerOptions, WsServer};
 //!
 //! let addr = "127.0.0.1:0".parse().expect("a socket address");
-//! let server = WsServer::bind(runtime, addr, ServerOptions::default()).await?;
-//! println!("{}", server.url());
+//! // On the default runtime of `R` (execd-smol: `execd_smol::WsServer::bind(addr, options)`):
+//! let server = WsServer::<R>::bind(addr, ServerOptions::default()).await?;
+//! // Or on a runtime value:
+//! let other = WsServer::bind_with_runtime(runtime, addr, ServerOptions::default()).await?;
+//! println!("{} {}", server.url(), other.url());
 //! server.run().await
 //! # }
 //! ```
+//!
+//! A program that picks its runtime at start-up writes its body once, generic over
+//! `R: DefaultRuntime`, and runs it with [`DefaultRuntime::block_on`].
+
+#![warn(missing_docs)]
 
 pub mod client;
 mod executor;
@@ -38,6 +55,8 @@ pub use client::{Client, ClientOptions, ConnectError, Error, Event, Process};
 pub use executor::{Executor, LocalExecutor, RemoteExecutor};
 pub use runtime::{
     set_nonblocking, AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand,
-    FdStream, Runtime, Sleep, Task, TaskHandle, TcpListener,
+    DefaultRuntime, FdStream, Runtime, Sleep, Task, TaskHandle, TcpListener,
 };
-pub use server::{host_environment_info, serve_connection, serve_stdio, ServerOptions, WsServer};
+pub use server::{
+    host_environment_info, serve_connection, serve_stdio, Server, ServerOptions, WsServer,
+};

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt as _;
 use std::process::Stdio;
@@ -41,7 +42,9 @@ use tracing::{debug, trace, warn};
 
 use crate::os;
 use crate::pty::{self, Pty};
-use crate::runtime::{set_nonblocking, AsyncFd, BoxFuture, ChildCommand, Runtime};
+use crate::runtime::{
+    set_nonblocking, shared, AsyncFd, BoxFuture, ChildCommand, DefaultRuntime, Runtime,
+};
 
 /// Bytes asked for per read; one pipe buffer on Linux.
 const CHUNK: usize = 64 * 1024;
@@ -81,23 +84,47 @@ const PTY_COLS: u16 = 80;
 ///   exited but whose members still hold the output open is still signalled.
 /// - `SIGPIPE` must be ignored in the server (Rust binaries do so by default) for a write to a
 ///   closed stdin to fail with `EPIPE`; the child gets the default disposition back.
-#[derive(Debug)]
-pub struct ProcessTable<K = ProcessKey> {
+///
+/// # Runtime
+/// Its tasks run on runtime `R`: [`new`](Self::new) finds a [`DefaultRuntime`] by type,
+/// [`with_runtime`](Self::with_runtime) takes any [`Runtime`].
+pub struct ProcessTable<K = ProcessKey, R = Arc<dyn Runtime>> {
     runtime: Arc<dyn Runtime>,
     events: Sender<(K, ProcessEvent)>,
     entries: BTreeMap<K, Entry>,
+    _runtime: PhantomData<fn() -> R>,
 }
 
-impl<K> ProcessTable<K>
+impl<K, R> ProcessTable<K, R>
+where
+    K: Copy + Ord + fmt::Debug + Send + Sync + 'static,
+    R: DefaultRuntime,
+{
+    /// A table that runs its tasks on the default runtime and reports process events on
+    /// `events`.
+    ///
+    /// # Panics
+    /// There is no default runtime (tokio: called outside a tokio runtime, like
+    /// `tokio::spawn`).
+    pub fn new(events: Sender<(K, ProcessEvent)>) -> Self {
+        match R::default_runtime() {
+            Ok(runtime) => Self::with_runtime(runtime, events),
+            Err(e) => panic!("ProcessTable::new: {e}"),
+        }
+    }
+}
+
+impl<K, R> ProcessTable<K, R>
 where
     K: Copy + Ord + fmt::Debug + Send + Sync + 'static,
 {
     /// A table that runs its tasks on `runtime` and reports process events on `events`.
-    pub fn new(runtime: Arc<dyn Runtime>, events: Sender<(K, ProcessEvent)>) -> Self {
+    pub fn with_runtime(runtime: impl Runtime, events: Sender<(K, ProcessEvent)>) -> Self {
         ProcessTable {
-            runtime,
+            runtime: shared(runtime),
             events,
             entries: BTreeMap::new(),
+            _runtime: PhantomData,
         }
     }
 
@@ -292,6 +319,15 @@ where
 }
 
 /// What the table keeps per child.
+impl<K: fmt::Debug, R> fmt::Debug for ProcessTable<K, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessTable")
+            .field("runtime", &self.runtime)
+            .field("entries", &self.entries)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     /// The child's pid, which is also its process group id. `None` only if the OS returned 0.

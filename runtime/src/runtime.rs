@@ -1,12 +1,14 @@
 //! The [`Runtime`] trait: the few operations the async half needs from an executor and reactor.
 //!
 //! Modelled on quinn's `Runtime`: object-safe, shared as `Arc<dyn Runtime>`, futures and I/O
-//! objects boxed once per task, connection or process. Everything per chunk (reads, writes,
+//! objects boxed once per task, connection or process. [`DefaultRuntime`] adds what a runtime
+//! needs to be named by type alone (`execd_smol::Client::connect(url)`, no runtime argument). Everything per chunk (reads, writes,
 //! timer resets) goes through the boxed objects without further allocation.
 //!
 //! I/O objects speak futures-io ([`AsyncRead`], [`AsyncWrite`]); a runtime whose native types do
 //! not (tokio) adapts them.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -41,6 +43,10 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
 /// futures are polled by the caller, which a runtime may require to happen inside it (tokio's
 /// `tcp_connect`); execd-runtime polls them in tasks it spawned on the same runtime.
 pub trait Runtime: Send + Sync + fmt::Debug + 'static {
+    /// The current time on the runtime's clock: what the event loops hand the sans-IO core and
+    /// measure their timers from (a runtime with a paused or simulated clock returns that).
+    fn now(&self) -> Instant;
+
     /// Runs `future` to completion on the runtime's executor, concurrently with the caller.
     ///
     /// Dropping the returned [`Task`] cancels the future at its next suspension point;
@@ -92,6 +98,78 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// The runtime cannot provide them (e.g. it has no context to run blocking reads in).
     fn stdio(&self) -> io::Result<(BoxRead, BoxWrite)>;
+}
+
+/// Every `Arc` of a runtime (including `Arc<dyn Runtime>`) is a runtime: the methods forward.
+impl<R: Runtime + ?Sized> Runtime for Arc<R> {
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+
+    fn spawn(&self, future: BoxFuture<'static, ()>) -> Task {
+        (**self).spawn(future)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
+        (**self).sleep_until(deadline)
+    }
+
+    fn tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn TcpListener>> {
+        (**self).tcp_listener(listener)
+    }
+
+    fn tcp_connect(
+        &self,
+        host: String,
+        port: u16,
+    ) -> BoxFuture<'static, io::Result<Box<dyn AsyncStream>>> {
+        (**self).tcp_connect(host, port)
+    }
+
+    fn spawn_child(&self, command: ChildCommand) -> io::Result<Child> {
+        (**self).spawn_child(command)
+    }
+
+    fn async_fd(&self, fd: OwnedFd) -> io::Result<Arc<dyn AsyncFd>> {
+        (**self).async_fd(fd)
+    }
+
+    fn stdio(&self) -> io::Result<(BoxRead, BoxWrite)> {
+        (**self).stdio()
+    }
+}
+
+/// A runtime that can be found without being handed one: the type parameter of
+/// `execd_smol::Client` and friends, whose constructors (`Client::connect(url)`,
+/// `WsServer::bind(addr, options)`) take no runtime argument.
+///
+/// Implemented by `execd_smol::SmolRuntime` (smol's global executor) and
+/// `execd_tokio::TokioRuntime` (the tokio runtime the caller runs in).
+pub trait DefaultRuntime: Runtime + Sized {
+    /// The runtime to use when none is given: a global one, or the one the caller runs in.
+    ///
+    /// # Errors
+    /// There is none here (e.g. tokio called outside a tokio runtime).
+    fn default_runtime() -> io::Result<Self>;
+
+    /// Runs `future` to completion on the calling thread, on a runtime of this kind set up for
+    /// the call (what a `main` does: smol's `block_on`; a current-thread tokio runtime with its
+    /// I/O and time drivers, shut down afterwards). Inside `future`,
+    /// [`default_runtime`](Self::default_runtime) finds that runtime, and children spawned by
+    /// it are forked from the calling thread (`PR_SET_PDEATHSIG` ties them to it).
+    ///
+    /// # Errors
+    /// The runtime could not be set up.
+    fn block_on<F: Future>(future: F) -> io::Result<F::Output>;
+}
+
+/// `runtime` as the shared object the machinery stores; an `Arc<dyn Runtime>` is kept as it is
+/// rather than wrapped again.
+pub(crate) fn shared<R: Runtime>(runtime: R) -> Arc<dyn Runtime> {
+    match (&runtime as &dyn Any).downcast_ref::<Arc<dyn Runtime>>() {
+        Some(arc) => Arc::clone(arc),
+        None => Arc::new(runtime),
+    }
 }
 
 /// A re-armable timer returned by [`Runtime::sleep_until`]. Completes once its deadline has

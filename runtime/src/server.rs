@@ -2,7 +2,9 @@
 //! transport frames, process events and its timers.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use futures_lite::future;
 use tracing::{debug, info, trace, warn};
 
 use crate::process::ProcessTable;
-use crate::runtime::{Runtime, Task};
+use crate::runtime::{shared, DefaultRuntime, Runtime, Task};
 use crate::transport::{self, FrameReader, FrameWriter, Inbound, Limits, WsListener};
 
 /// Settings of a server: the core's rules and the transport's limits.
@@ -50,32 +52,51 @@ const CONN_LOW_WATER: usize = 4 << 20;
 /// for a resume, and the other connections' processes stop waiting on it.
 const CONGESTION_LIMIT: Duration = Duration::from_secs(30);
 
-/// A WebSocket server bound to a loopback (or other) address.
-#[derive(Debug)]
-pub struct WsServer {
+/// A WebSocket server bound to a loopback (or other) address, its tasks on runtime `R`.
+///
+/// `R` names the runtime: `execd_smol::WsServer` is `WsServer<SmolRuntime>`, whose
+/// [`bind`](Self::bind) needs no runtime argument; [`bind_with_runtime`](Self::bind_with_runtime)
+/// takes one (any [`Runtime`], e.g. an `Arc<dyn Runtime>`, the default parameter).
+pub struct WsServer<R = Arc<dyn Runtime>> {
     runtime: Arc<dyn Runtime>,
     listener: WsListener,
     options: ServerOptions,
+    _runtime: PhantomData<fn() -> R>,
 }
 
-impl WsServer {
+impl<R: DefaultRuntime> WsServer<R> {
+    /// Binds `addr` (port 0 picks a free port); the server's tasks run on the default runtime.
+    ///
+    /// # Errors
+    /// The bind error; no default runtime (tokio: called outside a tokio runtime).
+    pub async fn bind(addr: SocketAddr, options: ServerOptions) -> io::Result<Self> {
+        Self::bind_with_runtime(R::default_runtime()?, addr, options).await
+    }
+}
+
+impl<R: Runtime> WsServer<R> {
     /// Binds `addr` (port 0 picks a free port); the server's tasks run on `runtime`.
     ///
     /// # Errors
     /// The bind error.
-    pub async fn bind(
-        runtime: Arc<dyn Runtime>,
+    pub async fn bind_with_runtime(
+        runtime: R,
         addr: SocketAddr,
         options: ServerOptions,
-    ) -> io::Result<WsServer> {
-        let listener = WsListener::bind(Arc::clone(&runtime), addr, options.limits()).await?;
+    ) -> io::Result<Self> {
+        let runtime = shared(runtime);
+        let listener =
+            WsListener::bind_with_runtime(Arc::clone(&runtime), addr, options.limits()).await?;
         Ok(WsServer {
             runtime,
             listener,
             options,
+            _runtime: PhantomData,
         })
     }
+}
 
+impl<R> WsServer<R> {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
@@ -92,41 +113,59 @@ impl WsServer {
     /// # Errors
     /// An accept error that is not per-connection; no OS randomness for session ids.
     pub async fn run(self) -> io::Result<()> {
-        let (loop_tx, loop_rx) = async_channel::unbounded();
-        let listener = self.listener;
-        let runtime = Arc::clone(&self.runtime);
-        let accept_tx = loop_tx.clone();
-        let acceptor = async move {
-            loop {
-                match listener.accept().await {
-                    Ok((reader, writer, peer)) => {
-                        debug!(%peer, "connection accepted");
-                        if accept_tx
-                            .send(LoopEvent::Accepted(reader, writer))
-                            .await
-                            .is_err()
-                        {
-                            return Ok(());
-                        }
-                    }
-                    Err(e) if is_transient_accept_error(&e) => {
-                        warn!(error = %e, "accept failed");
-                        runtime
-                            .sleep_until(Instant::now() + Duration::from_millis(50))
-                            .await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        let event_loop = EventLoop::new(self.runtime, self.options, loop_tx, false)?;
-        let serve = event_loop.run(loop_rx);
-        future::or(acceptor, async {
-            serve.await;
-            Ok(())
-        })
-        .await
+        run_ws(self.runtime, self.listener, self.options).await
     }
+}
+
+impl<R> fmt::Debug for WsServer<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsServer")
+            .field("runtime", &self.runtime)
+            .field("listener", &self.listener)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+async fn run_ws(
+    runtime: Arc<dyn Runtime>,
+    listener: WsListener,
+    options: ServerOptions,
+) -> io::Result<()> {
+    let (loop_tx, loop_rx) = async_channel::unbounded();
+    let acceptor_runtime = Arc::clone(&runtime);
+    let accept_tx = loop_tx.clone();
+    let acceptor = async move {
+        loop {
+            match listener.accept().await {
+                Ok((reader, writer, peer)) => {
+                    debug!(%peer, "connection accepted");
+                    if accept_tx
+                        .send(LoopEvent::Accepted(reader, writer))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                Err(e) if is_transient_accept_error(&e) => {
+                    warn!(error = %e, "accept failed");
+                    let now = acceptor_runtime.now();
+                    acceptor_runtime
+                        .sleep_until(now + Duration::from_millis(50))
+                        .await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let event_loop = EventLoop::new(runtime, options, loop_tx, false)?;
+    let serve = event_loop.run(loop_rx);
+    future::or(acceptor, async {
+        serve.await;
+        Ok(())
+    })
+    .await
 }
 
 fn is_transient_accept_error(e: &io::Error) -> bool {
@@ -136,23 +175,69 @@ fn is_transient_accept_error(e: &io::Error) -> bool {
     )
 }
 
+/// The server over one connection someone else opened: this process's stdin and stdout, or a
+/// transport of the embedder's. Never constructed: its functions find runtime `R` by type
+/// (`execd_smol::Server::serve_stdio(options)`); [`serve_stdio`] and [`serve_connection`] take
+/// a runtime instead.
+pub struct Server<R = Arc<dyn Runtime>> {
+    _runtime: PhantomData<fn() -> R>,
+}
+
+impl<R: DefaultRuntime> Server<R> {
+    /// [`serve_stdio`] on the default runtime.
+    ///
+    /// # Errors
+    /// As [`serve_stdio`]; no default runtime (tokio: called outside a tokio runtime).
+    pub async fn serve_stdio(options: ServerOptions) -> io::Result<()> {
+        serve_stdio(R::default_runtime()?, options).await
+    }
+
+    /// [`serve_connection`] on the default runtime.
+    ///
+    /// # Errors
+    /// As [`serve_connection`]; no default runtime (tokio: called outside a tokio runtime).
+    pub async fn serve_connection(
+        reader: FrameReader,
+        writer: FrameWriter,
+        options: ServerOptions,
+    ) -> io::Result<()> {
+        serve_connection(R::default_runtime()?, reader, writer, options).await
+    }
+}
+
+impl<R> fmt::Debug for Server<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server").finish()
+    }
+}
+
 /// Serves one connection over this process's stdin and stdout (newline-delimited JSON) until
-/// stdin closes; then kills every process it started and returns.
+/// stdin closes; then kills every process it started and returns. Tasks run on `runtime`.
 ///
 /// # Errors
 /// The runtime cannot provide stdin and stdout; no OS randomness for session ids.
-pub async fn serve_stdio(runtime: Arc<dyn Runtime>, options: ServerOptions) -> io::Result<()> {
+pub async fn serve_stdio(runtime: impl Runtime, options: ServerOptions) -> io::Result<()> {
+    let runtime = shared(runtime);
     let (stdin, stdout) = runtime.stdio()?;
     let (reader, writer) = transport::stdio_transport(stdin, stdout, options.limits());
-    serve_connection(runtime, reader, writer, options).await
+    serve_on(runtime, reader, writer, options).await
 }
 
 /// Serves one already-open connection until it closes, then kills every process it started.
-/// Used for stdio, and by embedders with their own transport.
+/// Used for stdio, and by embedders with their own transport. Tasks run on `runtime`.
 ///
 /// # Errors
 /// No OS randomness for session ids.
 pub async fn serve_connection(
+    runtime: impl Runtime,
+    reader: FrameReader,
+    writer: FrameWriter,
+    options: ServerOptions,
+) -> io::Result<()> {
+    serve_on(shared(runtime), reader, writer, options).await
+}
+
+async fn serve_on(
     runtime: Arc<dyn Runtime>,
     reader: FrameReader,
     writer: FrameWriter,
@@ -241,7 +326,7 @@ impl EventLoop {
             core.environment_info = Some(host_environment_info());
         }
         Ok(EventLoop {
-            processes: ProcessTable::new(Arc::clone(&runtime), process_tx),
+            processes: ProcessTable::with_runtime(Arc::clone(&runtime), process_tx),
             runtime,
             server: execd_core::Server::new(core, seed),
             process_rx,
@@ -285,7 +370,7 @@ impl EventLoop {
 
     async fn run(mut self, loop_rx: Receiver<LoopEvent>) {
         // One timer for the loop's life, re-armed only when the deadline moves.
-        let mut timer = self.runtime.sleep_until(Instant::now());
+        let mut timer = self.runtime.sleep_until(self.runtime.now());
         let mut armed: Option<Instant> = None;
         loop {
             self.drain();
@@ -328,7 +413,7 @@ impl EventLoop {
                 ),
             )
             .await;
-            let now = Instant::now();
+            let now = self.runtime.now();
             match wake {
                 Wake::Stop => break,
                 Wake::Timer => {
@@ -476,8 +561,14 @@ impl EventLoop {
         );
     }
 
+    // Every output and command is acted on: a new core variant must break this build, not fall
+    // into a wildcard arm (clippy names a wildcard standing for one variant differently).
+    #[deny(
+        clippy::wildcard_enum_match_arm,
+        clippy::match_wildcard_for_single_variants
+    )]
     fn drain(&mut self) {
-        let now = Instant::now();
+        let now = self.runtime.now();
         while let Some(out) = self.server.poll_output() {
             match out {
                 Output::Transmit { conn, text } => {
@@ -497,11 +588,14 @@ impl EventLoop {
                     }
                 }
                 Output::Command(cmd) => self.perform(now, cmd),
-                _ => {}
             }
         }
     }
 
+    #[deny(
+        clippy::wildcard_enum_match_arm,
+        clippy::match_wildcard_for_single_variants
+    )]
     fn perform(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Spawn { key, spec } => {
@@ -514,7 +608,6 @@ impl EventLoop {
             Command::Kill { key } => self.processes.kill(key),
             Command::Resize { key, rows, cols } => self.processes.resize(key, rows, cols),
             Command::Release { key } => self.processes.release(key),
-            _ => {}
         }
     }
 

@@ -9,7 +9,6 @@ use crate::protocol::{FsOp, SandboxType, Signal, Stream};
 
 /// One unit of output from [`crate::Server::poll_output`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Output {
     /// Send one JSON-RPC message (a response or a notification) as one frame on `conn`.
     Transmit {
@@ -31,7 +30,6 @@ pub enum Output {
 /// A side effect for the runtime to perform. Results come back through
 /// [`crate::Server::handle_process`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Command {
     /// Start a process. Answer with [`ProcessEvent::Spawned`] or [`ProcessEvent::SpawnFailed`],
     /// then stream [`ProcessEvent::Output`], [`ProcessEvent::Eof`] and [`ProcessEvent::Exited`].

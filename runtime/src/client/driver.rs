@@ -64,7 +64,7 @@ impl Connector {
             } => with_timeout(
                 &**rt,
                 *timeout,
-                transport::ws_connect(&**rt, url, limits.clone()),
+                transport::ws_connect(Arc::clone(rt), url, limits.clone()),
             )
             .await
             .unwrap_or_else(|| {
@@ -140,7 +140,7 @@ impl Driver {
     pub(super) async fn run(mut self, reader: FrameReader, writer: FrameWriter) {
         self.reader = Some(reader);
         self.writer = Some(writer);
-        self.core.handle_connected(Instant::now());
+        self.core.handle_connected(self.rt.now());
         loop {
             self.flush().await;
             self.dispatch().await;
@@ -149,7 +149,7 @@ impl Driver {
                 self.drop_transport();
             }
             let wake = self.wait().await;
-            let now = Instant::now();
+            let now = self.rt.now();
             match wake {
                 Wake::Cmd(cmd) => self.on_cmd(now, cmd),
                 Wake::HandlesGone => break,
@@ -296,7 +296,7 @@ impl Driver {
         }
         if let Err(e) = result {
             debug!(error = %e, "client: send failed");
-            self.disconnected(Instant::now());
+            self.disconnected(self.rt.now());
         }
     }
 

@@ -21,6 +21,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,7 +34,7 @@ use execd_core::protocol::{method, StartParams, StartResult};
 use execd_core::RpcError;
 use futures_lite::future;
 
-use crate::runtime::{ChildCommand, Runtime};
+use crate::runtime::{shared, ChildCommand, DefaultRuntime, Runtime};
 use crate::transport::{self, FrameReader, FrameWriter, Limits};
 use driver::{Cmd, Connector, Driver};
 pub use execd_core::client::LostReason;
@@ -106,18 +107,21 @@ pub enum ConnectError {
     Session(LostReason),
 }
 
-/// A handle on one session with a server. Cheap to clone; `Send + Sync`.
+/// A handle on one session with a server, its driver task on runtime `R`. Cheap to clone;
+/// `Send + Sync`.
 ///
-/// The runtime crates (`execd-smol`, `execd-tokio`) wrap the constructors without the runtime
-/// argument.
+/// `R` names the runtime: `execd_smol::Client` is `Client<SmolRuntime>`, whose constructors
+/// ([`connect`](Self::connect), [`spawn_stdio`](Self::spawn_stdio), …) need no runtime
+/// argument; the `…_with_runtime` constructors take any [`Runtime`] (e.g. an
+/// `Arc<dyn Runtime>`, the default parameter). Once built, the handle does not use `R`.
 ///
 /// ```no_run
-/// # async fn example(rt: std::sync::Arc<dyn execd_runtime::Runtime>) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn example<R: execd_runtime::DefaultRuntime>() -> Result<(), Box<dyn std::error::Error>> {
 /// use execd_runtime::client::{Client, Event};
 /// use execd_core::protocol::StartParams;
 /// use execd_core::PathUri;
 ///
-/// let client = Client::connect(rt, "ws://127.0.0.1:4000").await?;
+/// let client = Client::<R>::connect("ws://127.0.0.1:4000").await?;
 /// let process = client
 ///     .start(StartParams {
 ///         process_id: "hello".into(),
@@ -141,9 +145,18 @@ pub enum ConnectError {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
-pub struct Client {
+pub struct Client<R = Arc<dyn Runtime>> {
     shared: Arc<Shared>,
+    _runtime: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Client<R> {
+    fn clone(&self) -> Self {
+        Client {
+            shared: Arc::clone(&self.shared),
+            _runtime: PhantomData,
+        }
+    }
 }
 
 struct Shared {
@@ -174,15 +187,16 @@ impl Status {
     }
 }
 
-impl Client {
+impl<R: DefaultRuntime> Client<R> {
     /// Connects to a `ws://HOST:PORT` server with [`ClientOptions::default`] (recovery on) and
-    /// opens a session.
+    /// opens a session; the driver runs on the default runtime.
     ///
     /// # Errors
-    /// [`ConnectError::Io`] when the connection cannot be opened within the connect timeout;
-    /// [`ConnectError::Session`] when the server refuses `initialize`.
-    pub async fn connect(rt: Arc<dyn Runtime>, url: &str) -> Result<Client, ConnectError> {
-        Client::connect_with(rt, url, ClientOptions::default()).await
+    /// [`ConnectError::Io`] when the connection cannot be opened within the connect timeout
+    /// (or there is no default runtime); [`ConnectError::Session`] when the server refuses
+    /// `initialize`.
+    pub async fn connect(url: &str) -> Result<Self, ConnectError> {
+        Self::connect_with(url, ClientOptions::default()).await
     }
 
     /// Like [`connect`](Self::connect), with `options`. Reconnects (with recovery on) go to
@@ -190,42 +204,60 @@ impl Client {
     ///
     /// # Errors
     /// As [`connect`](Self::connect).
-    pub async fn connect_with(
-        rt: Arc<dyn Runtime>,
+    pub async fn connect_with(url: &str, options: ClientOptions) -> Result<Self, ConnectError> {
+        Self::connect_with_runtime(R::default_runtime()?, url, options).await
+    }
+
+    /// Launches a server child and opens a session over its pipes; see
+    /// [`spawn_stdio_with_runtime`](Self::spawn_stdio_with_runtime). The driver runs on the
+    /// default runtime.
+    ///
+    /// # Errors
+    /// As [`spawn_stdio_with_runtime`](Self::spawn_stdio_with_runtime); no default runtime.
+    pub async fn spawn_stdio(
+        argv: &[OsString],
+        env: Option<&BTreeMap<OsString, OsString>>,
+        cwd: Option<PathBuf>,
+    ) -> Result<Self, ConnectError> {
+        Self::spawn_stdio_with_runtime(R::default_runtime()?, argv, env, cwd).await
+    }
+
+    /// A client over an already-open transport (e.g. [`transport::memory_pair`]), its driver
+    /// on the default runtime. Recovery is forced off: there is no way to reopen it.
+    ///
+    /// # Errors
+    /// [`ConnectError::Session`] when no session could be opened; no default runtime.
+    pub async fn over(
+        reader: FrameReader,
+        writer: FrameWriter,
+        options: ClientOptions,
+    ) -> Result<Self, ConnectError> {
+        Self::over_with_runtime(R::default_runtime()?, reader, writer, options).await
+    }
+}
+
+impl<R: Runtime> Client<R> {
+    /// Connects to a `ws://HOST:PORT` server with `options` and opens a session; the driver
+    /// runs on `runtime`. Reconnects (with recovery on) go to the same URL.
+    ///
+    /// # Errors
+    /// [`ConnectError::Io`] when the connection cannot be opened within the connect timeout;
+    /// [`ConnectError::Session`] when the server refuses `initialize`.
+    pub async fn connect_with_runtime(
+        runtime: R,
         url: &str,
         options: ClientOptions,
-    ) -> Result<Client, ConnectError> {
-        let connector = Connector::Ws {
-            rt: rt.clone(),
-            url: url.to_owned(),
-            limits: options.limits.clone(),
-            timeout: options.connect_timeout,
-        };
-        // A connection cut during the first handshake is retried a few times (with recovery
-        // on); a refused connection or a bad URL fails at once.
-        let attempts = if options.core.recovery { 4 } else { 1 };
-        let mut delay = options.core.backoff_initial;
-        let mut attempt = 1;
-        let (reader, writer) = loop {
-            match connector.connect().await {
-                Ok(pair) => break pair,
-                Err(e) if attempt < attempts && is_transient(&e) => {
-                    tracing::debug!(error = %e, attempt, "client: first connect failed; retrying");
-                    rt.sleep_until(std::time::Instant::now() + delay).await;
-                    delay = (delay * 2).min(options.core.backoff_max);
-                    attempt += 1;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        Client::start_driver(rt, options, connector, reader, writer, None).await
+    ) -> Result<Self, ConnectError> {
+        connect(shared(runtime), url, options)
+            .await
+            .map(Client::from_shared)
     }
 
     /// Launches a server child from `argv` (e.g. `["execd", "serve", "--listen", "stdio"]` or
     /// `["ssh", "host", "execd", "serve", "--listen", "stdio"]`; never through a shell) and
-    /// opens a session over its stdin/stdout. The child's stderr is inherited. `env`: the
-    /// child's exact environment (`None` inherits this process's); `cwd`: its working
-    /// directory (`None`: this process's).
+    /// opens a session over its stdin/stdout, the driver on `runtime`. The child's stderr is
+    /// inherited. `env`: the child's exact environment (`None` inherits this process's);
+    /// `cwd`: its working directory (`None`: this process's).
     ///
     /// Recovery is off: the child's pipes are the only way to reach that server. When the last
     /// handle drops, the child's stdin is closed (a stdio server then stops, killing its
@@ -234,85 +266,58 @@ impl Client {
     /// # Errors
     /// [`ConnectError::Io`] when the child cannot be started (e.g. `argv` is empty or names no
     /// program); [`ConnectError::Session`] when no session could be opened over its pipes.
-    pub async fn spawn_stdio(
-        rt: Arc<dyn Runtime>,
+    pub async fn spawn_stdio_with_runtime(
+        runtime: R,
         argv: &[OsString],
         env: Option<&BTreeMap<OsString, OsString>>,
         cwd: Option<PathBuf>,
-    ) -> Result<Client, ConnectError> {
-        let Some((program, args)) = argv.split_first() else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv").into());
-        };
-        let mut command = std::process::Command::new(program);
-        command.args(args);
-        if let Some(env) = env {
-            command.env_clear().envs(env);
-        }
-        if let Some(cwd) = cwd {
-            command.current_dir(cwd);
-        }
-        let mut child = rt.spawn_child(ChildCommand {
-            command,
-            stdin: Stdio::piped(),
-            stdout: Stdio::piped(),
-            stderr: Stdio::inherit(),
-            kill_on_drop: true,
-        })?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(io::Error::other("the child has no stdio pipes").into());
-        };
-        let mut options = ClientOptions::default();
-        options.core.recovery = false;
-        let (reader, writer) = transport::stdio_transport(stdout, stdin, options.limits.clone());
-        Client::start_driver(rt, options, Connector::None, reader, writer, Some(child)).await
+    ) -> Result<Self, ConnectError> {
+        spawn_stdio(shared(runtime), argv, env, cwd)
+            .await
+            .map(Client::from_shared)
     }
 
-    /// A client over an already-open transport (e.g. [`transport::memory_pair`]). Recovery is
-    /// forced off: there is no way to reopen it.
+    /// A client over an already-open transport (e.g. [`transport::memory_pair`]), its driver
+    /// on `runtime`. Recovery is forced off: there is no way to reopen it.
     ///
     /// # Errors
     /// [`ConnectError::Session`] when no session could be opened.
-    pub async fn over(
-        rt: Arc<dyn Runtime>,
+    pub async fn over_with_runtime(
+        runtime: R,
         reader: FrameReader,
         writer: FrameWriter,
         mut options: ClientOptions,
-    ) -> Result<Client, ConnectError> {
+    ) -> Result<Self, ConnectError> {
         options.core.recovery = false;
-        Client::start_driver(rt, options, Connector::None, reader, writer, None).await
+        start_driver(
+            shared(runtime),
+            options,
+            Connector::None,
+            reader,
+            writer,
+            None,
+        )
+        .await
+        .map(Client::from_shared)
+    }
+}
+
+impl<R> Client<R> {
+    fn from_shared(shared: Arc<Shared>) -> Self {
+        Client {
+            shared,
+            _runtime: PhantomData,
+        }
     }
 
-    async fn start_driver(
-        rt: Arc<dyn Runtime>,
-        options: ClientOptions,
-        connector: Connector,
-        reader: FrameReader,
-        writer: FrameWriter,
-        child: Option<crate::runtime::Child>,
-    ) -> Result<Client, ConnectError> {
-        let mut seed = [0u8; 16];
-        getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
-        let (cmds, cmd_rx) = async_channel::unbounded();
-        let status = Arc::new(Status::default());
-        let (ready_tx, ready_rx) = async_channel::bounded(1);
-        let driver = Driver::new(
-            rt.clone(),
-            execd_core::Client::new(options.core, seed),
-            connector,
-            cmd_rx,
-            status.clone(),
-            ready_tx,
-            child,
-        );
-        rt.spawn(Box::pin(driver.run(reader, writer))).detach();
-        let client = Client {
-            shared: Arc::new(Shared { cmds, status }),
-        };
-        match ready_rx.recv().await {
-            Ok(Ok(())) => Ok(client),
-            Ok(Err(reason)) => Err(ConnectError::Session(reason)),
-            Err(_) => Err(ConnectError::Session(LostReason::Disconnected)),
-        }
+    /// The same handle, with the runtime type erased (what [`Process::client`] returns).
+    fn erased(&self) -> Client {
+        Client::from_shared(Arc::clone(&self.shared))
+    }
+
+    /// The same handle under another runtime type (the driver keeps running where it runs).
+    pub(crate) fn with_runtime_type<S>(self) -> Client<S> {
+        Client::from_shared(self.shared)
     }
 
     /// The session id.
@@ -378,7 +383,7 @@ impl Client {
         Ok(Process::new(
             process_id,
             result.sandbox_type,
-            self.clone(),
+            self.erased(),
             events,
         ))
     }
@@ -416,13 +421,108 @@ impl Client {
     }
 }
 
-impl fmt::Debug for Client {
+impl<R> fmt::Debug for Client<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("session_id", &self.session_id())
             .field("reconnects", &self.reconnects())
             .field("closed", &self.is_closed())
             .finish()
+    }
+}
+
+async fn connect(
+    rt: Arc<dyn Runtime>,
+    url: &str,
+    options: ClientOptions,
+) -> Result<Arc<Shared>, ConnectError> {
+    let connector = Connector::Ws {
+        rt: rt.clone(),
+        url: url.to_owned(),
+        limits: options.limits.clone(),
+        timeout: options.connect_timeout,
+    };
+    // A connection cut during the first handshake is retried a few times (with recovery on); a
+    // refused connection or a bad URL fails at once.
+    let attempts = if options.core.recovery { 4 } else { 1 };
+    let mut delay = options.core.backoff_initial;
+    let mut attempt = 1;
+    let (reader, writer) = loop {
+        match connector.connect().await {
+            Ok(pair) => break pair,
+            Err(e) if attempt < attempts && is_transient(&e) => {
+                tracing::debug!(error = %e, attempt, "client: first connect failed; retrying");
+                rt.sleep_until(rt.now() + delay).await;
+                delay = (delay * 2).min(options.core.backoff_max);
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    start_driver(rt, options, connector, reader, writer, None).await
+}
+
+async fn spawn_stdio(
+    rt: Arc<dyn Runtime>,
+    argv: &[OsString],
+    env: Option<&BTreeMap<OsString, OsString>>,
+    cwd: Option<PathBuf>,
+) -> Result<Arc<Shared>, ConnectError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv").into());
+    };
+    let mut command = std::process::Command::new(program);
+    command.args(args);
+    if let Some(env) = env {
+        command.env_clear().envs(env);
+    }
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    let mut child = rt.spawn_child(ChildCommand {
+        command,
+        stdin: Stdio::piped(),
+        stdout: Stdio::piped(),
+        stderr: Stdio::inherit(),
+        kill_on_drop: true,
+    })?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(io::Error::other("the child has no stdio pipes").into());
+    };
+    let mut options = ClientOptions::default();
+    options.core.recovery = false;
+    let (reader, writer) = transport::stdio_transport(stdout, stdin, options.limits.clone());
+    start_driver(rt, options, Connector::None, reader, writer, Some(child)).await
+}
+
+async fn start_driver(
+    rt: Arc<dyn Runtime>,
+    options: ClientOptions,
+    connector: Connector,
+    reader: FrameReader,
+    writer: FrameWriter,
+    child: Option<crate::runtime::Child>,
+) -> Result<Arc<Shared>, ConnectError> {
+    let mut seed = [0u8; 16];
+    getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
+    let (cmds, cmd_rx) = async_channel::unbounded();
+    let status = Arc::new(Status::default());
+    let (ready_tx, ready_rx) = async_channel::bounded(1);
+    let driver = Driver::new(
+        rt.clone(),
+        execd_core::Client::new(options.core, seed),
+        connector,
+        cmd_rx,
+        status.clone(),
+        ready_tx,
+        child,
+    );
+    rt.spawn(Box::pin(driver.run(reader, writer))).detach();
+    let shared = Arc::new(Shared { cmds, status });
+    match ready_rx.recv().await {
+        Ok(Ok(())) => Ok(shared),
+        Ok(Err(reason)) => Err(ConnectError::Session(reason)),
+        Err(_) => Err(ConnectError::Session(LostReason::Disconnected)),
     }
 }
 
@@ -445,7 +545,7 @@ pub(crate) async fn with_timeout<T>(
     limit: Duration,
     fut: impl Future<Output = T>,
 ) -> Option<T> {
-    let expired = rt.sleep_until(std::time::Instant::now() + limit);
+    let expired = rt.sleep_until(rt.now() + limit);
     future::or(async { Some(fut.await) }, async {
         expired.await;
         None

@@ -12,7 +12,7 @@ use execd_core::PathUri;
 use super::proxy::CuttingProxy;
 use super::{sleep, timeout, within};
 use crate::client::LostReason;
-use crate::runtime::{Runtime, Task};
+use crate::runtime::{DefaultRuntime, Runtime, Task};
 use crate::{
     Client, ClientOptions, Error, Event, Executor, LocalExecutor, Process, RemoteExecutor,
     ServerOptions, WsServer,
@@ -46,7 +46,7 @@ impl TestServer {
 async fn start_server(rt: &Arc<dyn Runtime>) -> TestServer {
     let server = within(
         rt,
-        WsServer::bind(
+        WsServer::bind_with_runtime(
             rt.clone(),
             SocketAddr::from(([127, 0, 0, 1], 0)),
             ServerOptions::default(),
@@ -140,9 +140,12 @@ fn expected_seq(n: u32) -> Vec<u8> {
 pub async fn a_process_streams_its_events_in_order_with_its_exit_code(rt: Arc<dyn Runtime>) {
     let rt = &rt;
     let server = start_server(rt).await;
-    let client = within(rt, Client::connect(rt.clone(), &server.url))
-        .await
-        .expect("connect");
+    let client = within(
+        rt,
+        Client::connect_with_runtime(rt.clone(), &server.url, ClientOptions::default()),
+    )
+    .await
+    .expect("connect");
     assert!(client.session_id().is_some());
     let p = within(
         rt,
@@ -165,9 +168,12 @@ pub async fn a_process_streams_its_events_in_order_with_its_exit_code(rt: Arc<dy
 pub async fn writes_reach_stdin_in_order_and_close_stdin_ends_it(rt: Arc<dyn Runtime>) {
     let rt = &rt;
     let server = start_server(rt).await;
-    let client = within(rt, Client::connect(rt.clone(), &server.url))
-        .await
-        .expect("connect");
+    let client = within(
+        rt,
+        Client::connect_with_runtime(rt.clone(), &server.url, ClientOptions::default()),
+    )
+    .await
+    .expect("connect");
     let p = within(rt, client.start(params("cat", &["cat"], true)))
         .await
         .expect("start");
@@ -188,9 +194,12 @@ pub async fn writes_reach_stdin_in_order_and_close_stdin_ends_it(rt: Arc<dyn Run
 pub async fn a_server_error_is_typed_and_the_client_keeps_working(rt: Arc<dyn Runtime>) {
     let rt = &rt;
     let server = start_server(rt).await;
-    let client = within(rt, Client::connect(rt.clone(), &server.url))
-        .await
-        .expect("connect");
+    let client = within(
+        rt,
+        Client::connect_with_runtime(rt.clone(), &server.url, ClientOptions::default()),
+    )
+    .await
+    .expect("connect");
     let empty = within(rt, client.start(params("bad", &[], false))).await;
     assert!(matches!(empty, Err(Error::Rpc(_))), "{empty:?}");
     let reserved = within(rt, client.call("initialize", serde_json::json!({}))).await;
@@ -208,9 +217,12 @@ pub async fn output_survives_connection_cuts_mid_stream_exactly_once(rt: Arc<dyn
     let proxy = CuttingProxy::start(rt.clone(), server.addr)
         .await
         .expect("proxy");
-    let client = within(rt, Client::connect(rt.clone(), &proxy.url()))
-        .await
-        .expect("connect");
+    let client = within(
+        rt,
+        Client::connect_with_runtime(rt.clone(), &proxy.url(), ClientOptions::default()),
+    )
+    .await
+    .expect("connect");
     let p = within(
         rt,
         client.start(params(
@@ -264,9 +276,12 @@ pub async fn stdin_written_across_connection_cuts_reaches_the_child_once(rt: Arc
             .await
             .expect("proxy"),
     );
-    let client = within(rt, Client::connect(rt.clone(), &proxy.url()))
-        .await
-        .expect("connect");
+    let client = within(
+        rt,
+        Client::connect_with_runtime(rt.clone(), &proxy.url(), ClientOptions::default()),
+    )
+    .await
+    .expect("connect");
     let p = within(rt, client.start(params("cat", &["cat"], true)))
         .await
         .expect("start");
@@ -310,9 +325,12 @@ pub async fn calls_fail_closed_at_once_when_the_server_dies_without_recovery(rt:
     let mut server = start_server(rt).await;
     let mut options = ClientOptions::default();
     options.core.recovery = false;
-    let client = within(rt, Client::connect_with(rt.clone(), &server.url, options))
-        .await
-        .expect("connect");
+    let client = within(
+        rt,
+        Client::connect_with_runtime(rt.clone(), &server.url, options),
+    )
+    .await
+    .expect("connect");
     let p = within(rt, client.start(params("sleep", &["sleep", "30"], false)))
         .await
         .expect("start");
@@ -346,9 +364,12 @@ pub async fn recovery_gives_up_with_closed_errors_when_the_server_stays_dead(rt:
     let mut server = start_server(rt).await;
     let mut options = ClientOptions::default();
     options.core.recovery_window = Duration::from_millis(400);
-    let client = within(rt, Client::connect_with(rt.clone(), &server.url, options))
-        .await
-        .expect("connect");
+    let client = within(
+        rt,
+        Client::connect_with_runtime(rt.clone(), &server.url, options),
+    )
+    .await
+    .expect("connect");
     let p = within(rt, client.start(params("sleep", &["sleep", "30"], false)))
         .await
         .expect("start");
@@ -382,12 +403,19 @@ async fn run_on(
 pub async fn local_and_remote_executors_give_the_same_results(rt: Arc<dyn Runtime>) {
     let rt = &rt;
     let server = start_server(rt).await;
-    let remote = within(rt, RemoteExecutor::connect(rt.clone(), &server.url))
-        .await
-        .expect("connect");
-    let local = within(rt, LocalExecutor::new(rt.clone(), ServerOptions::default()))
-        .await
-        .expect("local");
+    let remote = within(rt, async {
+        Client::connect_with_runtime(rt.clone(), &server.url, ClientOptions::default())
+            .await
+            .map(RemoteExecutor::new)
+    })
+    .await
+    .expect("connect");
+    let local = within(
+        rt,
+        LocalExecutor::with_runtime(rt.clone(), ServerOptions::default()),
+    )
+    .await
+    .expect("local");
     let executors: [(&str, &dyn Executor); 2] = [("remote", &remote), ("local", &local)];
     for (name, executor) in executors {
         assert_eq!(
@@ -401,9 +429,12 @@ pub async fn local_and_remote_executors_give_the_same_results(rt: Arc<dyn Runtim
 /// Scenario.
 pub async fn dropping_a_local_executor_kills_its_processes(rt: Arc<dyn Runtime>) {
     let rt = &rt;
-    let local = within(rt, LocalExecutor::new(rt.clone(), ServerOptions::default()))
-        .await
-        .expect("local");
+    let local = within(
+        rt,
+        LocalExecutor::with_runtime(rt.clone(), ServerOptions::default()),
+    )
+    .await
+    .expect("local");
     let p = within(
         rt,
         local.start(params(
@@ -429,4 +460,43 @@ pub async fn dropping_a_local_executor_kills_its_processes(rt: Arc<dyn Runtime>)
         }
     })
     .await;
+}
+
+/// The constructors that find runtime `R` by type (`WsServer::<R>::bind`,
+/// `Client::<R>::connect`, `LocalExecutor::<R>::new`, what `execd_smol::WsServer::bind` and
+/// friends are), run by `R::block_on` as the `execd` binary runs them: a server, a remote and a
+/// local executor give the same results. Not an `async fn(Arc<dyn Runtime>)`: it builds its
+/// runtime itself, so the runtime crates call it from a plain `#[test]`.
+///
+/// # Panics
+/// When the runtime cannot be set up or the scenario fails.
+pub fn default_runtime_constructors_serve_and_connect<R: DefaultRuntime>() {
+    R::block_on(async {
+        let rt: Arc<dyn Runtime> = Arc::new(R::default_runtime().expect("a default runtime"));
+        let rt = &rt;
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = within(rt, WsServer::<R>::bind(addr, ServerOptions::default()))
+            .await
+            .expect("bind");
+        let url = server.url();
+        let _server = rt.spawn(Box::pin(async move {
+            let _ = server.run().await;
+        }));
+        let client = within(rt, Client::<R>::connect(&url))
+            .await
+            .expect("connect");
+        let remote = RemoteExecutor::from(client);
+        let local = within(rt, LocalExecutor::<R>::new(ServerOptions::default()))
+            .await
+            .expect("local");
+        let executors: [(&str, &dyn Executor); 2] = [("remote", &remote), ("local", &local)];
+        for (name, executor) in executors {
+            assert_eq!(
+                run_on(rt, executor, name).await,
+                (b"hi".to_vec(), Some(7)),
+                "{name}"
+            );
+        }
+    })
+    .expect("the runtime starts");
 }

@@ -22,6 +22,11 @@
 //! to that module's list in [`scenario_tests!`](crate::scenario_tests); both runtimes then run it.
 //! Client scenarios (the async client over real servers, recovery through a [`CuttingProxy`])
 //! are in [`client`].
+//!
+//! One scenario is not in the macro: [`client::default_runtime_constructors_serve_and_connect`]
+//! exercises the constructors that find their runtime by type, so it is generic over a
+//! [`DefaultRuntime`](crate::DefaultRuntime) and builds that runtime itself; each runtime crate
+//! calls it from one `#[test]`.
 
 pub mod client;
 pub mod process;
@@ -33,7 +38,7 @@ pub use proxy::CuttingProxy;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::runtime::Runtime;
 
@@ -46,7 +51,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 /// When `fut` takes longer than [`TIMEOUT`].
 pub async fn timeout<T>(rt: &Arc<dyn Runtime>, what: &str, fut: impl Future<Output = T>) -> T {
     let expired = async {
-        rt.sleep_until(Instant::now() + TIMEOUT).await;
+        rt.sleep_until(rt.now() + TIMEOUT).await;
         None
     };
     match futures_lite::future::or(async { Some(fut.await) }, expired).await {
@@ -66,7 +71,7 @@ pub async fn within<T>(rt: &Arc<dyn Runtime>, fut: impl Future<Output = T>) -> T
 /// Waits `duration` on `rt`'s timer, for scenarios that must let time pass (a TTL, a child
 /// finishing while no client is attached).
 pub async fn sleep(rt: &Arc<dyn Runtime>, duration: Duration) {
-    rt.sleep_until(Instant::now() + duration).await;
+    rt.sleep_until(rt.now() + duration).await;
 }
 
 /// Connects to `addr` over `rt` (a raw TCP stream, for speaking HTTP by hand).

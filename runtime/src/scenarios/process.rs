@@ -42,7 +42,7 @@ impl Harness {
         let (tx, events) = async_channel::unbounded();
         Harness {
             rt: Arc::clone(rt),
-            table: ProcessTable::new(Arc::clone(rt), tx),
+            table: ProcessTable::with_runtime(Arc::clone(rt), tx),
             events,
         }
     }

@@ -110,7 +110,7 @@ impl CuttingProxy {
         let rt = self.rt.clone();
         let task = self.rt.spawn(Box::pin(async move {
             loop {
-                rt.sleep_until(std::time::Instant::now() + period).await;
+                rt.sleep_until(rt.now() + period).await;
                 match weak.upgrade() {
                     Some(proxy) => proxy.cut(),
                     None => return,

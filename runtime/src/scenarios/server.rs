@@ -31,7 +31,7 @@ async fn start_server(rt: &Arc<dyn Runtime>, core: ServerConfig) -> TestServer {
     };
     let server = within(
         rt,
-        WsServer::bind(
+        WsServer::bind_with_runtime(
             Arc::clone(rt),
             SocketAddr::from(([127, 0, 0, 1], 0)),
             options,
@@ -63,7 +63,7 @@ struct Client {
 
 impl Client {
     async fn connect(rt: &Arc<dyn Runtime>, url: &str) -> Client {
-        let (reader, writer) = within(rt, ws_connect(&**rt, url, Limits::default()))
+        let (reader, writer) = within(rt, ws_connect(Arc::clone(rt), url, Limits::default()))
             .await
             .expect("connect");
         Client::over(rt, reader, writer)

@@ -30,9 +30,12 @@ fn url(listener: &WsListener) -> String {
 }
 
 async fn bind(rt: &Arc<dyn Runtime>, limits: Limits) -> WsListener {
-    within(rt, WsListener::bind(Arc::clone(rt), loopback(), limits))
-        .await
-        .expect("bind loopback")
+    within(
+        rt,
+        WsListener::bind_with_runtime(Arc::clone(rt), loopback(), limits),
+    )
+    .await
+    .expect("bind loopback")
 }
 
 /// Next inbound item, which must exist and not be an error.
@@ -185,9 +188,12 @@ pub async fn plain_requests_get_404_or_400_and_listener_keeps_serving(rt: Arc<dy
 
     assert!(not_found.starts_with("HTTP/1.1 404 "), "{not_found}");
     assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
-    let (_reader, mut writer) = within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
-        .await
-        .expect("connect after plain requests");
+    let (_reader, mut writer) = within(
+        &rt,
+        ws_connect(Arc::clone(&rt), &url(&listener), Limits::default()),
+    )
+    .await
+    .expect("connect after plain requests");
     let (_r, _w, _peer) = within(&rt, listener.accept()).await.expect("accept");
     within(&rt, writer.send("x".into())).await.expect("send");
 }
@@ -209,9 +215,12 @@ pub async fn slow_client_does_not_block_accept(rt: Arc<dyn Runtime>) {
         tcp
     };
 
-    let (_reader, mut writer) = within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
-        .await
-        .expect("connect");
+    let (_reader, mut writer) = within(
+        &rt,
+        ws_connect(Arc::clone(&rt), &url(&listener), Limits::default()),
+    )
+    .await
+    .expect("connect");
     let (mut server_reader, _server_writer, _peer) =
         within(&rt, listener.accept()).await.expect("accept");
     within(&rt, writer.send("hi".into())).await.expect("send");
@@ -266,7 +275,7 @@ pub async fn frame_above_hard_limit_ends_only_that_connection(rt: Arc<dyn Runtim
     let item = within(&rt, reader.recv()).await;
     assert!(matches!(item, Some(Err(_))), "{item:?}");
     assert!(within(&rt, reader.recv()).await.is_none());
-    let (_r, mut w) = within(&rt, ws_connect(&*rt, &url(&listener), limits))
+    let (_r, mut w) = within(&rt, ws_connect(Arc::clone(&rt), &url(&listener), limits))
         .await
         .expect("new connection still accepted");
     let (mut server_reader, _sw, _peer) = within(&rt, listener.accept()).await.expect("accept");
@@ -279,10 +288,12 @@ pub async fn frame_above_hard_limit_ends_only_that_connection(rt: Arc<dyn Runtim
 pub async fn ten_thousand_small_frames_arrive_in_order_both_ways(rt: Arc<dyn Runtime>) {
     const COUNT: usize = 10_000;
     let listener = bind(&rt, Limits::default()).await;
-    let (mut client_reader, mut client_writer) =
-        within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
-            .await
-            .expect("connect");
+    let (mut client_reader, mut client_writer) = within(
+        &rt,
+        ws_connect(Arc::clone(&rt), &url(&listener), Limits::default()),
+    )
+    .await
+    .expect("connect");
     let (mut server_reader, mut server_writer, _peer) =
         within(&rt, listener.accept()).await.expect("accept");
 
@@ -321,10 +332,12 @@ pub async fn ten_thousand_small_frames_arrive_in_order_both_ways(rt: Arc<dyn Run
 /// `ws_connect` round-trips a frame, and a client close ends both readers.
 pub async fn ws_connect_round_trip_and_close_ends_both_readers(rt: Arc<dyn Runtime>) {
     let listener = bind(&rt, Limits::default()).await;
-    let (mut reader, mut writer) =
-        within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
-            .await
-            .expect("connect");
+    let (mut reader, mut writer) = within(
+        &rt,
+        ws_connect(Arc::clone(&rt), &url(&listener), Limits::default()),
+    )
+    .await
+    .expect("connect");
     let client = async {
         within(
             &rt,
@@ -348,9 +361,12 @@ pub async fn ws_connect_round_trip_and_close_ends_both_readers(rt: Arc<dyn Runti
 /// A server close ends the client's reader after the last frame.
 pub async fn server_close_ends_client_reader(rt: Arc<dyn Runtime>) {
     let listener = bind(&rt, Limits::default()).await;
-    let (mut reader, _writer) = within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
-        .await
-        .expect("connect");
+    let (mut reader, _writer) = within(
+        &rt,
+        ws_connect(Arc::clone(&rt), &url(&listener), Limits::default()),
+    )
+    .await
+    .expect("connect");
     let (mut server_reader, mut server_writer, _peer) =
         within(&rt, listener.accept()).await.expect("accept");
 
@@ -503,10 +519,12 @@ pub async fn stdio_round_trip_through_a_child_process(rt: Arc<dyn Runtime>) {
 pub async fn halves_move_into_tasks(rt: Arc<dyn Runtime>) {
     fn assert_send<T: Send + 'static>(_: &T) {}
     let listener = bind(&rt, Limits::default()).await;
-    let (reader, writer): (FrameReader, FrameWriter) =
-        within(&rt, ws_connect(&*rt, &url(&listener), Limits::default()))
-            .await
-            .expect("connect");
+    let (reader, writer): (FrameReader, FrameWriter) = within(
+        &rt,
+        ws_connect(Arc::clone(&rt), &url(&listener), Limits::default()),
+    )
+    .await
+    .expect("connect");
     assert_send(&reader);
     assert_send(&writer);
     assert_send(&listener);

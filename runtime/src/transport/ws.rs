@@ -1,8 +1,10 @@
 //! WebSocket transport: the listener (with its HTTP pre-routing), the client connector, and the
 //! reader/writer halves sharing one tungstenite stream.
 
+use std::fmt;
 use std::future::poll_fn;
 use std::io;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,7 +22,7 @@ use futures_lite::io::{AsyncWrite, AsyncWriteExt};
 
 use super::http::{self, Prefixed, Route};
 use super::{FrameReader, FrameWriter, Inbound, Limits, ReaderInner, WriterInner};
-use crate::runtime::{AsyncStream, Runtime, Sleep, Task, TcpListener};
+use crate::runtime::{shared, AsyncStream, DefaultRuntime, Runtime, Sleep, Task, TcpListener};
 
 /// Accepted connections waiting for [`WsListener::accept`]; handshakes block when it is full.
 const READY_QUEUE: usize = 64;
@@ -36,22 +38,39 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// with an `Origin` header is answered `403 Forbidden`; a plain request is answered 400 (`/`)
 /// or 404 (other paths); those connections are then closed. Upgrade requests on any path
 /// become WebSocket connections. Dropping the listener stops accepting.
-pub struct WsListener {
+///
+/// Its tasks run on runtime `R`: [`bind`](Self::bind) finds a [`DefaultRuntime`] by type,
+/// [`bind_with_runtime`](Self::bind_with_runtime) takes any [`Runtime`].
+pub struct WsListener<R = Arc<dyn Runtime>> {
     local_addr: SocketAddr,
     ready: async_channel::Receiver<(FrameReader, FrameWriter, SocketAddr)>,
     _accept_loop: Task,
+    _runtime: PhantomData<fn() -> R>,
 }
 
-impl WsListener {
+impl<R: DefaultRuntime> WsListener<R> {
+    /// Binds a TCP listener on `addr` (port 0 picks a free port) and starts accepting on the
+    /// default runtime.
+    ///
+    /// # Errors
+    /// The bind error; no default runtime (tokio: called outside a tokio runtime).
+    pub async fn bind(addr: SocketAddr, limits: Limits) -> io::Result<Self> {
+        Self::bind_with_runtime(R::default_runtime()?, addr, limits).await
+    }
+}
+
+impl<R: Runtime> WsListener<R> {
     /// Binds a TCP listener on `addr` (port 0 picks a free port) and starts accepting on
     /// `runtime`.
     ///
-    /// Errors: the bind error.
-    pub async fn bind(
-        runtime: Arc<dyn Runtime>,
+    /// # Errors
+    /// The bind error.
+    pub async fn bind_with_runtime(
+        runtime: R,
         addr: SocketAddr,
         limits: Limits,
     ) -> io::Result<Self> {
+        let runtime = shared(runtime);
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let listener = runtime.tcp_listener(listener)?;
@@ -68,9 +87,12 @@ impl WsListener {
             local_addr,
             ready: rx,
             _accept_loop: accept_loop,
+            _runtime: PhantomData,
         })
     }
+}
 
+impl<R> WsListener<R> {
     /// The bound address (with the actual port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -88,21 +110,30 @@ impl WsListener {
     }
 }
 
-impl std::fmt::Debug for WsListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<R> fmt::Debug for WsListener<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WsListener")
             .field("local_addr", &self.local_addr)
             .finish_non_exhaustive()
     }
 }
 
-/// Connects to a `ws://host:port/path` URL over `runtime` and performs the client handshake.
+/// Connects to a `ws://host:port/path` URL over `runtime` (e.g. `SmolRuntime`, or an
+/// `Arc<dyn Runtime>`) and performs the client handshake.
 ///
 /// Sets TCP_NODELAY. No `Origin` header is sent (the server would refuse it). `wss://` is not
 /// supported yet (`Unsupported`). Errors: the URL parse error (`InvalidInput`), the connect
 /// error, or the handshake error. Wrap in a timeout if the server may not answer.
 pub async fn ws_connect(
-    runtime: &dyn Runtime,
+    runtime: impl Runtime,
+    url: &str,
+    limits: Limits,
+) -> io::Result<(FrameReader, FrameWriter)> {
+    connect(shared(runtime), url, limits).await
+}
+
+async fn connect(
+    runtime: Arc<dyn Runtime>,
     url: &str,
     limits: Limits,
 ) -> io::Result<(FrameReader, FrameWriter)> {
@@ -139,7 +170,7 @@ pub async fn ws_connect(
             .await
             .map_err(ws_to_io)?;
     tracing::debug!(%host, port, "websocket client connected");
-    Ok(split(runtime, ws, &limits))
+    Ok(split(&runtime, ws, &limits))
 }
 
 /// The byte stream under a WebSocket: TCP, with a replayed request head on the server side.
@@ -176,7 +207,7 @@ async fn accept_loop(
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(error = %e, "websocket listener: accept failed");
-                runtime.sleep_until(Instant::now() + ACCEPT_BACKOFF).await;
+                runtime.sleep_until(runtime.now() + ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -187,11 +218,11 @@ async fn accept_loop(
         let limits = Arc::clone(&limits);
         let task_runtime = Arc::clone(&runtime);
         let task = async move {
-            let runtime = &*task_runtime;
+            let runtime = &task_runtime;
             let timeout = limits.handshake_timeout;
             let handshake = async { Some(handshake(runtime, tcp, peer, &limits).await) };
             let expired = async {
-                runtime.sleep_until(Instant::now() + timeout).await;
+                runtime.sleep_until(runtime.now() + timeout).await;
                 None
             };
             match futures_lite::future::or(handshake, expired).await {
@@ -211,7 +242,7 @@ async fn accept_loop(
 
 /// Pre-routes one accepted socket; `Ok(None)` when it was answered with plain HTTP or left.
 async fn handshake(
-    runtime: &dyn Runtime,
+    runtime: &Arc<dyn Runtime>,
     mut tcp: Box<dyn AsyncStream>,
     peer: SocketAddr,
     limits: &Limits,
@@ -237,18 +268,20 @@ async fn handshake(
 }
 
 /// Splits a WebSocket into the transport halves.
-fn split(runtime: &dyn Runtime, ws: Ws, limits: &Limits) -> (FrameReader, FrameWriter) {
+fn split(runtime: &Arc<dyn Runtime>, ws: Ws, limits: &Limits) -> (FrameReader, FrameWriter) {
     let wakers = Arc::new(WriteWakers::default());
     let shared = Arc::new(Shared {
         ws: Mutex::new(ws),
         write_waker: Waker::from(Arc::clone(&wakers)),
         wakers,
     });
+    let now = runtime.now();
     let pinger = limits.ping_interval.map(|interval| Pinger {
         interval,
-        timer: runtime.sleep_until(Instant::now() + interval),
-        last_rx: Instant::now(),
+        timer: runtime.sleep_until(now + interval),
+        last_rx: now,
         state: PingState::Idle,
+        clock: Arc::clone(runtime),
     });
     let reader = WsReader {
         shared: Arc::clone(&shared),
@@ -325,6 +358,8 @@ struct Pinger {
     /// When anything (data, ping, pong, close) last arrived from the peer.
     last_rx: Instant,
     state: PingState,
+    /// The runtime whose clock `last_rx` and the timer are on.
+    clock: Arc<dyn Runtime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,7 +402,7 @@ impl WsReader {
                 Poll::Ready(Some(Ok(message))) => message,
             };
             if let Some(pinger) = &mut self.pinger {
-                pinger.last_rx = Instant::now();
+                pinger.last_rx = pinger.clock.now();
             }
             let payload: Bytes = match message {
                 Message::Text(text) => text.into(),
@@ -398,7 +433,7 @@ impl WsReader {
         if let Some(pinger) = &mut self.pinger {
             // Loop until the timer is armed (Pending), so its waker is registered.
             while pinger.timer.as_mut().poll(cx).is_ready() {
-                let now = Instant::now();
+                let now = pinger.clock.now();
                 let due = pinger.last_rx + pinger.interval;
                 if now < due {
                     pinger.timer.as_mut().reset(due);
