@@ -40,6 +40,7 @@
 pub mod client;
 mod executor;
 pub mod fs;
+mod fs_service;
 pub mod host;
 pub mod http;
 mod os;
@@ -57,6 +58,5 @@ pub use runtime::{
     set_nonblocking, AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand,
     DefaultRuntime, FdStream, Runtime, Sleep, Task, TaskHandle, TcpListener,
 };
-pub use server::{
-    host_environment_info, serve_connection, serve_stdio, Server, ServerOptions, WsServer,
-};
+pub use host::host_environment_info;
+pub use server::{serve_connection, serve_stdio, Server, ServerOptions, WsServer};

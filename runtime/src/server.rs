@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use execd_core::{Command, ConnId, Output, PathUri, ProcessEvent, ProcessKey, ServerConfig};
+use execd_core::{Command, ConnId, Output, ProcessEvent, ProcessKey, ServerConfig};
 use futures_lite::future;
 use tracing::{debug, info, trace, warn};
 
+use crate::fs_service::{FsDone, FsService};
 use crate::process::ProcessTable;
 use crate::runtime::{shared, DefaultRuntime, Runtime, Task};
 use crate::transport::{self, FrameReader, FrameWriter, Inbound, Limits, WsListener};
@@ -251,30 +252,10 @@ async fn serve_on(
     Ok(())
 }
 
-/// The `environmentInfo` of the `initialize` result, read from this host: the user's shell,
-/// the server's working directory, home and temp directories (as PathUris) and the OS.
-pub fn host_environment_info() -> serde_json::Value {
-    let uri = |p: std::path::PathBuf| {
-        PathUri::from_host_path(&p)
-            .ok()
-            .map(|u| u.as_str().to_owned())
-    };
-    let shell_path = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".to_owned());
-    let shell_name = std::path::Path::new(&shell_path)
-        .file_name()
-        .map_or_else(|| "sh".to_owned(), |n| n.to_string_lossy().into_owned());
-    serde_json::json!({
-        "shell": {"name": shell_name, "path": shell_path},
-        "executorVersion": concat!("execd ", env!("CARGO_PKG_VERSION")),
-        "cwd": std::env::current_dir().ok().and_then(uri),
-        "userHomeDir": std::env::var_os("HOME").map(std::path::PathBuf::from).and_then(uri),
-        "platformOs": std::env::consts::OS,
-        "tempDir": uri(std::env::temp_dir()),
-    })
-}
-
 enum LoopEvent {
     Accepted(FrameReader, FrameWriter),
+    /// An fs operation, watch check or watch event from the fs worker.
+    Fs(FsDone),
     Frame(ConnId, Inbound),
     Closed(ConnId),
     /// A congested connection's queue fell below the low-water mark.
@@ -303,6 +284,7 @@ struct EventLoop {
     runtime: Arc<dyn Runtime>,
     server: execd_core::Server,
     processes: ProcessTable,
+    fs: FsService,
     process_rx: Receiver<(ProcessKey, ProcessEvent)>,
     loop_tx: Sender<LoopEvent>,
     writers: HashMap<ConnId, ConnHandle>,
@@ -323,9 +305,24 @@ impl EventLoop {
         let (process_tx, process_rx) = async_channel::bounded(PROCESS_EVENT_QUEUE);
         let mut core = options.core;
         if core.environment_info.is_none() {
-            core.environment_info = Some(host_environment_info());
+            core.environment_info = Some(crate::host::host_environment_info());
         }
+        if core.host_env.is_empty() {
+            // The source of `envPolicy` children; the wire carries only UTF-8 pairs.
+            core.host_env = std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect();
+        }
+        let fs_tx = loop_tx.clone();
+        let fs = FsService::new(
+            Arc::clone(&runtime),
+            Arc::new(move |done| {
+                // Unbounded: never blocks the fs worker; fails only once the loop is gone.
+                let _ = fs_tx.try_send(LoopEvent::Fs(done));
+            }),
+        );
         Ok(EventLoop {
+            fs,
             processes: ProcessTable::with_runtime(Arc::clone(&runtime), process_tx),
             runtime,
             server: execd_core::Server::new(core, seed),
@@ -475,6 +472,24 @@ impl EventLoop {
                 let _ = self.server.handle_frame_too_large(now, conn, len);
                 false
             }
+            LoopEvent::Fs(done) => {
+                match done {
+                    FsDone::Op(ticket, result) => self.server.handle_fs(now, ticket, result),
+                    FsDone::WatchChecked {
+                        ticket,
+                        conn,
+                        watch_id,
+                        watch,
+                    } => {
+                        let result = self.fs.watch_checked(conn, watch_id, watch);
+                        self.server.handle_fs(now, ticket, result);
+                    }
+                    FsDone::WatchFired(conn, watch_id) => {
+                        self.server.handle_fs_watch_event(now, conn, watch_id);
+                    }
+                }
+                false
+            }
             LoopEvent::Drained(conn) => {
                 if let Some(w) = self.writers.get_mut(&conn) {
                     w.congested_since = None;
@@ -608,6 +623,16 @@ impl EventLoop {
             Command::Kill { key } => self.processes.kill(key),
             Command::Resize { key, rows, cols } => self.processes.resize(key, rows, cols),
             Command::Release { key } => self.processes.release(key),
+            Command::Fs { ticket, conn, op } => self.fs.perform(ticket, conn, op),
+            Command::FsCloseConnection { conn } => self.fs.close_connection(conn),
+            Command::WatchMissing {
+                ticket,
+                conn,
+                watch_id,
+                missing,
+                present,
+            } => self.fs.watch(ticket, conn, watch_id, missing, present),
+            Command::UnwatchMissing { conn, watch_id } => self.fs.unwatch(conn, watch_id),
         }
     }
 
