@@ -276,7 +276,10 @@ fn exists(path: &Path) -> bool {
 
 /// The nearest ancestor of `path` that exists.
 fn nearest_existing(path: &Path) -> Option<PathBuf> {
-    path.ancestors().skip(1).find(|p| exists(p)).map(Path::to_path_buf)
+    path.ancestors()
+        .skip(1)
+        .find(|p| exists(p))
+        .map(Path::to_path_buf)
 }
 
 /// Locks `m`, ignoring poisoning: the guarded tables stay consistent across a panicking op.

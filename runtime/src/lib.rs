@@ -54,9 +54,9 @@ pub mod transport;
 
 pub use client::{Client, ClientOptions, ConnectError, Error, Event, Process};
 pub use executor::{Executor, LocalExecutor, RemoteExecutor};
+pub use host::host_environment_info;
 pub use runtime::{
     set_nonblocking, AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand,
     DefaultRuntime, FdStream, Runtime, Sleep, Task, TaskHandle, TcpListener,
 };
-pub use host::host_environment_info;
 pub use server::{serve_connection, serve_stdio, Server, ServerOptions, WsServer};

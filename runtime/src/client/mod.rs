@@ -14,6 +14,7 @@
 //! its exit awaited.
 
 mod driver;
+mod fs;
 mod process;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ use crate::runtime::{shared, ChildCommand, DefaultRuntime, Runtime};
 use crate::transport::{self, FrameReader, FrameWriter, Limits};
 use driver::{Cmd, Connector, Driver};
 pub use execd_core::client::LostReason;
+pub use fs::FileHandle;
 pub use process::{Event, Process};
 
 /// Settings of a [`Client`].
@@ -82,6 +84,9 @@ pub enum Error {
     /// `initialize` and `initialized` belong to the client itself.
     #[error("{0} is sent by the client itself")]
     ReservedMethod(String),
+    /// A path given to an fs call is not an absolute host path (no request was sent).
+    #[error("not an absolute host path: {0}")]
+    InvalidPath(String),
 }
 
 impl From<CallError> for Error {
