@@ -378,7 +378,7 @@ impl Sim {
                 json!({ "processId": pool_id(pid), "rows": 30, "cols": 100 }),
             ),
             Call::List => ("process/list", Value::Null),
-            Call::Unknown => ("fs/readFile", json!({ "path": "file:///etc/hostname" })),
+            Call::Unknown => ("environmentConfig/read", json!({})),
         };
         let r = self.client.call(self.now, method, params);
         let kind = if method == "process/read" {
