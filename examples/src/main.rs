@@ -1,13 +1,15 @@
 //! `execd`: the execd server and a command-line client.
 //!
 //! - `execd serve [--listen ws://127.0.0.1:0 | stdio] [--runtime smol|tokio] [--session-ttl
-//!   SECONDS]` prints the bound URL as its first stdout line and serves; logs go to stderr.
+//!   SECONDS] [--ws-auth MODE …] [--tls-cert PEM --tls-key PEM]` prints the bound URL as its
+//!   first stdout line and serves; logs go to stderr. See docs/SECURITY.md for the auth flags.
 //! - `execd run [--url URL] [--tty] [--cwd DIR] [--env K=V]… -- CMD ARG…` runs one command and
 //!   exits with its exit code. Without `--url` it starts `execd serve --listen stdio` as a child
 //!   and talks to it over its stdin/stdout.
 
 mod bench;
 mod run;
+mod serve_auth;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use execd_core::ServerConfig;
 use execd_runtime::{DefaultRuntime, Server, ServerOptions, WsServer};
@@ -54,10 +56,12 @@ struct ServeArgs {
     /// Largest inbound message, in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     max_frame_bytes: usize,
-    /// Allow binding a non-loopback address. execd has no authentication yet: anyone who can
-    /// reach the port can run commands as this user.
+    /// Allow binding a non-loopback address without --ws-auth: anyone who can reach the port
+    /// can then run commands as this user.
     #[arg(long)]
     allow_non_loopback: bool,
+    #[command(flatten)]
+    security: serve_auth::ServeSecurityArgs,
     /// The async runtime to serve on (same behaviour on both).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Smol)]
     runtime: RuntimeKind,
@@ -94,7 +98,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("execd: {e:#}");
-            ExitCode::from(run::EXIT_EXECD_ERROR)
+            ExitCode::from(serve_auth::exit_code(&e, run::EXIT_EXECD_ERROR))
         }
     }
 }
@@ -103,6 +107,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut core = ServerConfig::default();
     core.session_ttl = Duration::from_secs(args.session_ttl);
     core.max_frame_bytes = args.max_frame_bytes;
+    core.validate().context("invalid server option")?;
     let options = ServerOptions {
         core,
         ..ServerOptions::default()
@@ -111,9 +116,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "stdio" => None,
         listen => Some(parse_listen(listen)?),
     };
-    if let Some(addr) = addr.filter(|a| !a.ip().is_loopback() && !args.allow_non_loopback) {
-        bail!("refusing to listen on non-loopback {addr} without --allow-non-loopback (execd has no authentication)");
-    }
+    let options = ServerOptions {
+        security: args
+            .security
+            .server_security(addr, args.allow_non_loopback)?,
+        ..options
+    };
     match args.runtime {
         RuntimeKind::Smol => serve_on::<SmolRuntime>(addr, options),
         // One thread runs the event loop, pumps and connections (the loop is the serial part

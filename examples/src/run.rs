@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _};
 use async_signal::{Signal as OsSignal, Signals};
 use execd_core::protocol::{Signal, StartParams, Stream, WriteStatus};
-use execd_core::PathUri;
+use execd_core::{PathUri, SpawnErrorKind};
 use execd_runtime::{Client, ClientOptions, DefaultRuntime, Error, Event, Process, Runtime, Task};
 use execd_smol::SmolRuntime;
 use execd_tokio::TokioRuntime;
@@ -58,6 +58,8 @@ pub(crate) struct RunArgs {
     /// The async runtime to run the client on (same behaviour on both).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Smol)]
     runtime: RuntimeKind,
+    #[command(flatten)]
+    security: crate::serve_auth::RunSecurityArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     argv: Vec<String>,
@@ -80,6 +82,7 @@ fn run_on<R: DefaultRuntime>(args: RunArgs) -> anyhow::Result<ExitCode> {
                 options.core.client_name = "execd-run".to_owned();
                 options.core.recovery = args.recovery_window > 0;
                 options.core.recovery_window = Duration::from_secs(args.recovery_window);
+                options.security = args.security.client_security(url)?;
                 Client::<R>::connect_with(url, options)
                     .await
                     .with_context(|| format!("cannot connect to {url}"))?
@@ -112,12 +115,32 @@ async fn run_client<R: Runtime>(
     let process = match client.start(params).await {
         Ok(p) => p,
         Err(Error::Rpc(e)) => {
-            eprintln!("execd: cannot run {:?}: {}", args.argv[0], e.message);
-            let not_found = e.message.contains("os error 2") || e.message.contains("not found");
-            return Ok(ExitCode::from(if not_found {
-                EXIT_NOT_FOUND
-            } else {
-                EXIT_CANNOT_RUN
+            // The server names the kind of spawn failure (PROTOCOL.md §5.1, ext `data.kind`).
+            let kind = e
+                .data
+                .as_ref()
+                .and_then(|d| d.get("kind"))
+                .and_then(serde_json::Value::as_str)
+                .map_or(SpawnErrorKind::Other, SpawnErrorKind::from_name);
+            let program = &args.argv[0];
+            match kind {
+                SpawnErrorKind::BadCwd => eprintln!(
+                    "execd: cannot run {program:?}: working directory {:?} does not exist or is \
+                     not a directory ({})",
+                    args.cwd.as_deref().unwrap_or(std::path::Path::new(".")),
+                    e.message
+                ),
+                SpawnErrorKind::NotFound => {
+                    eprintln!("execd: {program:?}: command not found ({})", e.message);
+                }
+                SpawnErrorKind::PermissionDenied => {
+                    eprintln!("execd: {program:?}: cannot execute ({})", e.message);
+                }
+                _ => eprintln!("execd: cannot run {program:?}: {}", e.message),
+            }
+            return Ok(ExitCode::from(match kind {
+                SpawnErrorKind::NotFound => EXIT_NOT_FOUND,
+                _ => EXIT_CANNOT_RUN,
             }));
         }
         Err(e) => return Err(anyhow!(e).context("process/start failed")),

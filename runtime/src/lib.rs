@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 pub mod client;
 mod executor;
 pub mod fs;
@@ -52,6 +53,10 @@ pub mod scenarios;
 mod server;
 pub mod transport;
 
+pub use auth::{
+    AuthConfig, AuthConfigError, AuthMode, AuthSettings, Principal, Unauthorized,
+    DEFAULT_MAX_CLOCK_SKEW_SECS, MIN_SHARED_SECRET_BYTES,
+};
 pub use client::{Client, ClientOptions, ConnectError, Error, Event, Process};
 pub use executor::{Executor, LocalExecutor, RemoteExecutor};
 pub use host::host_environment_info;

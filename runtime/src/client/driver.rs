@@ -48,6 +48,7 @@ pub(super) enum Connector {
         url: String,
         limits: Limits,
         timeout: Duration,
+        security: transport::ClientSecurity,
     },
     /// Nothing to reconnect to (stdio child, in-process pair).
     None,
@@ -61,10 +62,11 @@ impl Connector {
                 url,
                 limits,
                 timeout,
+                security,
             } => with_timeout(
                 &**rt,
                 *timeout,
-                transport::ws_connect(Arc::clone(rt), url, limits.clone()),
+                transport::ws_connect_with(Arc::clone(rt), url, limits.clone(), security),
             )
             .await
             .unwrap_or_else(|| {

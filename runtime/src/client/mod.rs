@@ -54,6 +54,9 @@ pub struct ClientOptions {
     /// How long one connection attempt (TCP connect plus WebSocket handshake) may take.
     /// Default 10 s.
     pub connect_timeout: Duration,
+    /// Bearer token and `wss://` roots for every (re)connect (ext); default none and the
+    /// platform's roots.
+    pub security: transport::ClientSecurity,
 }
 
 impl Default for ClientOptions {
@@ -62,6 +65,7 @@ impl Default for ClientOptions {
             core: ClientConfig::default(),
             limits: Limits::default(),
             connect_timeout: Duration::from_secs(10),
+            security: transport::ClientSecurity::default(),
         }
     }
 }
@@ -446,6 +450,7 @@ async fn connect(
         url: url.to_owned(),
         limits: options.limits.clone(),
         timeout: options.connect_timeout,
+        security: options.security.clone(),
     };
     // A connection cut during the first handshake is retried a few times (with recovery on); a
     // refused connection or a bad URL fails at once.

@@ -119,6 +119,30 @@ pub(super) fn route(head: &[u8]) -> Route {
     }
 }
 
+/// The value of the first `Authorization` header of a complete request head, if any.
+pub(super) fn authorization(head: &[u8]) -> Option<&[u8]> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) | Err(_) => return None,
+    }
+    req.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+        .map(|h| h.value)
+}
+
+/// The complete `401 Unauthorized` response for a refused handshake, with the reference's
+/// headers: `content-type: text/plain; charset=utf-8`, no `WWW-Authenticate`.
+pub(super) fn unauthorized(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// A stream that first replays `prefix`, then reads from `inner`; writes go to `inner`.
 ///
 /// Lets tungstenite's server handshake parse a request head this module has already read.
@@ -222,6 +246,24 @@ mod tests {
         assert_eq!(route(b"GET /x HTTP/1.1\r\n\r\n"), Route::NotFound);
         assert_eq!(route(b"POST /readyz HTTP/1.1\r\n\r\n"), Route::NotFound);
         assert_eq!(route(b"\x00\x01garbage\r\n\r\n"), Route::BadRequest);
+    }
+
+    #[test]
+    fn authorization_is_the_first_such_header() {
+        let head = b"GET / HTTP/1.1\r\nauthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n";
+        assert_eq!(authorization(head), Some(&b"Bearer a"[..]));
+        assert_eq!(authorization(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn unauthorized_response_has_the_reference_headers() {
+        let response = unauthorized("missing websocket bearer token");
+        let text = std::str::from_utf8(&response).expect("ascii");
+        assert!(text.starts_with("HTTP/1.1 401 Unauthorized\r\n"));
+        assert!(text.contains("\r\ncontent-type: text/plain; charset=utf-8\r\n"));
+        assert!(text.contains("\r\ncontent-length: 30\r\n"));
+        assert!(!text.to_ascii_lowercase().contains("www-authenticate"));
+        assert!(text.ends_with("\r\n\r\nmissing websocket bearer token"));
     }
 
     #[test]

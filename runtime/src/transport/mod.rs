@@ -21,15 +21,19 @@
 
 mod http;
 mod memory;
+mod security;
 mod stdio;
+mod tls;
 mod ws;
 
 use std::io;
 use std::time::Duration;
 
 pub use memory::memory_pair;
+pub use security::{ClientSecurity, Peer, ServerSecurity};
 pub use stdio::stdio_transport;
-pub use ws::{ws_connect, WsListener};
+pub use tls::{TlsClientConfig, TlsConfigError, TlsServerConfig};
+pub use ws::{ws_connect, ws_connect_with, WsListener};
 
 /// Size and timing limits of a transport.
 ///

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::error::ProtocolError;
@@ -21,6 +21,8 @@ use futures::{Sink, Stream};
 use futures_lite::io::{AsyncWrite, AsyncWriteExt};
 
 use super::http::{self, Prefixed, Route};
+use super::security::{ClientSecurity, Peer, ServerSecurity};
+use super::tls::TlsClientConfig;
 use super::{FrameReader, FrameWriter, Inbound, Limits, ReaderInner, WriterInner};
 use crate::runtime::{shared, AsyncStream, DefaultRuntime, Runtime, Sleep, Task, TcpListener};
 
@@ -39,11 +41,17 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// or 404 (other paths); those connections are then closed. Upgrade requests on any path
 /// become WebSocket connections. Dropping the listener stops accepting.
 ///
+/// With [`ServerSecurity`] (ext): the TLS handshake comes first; an upgrade request must then
+/// authenticate (`Authorization: Bearer`), else it is answered `401 Unauthorized` with the
+/// reference's plain-text body and closed. `/readyz`, the `Origin` refusal and plain requests
+/// are answered as without authentication.
+///
 /// Its tasks run on runtime `R`: [`bind`](Self::bind) finds a [`DefaultRuntime`] by type,
 /// [`bind_with_runtime`](Self::bind_with_runtime) takes any [`Runtime`].
 pub struct WsListener<R = Arc<dyn Runtime>> {
     local_addr: SocketAddr,
-    ready: async_channel::Receiver<(FrameReader, FrameWriter, SocketAddr)>,
+    tls: bool,
+    ready: async_channel::Receiver<(FrameReader, FrameWriter, Peer)>,
     _accept_loop: Task,
     _runtime: PhantomData<fn() -> R>,
 }
@@ -70,7 +78,22 @@ impl<R: Runtime> WsListener<R> {
         addr: SocketAddr,
         limits: Limits,
     ) -> io::Result<Self> {
+        Self::bind_with_security(runtime, addr, limits, ServerSecurity::default()).await
+    }
+
+    /// Like [`bind_with_runtime`](Self::bind_with_runtime), requiring authentication and/or
+    /// serving TLS per `security`.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn bind_with_security(
+        runtime: R,
+        addr: SocketAddr,
+        limits: Limits,
+        security: ServerSecurity,
+    ) -> io::Result<Self> {
         let runtime = shared(runtime);
+        let tls = security.tls.is_some();
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let listener = runtime.tcp_listener(listener)?;
@@ -81,10 +104,12 @@ impl<R: Runtime> WsListener<R> {
             listener,
             tx,
             Arc::new(limits),
+            Arc::new(security),
         )));
-        tracing::info!(%local_addr, "websocket listener bound");
+        tracing::info!(%local_addr, tls, "websocket listener bound");
         Ok(Self {
             local_addr,
+            tls,
             ready: rx,
             _accept_loop: accept_loop,
             _runtime: PhantomData,
@@ -103,10 +128,28 @@ impl<R> WsListener<R> {
     /// Returns its two halves and the peer address. Cancel-safe. Errors only if the accept task
     /// has stopped, which does not happen while the listener is alive.
     pub async fn accept(&self) -> io::Result<(FrameReader, FrameWriter, SocketAddr)> {
+        let (reader, writer, peer) = self.accept_peer().await?;
+        Ok((reader, writer, peer.addr))
+    }
+
+    /// Like [`accept`](Self::accept), with the peer's address and the [`Principal`] it
+    /// authenticated as.
+    ///
+    /// [`Principal`]: crate::Principal
+    pub async fn accept_peer(&self) -> io::Result<(FrameReader, FrameWriter, Peer)> {
         self.ready
             .recv()
             .await
             .map_err(|_| io::Error::other("websocket accept task stopped"))
+    }
+
+    /// `wss` when serving TLS, else `ws`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "wss"
+        } else {
+            "ws"
+        }
     }
 }
 
@@ -118,44 +161,56 @@ impl<R> fmt::Debug for WsListener<R> {
     }
 }
 
-/// Connects to a `ws://host:port/path` URL over `runtime` (e.g. `SmolRuntime`, or an
-/// `Arc<dyn Runtime>`) and performs the client handshake.
-///
-/// Sets TCP_NODELAY. No `Origin` header is sent (the server would refuse it). `wss://` is not
-/// supported yet (`Unsupported`). Errors: the URL parse error (`InvalidInput`), the connect
-/// error, or the handshake error. Wrap in a timeout if the server may not answer.
+/// Connects to a `ws://host:port/path` or `wss://…` URL over `runtime` and performs the
+/// client handshake, without a bearer token; `wss://` verifies the server with the platform's
+/// roots. See [`ws_connect_with`].
 pub async fn ws_connect(
     runtime: impl Runtime,
     url: &str,
     limits: Limits,
 ) -> io::Result<(FrameReader, FrameWriter)> {
-    connect(shared(runtime), url, limits).await
+    ws_connect_with(runtime, url, limits, &ClientSecurity::default()).await
 }
 
-async fn connect(
-    runtime: Arc<dyn Runtime>,
+/// Connects to a `ws://host:port/path` or `wss://host:port/path` URL (default ports 80 and
+/// 443) over `runtime` and performs the client handshake, sending `security`'s bearer token and
+/// verifying a `wss://` server with its roots.
+///
+/// Sets TCP_NODELAY. No `Origin` header is sent (the server would refuse it). Errors: the URL
+/// parse error or another scheme (`InvalidInput`), the connect error, the TLS error (a
+/// certificate that does not verify: `InvalidData` carrying rustls' reason), a refused
+/// handshake (401: `PermissionDenied` with the server's body), or another handshake error.
+/// Wrap in a timeout if the server may not answer.
+pub async fn ws_connect_with(
+    runtime: impl Runtime,
     url: &str,
     limits: Limits,
+    security: &ClientSecurity,
 ) -> io::Result<(FrameReader, FrameWriter)> {
-    let request = url
+    let runtime = shared(runtime);
+    let mut request = url
         .into_client_request()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if let Some(token) = &security.bearer_token {
+        let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the bearer token is not a valid header value",
+            )
+        })?;
+        request.headers_mut().insert("authorization", value);
+    }
     let uri = request.uri();
-    match uri.scheme_str() {
-        Some("ws") => {}
-        Some("wss") => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "wss:// is not supported by this transport",
-            ))
-        }
+    let tls = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
         _ => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("not a ws:// URL: {url}"),
+                format!("not a ws:// or wss:// URL: {url}"),
             ))
         }
-    }
+    };
     let host = uri.host().unwrap_or_default();
     // An IPv6 literal comes bracketed (`[::1]`); the resolver wants it bare.
     let host = host
@@ -163,13 +218,23 @@ async fn connect(
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host)
         .to_owned();
-    let port = uri.port_u16().unwrap_or(80);
-    let tcp = runtime.tcp_connect(host.clone(), port).await?;
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let mut stream = runtime.tcp_connect(host.clone(), port).await?;
+    if tls {
+        stream = match &security.tls {
+            Some(config) => config.connect(&host, stream).await?,
+            None => {
+                TlsClientConfig::platform_default()?
+                    .connect(&host, stream)
+                    .await?
+            }
+        };
+    }
     let (ws, _response) =
-        async_tungstenite::client_async_with_config(request, tcp, Some(ws_config(&limits)))
+        async_tungstenite::client_async_with_config(request, stream, Some(ws_config(&limits)))
             .await
-            .map_err(ws_to_io)?;
-    tracing::debug!(%host, port, "websocket client connected");
+            .map_err(handshake_to_io)?;
+    tracing::debug!(%host, port, tls, "websocket client connected");
     Ok(split(&runtime, ws, &limits))
 }
 
@@ -199,8 +264,9 @@ const READ_BUFFER: usize = 8 << 10;
 async fn accept_loop(
     runtime: Arc<dyn Runtime>,
     listener: Box<dyn TcpListener>,
-    ready: async_channel::Sender<(FrameReader, FrameWriter, SocketAddr)>,
+    ready: async_channel::Sender<(FrameReader, FrameWriter, Peer)>,
     limits: Arc<Limits>,
+    security: Arc<ServerSecurity>,
 ) {
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -216,18 +282,23 @@ async fn accept_loop(
         }
         let ready = ready.clone();
         let limits = Arc::clone(&limits);
+        let security = Arc::clone(&security);
         let task_runtime = Arc::clone(&runtime);
         let task = async move {
             let runtime = &task_runtime;
             let timeout = limits.handshake_timeout;
-            let handshake = async { Some(handshake(runtime, tcp, peer, &limits).await) };
+            let handshake = async { Some(handshake(runtime, tcp, peer, &limits, &security).await) };
             let expired = async {
                 runtime.sleep_until(runtime.now() + timeout).await;
                 None
             };
             match futures_lite::future::or(handshake, expired).await {
-                Some(Ok(Some((reader, writer)))) => {
-                    tracing::debug!(%peer, "websocket connection accepted");
+                Some(Ok(Some((reader, writer, principal)))) => {
+                    tracing::debug!(%peer, ?principal, "websocket connection accepted");
+                    let peer = Peer {
+                        addr: peer,
+                        principal,
+                    };
                     // A closed channel means the listener was dropped; the connection goes too.
                     let _ = ready.send((reader, writer, peer)).await;
                 }
@@ -240,13 +311,21 @@ async fn accept_loop(
     }
 }
 
-/// Pre-routes one accepted socket; `Ok(None)` when it was answered with plain HTTP or left.
+/// The halves of an accepted connection and who it authenticated as.
+type Accepted = (FrameReader, FrameWriter, Option<crate::auth::Principal>);
+
+/// Runs the TLS handshake (if any), pre-routes one accepted socket and authenticates an
+/// upgrade; `Ok(None)` when it was answered with plain HTTP (a 401 included) or left.
 async fn handshake(
     runtime: &Arc<dyn Runtime>,
     mut tcp: Box<dyn AsyncStream>,
     peer: SocketAddr,
     limits: &Limits,
-) -> io::Result<Option<(FrameReader, FrameWriter)>> {
+    security: &ServerSecurity,
+) -> io::Result<Option<Accepted>> {
+    if let Some(tls) = &security.tls {
+        tcp = tls.accept(tcp).await?;
+    }
     let Some((head, route)) = http::read_head(&mut tcp).await? else {
         tracing::debug!(%peer, "connection closed before a complete request head");
         return Ok(None);
@@ -260,11 +339,31 @@ async fn handshake(
         let _ = tcp.close().await;
         return Ok(None);
     }
+    let principal = match &security.auth {
+        None => None,
+        Some(auth) => {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            match auth.authenticate(http::authorization(&head), now) {
+                Ok(principal) => Some(principal),
+                Err(cause) => {
+                    tracing::debug!(%peer, %cause, "websocket handshake unauthorized");
+                    tcp.write_all(&http::unauthorized(cause.body())).await?;
+                    tcp.flush().await?;
+                    // Best effort, as above.
+                    let _ = tcp.close().await;
+                    return Ok(None);
+                }
+            }
+        }
+    };
     let io: Box<dyn AsyncStream> = Box::new(Prefixed::new(head, tcp));
     let ws = async_tungstenite::accept_async_with_config(io, Some(ws_config(limits)))
         .await
         .map_err(ws_to_io)?;
-    Ok(Some(split(runtime, ws, limits)))
+    let (reader, writer) = split(runtime, ws, limits);
+    Ok(Some((reader, writer, principal)))
 }
 
 /// Splits a WebSocket into the transport halves.
@@ -592,6 +691,29 @@ impl WsWriter {
         let mut ws = self.shared.lock();
         f(Pin::new(&mut *ws), &mut write_cx)
     }
+}
+
+/// Maps a client handshake error onto `io::Error`: a refusal with an HTTP status becomes
+/// `PermissionDenied` (401, 403) or `ConnectionRefused` with the status and the server's body.
+fn handshake_to_io(e: WsError) -> io::Error {
+    let WsError::Http(response) = e else {
+        return ws_to_io(e);
+    };
+    let status = response.status();
+    let body = response
+        .body()
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    let kind = if status.as_u16() == 401 || status.as_u16() == 403 {
+        io::ErrorKind::PermissionDenied
+    } else {
+        io::ErrorKind::ConnectionRefused
+    };
+    io::Error::new(
+        kind,
+        format!("websocket handshake refused: HTTP {status}: {body}"),
+    )
 }
 
 /// Maps a tungstenite error onto `io::Error`, keeping the I/O error when there is one.
