@@ -36,8 +36,9 @@ pub(crate) struct AttachArgs {
 pub(crate) fn attach(args: AttachArgs) -> anyhow::Result<ExitCode> {
     smol::block_on(async {
         let security = args.security.client_security(&args.url)?;
+        let signals = crate::run::forwarded_signals();
         let remote = RemoteSession::open(&args.url, &security, Some(&args.session)).await?;
-        let outcome = follow(&remote, &args.process).await;
+        let outcome = follow(&remote, &args.process, signals).await;
         // Closing the connection detaches the session again (a closed process stays readable
         // until the session expires).
         remote.detach().await;
@@ -52,7 +53,11 @@ pub(crate) fn attach(args: AttachArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Streams the process's output until it closes; returns the exit code to exit with.
-async fn follow(remote: &RemoteSession, process_id: &str) -> anyhow::Result<u8> {
+async fn follow(
+    remote: &RemoteSession,
+    process_id: &str,
+    signals: Option<Signals>,
+) -> anyhow::Result<u8> {
     let listed: ListResult = serde_json::from_value(
         remote
             .call(method::PROCESS_LIST, json!({}))
@@ -80,7 +85,14 @@ async fn follow(remote: &RemoteSession, process_id: &str) -> anyhow::Result<u8> 
         send_window_size(remote, process_id).await;
     }
     let _stdin = smol::spawn(forward_stdin(remote.clone(), process_id.to_owned(), tty));
-    let _signals = smol::spawn(forward_signals(remote.clone(), process_id.to_owned(), tty));
+    let _signals = signals.map(|signals| {
+        smol::spawn(forward_signals(
+            signals,
+            remote.clone(),
+            process_id.to_owned(),
+            tty,
+        ))
+    });
     let code = print_output(remote, process_id).await;
     drop(raw);
     code
@@ -106,10 +118,14 @@ async fn print_output(remote: &RemoteSession, process_id: &str) -> anyhow::Resul
         for chunk in &read.chunks {
             let written = if chunk.stream == Stream::Stderr {
                 let mut stderr = io::stderr().lock();
-                stderr.write_all(&chunk.chunk.0).and_then(|()| stderr.flush())
+                stderr
+                    .write_all(&chunk.chunk.0)
+                    .and_then(|()| stderr.flush())
             } else {
                 let mut stdout = io::stdout().lock();
-                stdout.write_all(&chunk.chunk.0).and_then(|()| stdout.flush())
+                stdout
+                    .write_all(&chunk.chunk.0)
+                    .and_then(|()| stdout.flush())
             };
             match written {
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(EXIT_BROKEN_PIPE),
@@ -118,7 +134,9 @@ async fn print_output(remote: &RemoteSession, process_id: &str) -> anyhow::Resul
         }
         after_seq = read.next_seq.saturating_sub(1).max(after_seq);
         if read.closed {
-            let code = read.exit_code.context("the process closed without an exit code")?;
+            let code = read
+                .exit_code
+                .context("the process closed without an exit code")?;
             return Ok(u8::try_from(code & 0xff).unwrap_or(EXIT_EXECD_ERROR));
         }
     }
@@ -166,16 +184,12 @@ async fn write(remote: &RemoteSession, process_id: &str, bytes: &[u8]) -> bool {
 
 /// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the process group, and SIGWINCH as a
 /// resize on a PTY.
-async fn forward_signals(remote: RemoteSession, process_id: String, tty: bool) {
-    let Ok(mut signals) = Signals::new([
-        OsSignal::Int,
-        OsSignal::Term,
-        OsSignal::Hup,
-        OsSignal::Quit,
-        OsSignal::Winch,
-    ]) else {
-        return;
-    };
+async fn forward_signals(
+    mut signals: Signals,
+    remote: RemoteSession,
+    process_id: String,
+    tty: bool,
+) {
     while let Some(Ok(signal)) = signals.next().await {
         let name = match signal {
             OsSignal::Int => "interrupt",

@@ -47,9 +47,12 @@ pub(crate) fn session_lost(target: &Target, reason: &LostReason) -> String {
     let name = target.name();
     match (reason, target) {
         (LostReason::ServerStopped, _) => format!("the server at {name} shut down"),
-        (LostReason::WindowExhausted, Target::Url { recovery_window, .. }) => format!(
-            "connection to {name} lost; gave up reconnecting after {recovery_window} s"
-        ),
+        (
+            LostReason::WindowExhausted,
+            Target::Url {
+                recovery_window, ..
+            },
+        ) => format!("connection to {name} lost; gave up reconnecting after {recovery_window} s"),
         (LostReason::Rejected(e), _) => {
             format!("cannot resume the session at {name}: {}", e.message)
         }

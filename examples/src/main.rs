@@ -74,7 +74,11 @@ enum Cmd {
 struct ServeArgs {
     /// Where to listen: `ws://IP:PORT` (port 0 picks a free one; the bound URL is the first
     /// stdout line) or `stdio` (one connection on stdin/stdout, newline-delimited JSON).
-    #[arg(long, default_value = "ws://127.0.0.1:0", value_name = "ws://IP:PORT|stdio")]
+    #[arg(
+        long,
+        default_value = "ws://127.0.0.1:0",
+        value_name = "ws://IP:PORT|stdio"
+    )]
     listen: String,
     /// Seconds a detached session lives before its processes are killed.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]

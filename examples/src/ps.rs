@@ -52,9 +52,14 @@ fn table(processes: &[ProcessInfo]) -> String {
             p.process_id.clone(),
             p.state.clone(),
             p.pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
-            p.exit_code.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            p.exit_code
+                .map_or_else(|| "-".to_owned(), |c| c.to_string()),
             if p.tty { "yes" } else { "no" }.to_owned(),
-            p.argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "),
+            p.argv
+                .iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" "),
         ]);
     }
     let mut widths = [0usize; 5];

@@ -167,11 +167,7 @@ fn local_server() -> anyhow::Result<std::process::Command> {
     // SAFETY: the hook only calls setsid(2), which is async-signal-safe and touches no memory
     // shared with the parent.
     unsafe {
-        command.pre_exec(|| {
-            rustix::process::setsid()
-                .map(drop)
-                .map_err(io::Error::from)
-        });
+        command.pre_exec(|| rustix::process::setsid().map(drop).map_err(io::Error::from));
     }
     Ok(command)
 }
@@ -198,6 +194,9 @@ impl Run {
     ) -> anyhow::Result<ExitCode> {
         let Run { args, tty, report } = self;
         let params = start_params(&args, tty)?;
+        // Caught from before the start: a Ctrl-C as soon as the command runs is forwarded,
+        // never the default action (killing execd).
+        let signals = forwarded_signals();
 
         let process = match client.start(params).await {
             Ok(p) => p,
@@ -207,8 +206,7 @@ impl Run {
                     args.argv[0],
                     cli_errors::start_failed(&e.message)
                 );
-                let not_found =
-                    e.message.contains("os error 2") || e.message.contains("not found");
+                let not_found = e.message.contains("os error 2") || e.message.contains("not found");
                 return Ok(ExitCode::from(if not_found {
                     EXIT_NOT_FOUND
                 } else {
@@ -236,7 +234,10 @@ impl Run {
         }
         // Dropping the tasks (at return) stops the forwarding.
         let _stdin: Task = rt.spawn(Box::pin(forward_stdin(process.clone(), tty)));
-        let _signals: Task = rt.spawn(Box::pin(forward_signals(process.clone(), tty)));
+        let _signals: Task = match signals {
+            Some(signals) => rt.spawn(Box::pin(forward_signals(signals, process.clone(), tty))),
+            None => rt.spawn(Box::pin(async {})),
+        };
 
         let outcome = print_events(&process, &report).await;
         drop(raw);
@@ -368,16 +369,7 @@ async fn forward_stdin(process: Process, tty: bool) {
 
 /// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the remote process group, and SIGWINCH as
 /// a resize on a PTY; a third SIGINT kills the process group. (In raw mode Ctrl-C is a byte on stdin and reaches the PTY that way.)
-async fn forward_signals(process: Process, tty: bool) {
-    let Ok(mut signals) = Signals::new([
-        OsSignal::Int,
-        OsSignal::Term,
-        OsSignal::Hup,
-        OsSignal::Quit,
-        OsSignal::Winch,
-    ]) else {
-        return;
-    };
+async fn forward_signals(mut signals: Signals, process: Process, tty: bool) {
     let mut interrupts = 0;
     while let Some(Ok(signal)) = signals.next().await {
         let remote = match signal {
@@ -403,6 +395,19 @@ async fn forward_signals(process: Process, tty: bool) {
         };
         let _ = process.signal(remote).await;
     }
+}
+
+/// Catches SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGWINCH for forwarding; `None` if they
+/// cannot be caught (then they act as usual).
+pub(crate) fn forwarded_signals() -> Option<Signals> {
+    Signals::new([
+        OsSignal::Int,
+        OsSignal::Term,
+        OsSignal::Hup,
+        OsSignal::Quit,
+        OsSignal::Winch,
+    ])
+    .ok()
 }
 
 async fn send_window_size(process: &Process) {

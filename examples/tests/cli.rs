@@ -31,7 +31,12 @@ fn wait_within(child: Child) -> Output {
         Ok(out) => out.expect("wait"),
         Err(_) => {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("command timed out");
+            let stderr = rx
+                .recv_timeout(Duration::from_secs(5))
+                .ok()
+                .and_then(Result::ok)
+                .map(|out| String::from_utf8_lossy(&out.stderr).into_owned());
+            panic!("command timed out; its stderr: {stderr:?}");
         }
     }
 }
@@ -167,7 +172,11 @@ fn run_tty_twice_forces_a_terminal_without_one_on_stdin() {
         let mut args = flags.to_vec();
         args.extend(["--", "sh", "-c", "test -t 1 && echo tty"]);
         let out = run(None, &args);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "tty", "{flags:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "tty",
+            "{flags:?}"
+        );
         assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{flags:?}");
     }
 }
@@ -443,7 +452,16 @@ fn run_on_tokio_forwards_stdin_and_survives_a_cutting_proxy() {
 fn run_takes_the_command_without_a_double_dash() {
     let out = run(
         None,
-        &["--env", "X=1", "sh", "-c", "echo \"$X\" \"$@\"", "sh", "--tty", "-x"],
+        &[
+            "--env",
+            "X=1",
+            "sh",
+            "-c",
+            "echo \"$X\" \"$@\"",
+            "sh",
+            "--tty",
+            "-x",
+        ],
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1 --tty -x\n");
     assert_eq!(out.status.code(), Some(0));
@@ -537,8 +555,7 @@ fn going_away_server() -> String {
                 let Message::Text(text) = message else {
                     continue;
                 };
-                let request: serde_json::Value =
-                    serde_json::from_str(text.as_str()).expect("json");
+                let request: serde_json::Value = serde_json::from_str(text.as_str()).expect("json");
                 let id = request["id"].clone();
                 match request["method"].as_str() {
                     Some("initialize") => {
@@ -547,7 +564,8 @@ fn going_away_server() -> String {
                     }
                     Some("process/start") => {
                         let process_id = request["params"]["processId"].clone();
-                        let reply = serde_json::json!({"id": id, "result": {"processId": process_id}});
+                        let reply =
+                            serde_json::json!({"id": id, "result": {"processId": process_id}});
                         let _ = ws.send(Message::text(reply.to_string())).await;
                         let _ = ws
                             .close(Some(CloseFrame {
@@ -618,7 +636,15 @@ fn completions_and_man_page_are_printed() {
 
 #[test]
 fn every_flag_has_help_and_every_command_examples() {
-    for command in ["serve", "run", "ps", "attach", "bench", "completions", "man"] {
+    for command in [
+        "serve",
+        "run",
+        "ps",
+        "attach",
+        "bench",
+        "completions",
+        "man",
+    ] {
         let mut cmd = Command::new(EXECD);
         cmd.args(["help", command]);
         let out = output_within(cmd);
@@ -673,8 +699,9 @@ fn ctrl_c_on_a_terminal_interrupts_the_command_and_exits_130() {
     use std::os::unix::fs::OpenOptionsExt as _;
     use std::os::unix::process::CommandExt as _;
 
-    let master = rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
-        .expect("openpt");
+    let master =
+        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .expect("openpt");
     rustix::pty::grantpt(&master).expect("grantpt");
     rustix::pty::unlockpt(&master).expect("unlockpt");
     let name = rustix::pty::ptsname(&master, Vec::new()).expect("ptsname");
@@ -722,9 +749,12 @@ fn ctrl_c_on_a_terminal_interrupts_the_command_and_exits_130() {
     });
     let mut seen = Vec::new();
     while !String::from_utf8_lossy(&seen).contains("ready") {
-        let bytes = rx
-            .recv_timeout(TIMEOUT)
-            .unwrap_or_else(|_| panic!("no `ready` on the terminal: {:?}", String::from_utf8_lossy(&seen)));
+        let bytes = rx.recv_timeout(TIMEOUT).unwrap_or_else(|_| {
+            panic!(
+                "no `ready` on the terminal: {:?}",
+                String::from_utf8_lossy(&seen)
+            )
+        });
         seen.extend(bytes);
     }
     rustix::io::write(&master, b"\x03").expect("write ^C");
@@ -744,7 +774,12 @@ fn ctrl_c_on_a_terminal_interrupts_the_command_and_exits_130() {
         }
     };
     drop(waiter.join());
-    assert_eq!(code, Some(130), "terminal: {:?}", String::from_utf8_lossy(&seen));
+    assert_eq!(
+        code,
+        Some(130),
+        "terminal: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
     // The server child and the command are gone (bounded wait: they exit after execd).
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
@@ -752,7 +787,10 @@ fn ctrl_c_on_a_terminal_interrupts_the_command_and_exits_130() {
         if left.is_empty() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "left behind: {left:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = master.as_raw_fd();
@@ -779,7 +817,10 @@ fn detach_ps_attach_round_trip_delivers_detached_output_once() {
     // The output is produced while nobody is attached.
     let deadline = std::time::Instant::now() + TIMEOUT;
     while !flag.exists() {
-        assert!(std::time::Instant::now() < deadline, "the command never ran");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never ran"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -791,7 +832,10 @@ fn detach_ps_attach_round_trip_delivers_detached_output_once() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut lines = text.lines();
         let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-        assert_eq!(header, ["PROCESS", "STATE", "PID", "EXIT", "TTY", "COMMAND"]);
+        assert_eq!(
+            header,
+            ["PROCESS", "STATE", "PID", "EXIT", "TTY", "COMMAND"]
+        );
         let row: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
         assert_eq!(row[0], process, "{text}");
         assert_eq!(row[1], expect_state, "{text}");
