@@ -325,6 +325,10 @@ fn run_forwards_stdin_and_its_eof() {
     }
 }
 
+/// Held by the tests behind a cutting proxy: each resume must finish between two cuts, which
+/// several of them at once on a small machine starve of CPU (they then never finish).
+static PROXY_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The proxy of `execd_smol::testing`, cutting every `period`, in front of `url`.
 fn cutting_proxy(
     url: &str,
@@ -343,6 +347,9 @@ fn cutting_proxy(
 
 #[test]
 fn run_output_survives_a_proxy_that_keeps_cutting_the_connection() {
+    let _one_at_a_time = PROXY_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (_server, url) = serve();
     let proxy = cutting_proxy(&url, Duration::from_millis(40));
     // Paced so that cuts land mid-stream: 20 bursts of 10,000 lines, 20 ms apart.
@@ -364,6 +371,9 @@ fn run_output_survives_a_proxy_that_keeps_cutting_the_connection() {
 /// `execd run --runtime <runtime>` pipes 20,000 lines through a paced `cat` while the proxy
 /// cuts the connection every 30 ms: each line arrives once, in order, across reconnects.
 fn stdin_survives_a_cutting_proxy(runtime: &str) {
+    let _one_at_a_time = PROXY_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (_server, url) = serve();
     let proxy = cutting_proxy(&url, Duration::from_millis(30));
     let mut cmd = Command::new(EXECD);
@@ -770,7 +780,12 @@ fn ctrl_c_on_a_terminal_interrupts_the_command_and_exits_130() {
         Ok(code) => code.expect("wait"),
         Err(_) => {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("execd did not exit after ^C");
+            seen.extend(rx.try_iter().flatten());
+            panic!(
+                "execd did not exit after ^C; terminal: {:?}; left: {:?}",
+                String::from_utf8_lossy(&seen),
+                processes_with(&marker)
+            );
         }
     };
     drop(waiter.join());
