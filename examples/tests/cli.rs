@@ -538,7 +538,7 @@ fn run_of_a_missing_command_names_it_without_the_os_error_number() {
     assert_eq!(out.status.code(), Some(127));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "execd: cannot run \"definitely-not-a-command-xyz\": No such file or directory\n"
+        "execd: \"definitely-not-a-command-xyz\": command not found (No such file or directory)\n"
     );
 }
 

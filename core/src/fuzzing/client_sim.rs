@@ -148,6 +148,9 @@ impl Sim {
         let mut server_config = ServerConfig {
             session_ttl: cfg.session_ttl(),
             closed_retention: cfg.closed_retention(),
+            // The harness does not report bytes written: no connection may congest.
+            congestion_high_bytes: usize::MAX,
+            congestion_low_bytes: usize::MAX,
             ..ServerConfig::default()
         };
         if let Some(n) = cfg.retained_chunks() {
@@ -509,8 +512,14 @@ impl Sim {
         if fail {
             p.failed = true;
             let error = "No such file or directory (os error 2)".to_owned();
-            self.server
-                .handle_process(self.now, key, ProcessEvent::SpawnFailed { error });
+            self.server.handle_process(
+                self.now,
+                key,
+                ProcessEvent::SpawnFailed {
+                    kind: crate::server::SpawnErrorKind::NotFound,
+                    error,
+                },
+            );
             return;
         }
         p.spawned = true;
@@ -649,6 +658,13 @@ impl Sim {
                         self.stale.retain(|(c, _)| *c != conn);
                         self.server.handle_disconnect(self.now, conn).ok();
                     }
+                }
+                Output::Drop { conn } => {
+                    if Some(conn) == self.link {
+                        return Err("the server dropped the client's connection".to_owned());
+                    }
+                    self.stale.retain(|(c, _)| *c != conn);
+                    self.server.handle_disconnect(self.now, conn).ok();
                 }
                 Output::Command(cmd) => self.command(cmd)?,
             }

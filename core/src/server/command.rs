@@ -22,6 +22,18 @@ pub enum Output {
         /// The connection to close.
         conn: ConnId,
     },
+    /// Drop `conn` now, without flushing: abort the socket (no close handshake) and stop its
+    /// tasks, then report [`Server::handle_disconnect`](crate::Server::handle_disconnect). Given
+    /// when a closed connection's peer did not finish the close within
+    /// [`ServerConfig::close_grace`](crate::ServerConfig::close_grace), when a connection stayed
+    /// congested for [`ServerConfig::congestion_timeout`](crate::ServerConfig::congestion_timeout)
+    /// (its session is already detached), and for a connection past
+    /// [`ServerConfig::max_connections`](crate::ServerConfig::max_connections) that did not go
+    /// away.
+    Drop {
+        /// The connection to drop.
+        conn: ConnId,
+    },
     /// Perform a side effect.
     Command(Command),
 }
@@ -77,6 +89,38 @@ pub enum Command {
         /// The process.
         key: ProcessKey,
     },
+    /// Stop reading the process's output (pipes or PTY master) until [`Command::ResumeOutput`]:
+    /// the connection its output goes to is congested. The child blocks on a full pipe, as on a
+    /// local terminal; its exit is still reported, and its EOFs once reading resumes.
+    PauseOutput {
+        /// The process.
+        key: ProcessKey,
+    },
+    /// Read the process's output again after [`Command::PauseOutput`].
+    ResumeOutput {
+        /// The process.
+        key: ProcessKey,
+    },
+    /// Stop reading frames from `conn` until [`Command::ResumeReading`]: it does not read what
+    /// it is sent, so TCP backpressure should reach its peer rather than server memory grow.
+    PauseReading {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Read frames from `conn` again after [`Command::PauseReading`].
+    ResumeReading {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// A terminal size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PtySize {
+    /// Rows (lines).
+    pub rows: u16,
+    /// Columns (characters).
+    pub cols: u16,
 }
 
 /// How to start one process. Built by the core from a validated `process/start`.
@@ -91,8 +135,12 @@ pub struct SpawnSpec {
     pub cwd: PathBuf,
     /// The child's exact environment: nothing is inherited from the server.
     pub env: BTreeMap<String, String>,
-    /// Run on a PTY (24×80 until resized); output comes as [`Stream::Pty`].
+    /// Run on a PTY of [`pty_size`](Self::pty_size); output comes as [`Stream::Pty`].
     pub tty: bool,
+    /// The PTY's initial size (from
+    /// [`ServerConfig::pty_size`](crate::ServerConfig::pty_size), default 24 × 80); ignored
+    /// without `tty`.
+    pub pty_size: PtySize,
     /// Keep a stdin pipe open for writes (non-PTY). Without it stdin is `/dev/null`.
     pub pipe_stdin: bool,
     /// The sandbox to apply before exec.
@@ -110,6 +158,8 @@ pub enum ProcessEvent {
     },
     /// The process could not be started; no other event follows.
     SpawnFailed {
+        /// What went wrong, as far as the runtime can tell.
+        kind: SpawnErrorKind,
         /// The OS error text, e.g. "No such file or directory (os error 2)".
         error: String,
     },
@@ -133,6 +183,51 @@ pub enum ProcessEvent {
     },
     /// Writing to stdin failed (the child closed it); later writes report `stdinClosed`.
     StdinClosed,
+    /// `bytes` of the queued [`Command::WriteStdin`] data reached the child (or were dropped
+    /// because its stdin closed): they no longer count against
+    /// [`ServerConfig::max_stdin_queued_bytes`](crate::ServerConfig::max_stdin_queued_bytes).
+    StdinWritten {
+        /// How many bytes.
+        bytes: usize,
+    },
+}
+
+/// Why a spawn failed, decided by the runtime from the OS error and the `cwd`; sent to the
+/// client as `error.data.kind` of the `-32603` answer (PROTOCOL.md §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpawnErrorKind {
+    /// The program was not found (`ENOENT` on the program; wire `"notFound"`).
+    NotFound,
+    /// The program exists but may not be executed (`EACCES`, `ENOEXEC`, a directory; wire
+    /// `"permissionDenied"`).
+    PermissionDenied,
+    /// The working directory does not exist or is not a directory (wire `"badCwd"`).
+    BadCwd,
+    /// Anything else (wire `"other"`).
+    Other,
+}
+
+impl SpawnErrorKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpawnErrorKind::NotFound => "notFound",
+            SpawnErrorKind::PermissionDenied => "permissionDenied",
+            SpawnErrorKind::BadCwd => "badCwd",
+            SpawnErrorKind::Other => "other",
+        }
+    }
+
+    /// The kind named `name` on the wire; unknown names are [`SpawnErrorKind::Other`].
+    pub fn from_name(name: &str) -> SpawnErrorKind {
+        match name {
+            "notFound" => SpawnErrorKind::NotFound,
+            "permissionDenied" => SpawnErrorKind::PermissionDenied,
+            "badCwd" => SpawnErrorKind::BadCwd,
+            _ => SpawnErrorKind::Other,
+        }
+    }
 }
 
 /// How a process ended.

@@ -83,7 +83,10 @@ impl Server {
     /// (see `session`), then waits for `initialized`.
     fn initialize(&mut self, now: Instant, conn: ConnId, params: InitializeParams) -> Reply {
         let sid = match params.resume_session_id {
-            None => self.open_session(conn),
+            None => {
+                self.check_new_session()?;
+                self.open_session(conn)
+            }
             Some(raw) => self.resume_session(now, conn, &raw)?,
         };
         if let Some(c) = self.conns.get_mut(&conn) {

@@ -98,6 +98,7 @@ macro_rules! scenario_tests {
         $crate::scenario_tests!(@modules $run;
             process {
                 output_eof_and_exit_code_arrive_in_order,
+                paused_output_stays_in_the_pipe_until_resumed,
                 death_by_signal_is_reported_as_signal,
                 environment_is_exactly_the_given_one,
                 program_is_looked_up_in_the_child_path,

@@ -445,6 +445,15 @@ pub async fn malformed_frames_get_errors_and_the_connection_keeps_working(rt: Ar
     assert_eq!(r["error"]["code"], -32602);
     let r = c.start("x", &["/definitely/not/here"], json!({})).await;
     assert_eq!(r["error"]["code"], -32603);
+    assert_eq!(r["error"]["data"]["kind"], "notFound");
+    // A top-level array is not a batch and is never decoded positionally.
+    c.send_raw(r#"[2,"process/start",{"processId":"y","argv":["true"],"cwd":"file:///"}]"#)
+        .await;
+    let r = c.recv().await;
+    assert_eq!(
+        (r["id"].clone(), r["error"]["code"].clone()),
+        (json!(-1), json!(-32600))
+    );
     let r = c.call("process/list", json!({})).await;
     assert_eq!(
         r["result"]["processes"],
