@@ -636,6 +636,7 @@ impl Expect {
                 }
                 LostReason::Protocol(_) => false,
                 LostReason::ClosedLocally => self.closing_locally,
+                LostReason::ServerStopped => false,
             };
             if !ok {
                 return Err(format!(
@@ -652,6 +653,7 @@ impl Expect {
             LostReason::Rejected(_) => "rejected",
             LostReason::Protocol(_) => "protocol",
             LostReason::ClosedLocally => "closed locally",
+            LostReason::ServerStopped => "server stopped",
         });
         let live: Vec<usize> = self.current.values().copied().collect();
         for i in live {

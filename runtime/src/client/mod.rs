@@ -231,6 +231,19 @@ impl<R: DefaultRuntime> Client<R> {
         Self::spawn_stdio_with_runtime(R::default_runtime()?, argv, env, cwd).await
     }
 
+    /// Like [`spawn_stdio`](Self::spawn_stdio), from a prepared `command` (e.g. with
+    /// `process_group(0)` or a `setsid` `pre_exec` hook, so a terminal's Ctrl-C reaches only
+    /// the caller); its stdio settings are replaced by pipes (stdin, stdout) and inherit
+    /// (stderr).
+    ///
+    /// # Errors
+    /// As [`spawn_stdio_with_runtime`](Self::spawn_stdio_with_runtime); no default runtime.
+    pub async fn spawn_stdio_command(command: std::process::Command) -> Result<Self, ConnectError> {
+        spawn_stdio_command(shared(R::default_runtime()?), command)
+            .await
+            .map(Client::from_shared)
+    }
+
     /// A client over an already-open transport (e.g. [`transport::memory_pair`]), its driver
     /// on the default runtime. Recovery is forced off: there is no way to reopen it.
     ///
@@ -489,6 +502,13 @@ async fn spawn_stdio(
     if let Some(cwd) = cwd {
         command.current_dir(cwd);
     }
+    spawn_stdio_command(rt, command).await
+}
+
+async fn spawn_stdio_command(
+    rt: Arc<dyn Runtime>,
+    command: std::process::Command,
+) -> Result<Arc<Shared>, ConnectError> {
     let mut child = rt.spawn_child(ChildCommand {
         command,
         stdin: Stdio::piped(),
