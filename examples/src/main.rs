@@ -3,14 +3,23 @@
 //! - `execd serve [--listen ws://127.0.0.1:0 | stdio] [--runtime smol|tokio] [--session-ttl
 //!   SECONDS] [--ws-auth MODE …] [--tls-cert PEM --tls-key PEM]` prints the bound URL as its
 //!   first stdout line and serves; logs go to stderr. See docs/SECURITY.md for the auth flags.
-//! - `execd run [--url URL] [--tty] [--cwd DIR] [--env K=V]… -- CMD ARG…` runs one command and
+//! - `execd run [--url URL] [-t] [--cwd DIR] [--env K=V]… [--] CMD ARG…` runs one command and
 //!   exits with its exit code. Without `--url` it starts `execd serve --listen stdio` as a child
-//!   and talks to it over its stdin/stdout.
+//!   and talks to it over its stdin/stdout. `--detach` leaves it running in a detached session.
+//! - `execd ps --url URL [SESSION]` and `execd attach --url URL SESSION PROCESS` list and
+//!   re-attach to the processes of a detached session.
+//! - `execd completions SHELL`, `execd man`: completion scripts and the man page.
 //! - `execd fetch [--url URL] [-X METHOD] [-H 'Name: value']… [--data BODY] [--fail] URL`
 //!   fetches URL from the server's host: status on stderr, body streamed to stdout.
 
+mod attach;
 mod bench;
+mod cli_errors;
+mod completions;
 mod fetch;
+mod help;
+mod ps;
+mod remote_session;
 mod run;
 mod serve_auth;
 
@@ -31,7 +40,8 @@ use execd_tokio::TokioRuntime;
 #[command(
     name = "execd",
     version,
-    about = "A remote process executor speaking the Codex exec-server protocol"
+    about = "A remote process executor speaking the Codex exec-server protocol",
+    after_help = help::EXECD
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,25 +51,45 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Serve the protocol on a WebSocket address or on stdin/stdout.
+    #[command(after_help = help::SERVE)]
     Serve(ServeArgs),
     /// Run one command through a server and exit with its exit code.
+    #[command(after_help = help::RUN)]
     Run(run::RunArgs),
     /// Fetch a URL from the server's host, like curl (status on stderr, body on stdout).
     Fetch(fetch::FetchArgs),
+    /// List the processes of a detached session.
+    #[command(after_help = help::PS)]
+    Ps(ps::PsArgs),
+    /// Re-attach to a process of a detached session: its output, stdin and exit code.
+    #[command(after_help = help::ATTACH)]
+    Attach(attach::AttachArgs),
     /// Measure latency, throughput and memory of a server, and the local floor.
+    #[command(after_help = help::BENCH)]
     Bench(bench::BenchArgs),
+    /// Print a shell completion script.
+    #[command(after_help = help::COMPLETIONS)]
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff).
+    #[command(after_help = help::MAN)]
+    Man,
 }
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// `ws://IP:PORT` (port 0 picks a free one) or `stdio`.
-    #[arg(long, default_value = "ws://127.0.0.1:0")]
+    /// Where to listen: `ws://IP:PORT` (port 0 picks a free one; the bound URL is the first
+    /// stdout line) or `stdio` (one connection on stdin/stdout, newline-delimited JSON).
+    #[arg(
+        long,
+        default_value = "ws://127.0.0.1:0",
+        value_name = "ws://IP:PORT|stdio"
+    )]
     listen: String,
     /// Seconds a detached session lives before its processes are killed.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     session_ttl: u64,
     /// Largest inbound message, in bytes.
-    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
     max_frame_bytes: usize,
     /// Allow binding a non-loopback address without --ws-auth: anyone who can reach the port
     /// can then run commands as this user.
@@ -90,6 +120,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(rustix::termios::isatty(std::io::stderr()))
         .init();
     let result = match cli.command {
         Cmd::Serve(args) => {
@@ -101,7 +132,16 @@ fn main() -> ExitCode {
         }
         Cmd::Run(args) => run::run(args),
         Cmd::Fetch(args) => fetch::fetch(args),
+        Cmd::Ps(args) => ps::ps(args),
+        Cmd::Attach(args) => attach::attach(args),
         Cmd::Bench(args) => bench::bench(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Completions(args) => {
+            completions::completions(&args);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man => completions::man()
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => code,

@@ -41,6 +41,7 @@ mod auth;
 pub mod client;
 mod executor;
 pub mod fs;
+mod fs_service;
 pub mod host;
 pub mod http;
 mod os;
@@ -58,10 +59,9 @@ pub use auth::{
 };
 pub use client::{Client, ClientOptions, ConnectError, Error, Event, HttpBody, Process};
 pub use executor::{Executor, LocalExecutor, RemoteExecutor};
+pub use host::host_environment_info;
 pub use runtime::{
     set_nonblocking, AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand,
     DefaultRuntime, FdStream, Runtime, Sleep, Task, TaskHandle, TcpListener,
 };
-pub use server::{
-    host_environment_info, serve_connection, serve_stdio, Server, ServerOptions, WsServer,
-};
+pub use server::{serve_connection, serve_stdio, Server, ServerOptions, WsServer};

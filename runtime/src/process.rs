@@ -133,9 +133,9 @@ where
     /// Returns [`ProcessEvent::Spawned`] with the child's pid (also its process group id), or
     /// [`ProcessEvent::SpawnFailed`] with the OS error text (e.g. `"No such file or directory
     /// (os error 2)"` for a missing program or `cwd`); after a failure nothing is left behind and
-    /// no event follows. A key already in the table, an environment name that is empty or
-    /// contains `=`, and a sandbox other than [`SandboxType::None`] (not supported by this
-    /// layer) also fail.
+    /// no event follows. A key already in the table and a sandbox other than
+    /// [`SandboxType::None`] (not supported by this layer) also fail. Environment names are
+    /// validated by the core before it asks (`-32602`); a NUL byte still fails the spawn here.
     pub fn spawn(&mut self, key: K, spec: SpawnSpec) -> ProcessEvent {
         if self.entries.contains_key(&key) {
             return spawn_failed(key, &invalid_input("process key already in use"), None);
@@ -248,13 +248,6 @@ where
                     spec.sandbox.as_str()
                 ),
             ));
-        }
-        if spec
-            .env
-            .keys()
-            .any(|name| name.is_empty() || name.contains('='))
-        {
-            return Err(invalid_input("invalid environment variable name"));
         }
         let Some((argv0, args)) = spec.argv.split_first() else {
             return Err(invalid_input("empty argv"));

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use execd_core::{
-    Command, ConnId, HttpEvent, HttpTicket, Output, PathUri, Principal, ProcessEvent, ProcessKey,
+    Command, ConnId, HttpEvent, HttpTicket, Output, Principal, ProcessEvent, ProcessKey,
     ServerConfig,
 };
 use futures_lite::future;
 use tracing::{debug, info, trace, warn};
 
+use crate::fs_service::{FsDone, FsService};
 use crate::http::{HttpRunner, HttpService};
 use crate::process::ProcessTable;
 use crate::runtime::{shared, DefaultRuntime, Runtime, Task};
@@ -261,31 +262,11 @@ async fn serve_on(
     Ok(())
 }
 
-/// The `environmentInfo` of the `initialize` result, read from this host: the user's shell,
-/// the server's working directory, home and temp directories (as PathUris) and the OS.
-pub fn host_environment_info() -> serde_json::Value {
-    let uri = |p: std::path::PathBuf| {
-        PathUri::from_host_path(&p)
-            .ok()
-            .map(|u| u.as_str().to_owned())
-    };
-    let shell_path = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".to_owned());
-    let shell_name = std::path::Path::new(&shell_path)
-        .file_name()
-        .map_or_else(|| "sh".to_owned(), |n| n.to_string_lossy().into_owned());
-    serde_json::json!({
-        "shell": {"name": shell_name, "path": shell_path},
-        "executorVersion": concat!("execd ", env!("CARGO_PKG_VERSION")),
-        "cwd": std::env::current_dir().ok().and_then(uri),
-        "userHomeDir": std::env::var_os("HOME").map(std::path::PathBuf::from).and_then(uri),
-        "platformOs": std::env::consts::OS,
-        "tempDir": uri(std::env::temp_dir()),
-    })
-}
-
 enum LoopEvent {
     /// A connection, and who it authenticated as.
     Accepted(FrameReader, FrameWriter, Option<Principal>),
+    /// An fs operation, watch check or watch event from the fs worker.
+    Fs(FsDone),
     Frame(ConnId, Inbound),
     Closed(ConnId),
     /// The writer wrote this many bytes of the connection's frames (reported to the core).
@@ -315,6 +296,7 @@ struct EventLoop {
     runtime: Arc<dyn Runtime>,
     server: execd_core::Server,
     processes: ProcessTable,
+    fs: FsService,
     process_rx: Receiver<(ProcessKey, ProcessEvent)>,
     http: HttpService,
     http_rx: Receiver<(HttpTicket, HttpEvent)>,
@@ -337,10 +319,11 @@ impl EventLoop {
         let (process_tx, process_rx) = async_channel::bounded(PROCESS_EVENT_QUEUE);
         let mut core = options.core;
         if core.environment_info.is_none() {
-            core.environment_info = Some(host_environment_info());
+            core.environment_info = Some(crate::host::host_environment_info());
         }
         if core.host_env.is_empty() {
-            // The snapshot `http/request` `valueEnvVar`s are read from.
+            // The source of `envPolicy` children and of `http/request` `valueEnvVar`s; the wire
+            // carries only UTF-8 pairs.
             core.host_env = std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                 .collect();
@@ -348,7 +331,16 @@ impl EventLoop {
         let runner = HttpRunner::new(Arc::clone(&runtime), options.http_ca.as_deref())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let (http, http_rx) = HttpService::new(Arc::clone(&runtime), runner);
+        let fs_tx = loop_tx.clone();
+        let fs = FsService::new(
+            Arc::clone(&runtime),
+            Arc::new(move |done| {
+                // Unbounded: never blocks the fs worker; fails only once the loop is gone.
+                let _ = fs_tx.try_send(LoopEvent::Fs(done));
+            }),
+        );
         Ok(EventLoop {
+            fs,
             http,
             http_rx,
             processes: ProcessTable::with_runtime(Arc::clone(&runtime), process_tx),
@@ -467,6 +459,24 @@ impl EventLoop {
             }
             LoopEvent::Frame(conn, Inbound::TooLarge { len }) => {
                 let _ = self.server.handle_frame_too_large(now, conn, len);
+                false
+            }
+            LoopEvent::Fs(done) => {
+                match done {
+                    FsDone::Op(ticket, result) => self.server.handle_fs(now, ticket, result),
+                    FsDone::WatchChecked {
+                        ticket,
+                        conn,
+                        watch_id,
+                        watch,
+                    } => {
+                        let result = self.fs.watch_checked(conn, watch_id, watch);
+                        self.server.handle_fs(now, ticket, result);
+                    }
+                    FsDone::WatchFired(conn, watch_id) => {
+                        self.server.handle_fs_watch_event(now, conn, watch_id);
+                    }
+                }
                 false
             }
             LoopEvent::Sent(conn, bytes) => {
@@ -614,6 +624,16 @@ impl EventLoop {
             // The core issues a credit only while the connection is not congested.
             Command::HttpPull { ticket, .. } => self.http.grant(ticket),
             Command::HttpCancel { ticket } => self.http.cancel(ticket),
+            Command::Fs { ticket, conn, op } => self.fs.perform(ticket, conn, op),
+            Command::FsCloseConnection { conn } => self.fs.close_connection(conn),
+            Command::WatchMissing {
+                ticket,
+                conn,
+                watch_id,
+                missing,
+                present,
+            } => self.fs.watch(ticket, conn, watch_id, missing, present),
+            Command::UnwatchMissing { conn, watch_id } => self.fs.unwatch(conn, watch_id),
             Command::PauseOutput { key } => self.processes.set_output_paused(key, true),
             Command::ResumeOutput { key } => self.processes.set_output_paused(key, false),
             Command::PauseReading { conn } => self.set_reading_paused(conn, true),

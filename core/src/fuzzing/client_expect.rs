@@ -577,7 +577,7 @@ impl Expect {
             }
         }
         if let (CallKind::Other(method), Outcome::Rpc(e)) = (&rec.kind, &outcome) {
-            let unknown = *method == "fs/readFile";
+            let unknown = *method == "environmentConfig/read";
             if !tainted && unknown != (e.code == -32601) {
                 return Err(format!("{method} answered {e:?}"));
             }
@@ -638,6 +638,7 @@ impl Expect {
                 }
                 LostReason::Protocol(_) => false,
                 LostReason::ClosedLocally => self.closing_locally,
+                LostReason::ServerStopped => false,
             };
             if !ok {
                 return Err(format!(
@@ -654,6 +655,7 @@ impl Expect {
             LostReason::Rejected(_) => "rejected",
             LostReason::Protocol(_) => "protocol",
             LostReason::ClosedLocally => "closed locally",
+            LostReason::ServerStopped => "server stopped",
         });
         let live: Vec<usize> = self.current.values().copied().collect();
         for i in live {

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::protocol::SandboxType;
+use crate::protocol::{EnvironmentInfo, FsPolicy, SandboxType};
 
 /// Tunables of the [`crate::Server`]. Defaults match the Codex exec-server where it has a
 /// rule; every limit is documented with its default in `docs/PROTOCOL.md` §2.3, and every error
@@ -34,13 +34,21 @@ pub struct ServerConfig {
     /// How long to wait for trailing output after a sandboxed process exits before classifying
     /// it (reference: 20 ms).
     pub sandbox_grace: Duration,
-    /// The `environmentInfo` object of the `initialize` result (the reference sends one:
-    /// `{shell: {name, path}, cwd, userHomeDir, platformOs, tempDir, executorVersion}`). The core
-    /// cannot look at the host, so the runtime fills it in; `None` omits it.
-    pub environment_info: Option<serde_json::Value>,
-    /// The server's own environment, captured once by the runtime at startup (the core reads
-    /// no environment): the source of `http/request` header `valueEnvVar`s. Default empty.
+    /// The `environment/info` result, also the `environmentInfo` of the `initialize` result.
+    /// The core cannot look at the host, so the runtime fills it in once at startup
+    /// (`execd_runtime::host::host_environment_info`); `None` omits it from `initialize` and
+    /// answers `environment/info` with `-32603`.
+    pub environment_info: Option<EnvironmentInfo>,
+    /// The server's own environment, the source of a child's variables under an `envPolicy`
+    /// (PROTOCOL.md, child environment). The core reads no environment: the runtime fills it
+    /// in once at startup (UTF-8 pairs only). Default empty.
     pub host_env: BTreeMap<String, String>,
+    /// Rules the core applies to every fs request (the `fs/readFile` size cap, birth times).
+    pub fs_policy: FsPolicy,
+    /// Most fs requests (`fs/*` including `fs/watchMissing` installs) one connection may have
+    /// in flight; more are refused with `-32600`. Default 64 (the reference serves one
+    /// request at a time per connection, so it needs no bound).
+    pub max_fs_in_flight: usize,
     /// Most `http/request`s in flight per session (buffered ones until their response,
     /// streamed ones until their terminal delta); one more is refused with `-32600`. Default 64.
     pub max_http_requests: usize,
@@ -103,6 +111,8 @@ impl Default for ServerConfig {
             environment_info: None,
             host_env: BTreeMap::new(),
             max_http_requests: 64,
+            fs_policy: FsPolicy::default(),
+            max_fs_in_flight: 64,
             congestion_high_bytes: 16 << 20,
             congestion_low_bytes: 4 << 20,
             congestion_timeout: Duration::from_secs(30),

@@ -10,6 +10,8 @@ use crate::ids::{ConnId, ProcessKey};
 use crate::protocol::{SandboxType, Stream};
 use crate::sim::Sim;
 
+mod fs_env;
+
 /// The shared [`Sim`] with raw connections only: the test speaks JSON-RPC itself and answers
 /// the server's commands by hand (`answer_commands` off; they are recorded).
 pub(super) struct Harness {
@@ -293,7 +295,7 @@ fn response_shaped_messages_close_the_connection() {
 #[test]
 fn initialize_carries_the_runtime_environment_info() {
     let config = ServerConfig {
-        environment_info: Some(json!({"platformOs": "linux"})),
+        environment_info: Some(fs_env::sample_info()),
         ..ServerConfig::default()
     };
     let mut h = Harness::with_config(config);
@@ -301,8 +303,9 @@ fn initialize_carries_the_runtime_environment_info() {
     let r = h.call(conn, 1, "initialize", json!({"clientName": "t"}));
     assert_eq!(
         r[0]["result"]["environmentInfo"],
-        json!({"platformOs": "linux"})
+        serde_json::to_value(fs_env::sample_info()).expect("serializes")
     );
+    assert_eq!(r[0]["result"]["environmentInfo"]["platformOs"], "linux");
 }
 
 #[test]

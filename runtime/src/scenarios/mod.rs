@@ -29,6 +29,7 @@
 //! calls it from one `#[test]`.
 
 pub mod client;
+pub mod fs;
 pub mod http;
 pub mod process;
 mod proxy;
@@ -155,6 +156,15 @@ macro_rules! scenario_tests {
                 stdio_writer_terminates_frames_with_newlines_and_refuses_embedded_ones,
                 stdio_round_trip_through_a_child_process,
                 halves_move_into_tasks,
+            }
+            fs {
+                environment_info_and_status_describe_the_host,
+                env_policy_children_see_set_vars_and_inherit_path,
+                files_round_trip_byte_exact_whole_and_in_blocks,
+                handles_are_bounded_at_128_per_connection,
+                watch_missing_fires_when_the_path_appears,
+                bad_fs_inputs_leave_the_connection_working,
+                local_and_remote_executors_agree_on_files,
             }
             client {
                 a_process_streams_its_events_in_order_with_its_exit_code,

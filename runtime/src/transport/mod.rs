@@ -116,6 +116,16 @@ impl FrameReader {
             ReaderInner::Mem(r) => r.recv().await,
         }
     }
+
+    /// The status code of the peer's WebSocket Close frame (e.g. 1000 normal, 1001 going
+    /// away), once [`recv`](Self::recv) has returned `None` after one; `None` for a close
+    /// without a code, a connection that ended otherwise, and other transports.
+    pub fn close_code(&self) -> Option<u16> {
+        match &self.inner {
+            ReaderInner::Ws(r) => r.close_code(),
+            ReaderInner::Stdio(_) | ReaderInner::Mem(_) => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for FrameReader {

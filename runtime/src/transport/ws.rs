@@ -388,6 +388,7 @@ fn split(runtime: &Arc<dyn Runtime>, ws: Ws, limits: &Limits) -> (FrameReader, F
         pinger,
         closing: false,
         done: false,
+        close_code: None,
     };
     let writer = WsWriter { shared };
     (
@@ -449,6 +450,8 @@ pub(super) struct WsReader {
     /// A Close frame arrived: flush tungstenite's reply (if any), then end.
     closing: bool,
     done: bool,
+    /// The code of the peer's Close frame, once one arrived.
+    close_code: Option<u16>,
 }
 
 struct Pinger {
@@ -471,6 +474,10 @@ enum PingState {
 }
 
 impl WsReader {
+    pub(super) fn close_code(&self) -> Option<u16> {
+        self.close_code
+    }
+
     pub(super) async fn recv(&mut self) -> Option<io::Result<Inbound>> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
@@ -513,6 +520,7 @@ impl WsReader {
                 // reply, if any, and end.
                 Message::Close(frame) => {
                     tracing::debug!(?frame, "websocket close frame received");
+                    self.close_code = frame.as_ref().map(|f| u16::from(f.code));
                     self.closing = true;
                     return self.poll_close_reply(cx);
                 }
