@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod cgroup;
 pub mod client;
 mod executor;
 pub mod fs;
@@ -50,6 +51,7 @@ mod runtime;
 #[cfg(feature = "test-support")]
 pub mod scenarios;
 mod server;
+pub mod shutdown;
 pub mod transport;
 
 pub use auth::{
@@ -63,5 +65,6 @@ pub use runtime::{
     DefaultRuntime, FdStream, Runtime, Sleep, Task, TaskHandle, TcpListener,
 };
 pub use server::{
-    host_environment_info, serve_connection, serve_stdio, Server, ServerOptions, WsServer,
+    host_environment_info, serve_connection, serve_stdio, serve_stdio_until, Server, ServerOptions,
+    WsServer,
 };
