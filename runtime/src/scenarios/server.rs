@@ -17,14 +17,14 @@ use crate::runtime::{FdStream, Runtime, Task};
 use crate::transport::{stdio_transport, ws_connect, FrameReader, FrameWriter, Inbound, Limits};
 use crate::{serve_connection, ServerOptions, WsServer};
 
-struct TestServer {
-    url: String,
-    addr: SocketAddr,
+pub(super) struct TestServer {
+    pub(super) url: String,
+    pub(super) addr: SocketAddr,
     /// Dropping it stops the server, which kills its children.
     _task: Task,
 }
 
-async fn start_server(rt: &Arc<dyn Runtime>, core: ServerConfig) -> TestServer {
+pub(super) async fn start_server(rt: &Arc<dyn Runtime>, core: ServerConfig) -> TestServer {
     let options = ServerOptions {
         core,
         ..ServerOptions::default()
@@ -53,7 +53,7 @@ async fn start_server(rt: &Arc<dyn Runtime>, core: ServerConfig) -> TestServer {
     }
 }
 
-struct Client {
+pub(super) struct Client {
     rt: Arc<dyn Runtime>,
     reader: FrameReader,
     writer: FrameWriter,
@@ -62,7 +62,7 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(rt: &Arc<dyn Runtime>, url: &str) -> Client {
+    pub(super) async fn connect(rt: &Arc<dyn Runtime>, url: &str) -> Client {
         let (reader, writer) = within(rt, ws_connect(Arc::clone(rt), url, Limits::default()))
             .await
             .expect("connect");
@@ -80,7 +80,7 @@ impl Client {
     }
 
     /// Connects and opens (or resumes) a session; returns the session id.
-    async fn initialize(&mut self, resume: Option<&str>) -> Value {
+    pub(super) async fn initialize(&mut self, resume: Option<&str>) -> Value {
         let mut params = json!({"clientName": "test"});
         if let Some(sid) = resume {
             params["resumeSessionId"] = json!(sid);
@@ -93,7 +93,7 @@ impl Client {
         r
     }
 
-    async fn session(rt: &Arc<dyn Runtime>, url: &str) -> (Client, String) {
+    pub(super) async fn session(rt: &Arc<dyn Runtime>, url: &str) -> (Client, String) {
         let mut c = Client::connect(rt, url).await;
         let r = c.initialize(None).await;
         let sid = r["result"]["sessionId"]
@@ -122,7 +122,7 @@ impl Client {
     }
 
     /// Sends a request; returns its response (result or error), queueing notifications.
-    async fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(super) async fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         self.send_raw(&json!({"id": id, "method": method, "params": params}).to_string())
@@ -147,7 +147,7 @@ impl Client {
         msg
     }
 
-    async fn start(&mut self, process_id: &str, argv: &[&str], extra: Value) -> Value {
+    pub(super) async fn start(&mut self, process_id: &str, argv: &[&str], extra: Value) -> Value {
         let mut params = json!({
             "processId": process_id, "argv": argv, "cwd": "file:///tmp",
             "env": {"PATH": "/usr/bin:/bin"}, "tty": false,
@@ -159,7 +159,7 @@ impl Client {
     }
 
     /// Collects notifications for `process_id` until its `process/closed`.
-    async fn until_closed(&mut self, process_id: &str) -> Run {
+    pub(super) async fn until_closed(&mut self, process_id: &str) -> Run {
         let mut run = Run::default();
         loop {
             let n = self.notification().await;
@@ -193,8 +193,8 @@ impl Client {
 }
 
 #[derive(Debug, Default)]
-struct Run {
-    stdout: Vec<u8>,
+pub(super) struct Run {
+    pub(super) stdout: Vec<u8>,
     stderr: Vec<u8>,
     seqs: Vec<u64>,
     events: Vec<&'static str>,
