@@ -175,7 +175,10 @@ pub async fn setsid_escapee_dies_with_cgroups_and_survives_process_groups(rt: Ar
             sleep(&rt, Duration::from_millis(200)).await;
             let alive = pids_with_arg(&arg);
             kill_leftovers(&arg);
-            assert!(!alive.is_empty(), "process groups cannot reach a setsid escapee");
+            assert!(
+                !alive.is_empty(),
+                "process groups cannot reach a setsid escapee"
+            );
         }
     }
 }
@@ -186,8 +189,12 @@ pub async fn terminate_kills_grandchildren_and_background_jobs(rt: Arc<dyn Runti
     let server = start_server(&rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(&rt, &server.url).await;
     let waited = marker();
-    c.start("w", &["sh", "-c", &format!("sleep {waited} & wait")], json!({}))
-        .await;
+    c.start(
+        "w",
+        &["sh", "-c", &format!("sleep {waited} & wait")],
+        json!({}),
+    )
+    .await;
     until_running(&rt, &waited).await;
     c.call("process/terminate", json!({"processId": "w"})).await;
     until_gone(&rt, &waited).await;
@@ -254,8 +261,12 @@ pub async fn shutdown_closes_with_1001_and_kills_every_tree(rt: Arc<dyn Runtime>
     // A second client starts the processes.
     let (mut c, _) = Client::session(&rt, &url).await;
     let (waited, job) = (marker(), marker());
-    c.start("w", &["sh", "-c", &format!("sleep {waited} & wait")], json!({}))
-        .await;
+    c.start(
+        "w",
+        &["sh", "-c", &format!("sleep {waited} & wait")],
+        json!({}),
+    )
+    .await;
     let script = format!("nohup sleep {job} >/dev/null 2>&1 &");
     c.start("b", &["sh", "-c", &script], json!({})).await;
     c.until_closed("b").await;
