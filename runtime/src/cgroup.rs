@@ -74,6 +74,7 @@ impl CgroupDir {
             own.join("cgroup.procs"),
             rustix::fs::Access::WRITE_OK | rustix::fs::Access::READ_OK,
         )?;
+        remove_stale_dirs(&own);
         let n = TABLES.fetch_add(1, Ordering::Relaxed);
         let dir = own.join(format!("execd-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir)?;
@@ -205,6 +206,33 @@ impl Leaf {
             .lines()
             .filter_map(|l| l.trim().parse().ok())
             .collect()
+    }
+}
+
+/// Removes the empty directories that servers killed without cleanup (SIGKILL) left in `own`:
+/// `execd-<pid>-<n>` whose pid no longer runs. Best effort.
+fn remove_stale_dirs(own: &Path) {
+    let Ok(entries) = std::fs::read_dir(own) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("execd-"))
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        if let Ok(leaves) = std::fs::read_dir(entry.path()) {
+            for leaf in leaves.filter_map(Result::ok) {
+                let _ = std::fs::remove_dir(leaf.path());
+            }
+        }
+        let _ = std::fs::remove_dir(entry.path());
     }
 }
 
