@@ -19,6 +19,31 @@ impl fmt::Display for ConnId {
     }
 }
 
+/// Who a connection authenticated as, given by the runtime at
+/// [`crate::Server::handle_connect_as`]: an opaque string (a token subject, or a digest of the
+/// token). A session opened by one principal can be resumed only by the same principal (ext;
+/// the reference lets any client that knows a session id resume it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Principal(String);
+
+impl Principal {
+    /// A principal named `name`.
+    pub fn new(name: impl Into<String>) -> Principal {
+        Principal(name.into())
+    }
+
+    /// The principal's string form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A server-wide handle for one process, allocated by the core when it asks the runtime to
 /// spawn it. Unlike the client-chosen `processId`, it is never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

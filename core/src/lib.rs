@@ -22,10 +22,10 @@ pub mod server;
 pub mod sim;
 
 pub use client::{CallError, Client, ClientConfig, ClientError, ClientEvent};
-pub use ids::{ConnId, ProcessKey, Seq};
+pub use ids::{ConnId, Principal, ProcessKey, Seq};
 pub use protocol::PathUri;
 pub use rpc::{ErrorCode, RequestId, RpcError};
 pub use server::{
-    Command, ExitStatus, Output, ProcessEvent, Server, ServerConfig, ServerError, SessionId,
-    SpawnSpec,
+    Command, ConfigError, ExitStatus, FsTicket, Output, ProcessEvent, PtySize, Server,
+    ServerConfig, ServerError, SessionId, SpawnErrorKind, SpawnSpec,
 };

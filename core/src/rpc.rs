@@ -286,6 +286,17 @@ fn scan_exceeds(text: &[u8], limit: usize) -> bool {
 /// [`DecodeError`] when the frame is not JSON, not an object, has an id that is neither a
 /// string nor an i64, or fits none of the four message shapes.
 pub fn decode(text: &[u8]) -> Result<Inbound<'_>, DecodeError> {
+    // serde decodes a struct from a JSON array positionally, which would read
+    // `[2,"process/start",{…}]` as a request; only an object is a message (a JSON-RPC batch is
+    // not supported).
+    let first = text.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') && serde_json::from_slice::<de::IgnoredAny>(text).is_ok() {
+        return Err(DecodeError {
+            id: None,
+            message: "invalid JSON-RPC message: expected an object (batches are not supported)"
+                .to_owned(),
+        });
+    }
     let raw: RawFrame<'_> = serde_json::from_slice(text).map_err(|e| DecodeError {
         id: None,
         message: format!("invalid JSON-RPC message: {e}"),
@@ -432,6 +443,17 @@ mod tests {
             br#"{"id":18446744073709551615,"method":"a"}"#,
         ] {
             assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn arrays_are_not_decoded_positionally() {
+        for batch in [
+            &br#"[2,"process/start",{"processId":"p","argv":["true"],"cwd":"file:///"}]"#[..],
+            br#" [{"id":1,"method":"initialize"}]"#,
+        ] {
+            let e = decode(batch).expect_err("an array is not a message");
+            assert!(e.message.contains("expected an object"), "{}", e.message);
         }
     }
 

@@ -104,6 +104,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut core = ServerConfig::default();
     core.session_ttl = Duration::from_secs(args.session_ttl);
     core.max_frame_bytes = args.max_frame_bytes;
+    core.validate().context("invalid server option")?;
     let options = ServerOptions {
         core,
         ..ServerOptions::default()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _};
 use async_signal::{Signal as OsSignal, Signals};
 use execd_core::protocol::{Signal, StartParams, Stream, WriteStatus};
-use execd_core::PathUri;
+use execd_core::{PathUri, SpawnErrorKind};
 use execd_runtime::{Client, ClientOptions, DefaultRuntime, Error, Event, Process, Runtime, Task};
 use execd_smol::SmolRuntime;
 use execd_tokio::TokioRuntime;
@@ -115,12 +115,32 @@ async fn run_client<R: Runtime>(
     let process = match client.start(params).await {
         Ok(p) => p,
         Err(Error::Rpc(e)) => {
-            eprintln!("execd: cannot run {:?}: {}", args.argv[0], e.message);
-            let not_found = e.message.contains("os error 2") || e.message.contains("not found");
-            return Ok(ExitCode::from(if not_found {
-                EXIT_NOT_FOUND
-            } else {
-                EXIT_CANNOT_RUN
+            // The server names the kind of spawn failure (PROTOCOL.md §5.1, ext `data.kind`).
+            let kind = e
+                .data
+                .as_ref()
+                .and_then(|d| d.get("kind"))
+                .and_then(serde_json::Value::as_str)
+                .map_or(SpawnErrorKind::Other, SpawnErrorKind::from_name);
+            let program = &args.argv[0];
+            match kind {
+                SpawnErrorKind::BadCwd => eprintln!(
+                    "execd: cannot run {program:?}: working directory {:?} does not exist or is \
+                     not a directory ({})",
+                    args.cwd.as_deref().unwrap_or(std::path::Path::new(".")),
+                    e.message
+                ),
+                SpawnErrorKind::NotFound => {
+                    eprintln!("execd: {program:?}: command not found ({})", e.message);
+                }
+                SpawnErrorKind::PermissionDenied => {
+                    eprintln!("execd: {program:?}: cannot execute ({})", e.message);
+                }
+                _ => eprintln!("execd: cannot run {program:?}: {}", e.message),
+            }
+            return Ok(ExitCode::from(match kind {
+                SpawnErrorKind::NotFound => EXIT_NOT_FOUND,
+                _ => EXIT_CANNOT_RUN,
             }));
         }
         Err(e) => return Err(anyhow!(e).context("process/start failed")),
@@ -189,6 +209,8 @@ fn start_params(args: &RunArgs) -> anyhow::Result<StartParams> {
         tty: args.tty,
         pipe_stdin: !args.tty,
         arg0: None,
+        env_policy: None,
+        enforce_managed_network: false,
     })
 }
 

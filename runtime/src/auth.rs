@@ -118,25 +118,10 @@ pub enum AuthConfigError {
     },
 }
 
-/// Who a connection authenticated as: an opaque string, for binding sessions to their creator.
-///
-/// `capability-token` for a capability token (everyone holding it is one principal); for a JWT,
-/// its `sub` claim when it is a string, else `jwt-sha256:` and the hex SHA-256 of the token.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Principal(String);
-
-impl Principal {
-    /// The principal's string form.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Principal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// Who a connection authenticated as (the core's [`Principal`]): `capability-token` for a
+/// capability token (everyone holding it is one principal); for a JWT, its `sub` claim when it
+/// is a string, else `jwt-sha256:` and the hex SHA-256 of the token.
+pub use execd_core::Principal;
 
 /// Why a handshake was refused; answered with HTTP 401 and [`body`](Self::body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -285,7 +270,7 @@ impl AuthConfig {
         match &self.inner {
             Inner::Capability { digest } => {
                 if bool::from(sha256(token.as_bytes()).ct_eq(digest)) {
-                    Ok(Principal("capability-token".to_owned()))
+                    Ok(Principal::new("capability-token"))
                 } else {
                     Err(Unauthorized::InvalidToken)
                 }
@@ -421,7 +406,7 @@ fn verify_jwt(
         Some(Value::String(sub)) => sub.clone(),
         _ => format!("jwt-sha256:{}", hex(&sha256(token.as_bytes()))),
     };
-    Ok(Principal(principal))
+    Ok(Principal::new(principal))
 }
 
 /// Reads a token or secret file, trimmed of surrounding whitespace; refuses an empty one.

@@ -28,6 +28,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt as _;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -35,6 +36,7 @@ use std::task::{Context, Poll};
 
 use async_channel::{Receiver, Sender};
 use execd_core::protocol::{SandboxType, Signal, Stream};
+use execd_core::server::{PtySize, SpawnErrorKind};
 use execd_core::{ExitStatus, ProcessEvent, ProcessKey, SpawnSpec};
 use futures_lite::future;
 use rustix::process::Pid;
@@ -60,9 +62,6 @@ const PUMP_BUDGET: u32 = 32;
 /// Reads per stream when draining after exit. Bounds the drain when a grandchild keeps writing;
 /// the child's own leftovers fit in one pipe buffer.
 const EXIT_DRAIN_READS: usize = 16;
-/// The size of a new PTY (matches the Codex exec-server: 24 × 80).
-const PTY_ROWS: u16 = 24;
-const PTY_COLS: u16 = 80;
 
 /// The children the server runs, keyed by the core's [`ProcessKey`].
 ///
@@ -81,7 +80,8 @@ const PTY_COLS: u16 = 80;
 ///   from a thread that lives as long as the server (the event loop's).
 /// - stdin is `/dev/null`, a pipe (`pipe_stdin`), or the PTY slave (`tty`, which takes
 ///   precedence over `pipe_stdin`); stdout and stderr are pipes, or the PTY slave, whose
-///   master is then read as [`Stream::Pty`]. A PTY starts at 24 × 80.
+///   master is then read as [`Stream::Pty`]. A PTY starts at `spec.pty_size` (the core's
+///   default is 24 × 80).
 /// - Signals go to the process group until the process has closed (exited with every stream at
 ///   EOF); after that the group id may be reused, so they are dropped. A group whose leader
 ///   exited but whose members still hold the output open is still signalled.
@@ -172,20 +172,32 @@ where
     /// Returns [`ProcessEvent::Spawned`] with the child's pid (also its process group id), or
     /// [`ProcessEvent::SpawnFailed`] with the OS error text (e.g. `"No such file or directory
     /// (os error 2)"` for a missing program or `cwd`); after a failure nothing is left behind and
-    /// no event follows. A key already in the table, an environment name that is empty or
-    /// contains `=`, and a sandbox other than [`SandboxType::None`] (not supported by this
-    /// layer) also fail.
+    /// no event follows. A key already in the table and a sandbox other than
+    /// [`SandboxType::None`] (not supported by this layer) also fail. Environment names are
+    /// validated by the core before it asks (`-32602`); a NUL byte still fails the spawn here.
     pub fn spawn(&mut self, key: K, spec: SpawnSpec) -> ProcessEvent {
         if self.entries.contains_key(&key) {
-            return spawn_failed(key, &invalid_input("process key already in use"));
+            return spawn_failed(key, &invalid_input("process key already in use"), None);
         }
+        let cwd = spec.cwd.clone();
         match self.try_spawn(key, spec) {
             Ok((pid, entry)) => {
                 debug!(?key, pid, "process spawned");
                 self.entries.insert(key, entry);
                 ProcessEvent::Spawned { pid }
             }
-            Err(err) => spawn_failed(key, &err),
+            Err(err) => spawn_failed(key, &err, Some(&cwd)),
+        }
+    }
+
+    /// Stops (`true`) or resumes reading the child's output streams
+    /// ([`Command::PauseOutput`](execd_core::Command::PauseOutput)). While paused the child
+    /// blocks once its pipe or PTY buffer is full; its exit is still reported. Ignored for
+    /// unknown keys.
+    pub fn set_output_paused(&mut self, key: K, paused: bool) {
+        if let Some(entry) = self.entries.get(&key) {
+            trace!(?key, paused, "output pause");
+            entry.gate.set(paused);
         }
     }
 
@@ -309,13 +321,6 @@ where
                 ),
             ));
         }
-        if spec
-            .env
-            .keys()
-            .any(|name| name.is_empty() || name.contains('='))
-        {
-            return Err(invalid_input("invalid environment variable name"));
-        }
         let Some((argv0, args)) = spec.argv.split_first() else {
             return Err(invalid_input("empty argv"));
         };
@@ -341,7 +346,7 @@ where
 
         // Everything that can fail on the server's side is set up before the fork, so a failure
         // afterwards cannot leave a running child without a pump.
-        let mut io = ChildIo::new(&*self.runtime, spec.tty, spec.pipe_stdin)?;
+        let mut io = ChildIo::new(&*self.runtime, spec.tty, spec.pty_size, spec.pipe_stdin)?;
         // The runtime drops the command, and with it the server's copies of the child's ends
         // (the PTY slave included: the master reports EIO once every slave descriptor is
         // closed). The child is reaped by the runtime if the pump stops waiting for it.
@@ -355,6 +360,7 @@ where
         let pid = child.pid;
 
         let closed = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(Gate::default());
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
         let stdin = io.stdin.map(|writer| {
             let (queue_tx, queue_rx) = async_channel::unbounded();
@@ -373,6 +379,7 @@ where
             key,
             events: self.events.clone(),
             sources: io.sources,
+            gate: gate.clone(),
             next: 0,
             buf: Vec::with_capacity(CHUNK),
         };
@@ -387,6 +394,7 @@ where
             pty_master: io.pty_master,
             closed,
             leaf,
+            gate,
         };
         Ok((pid, entry))
     }
@@ -451,6 +459,40 @@ struct Entry {
     closed: Arc<AtomicBool>,
     /// The child's cgroup; `None` without cgroups.
     leaf: Option<Leaf>,
+    /// Whether the pump may read output.
+    gate: Arc<Gate>,
+}
+
+/// A pause switch the pump checks before every read: set by the event loop, it wakes the pump
+/// when reading may resume.
+#[derive(Debug, Default)]
+struct Gate {
+    paused: AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl Gate {
+    fn set(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        if !paused {
+            let waker = self.waker.lock().ok().and_then(|mut w| w.take());
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Whether reading is paused; if so, `cx` is woken when it resumes.
+    fn paused(&self, cx: &Context<'_>) -> bool {
+        if !self.paused.load(Ordering::Acquire) {
+            return false;
+        }
+        if let Ok(mut w) = self.waker.lock() {
+            *w = Some(cx.waker().clone());
+        }
+        // Re-checked after registering, so a resume in between is not missed.
+        self.paused.load(Ordering::Acquire)
+    }
 }
 
 impl Entry {
@@ -485,13 +527,18 @@ struct ChildIo {
 }
 
 impl ChildIo {
-    fn new(runtime: &dyn Runtime, tty: bool, pipe_stdin: bool) -> io::Result<ChildIo> {
+    fn new(
+        runtime: &dyn Runtime,
+        tty: bool,
+        size: PtySize,
+        pipe_stdin: bool,
+    ) -> io::Result<ChildIo> {
         let register = |fd: OwnedFd| {
             set_nonblocking(&fd)?;
             runtime.async_fd(fd)
         };
         if tty {
-            let Pty { master, slave } = Pty::open(PTY_ROWS, PTY_COLS)?;
+            let Pty { master, slave } = Pty::open(size.rows, size.cols)?;
             let master = register(master)?;
             return Ok(ChildIo {
                 child_stdin: Some(Stdio::from(slave.try_clone()?)),
@@ -558,6 +605,8 @@ struct Pump<K> {
     key: K,
     events: Sender<(K, ProcessEvent)>,
     sources: Vec<Source>,
+    /// Output reading paused by the event loop.
+    gate: Arc<Gate>,
     /// The source to try first in the next step (round robin, so one busy stream cannot
     /// starve the other).
     next: usize,
@@ -604,7 +653,11 @@ impl<K: Copy + fmt::Debug + Send + 'static> Pump<K> {
 
     /// Reads the next chunk or end of file from the open streams, else waits for the exit.
     fn poll_step(&mut self, cx: &mut Context<'_>, status: &mut Option<StatusFuture>) -> Poll<Step> {
-        let count = self.sources.len();
+        let count = if self.gate.paused(cx) {
+            0
+        } else {
+            self.sources.len()
+        };
         for offset in 0..count {
             let i = (self.next + offset) % count;
             let Some(source) = self.sources.get(i).filter(|s| s.open) else {
@@ -717,6 +770,10 @@ async fn stdin_writer<K: Copy + fmt::Debug>(
                 return true;
             }
             trace!(?key, len = bytes.len(), "stdin written");
+            let written = ProcessEvent::StdinWritten { bytes: bytes.len() };
+            if events.send((key, written)).await.is_err() {
+                return false;
+            }
         }
         false
     };
@@ -743,10 +800,31 @@ fn take_chunk(buf: &mut Vec<u8>) -> Vec<u8> {
     }
 }
 
-fn spawn_failed(key: impl fmt::Debug, err: &io::Error) -> ProcessEvent {
+fn spawn_failed(key: impl fmt::Debug, err: &io::Error, cwd: Option<&Path>) -> ProcessEvent {
     debug!(?key, %err, "spawn failed");
     ProcessEvent::SpawnFailed {
+        kind: spawn_error_kind(err, cwd),
         error: err.to_string(),
+    }
+}
+
+/// What a spawn error means: a `cwd` that is not a directory wins (exec reports it as ENOENT
+/// too), then the errno of the program.
+fn spawn_error_kind(err: &io::Error, cwd: Option<&Path>) -> SpawnErrorKind {
+    if cwd.is_some_and(|cwd| !cwd.is_dir()) {
+        return SpawnErrorKind::BadCwd;
+    }
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => SpawnErrorKind::NotFound,
+        Some(libc::EACCES | libc::ENOEXEC | libc::EISDIR | libc::EPERM) => {
+            SpawnErrorKind::PermissionDenied
+        }
+        Some(libc::ENOTDIR) if cwd.is_some() => SpawnErrorKind::BadCwd,
+        _ => match err.kind() {
+            io::ErrorKind::NotFound => SpawnErrorKind::NotFound,
+            io::ErrorKind::PermissionDenied => SpawnErrorKind::PermissionDenied,
+            _ => SpawnErrorKind::Other,
+        },
     }
 }
 

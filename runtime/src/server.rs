@@ -7,15 +7,16 @@ use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use execd_core::{Command, ConnId, Output, PathUri, ProcessEvent, ProcessKey, ServerConfig};
+use execd_core::{Command, ConnId, Output, Principal, ProcessEvent, ProcessKey, ServerConfig};
 use futures_lite::future;
 use tracing::{debug, info, trace, warn};
 
+use crate::fs_service::{FsDone, FsService};
 use crate::process::ProcessTable;
 use crate::runtime::{shared, DefaultRuntime, Runtime, Task};
 use crate::shutdown;
@@ -47,14 +48,8 @@ impl ServerOptions {
 const PROCESS_EVENT_QUEUE: usize = 256;
 /// Events handled per wake-up before the loop flushes its outputs.
 const EVENT_BATCH: usize = 64;
-/// Bytes queued for one connection above which the loop stops taking process output, so a slow
-/// reader makes the children wait on their pipes instead of growing server memory.
-const CONN_HIGH_WATER: usize = 16 << 20;
-/// Bytes queued below which a congested connection lets process output flow again.
-const CONN_LOW_WATER: usize = 4 << 20;
-/// A connection congested this long is dropped: its session detaches and keeps retaining output
-/// for a resume, and the other connections' processes stop waiting on it.
-const CONGESTION_LIMIT: Duration = Duration::from_secs(30);
+/// How long a stdio server waits at stdin EOF for its replies to be written before it returns.
+const STDIO_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// A WebSocket server bound to a loopback (or other) address, its tasks on runtime `R`.
 ///
@@ -158,11 +153,11 @@ async fn run_ws(
     let accept_tx = loop_tx.clone();
     let acceptor = async move {
         loop {
-            match listener.accept().await {
+            match listener.accept_peer().await {
                 Ok((reader, writer, peer)) => {
-                    debug!(%peer, "connection accepted");
+                    debug!(peer = %peer.addr, principal = ?peer.principal, "connection accepted");
                     if accept_tx
-                        .send(LoopEvent::Accepted(reader, writer))
+                        .send(LoopEvent::Accepted(reader, writer, peer.principal))
                         .await
                         .is_err()
                     {
@@ -304,41 +299,24 @@ async fn serve_on(
 ) -> io::Result<()> {
     let (loop_tx, loop_rx) = async_channel::unbounded();
     // Cannot fail: the receiver is alive.
-    let _ = loop_tx.send(LoopEvent::Accepted(reader, writer)).await;
+    let _ = loop_tx
+        .send(LoopEvent::Accepted(reader, writer, None))
+        .await;
     let trigger = shutdown::forward(shutdown, loop_tx.clone(), LoopEvent::Shutdown);
     let event_loop = EventLoop::new(runtime, options, loop_tx, true)?;
     future::or(event_loop.run(loop_rx), trigger).await;
     Ok(())
 }
 
-/// The `environmentInfo` of the `initialize` result, read from this host: the user's shell,
-/// the server's working directory, home and temp directories (as PathUris) and the OS.
-pub fn host_environment_info() -> serde_json::Value {
-    let uri = |p: std::path::PathBuf| {
-        PathUri::from_host_path(&p)
-            .ok()
-            .map(|u| u.as_str().to_owned())
-    };
-    let shell_path = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".to_owned());
-    let shell_name = std::path::Path::new(&shell_path)
-        .file_name()
-        .map_or_else(|| "sh".to_owned(), |n| n.to_string_lossy().into_owned());
-    serde_json::json!({
-        "shell": {"name": shell_name, "path": shell_path},
-        "executorVersion": concat!("execd ", env!("CARGO_PKG_VERSION")),
-        "cwd": std::env::current_dir().ok().and_then(uri),
-        "userHomeDir": std::env::var_os("HOME").map(std::path::PathBuf::from).and_then(uri),
-        "platformOs": std::env::consts::OS,
-        "tempDir": uri(std::env::temp_dir()),
-    })
-}
-
 enum LoopEvent {
-    Accepted(FrameReader, FrameWriter),
+    /// A connection, and who it authenticated as.
+    Accepted(FrameReader, FrameWriter, Option<Principal>),
+    /// An fs operation, watch check or watch event from the fs worker.
+    Fs(FsDone),
     Frame(ConnId, Inbound),
     Closed(ConnId),
-    /// A congested connection's queue fell below the low-water mark.
-    Drained(ConnId),
+    /// The writer wrote this many bytes of the connection's frames (reported to the core).
+    Sent(ConnId, usize),
     /// Shut down cleanly ([`crate::shutdown`]).
     Shutdown,
 }
@@ -346,11 +324,12 @@ enum LoopEvent {
 /// The loop's handle on one connection's tasks.
 struct ConnHandle {
     tx: Sender<WriterMsg>,
-    /// Bytes handed to the writer and not yet written.
-    queued: Arc<AtomicUsize>,
-    /// Set by the loop past the high-water mark, cleared by the writer below the low one.
-    congested: Arc<AtomicBool>,
-    congested_since: Option<Instant>,
+    /// Set while the core paused reading this connection ([`Command::PauseReading`]).
+    read_paused: Arc<AtomicBool>,
+    /// Wakes a paused reader.
+    read_resume: Sender<()>,
+    /// Closes when the writer task ends (everything written, or failed).
+    writer_done: Receiver<()>,
     /// Dropping a task cancels it.
     _reader: Task,
     writer: Option<Task>,
@@ -359,14 +338,15 @@ struct ConnHandle {
 enum WriterMsg {
     Frame(String),
     Close,
-    /// Close with 1001 "going away", then drop the sender (the loop waits for all of them).
-    GoingAway(Sender<()>),
+    /// Close with 1001 "going away" (the loop waits for the writer task to end).
+    GoingAway,
 }
 
 struct EventLoop {
     runtime: Arc<dyn Runtime>,
     server: execd_core::Server,
     processes: ProcessTable,
+    fs: FsService,
     process_rx: Receiver<(ProcessKey, ProcessEvent)>,
     loop_tx: Sender<LoopEvent>,
     writers: HashMap<ConnId, ConnHandle>,
@@ -389,9 +369,24 @@ impl EventLoop {
         let (process_tx, process_rx) = async_channel::bounded(PROCESS_EVENT_QUEUE);
         let mut core = options.core;
         if core.environment_info.is_none() {
-            core.environment_info = Some(host_environment_info());
+            core.environment_info = Some(crate::host::host_environment_info());
         }
+        if core.host_env.is_empty() {
+            // The source of `envPolicy` children; the wire carries only UTF-8 pairs.
+            core.host_env = std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect();
+        }
+        let fs_tx = loop_tx.clone();
+        let fs = FsService::new(
+            Arc::clone(&runtime),
+            Arc::new(move |done| {
+                // Unbounded: never blocks the fs worker; fails only once the loop is gone.
+                let _ = fs_tx.try_send(LoopEvent::Fs(done));
+            }),
+        );
         Ok(EventLoop {
+            fs,
             processes: ProcessTable::with_runtime(Arc::clone(&runtime), process_tx),
             runtime,
             server: execd_core::Server::new(core, seed),
@@ -403,49 +398,15 @@ impl EventLoop {
         })
     }
 
-    fn congested(&self) -> bool {
-        self.writers.values().any(|w| w.congested_since.is_some())
-    }
-
-    /// When the oldest congestion runs out of patience.
-    fn congestion_deadline(&self) -> Option<Instant> {
-        self.writers
-            .values()
-            .filter_map(|w| w.congested_since)
-            .min()
-            .map(|t| t + CONGESTION_LIMIT)
-    }
-
-    /// Drops connections congested for longer than [`CONGESTION_LIMIT`].
-    fn drop_stuck_connections(&mut self, now: Instant) {
-        let stuck: Vec<ConnId> = self
-            .writers
-            .iter()
-            .filter(|(_, w)| {
-                w.congested_since
-                    .is_some_and(|t| now >= t + CONGESTION_LIMIT)
-            })
-            .map(|(c, _)| *c)
-            .collect();
-        for conn in stuck {
-            warn!(%conn, "dropping a connection that has not read its output for {CONGESTION_LIMIT:?}");
-            // Dropping the handle cancels both tasks and closes the socket.
-            self.writers.remove(&conn);
-            let _ = self.server.handle_disconnect(now, conn);
-        }
-    }
-
     async fn run(mut self, loop_rx: Receiver<LoopEvent>) {
         // One timer for the loop's life, re-armed only when the deadline moves.
         let mut timer = self.runtime.sleep_until(self.runtime.now());
         let mut armed: Option<Instant> = None;
         'serve: loop {
-            self.drain();
-            let congested = self.congested();
-            let deadline = match (self.server.poll_timeout(), self.congestion_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            if self.drain() {
+                break;
+            }
+            let deadline = self.server.poll_timeout();
             if let Some(at) = deadline {
                 if armed != Some(at) {
                     timer.as_mut().reset(at);
@@ -467,10 +428,6 @@ impl EventLoop {
                 async { loop_rx.recv().await.map_or(Wake::Stop, Wake::Loop) },
                 future::or(
                     async {
-                        if congested {
-                            // Backpressure: leave process output in the pipes for now.
-                            return future::pending().await;
-                        }
                         self.process_rx
                             .recv()
                             .await
@@ -483,10 +440,7 @@ impl EventLoop {
             let now = self.runtime.now();
             match wake {
                 Wake::Stop => break,
-                Wake::Timer => {
-                    self.server.handle_timeout(now);
-                    self.drop_stuck_connections(now);
-                }
+                Wake::Timer => self.server.handle_timeout(now),
                 Wake::Loop(ev) => {
                     if self.on_loop_event(now, ev) {
                         break;
@@ -496,9 +450,6 @@ impl EventLoop {
             }
             // Take what else is ready before flushing, so bursts go out as bursts.
             for _ in 0..EVENT_BATCH {
-                if congested {
-                    break;
-                }
                 if let Ok((key, ev)) = self.process_rx.try_recv() {
                     self.server.handle_process(now, key, ev);
                     continue;
@@ -517,16 +468,14 @@ impl EventLoop {
             }
         }
         self.drain();
-        if let Some(closed) = self.shutdown() {
-            shutdown::wait_for_connections(&self.runtime, closed).await;
-        }
+        self.shutdown().await;
     }
 
     /// Returns true when the loop should stop.
     fn on_loop_event(&mut self, now: Instant, ev: LoopEvent) -> bool {
         match ev {
-            LoopEvent::Accepted(reader, writer) => {
-                let conn = self.server.handle_connect(now);
+            LoopEvent::Accepted(reader, writer, principal) => {
+                let conn = self.server.handle_connect_as(now, principal);
                 info!(%conn, "connection opened");
                 self.start_connection(conn, reader, writer);
                 false
@@ -542,10 +491,26 @@ impl EventLoop {
                 let _ = self.server.handle_frame_too_large(now, conn, len);
                 false
             }
-            LoopEvent::Drained(conn) => {
-                if let Some(w) = self.writers.get_mut(&conn) {
-                    w.congested_since = None;
+            LoopEvent::Fs(done) => {
+                match done {
+                    FsDone::Op(ticket, result) => self.server.handle_fs(now, ticket, result),
+                    FsDone::WatchChecked {
+                        ticket,
+                        conn,
+                        watch_id,
+                        watch,
+                    } => {
+                        let result = self.fs.watch_checked(conn, watch_id, watch);
+                        self.server.handle_fs(now, ticket, result);
+                    }
+                    FsDone::WatchFired(conn, watch_id) => {
+                        self.server.handle_fs_watch_event(now, conn, watch_id);
+                    }
                 }
+                false
+            }
+            LoopEvent::Sent(conn, bytes) => {
+                self.server.handle_sent(now, conn, bytes);
                 false
             }
             LoopEvent::Closed(conn) => {
@@ -563,11 +528,19 @@ impl EventLoop {
 
     fn start_connection(&mut self, conn: ConnId, mut reader: FrameReader, mut writer: FrameWriter) {
         let (tx, rx) = async_channel::unbounded::<WriterMsg>();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let congested = Arc::new(AtomicBool::new(false));
+        let read_paused = Arc::new(AtomicBool::new(false));
+        let (read_resume, resume_rx) = async_channel::bounded::<()>(1);
+        let (done_tx, writer_done) = async_channel::bounded::<()>(1);
         let loop_tx = self.loop_tx.clone();
+        let paused = read_paused.clone();
         let reader_task = self.runtime.spawn(Box::pin(async move {
             loop {
+                // Paused by the core: leave the frames in the socket (TCP backpressure).
+                while paused.load(Ordering::Acquire) {
+                    if resume_rx.recv().await.is_err() {
+                        return;
+                    }
+                }
                 match reader.recv().await {
                     Some(Ok(inbound)) => {
                         if loop_tx.send(LoopEvent::Frame(conn, inbound)).await.is_err() {
@@ -584,29 +557,25 @@ impl EventLoop {
             let _ = loop_tx.send(LoopEvent::Closed(conn)).await;
         }));
         let loop_tx = self.loop_tx.clone();
-        let (writer_queued, writer_congested) = (queued.clone(), congested.clone());
         let writer_task = self.runtime.spawn(Box::pin(async move {
+            // Held until the task ends: the loop awaits the close at stdio EOF and on shutdown.
+            let _done = done_tx;
             let result: io::Result<()> = async {
                 while let Ok(msg) = rx.recv().await {
                     let mut next = Some(msg);
-                    // Send everything queued, then flush once.
+                    let mut written = 0usize;
+                    // Send everything queued, then flush once and report the bytes written.
                     while let Some(msg) = next.take() {
                         match msg {
                             WriterMsg::Frame(text) => {
-                                let len = text.len();
+                                written += text.len();
                                 writer.send(text).await?;
-                                let left = writer_queued.fetch_sub(len, Ordering::AcqRel) - len;
-                                if left < CONN_LOW_WATER
-                                    && writer_congested.swap(false, Ordering::AcqRel)
-                                {
-                                    let _ = loop_tx.send(LoopEvent::Drained(conn)).await;
-                                }
                             }
                             WriterMsg::Close => {
                                 writer.close().await?;
                                 return Ok(());
                             }
-                            WriterMsg::GoingAway(_closed) => {
+                            WriterMsg::GoingAway => {
                                 writer.close_going_away().await?;
                                 return Ok(());
                             }
@@ -614,6 +583,7 @@ impl EventLoop {
                         next = rx.try_recv().ok();
                     }
                     writer.flush().await?;
+                    let _ = loop_tx.send(LoopEvent::Sent(conn, written)).await;
                 }
                 Ok(())
             }
@@ -627,9 +597,9 @@ impl EventLoop {
             conn,
             ConnHandle {
                 tx,
-                queued,
-                congested,
-                congested_since: None,
+                read_paused,
+                read_resume,
+                writer_done,
                 _reader: reader_task,
                 writer: Some(writer_task),
             },
@@ -642,19 +612,16 @@ impl EventLoop {
         clippy::wildcard_enum_match_arm,
         clippy::match_wildcard_for_single_variants
     )]
-    fn drain(&mut self) {
+    /// Acts on every output of the core; returns true when the loop should stop (stdio mode,
+    /// its connection dropped).
+    fn drain(&mut self) -> bool {
         let now = self.runtime.now();
+        let mut stop = false;
         while let Some(out) = self.server.poll_output() {
             match out {
                 Output::Transmit { conn, text } => {
-                    if let Some(w) = self.writers.get_mut(&conn) {
-                        let queued = w.queued.fetch_add(text.len(), Ordering::AcqRel) + text.len();
+                    if let Some(w) = self.writers.get(&conn) {
                         let _ = w.tx.try_send(WriterMsg::Frame(text));
-                        if queued > CONN_HIGH_WATER && w.congested_since.is_none() {
-                            debug!(%conn, queued, "connection congested");
-                            w.congested.store(true, Ordering::Release);
-                            w.congested_since = Some(now);
-                        }
                     }
                 }
                 Output::Close { conn } => {
@@ -662,9 +629,17 @@ impl EventLoop {
                         let _ = w.tx.try_send(WriterMsg::Close);
                     }
                 }
+                Output::Drop { conn } => {
+                    warn!(%conn, "dropping connection");
+                    // Dropping the handle cancels both tasks and closes the socket.
+                    self.writers.remove(&conn);
+                    let _ = self.server.handle_disconnect(now, conn);
+                    stop |= self.single && self.writers.is_empty();
+                }
                 Output::Command(cmd) => self.perform(now, cmd),
             }
         }
+        stop
     }
 
     #[deny(
@@ -683,17 +658,44 @@ impl EventLoop {
             Command::Kill { key } => self.processes.kill(key),
             Command::Resize { key, rows, cols } => self.processes.resize(key, rows, cols),
             Command::Release { key } => self.processes.release(key),
+            Command::Fs { ticket, conn, op } => self.fs.perform(ticket, conn, op),
+            Command::FsCloseConnection { conn } => self.fs.close_connection(conn),
+            Command::WatchMissing {
+                ticket,
+                conn,
+                watch_id,
+                missing,
+                present,
+            } => self.fs.watch(ticket, conn, watch_id, missing, present),
+            Command::UnwatchMissing { conn, watch_id } => self.fs.unwatch(conn, watch_id),
+            Command::PauseOutput { key } => self.processes.set_output_paused(key, true),
+            Command::ResumeOutput { key } => self.processes.set_output_paused(key, false),
+            Command::PauseReading { conn } => self.set_reading_paused(conn, true),
+            Command::ResumeReading { conn } => self.set_reading_paused(conn, false),
         }
     }
 
-    /// Kills every process tree and closes every connection; on a requested shutdown, returns
-    /// what closes once every connection's close was sent.
-    fn shutdown(&mut self) -> Option<Receiver<()>> {
+    fn set_reading_paused(&mut self, conn: ConnId, paused: bool) {
+        if let Some(w) = self.writers.get(&conn) {
+            debug!(%conn, paused, "connection reading");
+            w.read_paused.store(paused, Ordering::Release);
+            if !paused {
+                let _ = w.read_resume.try_send(());
+            }
+        }
+    }
+
+    /// Kills every process tree and closes every connection after what is queued for it: with
+    /// 1001 "going away" on a requested shutdown, which then waits (up to
+    /// [`shutdown::FLUSH_LIMIT`]) until every close is sent. In stdio mode it waits (up to
+    /// [`STDIO_FLUSH_LIMIT`]) until every reply is written, so a client that closed its end of
+    /// stdin still reads every answer.
+    async fn shutdown(&mut self) {
         self.processes.kill_all();
-        let (closed_tx, closed_rx) = async_channel::bounded(1);
+        let mut done = Vec::new();
         for w in self.writers.values_mut() {
             let msg = if self.going_away {
-                WriterMsg::GoingAway(closed_tx.clone())
+                WriterMsg::GoingAway
             } else {
                 WriterMsg::Close
             };
@@ -702,8 +704,16 @@ impl EventLoop {
             if let Some(task) = w.writer.take() {
                 task.detach();
             }
+            done.push(w.writer_done.clone());
         }
-        self.going_away.then_some(closed_rx)
+        let limit = if self.going_away {
+            shutdown::FLUSH_LIMIT
+        } else if self.single {
+            STDIO_FLUSH_LIMIT
+        } else {
+            return;
+        };
+        shutdown::wait_for_connections(&self.runtime, done, limit).await;
     }
 }
 

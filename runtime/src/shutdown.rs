@@ -35,21 +35,28 @@ pub(crate) async fn forward<E>(shutdown: impl Future<Output = ()>, loop_tx: Send
     future::pending::<()>().await;
 }
 
-/// Waits until every holder of the sender half of `closed` has dropped it (each connection's
-/// writer drops its clone once its close is sent), or [`FLUSH_LIMIT`].
-pub(crate) async fn wait_for_connections(runtime: &Arc<dyn Runtime>, closed: Receiver<()>) {
+/// Waits until every receiver in `done` has closed (each connection's writer task drops its
+/// sender once its close is sent, or its write failed), or `limit` has passed.
+pub(crate) async fn wait_for_connections(
+    runtime: &Arc<dyn Runtime>,
+    done: Vec<Receiver<()>>,
+    limit: Duration,
+) {
     let all_closed = async {
-        // Nothing is sent: `recv` fails once every sender is gone.
-        let _ = closed.recv().await;
+        for rx in done {
+            // Nothing is sent: `recv` fails once the sender is gone.
+            let _ = rx.recv().await;
+        }
         true
     };
-    let limit = async {
-        runtime.sleep_until(runtime.now() + FLUSH_LIMIT).await;
+    let deadline = runtime.now() + limit;
+    let timeout = async {
+        runtime.sleep_until(deadline).await;
         false
     };
-    if future::or(all_closed, limit).await {
+    if future::or(all_closed, timeout).await {
         debug!("all connections closed");
     } else {
-        debug!("connections not closed within {FLUSH_LIMIT:?}; shutting down anyway");
+        debug!("connections not closed within {limit:?}; shutting down anyway");
     }
 }

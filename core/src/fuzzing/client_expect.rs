@@ -575,7 +575,7 @@ impl Expect {
             }
         }
         if let (CallKind::Other(method), Outcome::Rpc(e)) = (&rec.kind, &outcome) {
-            let unknown = *method == "fs/readFile";
+            let unknown = *method == "environmentConfig/read";
             if !tainted && unknown != (e.code == -32601) {
                 return Err(format!("{method} answered {e:?}"));
             }

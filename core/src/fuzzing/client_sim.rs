@@ -148,6 +148,9 @@ impl Sim {
         let mut server_config = ServerConfig {
             session_ttl: cfg.session_ttl(),
             closed_retention: cfg.closed_retention(),
+            // The harness does not report bytes written: no connection may congest.
+            congestion_high_bytes: usize::MAX,
+            congestion_low_bytes: usize::MAX,
             ..ServerConfig::default()
         };
         if let Some(n) = cfg.retained_chunks() {
@@ -332,6 +335,8 @@ impl Sim {
             tty,
             pipe_stdin,
             arg0: None,
+            env_policy: None,
+            enforce_managed_network: false,
         };
         let r = self.client.start(self.now, params);
         let id = self.accepted_call(r, CallKind::Start { pid, tag, fresh })?;
@@ -376,7 +381,7 @@ impl Sim {
                 json!({ "processId": pool_id(pid), "rows": 30, "cols": 100 }),
             ),
             Call::List => ("process/list", Value::Null),
-            Call::Unknown => ("fs/readFile", json!({ "path": "file:///etc/hostname" })),
+            Call::Unknown => ("environmentConfig/read", json!({})),
         };
         let r = self.client.call(self.now, method, params);
         let kind = if method == "process/read" {
@@ -509,8 +514,14 @@ impl Sim {
         if fail {
             p.failed = true;
             let error = "No such file or directory (os error 2)".to_owned();
-            self.server
-                .handle_process(self.now, key, ProcessEvent::SpawnFailed { error });
+            self.server.handle_process(
+                self.now,
+                key,
+                ProcessEvent::SpawnFailed {
+                    kind: crate::server::SpawnErrorKind::NotFound,
+                    error,
+                },
+            );
             return;
         }
         p.spawned = true;
@@ -649,6 +660,13 @@ impl Sim {
                         self.stale.retain(|(c, _)| *c != conn);
                         self.server.handle_disconnect(self.now, conn).ok();
                     }
+                }
+                Output::Drop { conn } => {
+                    if Some(conn) == self.link {
+                        return Err("the server dropped the client's connection".to_owned());
+                    }
+                    self.stale.retain(|(c, _)| *c != conn);
+                    self.server.handle_disconnect(self.now, conn).ok();
                 }
                 Output::Command(cmd) => self.command(cmd)?,
             }

@@ -77,6 +77,10 @@ fn config(c: ConfigChoice) -> ServerConfig {
             SandboxType::None
         },
         sandbox_grace: SANDBOX_GRACE,
+        // The model does not report bytes written: no connection may congest.
+        congestion_high_bytes: usize::MAX,
+        congestion_low_bytes: usize::MAX,
+        max_inflight_requests: usize::MAX,
         ..ServerConfig::default()
     }
 }
@@ -174,6 +178,7 @@ impl Harness {
                         pid: u32::from(*pid),
                     },
                     Ev::SpawnFailed => ProcessEvent::SpawnFailed {
+                        kind: crate::server::SpawnErrorKind::NotFound,
                         error: "No such file or directory (os error 2)".to_owned(),
                     },
                     Ev::Output(stream, bytes) => ProcessEvent::Output {
@@ -269,6 +274,8 @@ enum Phase {
 struct MConn {
     phase: Phase,
     closing: bool,
+    /// When a closed connection is dropped (the close grace).
+    drop_at: Option<Instant>,
 }
 
 impl Default for MConn {
@@ -276,6 +283,7 @@ impl Default for MConn {
         MConn {
             phase: Phase::New,
             closing: false,
+            drop_at: None,
         }
     }
 }
@@ -420,6 +428,7 @@ struct Step {
     notifications: Vec<(ConnId, Value)>,
     commands: Vec<Command>,
     closes: Vec<ConnId>,
+    drops: Vec<ConnId>,
     /// An accepted start: the process entry, waiting for the key of its `Spawn`.
     spawn: Option<(MProc, SpawnSpec)>,
 }
@@ -496,7 +505,7 @@ impl Model {
                         conn,
                         MConn {
                             phase: Phase::Ready(s),
-                            closing: false,
+                            ..MConn::default()
                         },
                     );
                 }
@@ -664,7 +673,7 @@ impl Model {
             conn,
             MConn {
                 phase: Phase::Initializing(s),
-                closing: false,
+                ..MConn::default()
             },
         );
         Some(match target {
@@ -712,6 +721,7 @@ impl Model {
                     cwd,
                     env: [("K".to_owned(), "V".to_owned())].into(),
                     tty: *tty,
+                    pty_size: self.cfg.pty_size,
                     pipe_stdin: *pipe_stdin,
                     sandbox: self.cfg.sandbox,
                 };
@@ -985,6 +995,8 @@ impl Model {
                     p.stdin = Stdin::Closed;
                 }
             }
+            // The model's writes are far below the stdin queue bound.
+            ProcessEvent::StdinWritten { .. } => {}
         }
     }
 
@@ -1010,6 +1022,11 @@ impl Model {
                     due.push((t, 3, format!("{:020}", key.0), 0));
                 }
             }
+            for (conn, c) in &self.conns {
+                if let Some(t) = c.drop_at {
+                    due.push((t, 5, format!("{:020}", conn.0), 0));
+                }
+            }
             let Some((at, kind, name, index)) = due.into_iter().filter(|d| d.0 <= later).min()
             else {
                 break;
@@ -1020,6 +1037,13 @@ impl Model {
                     let r = self.reads.remove(index);
                     let body = Body::Result(self.procs[&r.key].read(r.after, r.max_bytes));
                     self.respond(r.conn, r.id, body);
+                }
+                5 => {
+                    let conn = ConnId(name.parse().expect("formatted above"));
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.drop_at = None;
+                    }
+                    self.step.drops.push(conn);
                 }
                 2 | 3 => {
                     let key = ProcessKey(name.parse().expect("formatted above"));
@@ -1047,7 +1071,8 @@ impl Model {
             .values()
             .flat_map(|p| [p.grace_until, p.forget_at])
             .flatten();
-        sessions.chain(reads).chain(procs).min()
+        let drops = self.conns.values().filter_map(|c| c.drop_at);
+        sessions.chain(reads).chain(procs).chain(drops).min()
     }
 
     // ----- effects -----------------------------------------------------------------------
@@ -1056,6 +1081,7 @@ impl Model {
         if let Some(c) = self.conns.get_mut(&conn) {
             if !c.closing {
                 c.closing = true;
+                c.drop_at = Some(self.now + self.cfg.close_grace);
                 self.step.closes.push(conn);
             }
         }
@@ -1193,6 +1219,7 @@ impl Model {
         let mut responses = Vec::new();
         let mut commands = Vec::new();
         let mut closes = Vec::new();
+        let mut drops = Vec::new();
         let mut spawns = Vec::new();
         for out in outputs {
             match out {
@@ -1210,6 +1237,7 @@ impl Model {
                     }
                 }
                 Output::Close { conn } => closes.push(conn),
+                Output::Drop { conn } => drops.push(conn),
                 Output::Command(Command::Spawn { key, spec }) => spawns.push((key, spec)),
                 Output::Command(c) => commands.push(c),
             }
@@ -1249,6 +1277,9 @@ impl Model {
                 "closes: server {closes:?}, model {:?}",
                 step.closes
             ));
+        }
+        if drops != step.drops {
+            return Err(format!("drops: server {drops:?}, model {:?}", step.drops));
         }
 
         let sorted = |v: &[Command]| {

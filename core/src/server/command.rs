@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::fs::FsTicket;
 use crate::ids::{ConnId, ProcessKey};
-use crate::protocol::{SandboxType, Signal, Stream};
+use crate::protocol::{FsOp, SandboxType, Signal, Stream};
 
 /// One unit of output from [`crate::Server::poll_output`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,18 @@ pub enum Output {
     /// that the reference answers by closing).
     Close {
         /// The connection to close.
+        conn: ConnId,
+    },
+    /// Drop `conn` now, without flushing: abort the socket (no close handshake) and stop its
+    /// tasks, then report [`Server::handle_disconnect`](crate::Server::handle_disconnect). Given
+    /// when a closed connection's peer did not finish the close within
+    /// [`ServerConfig::close_grace`](crate::ServerConfig::close_grace), when a connection stayed
+    /// congested for [`ServerConfig::congestion_timeout`](crate::ServerConfig::congestion_timeout)
+    /// (its session is already detached), and for a connection past
+    /// [`ServerConfig::max_connections`](crate::ServerConfig::max_connections) that did not go
+    /// away.
+    Drop {
+        /// The connection to drop.
         conn: ConnId,
     },
     /// Perform a side effect.
@@ -77,6 +90,81 @@ pub enum Command {
         /// The process.
         key: ProcessKey,
     },
+    /// Perform one fs operation for `conn`, off the event loop (it blocks), with `conn`'s
+    /// file handles (`execd_runtime::fs::perform`). Operations on handles of one connection
+    /// run in the order given. Answer with [`crate::Server::handle_fs`].
+    Fs {
+        /// Names this operation's answer.
+        ticket: FsTicket,
+        /// The connection whose file handles the operation uses.
+        conn: ConnId,
+        /// The validated operation.
+        op: FsOp,
+    },
+    /// `conn` is gone: drop its file handles (closing the files) and its `fs/watchMissing`
+    /// watches. Answers to its operations still in flight are ignored.
+    FsCloseConnection {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Install watch `watch_id` of `conn` (replacing none: the core never reuses a live id):
+    /// answer with [`crate::Server::handle_fs`] and
+    /// [`FsResult::WatchMissing`](crate::protocol::FsResult::WatchMissing) — `watching:
+    /// false` (and no watch) when a `missing` path already exists or `present` does not.
+    /// Once a `missing` path appears (or its nearest existing ancestor or `present` changes),
+    /// report it once with [`crate::Server::handle_fs_watch_event`] and forget the watch.
+    WatchMissing {
+        /// Names the install answer.
+        ticket: FsTicket,
+        /// The connection that owns the watch.
+        conn: ConnId,
+        /// The client-chosen id, unique among `conn`'s live watches.
+        watch_id: u64,
+        /// Host paths expected to appear; never empty.
+        missing: Vec<PathBuf>,
+        /// A path the client knows exists (Codex sends the workspace root).
+        present: Option<PathBuf>,
+    },
+    /// Remove watch `watch_id` of `conn` (`fs/watchMissing` with an empty list); nothing
+    /// when it is not installed.
+    UnwatchMissing {
+        /// The connection.
+        conn: ConnId,
+        /// The watch.
+        watch_id: u64,
+    },
+    /// Stop reading the process's output (pipes or PTY master) until [`Command::ResumeOutput`]:
+    /// the connection its output goes to is congested. The child blocks on a full pipe, as on a
+    /// local terminal; its exit is still reported, and its EOFs once reading resumes.
+    PauseOutput {
+        /// The process.
+        key: ProcessKey,
+    },
+    /// Read the process's output again after [`Command::PauseOutput`].
+    ResumeOutput {
+        /// The process.
+        key: ProcessKey,
+    },
+    /// Stop reading frames from `conn` until [`Command::ResumeReading`]: it does not read what
+    /// it is sent, so TCP backpressure should reach its peer rather than server memory grow.
+    PauseReading {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Read frames from `conn` again after [`Command::PauseReading`].
+    ResumeReading {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// A terminal size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PtySize {
+    /// Rows (lines).
+    pub rows: u16,
+    /// Columns (characters).
+    pub cols: u16,
 }
 
 /// How to start one process. Built by the core from a validated `process/start`.
@@ -89,10 +177,15 @@ pub struct SpawnSpec {
     pub arg0: Option<String>,
     /// Working directory, an absolute host path decoded from a PathUri.
     pub cwd: PathBuf,
-    /// The child's exact environment: nothing is inherited from the server.
+    /// The child's exact environment, already built from `env` and `envPolicy` and validated
+    /// (names non-empty, no `=` or NUL): the runtime inherits nothing from the server.
     pub env: BTreeMap<String, String>,
-    /// Run on a PTY (24×80 until resized); output comes as [`Stream::Pty`].
+    /// Run on a PTY of [`pty_size`](Self::pty_size); output comes as [`Stream::Pty`].
     pub tty: bool,
+    /// The PTY's initial size (from
+    /// [`ServerConfig::pty_size`](crate::ServerConfig::pty_size), default 24 × 80); ignored
+    /// without `tty`.
+    pub pty_size: PtySize,
     /// Keep a stdin pipe open for writes (non-PTY). Without it stdin is `/dev/null`.
     pub pipe_stdin: bool,
     /// The sandbox to apply before exec.
@@ -110,6 +203,8 @@ pub enum ProcessEvent {
     },
     /// The process could not be started; no other event follows.
     SpawnFailed {
+        /// What went wrong, as far as the runtime can tell.
+        kind: SpawnErrorKind,
         /// The OS error text, e.g. "No such file or directory (os error 2)".
         error: String,
     },
@@ -133,6 +228,51 @@ pub enum ProcessEvent {
     },
     /// Writing to stdin failed (the child closed it); later writes report `stdinClosed`.
     StdinClosed,
+    /// `bytes` of the queued [`Command::WriteStdin`] data reached the child (or were dropped
+    /// because its stdin closed): they no longer count against
+    /// [`ServerConfig::max_stdin_queued_bytes`](crate::ServerConfig::max_stdin_queued_bytes).
+    StdinWritten {
+        /// How many bytes.
+        bytes: usize,
+    },
+}
+
+/// Why a spawn failed, decided by the runtime from the OS error and the `cwd`; sent to the
+/// client as `error.data.kind` of the `-32603` answer (PROTOCOL.md §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpawnErrorKind {
+    /// The program was not found (`ENOENT` on the program; wire `"notFound"`).
+    NotFound,
+    /// The program exists but may not be executed (`EACCES`, `ENOEXEC`, a directory; wire
+    /// `"permissionDenied"`).
+    PermissionDenied,
+    /// The working directory does not exist or is not a directory (wire `"badCwd"`).
+    BadCwd,
+    /// Anything else (wire `"other"`).
+    Other,
+}
+
+impl SpawnErrorKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpawnErrorKind::NotFound => "notFound",
+            SpawnErrorKind::PermissionDenied => "permissionDenied",
+            SpawnErrorKind::BadCwd => "badCwd",
+            SpawnErrorKind::Other => "other",
+        }
+    }
+
+    /// The kind named `name` on the wire; unknown names are [`SpawnErrorKind::Other`].
+    pub fn from_name(name: &str) -> SpawnErrorKind {
+        match name {
+            "notFound" => SpawnErrorKind::NotFound,
+            "permissionDenied" => SpawnErrorKind::PermissionDenied,
+            "badCwd" => SpawnErrorKind::BadCwd,
+            _ => SpawnErrorKind::Other,
+        }
+    }
 }
 
 /// How a process ended.

@@ -1,9 +1,12 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::protocol::SandboxType;
+use crate::protocol::{EnvironmentInfo, FsPolicy, SandboxType};
 
 /// Tunables of the [`crate::Server`]. Defaults match the Codex exec-server where it has a
-/// rule.
+/// rule; every limit is documented with its default in `docs/PROTOCOL.md` §2.3, and every error
+/// it causes names the limit by its camelCase name and value (e.g. `-32600 too many processes
+/// in this session (limit maxProcessesPerSession = 1024)`).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
@@ -31,10 +34,62 @@ pub struct ServerConfig {
     /// How long to wait for trailing output after a sandboxed process exits before classifying
     /// it (reference: 20 ms).
     pub sandbox_grace: Duration,
-    /// The `environmentInfo` object of the `initialize` result (the reference sends one:
-    /// `{shell: {name, path}, cwd, userHomeDir, platformOs, tempDir, executorVersion}`). The core
-    /// cannot look at the host, so the runtime fills it in; `None` omits it.
-    pub environment_info: Option<serde_json::Value>,
+    /// The `environment/info` result, also the `environmentInfo` of the `initialize` result.
+    /// The core cannot look at the host, so the runtime fills it in once at startup
+    /// (`execd_runtime::host::host_environment_info`); `None` omits it from `initialize` and
+    /// answers `environment/info` with `-32603`.
+    pub environment_info: Option<EnvironmentInfo>,
+    /// The server's own environment, the source of a child's variables under an `envPolicy`
+    /// (PROTOCOL.md, child environment). The core reads no environment: the runtime fills it
+    /// in once at startup (UTF-8 pairs only). Default empty.
+    pub host_env: BTreeMap<String, String>,
+    /// Rules the core applies to every fs request (the `fs/readFile` size cap, birth times).
+    pub fs_policy: FsPolicy,
+    /// Most fs requests (`fs/*` including `fs/watchMissing` installs) one connection may have
+    /// in flight; more are refused with `-32600`. Default 64 (the reference serves one
+    /// request at a time per connection, so it needs no bound).
+    pub max_fs_in_flight: usize,
+    /// Bytes transmitted on one connection and not yet reported written
+    /// ([`Server::handle_sent`](crate::Server::handle_sent)), replies and notifications alike,
+    /// above which the connection is congested: the processes of its session are paused
+    /// ([`Command::PauseOutput`](crate::Command::PauseOutput)) and its requests are no longer
+    /// read ([`Command::PauseReading`](crate::Command::PauseReading)). Default 16 MiB.
+    pub congestion_high_bytes: usize,
+    /// Unsent bytes at or below which a congested connection resumes. Default 4 MiB.
+    pub congestion_low_bytes: usize,
+    /// How long a connection may stay congested before it is dropped
+    /// ([`Output::Drop`](crate::Output::Drop)); its session detaches. Default 30 s.
+    pub congestion_timeout: Duration,
+    /// After the server closes a connection ([`Output::Close`](crate::Output::Close)), how long
+    /// the peer has to finish the close before the connection is dropped
+    /// ([`Output::Drop`](crate::Output::Drop)). Default 5 s.
+    pub close_grace: Duration,
+    /// Bytes accepted by `process/write` and not yet reported written to one process's stdin
+    /// ([`ProcessEvent::StdinWritten`](crate::ProcessEvent::StdinWritten)); a write past it is
+    /// refused (`-32600`, retryable with the same `writeId`). Default 8 MiB.
+    pub max_stdin_queued_bytes: usize,
+    /// Longest `processId`, `writeId` and string JSON-RPC request id, in bytes. Default 256.
+    pub max_id_bytes: usize,
+    /// Most process entries (starting, running, or closed and retained) per session. Default
+    /// 1,024.
+    pub max_processes_per_session: usize,
+    /// Output retention reserved by one session: each process entry reserves
+    /// [`retained_bytes`](Self::retained_bytes) from its start until it is forgotten; a start
+    /// that would pass this is refused. Default 1 GiB.
+    pub max_retained_bytes_per_session: usize,
+    /// Output retention reserved by the whole server, by the same rule. Default 4 GiB.
+    pub max_retained_bytes: usize,
+    /// Most sessions (attached or detached) on the server; a fresh `initialize` past it is
+    /// refused (a resume is not). Default 1,024.
+    pub max_sessions: usize,
+    /// Most open connections; a connection past it is answered with one error and closed.
+    /// Default 1,024.
+    pub max_connections: usize,
+    /// Most requests one connection may have waiting for a deferred answer (long-poll
+    /// `process/read`, `process/start` waiting for its spawn). Default 256.
+    pub max_inflight_requests: usize,
+    /// The terminal size of a new PTY process (rows, columns). Default 24 × 80.
+    pub pty_size: crate::server::PtySize,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +106,115 @@ impl Default for ServerConfig {
             sandbox: SandboxType::None,
             sandbox_grace: Duration::from_millis(20),
             environment_info: None,
+            host_env: BTreeMap::new(),
+            fs_policy: FsPolicy::default(),
+            max_fs_in_flight: 64,
+            congestion_high_bytes: 16 << 20,
+            congestion_low_bytes: 4 << 20,
+            congestion_timeout: Duration::from_secs(30),
+            close_grace: Duration::from_secs(5),
+            max_stdin_queued_bytes: 8 << 20,
+            max_id_bytes: 256,
+            max_processes_per_session: 1024,
+            max_retained_bytes_per_session: 1 << 30,
+            max_retained_bytes: usize::try_from(4u64 << 30).unwrap_or(usize::MAX),
+            max_sessions: 1024,
+            max_connections: 1024,
+            max_inflight_requests: 256,
+            pty_size: crate::server::PtySize { rows: 24, cols: 80 },
         }
+    }
+}
+
+/// A [`ServerConfig`] value out of range (see [`ServerConfig::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A count or size that must be at least 1 is 0.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// `congestion_low_bytes` is above `congestion_high_bytes`.
+    #[error("congestionLowBytes ({low}) must not exceed congestionHighBytes ({high})")]
+    Marks {
+        /// The low mark.
+        low: usize,
+        /// The high mark.
+        high: usize,
+    },
+    /// A duration is too long to add to a clock reading.
+    #[error("{name} of {value:?} is too long (at most {max:?})")]
+    TooLong {
+        /// The field.
+        name: &'static str,
+        /// Its value.
+        value: Duration,
+        /// The largest accepted value.
+        max: Duration,
+    },
+    /// A PTY dimension is 0.
+    #[error("ptySize must be at least 1×1")]
+    PtySize,
+}
+
+/// The longest duration a config may hold: 100 years, far below where `Instant + Duration`
+/// overflows on any platform, and longer than any server lives.
+pub const MAX_CONFIG_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl ServerConfig {
+    /// Checks every value is in range, for a runtime or CLI to call before
+    /// [`Server::new`](crate::Server::new). The core stays safe with any values (its timers use
+    /// checked arithmetic: an overflowing deadline never fires), but an out-of-range value is
+    /// almost always a typo.
+    ///
+    /// # Errors
+    /// The first value out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let counts = [
+            ("retainedBytes", self.retained_bytes),
+            ("retainedChunks", self.retained_chunks),
+            ("writeIdWindow", self.write_id_window),
+            ("maxFrameBytes", self.max_frame_bytes),
+            ("maxJsonValues", self.max_json_values),
+            ("congestionHighBytes", self.congestion_high_bytes),
+            ("maxStdinQueuedBytes", self.max_stdin_queued_bytes),
+            ("maxIdBytes", self.max_id_bytes),
+            ("maxProcessesPerSession", self.max_processes_per_session),
+            (
+                "maxRetainedBytesPerSession",
+                self.max_retained_bytes_per_session,
+            ),
+            ("maxRetainedBytes", self.max_retained_bytes),
+            ("maxSessions", self.max_sessions),
+            ("maxConnections", self.max_connections),
+            ("maxInflightRequests", self.max_inflight_requests),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Zero(name));
+        }
+        if self.congestion_low_bytes > self.congestion_high_bytes {
+            return Err(ConfigError::Marks {
+                low: self.congestion_low_bytes,
+                high: self.congestion_high_bytes,
+            });
+        }
+        let durations = [
+            ("sessionTtl", self.session_ttl),
+            ("closedRetention", self.closed_retention),
+            ("maxReadWait", self.max_read_wait),
+            ("sandboxGrace", self.sandbox_grace),
+            ("congestionTimeout", self.congestion_timeout),
+            ("closeGrace", self.close_grace),
+        ];
+        if let Some((name, value)) = durations.iter().find(|(_, d)| *d > MAX_CONFIG_DURATION) {
+            return Err(ConfigError::TooLong {
+                name,
+                value: *value,
+                max: MAX_CONFIG_DURATION,
+            });
+        }
+        if self.pty_size.rows == 0 || self.pty_size.cols == 0 {
+            return Err(ConfigError::PtySize);
+        }
+        Ok(())
     }
 }

@@ -22,9 +22,12 @@ impl Server {
         }
         p.exit = Some(status);
         if p.sandbox != SandboxType::None && status.code() != 0 && !p.all_streams_eof() {
-            let deadline = now + self.config.sandbox_grace;
-            p.grace_deadline = Some(deadline);
-            self.timers.insert((deadline, Timer::SandboxGrace(key)));
+            // Without a deadline (overflow) the exit waits for the last EOF.
+            let grace = self.config.sandbox_grace;
+            let deadline = self.arm(now, grace, Timer::SandboxGrace(key));
+            if let Some(p) = self.processes.get_mut(&key) {
+                p.grace_deadline = deadline;
+            }
         } else {
             self.publish_exit(now, key);
         }

@@ -82,9 +82,6 @@ impl Server {
             return;
         };
         let Some(seq) = p.try_close() else { return };
-        let forget_at = now + self.config.closed_retention;
-        p.forget_at = Some(forget_at);
-        self.timers.insert((forget_at, Timer::Forget(key)));
         let closed = ClosedNotification {
             process_id: p.id.clone(),
             seq: seq.0,
@@ -94,6 +91,11 @@ impl Server {
             session,
             rpc::encode_notification(method::PROCESS_CLOSED, &closed),
         );
+        let retention = self.config.closed_retention;
+        let forget_at = self.arm(now, retention, Timer::Forget(key));
+        if let Some(p) = self.processes.get_mut(&key) {
+            p.forget_at = forget_at;
+        }
     }
 
     /// The retention set at `at` for closed process `key` ran out.

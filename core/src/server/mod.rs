@@ -13,16 +13,27 @@
 //! - `control`: `process/terminate`, `process/signal`, `process/resize`, `process/list`
 //!   (§5.5, §5.6, §5.9, §5.10);
 //! - `denial_grace`: the sandbox-denial grace before `process/exited` (§7);
+//! - `environment`: `environment/info`, `environment/status`;
+//! - `fs`: the `fs/*` methods performed by the runtime ([`Command::Fs`], [`Server::handle_fs`])
+//!   and `fs/watchMissing`;
 //! - `timers`: every deadline and [`Server::handle_timeout`];
-//! - `outbound`: replies, notifications and closes queued as [`Output`]s.
+//! - `outbound`: replies, notifications and closes queued as [`Output`]s;
+//! - `congestion`: unsent bytes per connection, pausing the processes whose output waits for a
+//!   congested connection, and dropping connections that stay congested or do not close (§2.4);
+//! - `limits`: the resource bounds of §2.3 (ids, processes, retention, sessions, connections,
+//!   requests in flight).
 
 mod command;
 mod config;
+mod congestion;
 mod control;
 mod dedupe;
 mod denial_grace;
+mod environment;
 mod events;
+mod fs;
 mod handshake;
+mod limits;
 mod outbound;
 mod output_log;
 mod process;
@@ -38,11 +49,12 @@ use std::time::Instant;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-pub use command::{Command, ExitStatus, Output, ProcessEvent, SpawnSpec};
-pub use config::ServerConfig;
+pub use command::{Command, ExitStatus, Output, ProcessEvent, PtySize, SpawnErrorKind, SpawnSpec};
+pub use config::{ConfigError, ServerConfig, MAX_CONFIG_DURATION};
+pub use fs::{FsTicket, MAX_WATCHES_PER_CONNECTION};
 pub use session::SessionId;
 
-use crate::ids::{ConnId, ProcessKey};
+use crate::ids::{ConnId, Principal, ProcessKey};
 use crate::protocol::Notification;
 use crate::rpc::{self, Inbound, RequestId, RpcError};
 use process::Process;
@@ -68,11 +80,13 @@ pub enum ServerError {
 /// Drive it like this, from one task that owns it:
 /// 1. feed an input: [`handle_connect`](Self::handle_connect),
 ///    [`handle_message`](Self::handle_message), [`handle_disconnect`](Self::handle_disconnect),
-///    [`handle_process`](Self::handle_process) or [`handle_timeout`](Self::handle_timeout),
-///    each with the current time;
+///    [`handle_process`](Self::handle_process), [`handle_fs`](Self::handle_fs),
+///    [`handle_fs_watch_event`](Self::handle_fs_watch_event) or
+///    [`handle_timeout`](Self::handle_timeout), each with the current time;
 /// 2. drain [`poll_output`](Self::poll_output) to `None`, sending frames and performing
 ///    commands (a spawn is answered by feeding [`ProcessEvent::Spawned`] or
-///    [`ProcessEvent::SpawnFailed`] back in);
+///    [`ProcessEvent::SpawnFailed`] back in), and report the bytes each connection wrote with
+///    [`handle_sent`](Self::handle_sent) as they leave;
 /// 3. sleep until [`poll_timeout`](Self::poll_timeout) or the next input, whichever is first.
 ///
 /// ```
@@ -86,7 +100,7 @@ pub enum ServerError {
 /// while let Some(out) = server.poll_output() {
 ///     match out {
 ///         Output::Transmit { conn, text } => assert!(text.contains("sessionId")),
-///         Output::Close { .. } | Output::Command(_) => {}
+///         Output::Close { .. } | Output::Drop { .. } | Output::Command(_) => {}
 ///         _ => {}
 ///     }
 /// }
@@ -104,14 +118,48 @@ pub struct Server {
     processes: BTreeMap<ProcessKey, Process>,
     reads: PendingReads,
     timers: BTreeSet<(Instant, Timer)>,
+    fs: fs::FsState,
     out: VecDeque<Output>,
+    /// Connections that crossed a congestion mark or were closed during the current
+    /// `handle_*` call; their timers start in [`Server::settle`], which knows `now`.
+    unsettled: BTreeSet<ConnId>,
 }
 
 #[derive(Debug)]
 struct Conn {
     phase: ConnPhase,
-    /// Set after an [`Output::Close`]: later frames are ignored.
+    /// Set after an [`Output::Close`] or [`Output::Drop`]: later frames are ignored and
+    /// nothing more is sent.
     closing: bool,
+    /// When an unfinished close is dropped (its timer is armed); `None` until
+    /// [`Server::settle`] stamps a fresh close.
+    close_deadline: Option<Instant>,
+    /// Bytes transmitted and not yet reported written.
+    unsent: usize,
+    /// Over the congestion high mark and not yet back under the low one.
+    congested: bool,
+    /// When a congested connection is dropped; `None` until [`Server::settle`] stamps it (or
+    /// when it overflows the clock: never).
+    congestion_deadline: Option<Instant>,
+    /// Requests answered later (long polls, starts) not yet answered.
+    inflight: usize,
+    /// Who the connection authenticated as.
+    principal: Option<Principal>,
+}
+
+impl Conn {
+    fn new(principal: Option<Principal>) -> Self {
+        Conn {
+            phase: ConnPhase::New,
+            closing: false,
+            close_deadline: None,
+            unsent: 0,
+            congested: false,
+            congestion_deadline: None,
+            inflight: 0,
+            principal,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +195,9 @@ impl Server {
             processes: BTreeMap::new(),
             reads: PendingReads::default(),
             timers: BTreeSet::new(),
+            fs: fs::FsState::default(),
             out: VecDeque::new(),
+            unsettled: BTreeSet::new(),
         }
     }
 
@@ -157,16 +207,27 @@ impl Server {
     }
 
     /// A transport connection opened; returns its id.
-    pub fn handle_connect(&mut self, _now: Instant) -> ConnId {
+    ///
+    /// Past [`ServerConfig::max_connections`] open connections the new one is answered with
+    /// one `-32600` error (id `-1`) naming the limit and closed ([`Output::Close`], then
+    /// [`Output::Drop`] after the close grace); the runtime handles it like any other.
+    pub fn handle_connect(&mut self, now: Instant) -> ConnId {
+        self.handle_connect_as(now, None)
+    }
+
+    /// A transport connection opened that authenticated as `principal` (`None`: no
+    /// authentication, e.g. stdio or a server without `--ws-auth`); returns its id. Sessions
+    /// it opens are bound to `principal`: another principal's `initialize {resumeSessionId}`
+    /// gets the same error as an unknown id. Limits as [`handle_connect`](Self::handle_connect).
+    pub fn handle_connect_as(&mut self, now: Instant, principal: Option<Principal>) -> ConnId {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
-        self.conns.insert(
-            conn,
-            Conn {
-                phase: ConnPhase::New,
-                closing: false,
-            },
-        );
+        let open = self.conns.values().filter(|c| !c.closing).count();
+        self.conns.insert(conn, Conn::new(principal));
+        if open >= self.config.max_connections {
+            self.refuse_connection(conn);
+        }
+        self.settle(now);
         conn
     }
 
@@ -183,6 +244,12 @@ impl Server {
         conn: ConnId,
         text: &[u8],
     ) -> Result<(), ServerError> {
+        let result = self.message(now, conn, text);
+        self.settle(now);
+        result
+    }
+
+    fn message(&mut self, now: Instant, conn: ConnId, text: &[u8]) -> Result<(), ServerError> {
         let c = self
             .conns
             .get(&conn)
@@ -191,7 +258,7 @@ impl Server {
             return Ok(());
         }
         if text.len() > self.config.max_frame_bytes {
-            return self.handle_frame_too_large(now, conn, text.len());
+            return self.frame_too_large(conn, text.len());
         }
         if rpc::exceeds_value_budget(text, self.config.max_json_values) {
             let msg = format!(
@@ -211,7 +278,16 @@ impl Server {
                 self.reply(conn, &id, Err(RpcError::invalid_request(e.message)));
             }
             Ok(Inbound::Request { id, method, params }) => {
+                if let Err(e) = self.check_request_id(&id) {
+                    self.reply(conn, &RequestId::UNREADABLE, Err(e));
+                    return Ok(());
+                }
                 let reply = self.handle_request(now, conn, &id, &method, params);
+                if matches!(reply, Ok(None)) {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.inflight += 1;
+                    }
+                }
                 self.reply(conn, &id, reply);
             }
             Ok(Inbound::Notification { method, params }) => {
@@ -234,10 +310,16 @@ impl Server {
     /// [`ServerError::UnknownConn`] when `conn` is not open.
     pub fn handle_frame_too_large(
         &mut self,
-        _now: Instant,
+        now: Instant,
         conn: ConnId,
         len: usize,
     ) -> Result<(), ServerError> {
+        let result = self.frame_too_large(conn, len);
+        self.settle(now);
+        result
+    }
+
+    fn frame_too_large(&mut self, conn: ConnId, len: usize) -> Result<(), ServerError> {
         if !self.conns.contains_key(&conn) {
             return Err(ServerError::UnknownConn(conn));
         }
@@ -265,9 +347,12 @@ impl Server {
             .remove(&conn)
             .ok_or(ServerError::UnknownConn(conn))?;
         self.drop_reads_of(conn);
+        self.drop_fs_of(conn);
         if let Some(sid) = c.phase.session() {
             self.detach(now, sid, conn);
         }
+        self.forget_conn_timers(conn, &c);
+        self.settle(now);
         Ok(())
     }
 
@@ -279,18 +364,30 @@ impl Server {
         }
         match event {
             ProcessEvent::Spawned { pid } => self.on_spawned(key, pid),
-            ProcessEvent::SpawnFailed { error } => self.on_spawn_failed(key, error),
+            ProcessEvent::SpawnFailed { kind, error } => self.on_spawn_failed(key, kind, error),
             ProcessEvent::Output { stream, bytes } => self.on_output(key, stream, bytes),
             ProcessEvent::Eof { stream: _ } => self.on_eof(now, key),
             ProcessEvent::Exited { status } => self.on_exited(now, key, status),
             ProcessEvent::StdinClosed => self.on_stdin_closed(key),
+            ProcessEvent::StdinWritten { bytes } => self.on_stdin_written(key, bytes),
         }
+        self.settle(now);
+    }
+
+    /// The runtime wrote `bytes` of what was transmitted on `conn` (whole frames or parts, in
+    /// order). The core counts every transmitted byte as unsent until reported here; see
+    /// [`ServerConfig::congestion_high_bytes`]. Reports for unknown connections are ignored.
+    pub fn handle_sent(&mut self, now: Instant, conn: ConnId, bytes: usize) {
+        self.on_sent(conn, bytes);
+        self.settle(now);
     }
 
     /// Time passed: fire every timer due at `now` (session expiry, long-poll deadlines, the
-    /// sandbox grace, forgetting closed processes). Spurious calls do nothing.
+    /// sandbox grace, forgetting closed processes, congestion and close deadlines). Spurious
+    /// calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.fire_timers(now);
+        self.settle(now);
     }
 
     /// The next output to act on, in order. Drain to `None` after every `handle_*` call.
@@ -321,3 +418,5 @@ impl Server {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;

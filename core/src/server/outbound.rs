@@ -25,10 +25,21 @@ impl Server {
         self.transmit(conn, text);
     }
 
-    /// Queues one frame for `conn` unless it is gone or closing.
+    /// Queues one frame for `conn` unless it is gone or closing; it counts as unsent until
+    /// the runtime reports it written (see `congestion`).
     pub(super) fn transmit(&mut self, conn: ConnId, text: String) {
         if self.conns.get(&conn).is_some_and(|c| !c.closing) {
+            let len = text.len();
             self.out.push_back(Output::Transmit { conn, text });
+            self.count_unsent(conn, len);
+        }
+    }
+
+    /// A deferred answer (long poll, start) for `conn` is being sent (or dropped): it no longer
+    /// counts against [`ServerConfig::max_inflight_requests`](super::ServerConfig::max_inflight_requests).
+    pub(super) fn deferred_answered(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.inflight = c.inflight.saturating_sub(1);
         }
     }
 
@@ -46,6 +57,8 @@ impl Server {
             if !c.closing {
                 c.closing = true;
                 self.out.push_back(Output::Close { conn });
+                // The close grace starts in `settle`.
+                self.unsettled.insert(conn);
             }
         }
     }

@@ -64,6 +64,11 @@ pub(crate) struct Process {
     pub(crate) dedupe: WriteDedupe,
     /// When the entry may be forgotten (set on close).
     pub(crate) forget_at: Option<Instant>,
+    /// A [`Command::PauseOutput`](crate::Command::PauseOutput) is in force.
+    pub(crate) output_paused: bool,
+    /// Bytes given in [`Command::WriteStdin`](crate::Command::WriteStdin) not yet reported
+    /// written.
+    pub(crate) stdin_queued: usize,
 }
 
 /// Settings a process entry needs from the server config.
@@ -112,6 +117,8 @@ impl Process {
             sandbox_denied: false,
             dedupe: WriteDedupe::new(limits.write_ids),
             forget_at: None,
+            output_paused: false,
+            stdin_queued: 0,
         }
     }
 

@@ -37,16 +37,19 @@ impl Server {
             return ok(&p.read(after, params.max_bytes));
         }
         let wait = Duration::from_millis(wait_ms).min(self.config.max_read_wait);
-        let deadline = now + wait;
+        self.check_inflight(conn)?;
         let rid = self.reads.insert(PendingRead {
             conn,
             request: id.clone(),
             key,
             after,
             max_bytes: params.max_bytes,
-            deadline,
+            deadline: None,
         });
-        self.timers.insert((deadline, Timer::ReadDeadline(rid)));
+        let deadline = self.arm(now, wait, Timer::ReadDeadline(rid));
+        if let Some(read) = self.reads.get_mut(rid) {
+            read.deadline = deadline;
+        }
         Ok(None)
     }
 
@@ -74,8 +77,7 @@ impl Server {
     pub(super) fn drop_reads_of(&mut self, conn: ConnId) {
         for rid in self.reads.for_conn(conn) {
             if let Some(read) = self.reads.remove(rid) {
-                self.timers
-                    .remove(&(read.deadline, Timer::ReadDeadline(rid)));
+                self.disarm(read.deadline, Timer::ReadDeadline(rid));
             }
         }
     }
@@ -89,8 +91,7 @@ impl Server {
 
     fn take_and_answer(&mut self, rid: ReadId) {
         if let Some(read) = self.reads.remove(rid) {
-            self.timers
-                .remove(&(read.deadline, Timer::ReadDeadline(rid)));
+            self.disarm(read.deadline, Timer::ReadDeadline(rid));
             self.answer_read(&read);
         }
     }
@@ -102,6 +103,7 @@ impl Server {
                 "process was forgotten while the read waited",
             )),
         };
+        self.deferred_answered(read.conn);
         self.reply(read.conn, &read.request, reply);
     }
 }
@@ -116,7 +118,8 @@ pub(crate) struct PendingRead {
     pub(crate) key: ProcessKey,
     pub(crate) after: Seq,
     pub(crate) max_bytes: Option<u64>,
-    pub(crate) deadline: Instant,
+    /// `None` when `now + waitMs` overflows the clock: held until answered.
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// Pending long polls, indexed by id and by process.
@@ -154,6 +157,10 @@ impl PendingReads {
 
     pub(crate) fn get(&self, id: ReadId) -> Option<&PendingRead> {
         self.reads.get(&id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: ReadId) -> Option<&mut PendingRead> {
+        self.reads.get_mut(&id)
     }
 
     /// The reads held for `conn`.

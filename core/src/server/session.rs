@@ -11,7 +11,7 @@ use rand_core::RngCore;
 
 use super::timers::Timer;
 use super::{Command, Output, Server};
-use crate::ids::{ConnId, ProcessKey};
+use crate::ids::{ConnId, Principal, ProcessKey};
 use crate::rpc::{ErrorCode, RpcError};
 
 /// A session id: a random UUID v4, the only capability guarding a detached session.
@@ -40,14 +40,17 @@ pub(crate) struct Session {
     pub(crate) expires_at: Option<Instant>,
     /// Client process id → key.
     pub(crate) processes: BTreeMap<String, ProcessKey>,
+    /// Who opened it; only the same principal may resume it.
+    pub(crate) principal: Option<Principal>,
 }
 
 impl Session {
-    pub(crate) fn new(conn: ConnId) -> Self {
+    pub(crate) fn new(conn: ConnId, principal: Option<Principal>) -> Self {
         Session {
             conn: Some(conn),
             expires_at: None,
             processes: BTreeMap::new(),
+            principal,
         }
     }
 }
@@ -58,15 +61,16 @@ impl Server {
         let mut bytes = [0u8; 16];
         self.rng.fill_bytes(&mut bytes);
         let sid = SessionId(uuid::Builder::from_random_bytes(bytes).into_uuid());
-        self.sessions.insert(sid, Session::new(conn));
+        let principal = self.conns.get(&conn).and_then(|c| c.principal.clone());
+        self.sessions.insert(sid, Session::new(conn, principal));
         sid
     }
 
     /// Re-attaches the detached session `raw` to `conn`.
     ///
-    /// Errors: `-32600 unknown session id` (unparsable, unknown, or its TTL ran out even if
-    /// the expiry timer has not fired yet: it expires now); `-32010` while another connection
-    /// holds it.
+    /// Errors: `-32600 unknown session id` (unparsable, unknown, opened by another principal,
+    /// or its TTL ran out even if the expiry timer has not fired yet: it expires now); `-32010`
+    /// while another connection holds it.
     pub(super) fn resume_session(
         &mut self,
         now: Instant,
@@ -76,6 +80,11 @@ impl Server {
         let unknown = || RpcError::invalid_request(format!("unknown session id {raw}"));
         let sid = SessionId::parse(raw).ok_or_else(unknown)?;
         let session = self.sessions.get(&sid).ok_or_else(unknown)?;
+        let principal = self.conns.get(&conn).and_then(|c| c.principal.as_ref());
+        if session.principal.as_ref() != principal {
+            // Told apart from an unknown id by nothing, so another principal learns nothing.
+            return Err(unknown());
+        }
         if session.conn.is_some() {
             return Err(RpcError::new(
                 ErrorCode::SessionAttached,
@@ -88,8 +97,10 @@ impl Server {
         }
         let session = self.sessions.get_mut(&sid).ok_or_else(unknown)?;
         session.conn = Some(conn);
-        if let Some(at) = session.expires_at.take() {
-            self.timers.remove(&(at, Timer::SessionExpiry(sid)));
+        let expires_at = session.expires_at.take();
+        self.disarm(expires_at, Timer::SessionExpiry(sid));
+        if self.conns.get(&conn).is_some_and(|c| c.congested) {
+            self.set_session_paused(sid, true);
         }
         Ok(sid)
     }
@@ -98,10 +109,15 @@ impl Server {
     pub(super) fn detach(&mut self, now: Instant, sid: SessionId, conn: ConnId) {
         if let Some(session) = self.sessions.get_mut(&sid) {
             if session.conn == Some(conn) {
-                let expires_at = now + self.config.session_ttl;
                 session.conn = None;
-                session.expires_at = Some(expires_at);
-                self.timers.insert((expires_at, Timer::SessionExpiry(sid)));
+                let ttl = self.config.session_ttl;
+                // Without a deadline (overflow) the session never expires.
+                let expires_at = self.arm(now, ttl, Timer::SessionExpiry(sid));
+                if let Some(session) = self.sessions.get_mut(&sid) {
+                    session.expires_at = expires_at;
+                }
+                // Output no longer waits for a connection: it goes to the bounded retention.
+                self.set_session_paused(sid, false);
             }
         }
     }

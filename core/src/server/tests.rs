@@ -10,9 +10,11 @@ use crate::ids::{ConnId, ProcessKey};
 use crate::protocol::{SandboxType, Stream};
 use crate::sim::Sim;
 
+mod fs_env;
+
 /// The shared [`Sim`] with raw connections only: the test speaks JSON-RPC itself and answers
 /// the server's commands by hand (`answer_commands` off; they are recorded).
-struct Harness {
+pub(super) struct Harness {
     sim: Sim,
 }
 
@@ -30,45 +32,51 @@ impl std::ops::DerefMut for Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::with_config(ServerConfig::default())
     }
 
-    fn with_config(config: ServerConfig) -> Self {
+    pub(super) fn with_config(config: ServerConfig) -> Self {
         let mut sim = Sim::with(config, crate::client::ClientConfig::default());
         sim.answer_commands = false;
         Harness { sim }
     }
 
     /// Every frame the server sent so far must be valid JSON.
-    fn drain(&mut self) {
+    pub(super) fn drain(&mut self) {
         self.sim.pump();
         for (_, text) in &self.sim.frames {
             let _: Value = serde_json::from_str(text).expect("server sends valid JSON");
         }
     }
 
-    fn connect(&mut self) -> ConnId {
+    pub(super) fn connect(&mut self) -> ConnId {
         self.sim.connect_raw()
     }
 
-    fn send_raw(&mut self, conn: ConnId, text: &str) {
+    pub(super) fn send_raw(&mut self, conn: ConnId, text: &str) {
         self.sim.send_raw(conn, text.as_bytes());
         self.drain();
     }
 
-    fn send(&mut self, conn: ConnId, msg: Value) {
+    pub(super) fn send(&mut self, conn: ConnId, msg: Value) {
         self.send_raw(conn, &msg.to_string());
     }
 
     /// Sends a request and returns every frame sent to `conn` as a result.
-    fn call(&mut self, conn: ConnId, id: i64, method: &str, params: Value) -> Vec<Value> {
+    pub(super) fn call(
+        &mut self,
+        conn: ConnId,
+        id: i64,
+        method: &str,
+        params: Value,
+    ) -> Vec<Value> {
         self.send(conn, json!({"id": id, "method": method, "params": params}));
         self.take(conn)
     }
 
     /// The single response to request `id` among the frames for `conn`.
-    fn response(&mut self, conn: ConnId, id: i64) -> Value {
+    pub(super) fn response(&mut self, conn: ConnId, id: i64) -> Value {
         let frames = self.take(conn);
         let mut matching: Vec<Value> = frames
             .into_iter()
@@ -82,7 +90,7 @@ impl Harness {
         matching.remove(0)
     }
 
-    fn take(&mut self, conn: ConnId) -> Vec<Value> {
+    pub(super) fn take(&mut self, conn: ConnId) -> Vec<Value> {
         self.sim
             .take_frames(conn)
             .iter()
@@ -91,32 +99,32 @@ impl Harness {
     }
 
     /// The key of the single spawn the last input asked for.
-    fn take_spawn(&mut self) -> ProcessKey {
+    pub(super) fn take_spawn(&mut self) -> ProcessKey {
         match self.take_commands().as_slice() {
             [Command::Spawn { key, .. }] => *key,
             other => panic!("expected one spawn, got {other:?}"),
         }
     }
 
-    fn advance(&mut self, d: Duration) {
+    pub(super) fn advance(&mut self, d: Duration) {
         self.sim.now += d;
         let now = self.sim.now;
         self.sim.server.handle_timeout(now);
         self.drain();
     }
 
-    fn event(&mut self, key: ProcessKey, event: ProcessEvent) {
+    pub(super) fn event(&mut self, key: ProcessKey, event: ProcessEvent) {
         self.sim.event(key, event);
         self.drain();
     }
 
-    fn disconnect(&mut self, conn: ConnId) {
+    pub(super) fn disconnect(&mut self, conn: ConnId) {
         self.sim.disconnect_raw(conn);
         self.drain();
     }
 
     /// A connection with a fresh session, handshake done. Returns (conn, session id).
-    fn session(&mut self) -> (ConnId, String) {
+    pub(super) fn session(&mut self) -> (ConnId, String) {
         let conn = self.connect();
         let r = self.call(conn, 0, "initialize", json!({"clientName": "test"}));
         let sid = r[0]["result"]["sessionId"]
@@ -128,7 +136,7 @@ impl Harness {
     }
 
     /// Starts a process and completes its spawn. Returns its key.
-    fn start(&mut self, conn: ConnId, process_id: &str, extra: Value) -> ProcessKey {
+    pub(super) fn start(&mut self, conn: ConnId, process_id: &str, extra: Value) -> ProcessKey {
         let mut params = json!({
             "processId": process_id, "argv": ["sh", "-c", "x"], "cwd": "file:///tmp",
             "env": {"PATH": "/bin"}, "tty": false,
@@ -154,7 +162,7 @@ impl Harness {
         key
     }
 
-    fn output(&mut self, key: ProcessKey, stream: Stream, bytes: &[u8]) {
+    pub(super) fn output(&mut self, key: ProcessKey, stream: Stream, bytes: &[u8]) {
         self.event(
             key,
             ProcessEvent::Output {
@@ -165,7 +173,7 @@ impl Harness {
     }
 
     /// Exit with `code` and EOF on both pipes.
-    fn finish(&mut self, key: ProcessKey, code: i32) {
+    pub(super) fn finish(&mut self, key: ProcessKey, code: i32) {
         self.event(
             key,
             ProcessEvent::Exited {
@@ -187,11 +195,11 @@ impl Harness {
     }
 }
 
-fn b64(s: &[u8]) -> String {
+pub(super) fn b64(s: &[u8]) -> String {
     base64_simd::STANDARD.encode_to_string(s)
 }
 
-fn error_code(frame: &Value) -> i64 {
+pub(super) fn error_code(frame: &Value) -> i64 {
     frame["error"]["code"]
         .as_i64()
         .unwrap_or_else(|| panic!("not an error: {frame}"))
@@ -287,7 +295,7 @@ fn response_shaped_messages_close_the_connection() {
 #[test]
 fn initialize_carries_the_runtime_environment_info() {
     let config = ServerConfig {
-        environment_info: Some(json!({"platformOs": "linux"})),
+        environment_info: Some(fs_env::sample_info()),
         ..ServerConfig::default()
     };
     let mut h = Harness::with_config(config);
@@ -295,8 +303,9 @@ fn initialize_carries_the_runtime_environment_info() {
     let r = h.call(conn, 1, "initialize", json!({"clientName": "t"}));
     assert_eq!(
         r[0]["result"]["environmentInfo"],
-        json!({"platformOs": "linux"})
+        serde_json::to_value(fs_env::sample_info()).expect("serializes")
     );
+    assert_eq!(r[0]["result"]["environmentInfo"]["platformOs"], "linux");
 }
 
 #[test]
@@ -445,6 +454,7 @@ fn start_builds_the_spawn_spec() {
             assert_eq!(spec.env.get("A").map(String::as_str), Some("1"));
             assert_eq!(spec.env.len(), 1);
             assert!(spec.tty);
+            assert_eq!(spec.pty_size, PtySize { rows: 24, cols: 80 });
             assert_eq!(spec.arg0.as_deref(), Some("zero"));
         }
         other => panic!("{other:?}"),
@@ -582,6 +592,7 @@ fn spawn_failure_is_internal_error_and_leaves_no_entry() {
     h.event(
         key,
         ProcessEvent::SpawnFailed {
+            kind: SpawnErrorKind::NotFound,
             error: "No such file or directory (os error 2)".into(),
         },
     );
@@ -591,6 +602,7 @@ fn spawn_failure_is_internal_error_and_leaves_no_entry() {
         r["error"]["message"],
         "No such file or directory (os error 2)"
     );
+    assert_eq!(r["error"]["data"], json!({"kind": "notFound"}));
     assert_eq!(h.server.process_count(), 0);
     let r = h.call(conn, 2, "process/list", json!({}));
     assert_eq!(r[0]["result"]["processes"], json!([]));
@@ -1218,6 +1230,33 @@ fn resume_while_attached_elsewhere_is_session_attached() {
         json!({"clientName": "t", "resumeSessionId": sid}),
     );
     assert_eq!(r[0]["result"]["sessionId"], sid);
+}
+
+#[test]
+fn resume_by_another_principal_is_an_unknown_session() {
+    let mut h = Harness::new();
+    let alice = Some(Principal::new("alice"));
+    let a = h.connect_raw_as(alice.clone());
+    let r = h.call(a, 0, "initialize", json!({"clientName": "t"}));
+    let sid = r[0]["result"]["sessionId"]
+        .as_str()
+        .expect("sid")
+        .to_owned();
+    h.disconnect(a);
+    let resume = json!({"clientName": "t", "resumeSessionId": sid});
+    for thief in [Some(Principal::new("mallory")), None] {
+        let b = h.connect_raw_as(thief);
+        let r = h.call(b, 1, "initialize", resume.clone());
+        assert_eq!(error_code(&r[0]), -32600);
+        assert_eq!(
+            r[0]["error"]["message"],
+            format!("unknown session id {sid}"),
+            "the same answer as for an id that does not exist"
+        );
+    }
+    let c = h.connect_raw_as(alice);
+    let r = h.call(c, 2, "initialize", resume);
+    assert_eq!(r[0]["result"]["sessionId"], sid, "the owner resumes it");
 }
 
 #[test]

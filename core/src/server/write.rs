@@ -17,6 +17,8 @@ impl Server {
         if params.write_id.is_empty() {
             return Err(RpcError::invalid_params("writeId must not be empty"));
         }
+        self.check_id("writeId", &params.write_id)?;
+        let max_queued = self.config.max_stdin_queued_bytes;
         let write_id = params.write_id;
         let status = match self.lookup(sid, &params.process_id) {
             Err(_) => WriteStatus::UnknownProcess,
@@ -29,8 +31,18 @@ impl Server {
                 } else if p.stdin != Stdin::Open {
                     WriteStatus::StdinClosed
                 } else {
-                    p.dedupe.remember(write_id);
                     let bytes = params.chunk.0;
+                    // An empty queue takes any one write (the frame limit bounds it).
+                    if p.stdin_queued > 0 && p.stdin_queued.saturating_add(bytes.len()) > max_queued
+                    {
+                        return Err(RpcError::invalid_request(format!(
+                            "stdin of process {} is full: {} bytes queued \
+                             (limit maxStdinQueuedBytes = {max_queued}); retry the write later",
+                            p.id, p.stdin_queued
+                        )));
+                    }
+                    p.dedupe.remember(write_id);
+                    p.stdin_queued = p.stdin_queued.saturating_add(bytes.len());
                     if !bytes.is_empty() {
                         self.out
                             .push_back(Output::Command(Command::WriteStdin { key, bytes }));
@@ -61,6 +73,15 @@ impl Server {
             if p.stdin == Stdin::Open {
                 p.stdin = Stdin::Closed;
             }
+            // The runtime drops what was still queued.
+            p.stdin_queued = 0;
+        }
+    }
+
+    /// `ProcessEvent::StdinWritten`: queued stdin bytes reached the child.
+    pub(super) fn on_stdin_written(&mut self, key: ProcessKey, bytes: usize) {
+        if let Some(p) = self.processes.get_mut(&key) {
+            p.stdin_queued = p.stdin_queued.saturating_sub(bytes);
         }
     }
 }

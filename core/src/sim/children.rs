@@ -17,6 +17,9 @@ pub struct FakeProc {
     pub produced: Vec<u8>,
     /// Whether it exited.
     pub exited: bool,
+    /// Whether the server paused reading its output (it still writes: the harness does not
+    /// model a full pipe; tests assert on the flag).
+    pub paused: bool,
 }
 
 impl Sim {
@@ -37,12 +40,19 @@ impl Sim {
                     p.stdin.extend_from_slice(&bytes);
                 }
                 self.output(key, &bytes);
+                let written = ProcessEvent::StdinWritten { bytes: bytes.len() };
+                self.server.handle_process(self.now, key, written);
             }
             Command::CloseStdin { key } => self.finish(key, ExitStatus::Code(0)),
             Command::Signal { key, signal } => {
                 self.finish(key, ExitStatus::Signal(signal.number()));
             }
             Command::Kill { key } => self.finish(key, ExitStatus::Signal(9)),
+            Command::PauseOutput { key } | Command::ResumeOutput { key } => {
+                if let Some(p) = self.procs.get_mut(&key) {
+                    p.paused = matches!(cmd, Command::PauseOutput { .. });
+                }
+            }
             _ => {}
         }
     }

@@ -60,6 +60,15 @@ pub struct Sim {
     pub frames: Vec<(ConnId, String)>,
     /// Raw connections the server closed, in order.
     pub closed: Vec<ConnId>,
+    /// Connections the server dropped ([`Output::Drop`]), in order; the harness reports the
+    /// disconnect at once, as a runtime does.
+    pub dropped: Vec<ConnId>,
+    /// Raw connections whose peer does not read: what the server sends them is not reported
+    /// written ([`Server::handle_sent`]) until [`Sim::flush_raw`]; the bytes held, by
+    /// connection. Other raw connections report every frame written at once.
+    pub stalled: BTreeMap<ConnId, usize>,
+    /// Connections whose reading the server paused ([`Command::PauseReading`]).
+    pub reading_paused: BTreeSet<ConnId>,
     /// Every command the server gave, in order (whether or not the children answer it).
     pub commands: Vec<Command>,
     /// Whether to record [`Sim::commands`] (off in the benches).
@@ -102,6 +111,9 @@ impl Sim {
             raw: BTreeSet::new(),
             frames: Vec::new(),
             closed: Vec::new(),
+            dropped: Vec::new(),
+            stalled: BTreeMap::new(),
+            reading_paused: BTreeSet::new(),
             commands: Vec::new(),
             record_commands: true,
             answer_commands: true,
@@ -119,7 +131,12 @@ impl Sim {
 
     /// Opens a server connection with no client behind it.
     pub fn connect_raw(&mut self) -> ConnId {
-        let conn = self.server.handle_connect(self.now);
+        self.connect_raw_as(None)
+    }
+
+    /// Like [`Sim::connect_raw`], for a connection that authenticated as `principal`.
+    pub fn connect_raw_as(&mut self, principal: Option<crate::Principal>) -> ConnId {
+        let conn = self.server.handle_connect_as(self.now, principal);
         self.raw.insert(conn);
         conn
     }
@@ -134,9 +151,28 @@ impl Sim {
 
     /// Drops a raw connection, then [`Sim::pump`].
     pub fn disconnect_raw(&mut self, conn: ConnId) {
+        if self.dropped.contains(&conn) {
+            // The harness reported it when the server dropped it.
+            self.pump();
+            return;
+        }
         self.server
             .handle_disconnect(self.now, conn)
             .expect("the connection is open");
+        self.pump();
+    }
+
+    /// The peer of raw connection `conn` stops reading (see [`Sim::stalled`]).
+    pub fn stall_raw(&mut self, conn: ConnId) {
+        self.stalled.entry(conn).or_insert(0);
+    }
+
+    /// The peer of stalled raw connection `conn` reads everything sent so far and keeps
+    /// reading; the server is told, then [`Sim::pump`].
+    pub fn flush_raw(&mut self, conn: ConnId) {
+        if let Some(bytes) = self.stalled.remove(&conn) {
+            self.server.handle_sent(self.now, conn, bytes);
+        }
         self.pump();
     }
 
@@ -249,7 +285,22 @@ impl Sim {
                 if Some(conn) == self.link {
                     self.s2c.push_back(text);
                 } else if self.raw.contains(&conn) {
+                    let len = text.len();
                     self.frames.push((conn, text));
+                    match self.stalled.get_mut(&conn) {
+                        Some(held) => *held += len,
+                        None => self.server.handle_sent(self.now, conn, len),
+                    }
+                }
+            }
+            Output::Drop { conn } => {
+                self.dropped.push(conn);
+                self.stalled.remove(&conn);
+                if Some(conn) == self.link {
+                    self.drop_link(true);
+                } else {
+                    self.stale.retain(|(c, _)| *c != conn);
+                    self.server.handle_disconnect(self.now, conn).ok();
                 }
             }
             Output::Close { conn } => {
@@ -263,6 +314,15 @@ impl Sim {
                 }
             }
             Output::Command(cmd) => {
+                match cmd {
+                    Command::PauseReading { conn } => {
+                        self.reading_paused.insert(conn);
+                    }
+                    Command::ResumeReading { conn } => {
+                        self.reading_paused.remove(&conn);
+                    }
+                    _ => {}
+                }
                 if self.record_commands {
                     self.commands.push(cmd.clone());
                 }
@@ -296,6 +356,9 @@ impl Sim {
         let Some(text) = self.s2c.pop_front() else {
             return false;
         };
+        if let Some(conn) = self.link {
+            self.server.handle_sent(self.now, conn, text.len());
+        }
         self.client.handle_message(self.now, text.as_bytes());
         self.pump();
         true

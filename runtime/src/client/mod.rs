@@ -14,6 +14,7 @@
 //! its exit awaited.
 
 mod driver;
+mod fs;
 mod process;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ use crate::runtime::{shared, ChildCommand, DefaultRuntime, Runtime};
 use crate::transport::{self, FrameReader, FrameWriter, Limits};
 use driver::{Cmd, Connector, Driver};
 pub use execd_core::client::LostReason;
+pub use fs::FileHandle;
 pub use process::{Event, Process};
 
 /// Settings of a [`Client`].
@@ -86,6 +88,9 @@ pub enum Error {
     /// `initialize` and `initialized` belong to the client itself.
     #[error("{0} is sent by the client itself")]
     ReservedMethod(String),
+    /// A path given to an fs call is not an absolute host path (no request was sent).
+    #[error("not an absolute host path: {0}")]
+    InvalidPath(String),
 }
 
 impl From<CallError> for Error {
@@ -135,6 +140,8 @@ pub enum ConnectError {
 ///         tty: false,
 ///         pipe_stdin: false,
 ///         arg0: None,
+///         env_policy: None,
+///         enforce_managed_network: false,
 ///     })
 ///     .await?;
 /// while let Some(event) = process.next_event().await {

@@ -76,6 +76,8 @@ fn params(id: &str, argv: &[&str], pipe_stdin: bool) -> StartParams {
         tty: false,
         pipe_stdin,
         arg0: None,
+        env_policy: None,
+        enforce_managed_network: false,
     }
 }
 

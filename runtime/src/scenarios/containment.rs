@@ -92,6 +92,7 @@ fn sh(script: &str) -> SpawnSpec {
         cwd: PathBuf::from("/"),
         env: BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]),
         tty: false,
+        pty_size: execd_core::PtySize { rows: 24, cols: 80 },
         pipe_stdin: false,
         sandbox: SandboxType::None,
     }

@@ -30,6 +30,7 @@
 
 pub mod client;
 pub mod containment;
+pub mod fs;
 pub mod process;
 mod proxy;
 pub mod security;
@@ -99,6 +100,7 @@ macro_rules! scenario_tests {
         $crate::scenario_tests!(@modules $run;
             process {
                 output_eof_and_exit_code_arrive_in_order,
+                paused_output_stays_in_the_pipe_until_resumed,
                 death_by_signal_is_reported_as_signal,
                 environment_is_exactly_the_given_one,
                 program_is_looked_up_in_the_child_path,
@@ -154,6 +156,15 @@ macro_rules! scenario_tests {
                 stdio_writer_terminates_frames_with_newlines_and_refuses_embedded_ones,
                 stdio_round_trip_through_a_child_process,
                 halves_move_into_tasks,
+            }
+            fs {
+                environment_info_and_status_describe_the_host,
+                env_policy_children_see_set_vars_and_inherit_path,
+                files_round_trip_byte_exact_whole_and_in_blocks,
+                handles_are_bounded_at_128_per_connection,
+                watch_missing_fires_when_the_path_appears,
+                bad_fs_inputs_leave_the_connection_working,
+                local_and_remote_executors_agree_on_files,
             }
             client {
                 a_process_streams_its_events_in_order_with_its_exit_code,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_channel::Receiver;
 use execd_core::protocol::{SandboxType, Signal, Stream};
-use execd_core::{ExitStatus, ProcessEvent, SpawnSpec};
+use execd_core::{ExitStatus, ProcessEvent, SpawnErrorKind, SpawnSpec};
 
 use super::timeout;
 use crate::process::ProcessTable;
@@ -22,6 +22,7 @@ fn spec(argv: &[&str]) -> SpawnSpec {
         cwd: PathBuf::from("/"),
         env: BTreeMap::new(),
         tty: false,
+        pty_size: execd_core::PtySize { rows: 24, cols: 80 },
         pipe_stdin: false,
         sandbox: SandboxType::None,
     }
@@ -54,12 +55,17 @@ impl Harness {
         }
     }
 
+    /// The next event other than `StdinWritten` (stdin progress, checked where it matters).
     async fn next(&self) -> ProcessEvent {
-        let (key, event) = timeout(&self.rt, "a process event", self.events.recv())
-            .await
-            .expect("event channel open");
-        assert_eq!(key, KEY);
-        event
+        loop {
+            let (key, event) = timeout(&self.rt, "a process event", self.events.recv())
+                .await
+                .expect("event channel open");
+            assert_eq!(key, KEY);
+            if !matches!(event, ProcessEvent::StdinWritten { .. }) {
+                return event;
+            }
+        }
     }
 
     /// Collects events until the process closes: exited and every stream at EOF.
@@ -159,6 +165,23 @@ pub async fn output_eof_and_exit_code_arrive_in_order(rt: Arc<dyn Runtime>) {
     assert!(h.events.is_empty());
 }
 
+/// While its output is paused a child's output stays in the pipe (no event); on resume it
+/// arrives complete.
+pub async fn paused_output_stays_in_the_pipe_until_resumed(rt: Arc<dyn Runtime>) {
+    let mut h = Harness::new(&rt);
+    h.spawn(sh("sleep 0.2; echo hi; sleep 1"));
+    h.table.set_output_paused(KEY, true);
+
+    rt.sleep_until(rt.now() + std::time::Duration::from_millis(700))
+        .await;
+    assert!(h.events.is_empty(), "no output while paused");
+
+    h.table.set_output_paused(KEY, false);
+    let run = h.run_to_close().await;
+    assert_eq!(run.text(Stream::Stdout), "hi\n");
+    assert_eq!(run.exit, Some(ExitStatus::Code(0)));
+}
+
 /// A child killed by a signal is reported as `ExitStatus::Signal`.
 pub async fn death_by_signal_is_reported_as_signal(rt: Arc<dyn Runtime>) {
     let mut h = Harness::new(&rt);
@@ -245,14 +268,16 @@ pub async fn spawn_failures_report_the_os_error_and_nothing_else(rt: Arc<dyn Run
     let not_executable = h.table.spawn(KEY, spec(&["/etc/passwd"]));
     let empty = h.table.spawn(KEY, spec(&[]));
 
-    let enoent = ProcessEvent::SpawnFailed {
+    let enoent = |kind| ProcessEvent::SpawnFailed {
+        kind,
         error: "No such file or directory (os error 2)".into(),
     };
-    assert_eq!(missing, enoent);
-    assert_eq!(bad_cwd, enoent);
+    assert_eq!(missing, enoent(SpawnErrorKind::NotFound));
+    assert_eq!(bad_cwd, enoent(SpawnErrorKind::BadCwd));
     assert_eq!(
         not_executable,
         ProcessEvent::SpawnFailed {
+            kind: SpawnErrorKind::PermissionDenied,
             error: "Permission denied (os error 13)".into()
         }
     );

@@ -21,8 +21,8 @@ use crate::client::{Client, ClientOptions};
 use crate::runtime::{Runtime, Task};
 use crate::server::{ServerOptions, WsServer};
 use crate::transport::{
-    ws_connect_with, ClientSecurity, Limits, ServerSecurity, TlsClientConfig, TlsServerConfig,
-    WsListener,
+    ws_connect_with, ClientSecurity, Inbound, Limits, ServerSecurity, TlsClientConfig,
+    TlsServerConfig, WsListener,
 };
 
 /// Expands to one `#[test]` per security scenario, in a module `security`, each calling
@@ -35,6 +35,7 @@ macro_rules! security_tests {
                 every_jwt_refusal_is_a_401_with_the_reference_body,
                 capability_token_refusals_are_401s_and_a_good_token_connects,
                 a_good_jwt_connects_as_its_subject,
+                a_session_is_resumed_only_by_the_principal_that_opened_it,
                 readyz_and_origin_need_no_token,
                 wss_with_a_trusted_ca_serves_a_session,
                 wss_with_an_untrusted_ca_fails_with_a_certificate_error,
@@ -349,6 +350,83 @@ pub async fn a_good_jwt_connects_as_its_subject(rt: Arc<dyn Runtime>) {
     .expect("connect with a good jwt");
     let (_r, _w, peer) = within(&rt, listener.accept_peer()).await.expect("accept");
     assert_eq!(peer.principal.as_ref().map(|p| p.as_str()), Some("alice"));
+}
+
+/// `initialize` over a fresh connection with `token`, resuming `resume` if given; returns the
+/// response. The connection is closed when this returns.
+async fn initialize_as(
+    rt: &Arc<dyn Runtime>,
+    url: &str,
+    token: &str,
+    resume: Option<&str>,
+) -> Value {
+    let security = ClientSecurity {
+        bearer_token: Some(token.to_owned()),
+        tls: None,
+    };
+    let (mut reader, mut writer) = within(
+        rt,
+        ws_connect_with(Arc::clone(rt), url, Limits::default(), &security),
+    )
+    .await
+    .expect("connect");
+    let mut params = json!({"clientName": "test"});
+    if let Some(sid) = resume {
+        params["resumeSessionId"] = json!(sid);
+    }
+    let request = json!({"id": 1, "method": "initialize", "params": params});
+    within(rt, writer.send(request.to_string()))
+        .await
+        .expect("send");
+    within(rt, writer.flush()).await.expect("flush");
+    loop {
+        match within(rt, reader.recv()).await {
+            Some(Ok(Inbound::Frame(bytes))) => {
+                let v: Value = serde_json::from_slice(&bytes).expect("JSON");
+                if v.get("id").is_some() {
+                    return v;
+                }
+            }
+            other => panic!("no initialize response: {other:?}"),
+        }
+    }
+}
+
+/// A session opened by one JWT subject cannot be resumed by another (the same error as an
+/// unknown id), while its owner resumes it (ext; the reference lets anyone who learns the id).
+pub async fn a_session_is_resumed_only_by_the_principal_that_opened_it(rt: Arc<dyn Runtime>) {
+    let server = start_server(
+        &rt,
+        ServerSecurity {
+            auth: Some(jwt_auth()),
+            tls: None,
+        },
+    )
+    .await;
+    let token =
+        |sub: &str| sign(&json!({"exp": now() + 300, "iss": "issuer", "aud": "execd", "sub": sub}));
+    let opened = initialize_as(&rt, &server.url, &token("alice"), None).await;
+    let sid = opened["result"]["sessionId"]
+        .as_str()
+        .expect("session id")
+        .to_owned();
+    let stolen = initialize_as(&rt, &server.url, &token("mallory"), Some(&sid)).await;
+    assert_eq!(stolen["error"]["code"], -32600, "{stolen}");
+    assert_eq!(
+        stolen["error"]["message"],
+        format!("unknown session id {sid}")
+    );
+    // The owner gets it back once the server has seen the first connection close.
+    let mut attempts = 0;
+    let resumed = loop {
+        let r = initialize_as(&rt, &server.url, &token("alice"), Some(&sid)).await;
+        if r["error"]["code"] != -32010 || attempts == 50 {
+            break r;
+        }
+        attempts += 1;
+        super::sleep(&rt, std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(resumed["result"]["sessionId"], sid, "{resumed}");
 }
 
 /// `/readyz` answers 200 without a token; an `Origin` header is still refused with 403 first;
