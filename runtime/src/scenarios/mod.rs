@@ -29,6 +29,7 @@
 //! calls it from one `#[test]`.
 
 pub mod client;
+pub mod containment;
 pub mod fs;
 pub mod process;
 mod proxy;
@@ -175,6 +176,13 @@ macro_rules! scenario_tests {
                 recovery_gives_up_with_closed_errors_when_the_server_stays_dead,
                 local_and_remote_executors_give_the_same_results,
                 dropping_a_local_executor_kills_its_processes,
+            }
+            containment {
+                kill_after_close_reaches_a_redirected_background_job,
+                setsid_escapee_dies_with_cgroups_and_survives_process_groups,
+                terminate_kills_grandchildren_and_background_jobs,
+                ttl_expiry_kills_a_closed_processes_background_job,
+                shutdown_closes_with_1001_and_kills_every_tree,
             }
         );
     };
