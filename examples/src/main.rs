@@ -18,10 +18,12 @@ mod cli_errors;
 mod completions;
 mod fetch;
 mod help;
+mod logging;
 mod ps;
 mod remote_session;
 mod run;
 mod serve_auth;
+mod shutdown;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -115,13 +117,7 @@ pub(crate) enum RuntimeKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EXECD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(rustix::termios::isatty(std::io::stderr()))
-        .init();
+    logging::init();
     let result = match cli.command {
         Cmd::Serve(args) => {
             // A server holds a socket per connection and pipes per process.
@@ -146,7 +142,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("execd: {e:#}");
+            logging::eprint_line(&format!("execd: {e:#}"));
             ExitCode::from(serve_auth::exit_code(&e, run::EXIT_EXECD_ERROR))
         }
     }
@@ -195,19 +191,26 @@ fn serve_on<R: DefaultRuntime>(
     options: ServerOptions,
 ) -> anyhow::Result<()> {
     R::block_on(async {
+        let shutdown = shutdown::on_signal().context("cannot catch SIGTERM, SIGINT and SIGHUP")?;
         let Some(addr) = addr else {
-            return Server::<R>::serve_stdio(options)
+            return Server::<R>::serve_stdio_until(options, shutdown)
                 .await
                 .context("stdio server failed");
         };
         let server = WsServer::<R>::bind(addr, options)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
+        // Nobody reading the URL (stdout closed) is no reason to stop serving.
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{}", server.url())?;
-        stdout.flush()?;
+        if let Err(e) = writeln!(stdout, "{}", server.url()).and_then(|()| stdout.flush()) {
+            tracing::warn!(error = %e, "cannot print the URL");
+        }
         drop(stdout);
-        server.run().await.context("server failed")
+        let result = server.run_until(shutdown).await.context("server failed");
+        if logging::dropped() > 0 {
+            tracing::debug!(dropped = logging::dropped(), "log lines dropped");
+        }
+        result
     })
     .context("cannot start the async runtime")?
 }

@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod cgroup;
 pub mod client;
 mod executor;
 pub mod fs;
@@ -51,6 +52,7 @@ mod runtime;
 #[cfg(feature = "test-support")]
 pub mod scenarios;
 mod server;
+pub mod shutdown;
 pub mod transport;
 
 pub use auth::{
@@ -64,4 +66,6 @@ pub use runtime::{
     set_nonblocking, AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand,
     DefaultRuntime, FdStream, Runtime, Sleep, Task, TaskHandle, TcpListener,
 };
-pub use server::{serve_connection, serve_stdio, Server, ServerOptions, WsServer};
+pub use server::{
+    serve_connection, serve_stdio, serve_stdio_until, Server, ServerOptions, WsServer,
+};

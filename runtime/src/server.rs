@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::fs_service::{FsDone, FsService};
 use crate::http::{HttpRunner, HttpService};
 use crate::process::ProcessTable;
 use crate::runtime::{shared, DefaultRuntime, Runtime, Task};
+use crate::shutdown;
 use crate::transport::{self, FrameReader, FrameWriter, Inbound, Limits, WsListener};
 
 /// Settings of a server: the core's rules and the transport's limits.
@@ -122,7 +124,17 @@ impl<R> WsServer<R> {
     /// # Errors
     /// An accept error that is not per-connection; no OS randomness for session ids.
     pub async fn run(self) -> io::Result<()> {
-        run_ws(self.runtime, self.listener, self.options).await
+        self.run_until(future::pending()).await
+    }
+
+    /// Serves until the listener fails or `shutdown` completes; then stops accepting, kills
+    /// every process tree, closes each connection with WebSocket code 1001 "going away" after
+    /// flushing it, and returns `Ok(())` (see [`crate::shutdown`]).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
+        run_ws(self.runtime, self.listener, self.options, shutdown).await
     }
 }
 
@@ -140,8 +152,10 @@ async fn run_ws(
     runtime: Arc<dyn Runtime>,
     listener: WsListener,
     options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (loop_tx, loop_rx) = async_channel::unbounded();
+    let shutdown_tx = loop_tx.clone();
     let acceptor_runtime = Arc::clone(&runtime);
     let accept_tx = loop_tx.clone();
     let acceptor = async move {
@@ -168,12 +182,25 @@ async fn run_ws(
             }
         }
     };
+    // Accept until shutdown: then the listener goes and the loop is told to stop.
+    let accept_until_shutdown = async {
+        future::or(acceptor, async {
+            shutdown.await;
+            Ok(())
+        })
+        .await?;
+        shutdown::forward(future::ready(()), shutdown_tx, LoopEvent::Shutdown).await;
+        Ok(())
+    };
     let event_loop = EventLoop::new(runtime, options, loop_tx, false)?;
     let serve = event_loop.run(loop_rx);
-    future::or(acceptor, async {
-        serve.await;
-        Ok(())
-    })
+    future::or(
+        async {
+            serve.await;
+            Ok(())
+        },
+        accept_until_shutdown,
+    )
     .await
 }
 
@@ -201,6 +228,17 @@ impl<R: DefaultRuntime> Server<R> {
         serve_stdio(R::default_runtime()?, options).await
     }
 
+    /// [`serve_stdio_until`] on the default runtime.
+    ///
+    /// # Errors
+    /// As [`serve_stdio`]; no default runtime (tokio: called outside a tokio runtime).
+    pub async fn serve_stdio_until(
+        options: ServerOptions,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> io::Result<()> {
+        serve_stdio_until(R::default_runtime()?, options, shutdown).await
+    }
+
     /// [`serve_connection`] on the default runtime.
     ///
     /// # Errors
@@ -226,10 +264,23 @@ impl<R> fmt::Debug for Server<R> {
 /// # Errors
 /// The runtime cannot provide stdin and stdout; no OS randomness for session ids.
 pub async fn serve_stdio(runtime: impl Runtime, options: ServerOptions) -> io::Result<()> {
+    serve_stdio_until(runtime, options, future::pending()).await
+}
+
+/// [`serve_stdio`] that also stops when `shutdown` completes: it then kills every process tree,
+/// flushes and closes stdout, and returns `Ok(())` (see [`crate::shutdown`]).
+///
+/// # Errors
+/// As [`serve_stdio`].
+pub async fn serve_stdio_until(
+    runtime: impl Runtime,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
     let runtime = shared(runtime);
     let (stdin, stdout) = runtime.stdio()?;
     let (reader, writer) = transport::stdio_transport(stdin, stdout, options.limits());
-    serve_on(runtime, reader, writer, options).await
+    serve_on(runtime, reader, writer, options, shutdown).await
 }
 
 /// Serves one already-open connection until it closes, then kills every process it started.
@@ -243,7 +294,7 @@ pub async fn serve_connection(
     writer: FrameWriter,
     options: ServerOptions,
 ) -> io::Result<()> {
-    serve_on(shared(runtime), reader, writer, options).await
+    serve_on(shared(runtime), reader, writer, options, future::pending()).await
 }
 
 async fn serve_on(
@@ -251,14 +302,16 @@ async fn serve_on(
     reader: FrameReader,
     writer: FrameWriter,
     options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (loop_tx, loop_rx) = async_channel::unbounded();
     // Cannot fail: the receiver is alive.
     let _ = loop_tx
         .send(LoopEvent::Accepted(reader, writer, None))
         .await;
+    let trigger = shutdown::forward(shutdown, loop_tx.clone(), LoopEvent::Shutdown);
     let event_loop = EventLoop::new(runtime, options, loop_tx, true)?;
-    event_loop.run(loop_rx).await;
+    future::or(event_loop.run(loop_rx), trigger).await;
     Ok(())
 }
 
@@ -271,6 +324,8 @@ enum LoopEvent {
     Closed(ConnId),
     /// The writer wrote this many bytes of the connection's frames (reported to the core).
     Sent(ConnId, usize),
+    /// Shut down cleanly ([`crate::shutdown`]).
+    Shutdown,
 }
 
 /// The loop's handle on one connection's tasks.
@@ -290,6 +345,8 @@ struct ConnHandle {
 enum WriterMsg {
     Frame(String),
     Close,
+    /// Close with 1001 "going away" (the loop waits for the writer task to end).
+    GoingAway,
 }
 
 struct EventLoop {
@@ -304,6 +361,8 @@ struct EventLoop {
     writers: HashMap<ConnId, ConnHandle>,
     /// Stop when the last connection closes (stdio mode).
     single: bool,
+    /// A shutdown was requested: close connections with 1001 and wait for them.
+    going_away: bool,
 }
 
 impl EventLoop {
@@ -350,6 +409,7 @@ impl EventLoop {
             loop_tx,
             writers: HashMap::new(),
             single,
+            going_away: false,
         })
     }
 
@@ -357,7 +417,7 @@ impl EventLoop {
         // One timer for the loop's life, re-armed only when the deadline moves.
         let mut timer = self.runtime.sleep_until(self.runtime.now());
         let mut armed: Option<Instant> = None;
-        loop {
+        'serve: loop {
             if self.drain() {
                 break;
             }
@@ -425,9 +485,7 @@ impl EventLoop {
                 match loop_rx.try_recv() {
                     Ok(ev) => {
                         if self.on_loop_event(now, ev) {
-                            self.drain();
-                            self.shutdown().await;
-                            return;
+                            break 'serve;
                         }
                     }
                     Err(_) => break,
@@ -489,6 +547,10 @@ impl EventLoop {
                 let _ = self.server.handle_disconnect(now, conn);
                 self.single && self.writers.is_empty()
             }
+            LoopEvent::Shutdown => {
+                self.going_away = true;
+                true
+            }
         }
     }
 
@@ -524,7 +586,7 @@ impl EventLoop {
         }));
         let loop_tx = self.loop_tx.clone();
         let writer_task = self.runtime.spawn(Box::pin(async move {
-            // Held until the task ends: the loop awaits the close at stdio EOF.
+            // Held until the task ends: the loop awaits the close at stdio EOF and on shutdown.
             let _done = done_tx;
             let result: io::Result<()> = async {
                 while let Ok(msg) = rx.recv().await {
@@ -539,6 +601,10 @@ impl EventLoop {
                             }
                             WriterMsg::Close => {
                                 writer.close().await?;
+                                return Ok(());
+                            }
+                            WriterMsg::GoingAway => {
+                                writer.close_going_away().await?;
                                 return Ok(());
                             }
                         }
@@ -651,30 +717,36 @@ impl EventLoop {
         }
     }
 
-    /// Kills every process and closes every connection after what is queued for it; in stdio
-    /// mode waits (bounded) until every reply is written, so a client that closed its end of
+    /// Kills every process tree and closes every connection after what is queued for it: with
+    /// 1001 "going away" on a requested shutdown, which then waits (up to
+    /// [`shutdown::FLUSH_LIMIT`]) until every close is sent. In stdio mode it waits (up to
+    /// [`STDIO_FLUSH_LIMIT`]) until every reply is written, so a client that closed its end of
     /// stdin still reads every answer.
     async fn shutdown(&mut self) {
         self.processes.kill_all();
         self.http.clear();
         let mut done = Vec::new();
         for w in self.writers.values_mut() {
-            let _ = w.tx.try_send(WriterMsg::Close);
+            let msg = if self.going_away {
+                WriterMsg::GoingAway
+            } else {
+                WriterMsg::Close
+            };
+            let _ = w.tx.try_send(msg);
             // Let the writer flush what is queued and close, even after the loop is gone.
             if let Some(task) = w.writer.take() {
                 task.detach();
             }
             done.push(w.writer_done.clone());
         }
-        if self.single {
-            let deadline = self.runtime.now() + STDIO_FLUSH_LIMIT;
-            let all_written = async {
-                for rx in done {
-                    let _ = rx.recv().await;
-                }
-            };
-            future::or(all_written, self.runtime.sleep_until(deadline)).await;
-        }
+        let limit = if self.going_away {
+            shutdown::FLUSH_LIMIT
+        } else if self.single {
+            STDIO_FLUSH_LIMIT
+        } else {
+            return;
+        };
+        shutdown::wait_for_connections(&self.runtime, done, limit).await;
     }
 }
 

@@ -26,6 +26,12 @@ pub struct ClientConfig {
     /// answered `unknownProcess` (it may have been accepted before). Set it to at most the
     /// server's value. Default 30 s.
     pub close_retention: Duration,
+    /// The `maxBytes` of the client's own `process/read`s (after a resume, and to fill a gap
+    /// in the notifications): missed output is read in pages of about this many bytes (at
+    /// least one chunk each), so that a connection that drops often still makes progress
+    /// with each page instead of asking for all retained output (up to 1 MiB, ~1.4 MB of
+    /// JSON) again and again. Default 256 KiB.
+    pub recovery_read_bytes: u64,
 }
 
 impl Default for ClientConfig {
@@ -37,6 +43,7 @@ impl Default for ClientConfig {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             close_retention: Duration::from_secs(30),
+            recovery_read_bytes: 256 * 1024,
         }
     }
 }

@@ -96,7 +96,10 @@ use tracker::Tracker;
 ///   it is sent again);
 /// - each tracked process is read (`process/read {afterSeq: last delivered}`) and what was
 ///   missed is delivered once, in order, before the notifications that arrived after it;
-///   output the server already evicted becomes a [`ClientEvent::Gap`].
+///   output the server already evicted becomes a [`ClientEvent::Gap`]. The read is paged
+///   (`maxBytes` = [`ClientConfig::recovery_read_bytes`]): each page is delivered as it
+///   arrives and the next one is read from there, so a connection that keeps dropping still
+///   makes progress.
 ///
 /// **Tracking.** [`start`](Self::start) (and [`call`](Self::call) with `process/start`) tracks
 /// the process until its `Closed` event, a failed start, or [`ClientEvent::ProcessLost`]; a

@@ -1,13 +1,16 @@
 //! After a resume (PROTOCOL.md §6.1): each tracked process is read from its last delivered
-//! seq, and a `process/start` cut off by the disconnect is settled by that read (the process
-//! id is the idempotency key): it ran if the server knows the process, and is sent again if
-//! it does not and the read came within the close retention of the send.
+//! seq, in pages of `maxBytes` (each delivered as it arrives, so that every connection makes
+//! progress; see `Tracker::on_page`), and a `process/start` cut off by the disconnect is
+//! settled by the first read (the process id is the idempotency key): it ran if the server
+//! knows the process, and is sent again if it does not and the read came within the close
+//! retention of the send.
 
 use std::time::Instant;
 
 use serde_json::value::RawValue;
 
 use super::pending::Kind;
+use super::tracker::Page;
 use super::{CallError, Client, ClientEvent, Phase};
 use crate::protocol::{method, ReadParams, ReadResult};
 use crate::rpc::{self, ErrorCode, RequestId, RpcError};
@@ -63,6 +66,7 @@ impl Client {
         result: Result<&RawValue, RpcError>,
     ) {
         let mut out = Vec::new();
+        let mut next = None;
         {
             // A tracker made afresh for a reused process id is not this read's.
             let Some(t) = self
@@ -98,7 +102,15 @@ impl Client {
                             result: Ok(serde_json::json!({ "processId": process_id })),
                         });
                     }
-                    t.on_read(read, &mut out);
+                    if t.read_paged {
+                        next = match t.on_page(t.read_after, read, &mut out) {
+                            Page::Done => None,
+                            Page::More => Some(true),
+                            Page::Unpaged => Some(false),
+                        };
+                    } else {
+                        t.on_read(read, &mut out);
+                    }
                 }
                 Err(e)
                     if ErrorCode::from_code(e.code) == Some(ErrorCode::InvalidRequest)
@@ -149,11 +161,23 @@ impl Client {
             }
         }
         self.emit(process_id, out);
+        if let Some(paged) = next {
+            self.send_fill(now, process_id, paged);
+        }
     }
 
-    /// Sends `process/read {afterSeq: last delivered}` for a tracked process, unless one is
-    /// in flight.
+    /// Sends `process/read {afterSeq: last delivered, maxBytes}` for a tracked process,
+    /// unless one is in flight. The read is paged ([`ClientConfig::recovery_read_bytes`]):
+    /// each answer delivers what it can and the next page is read from the new cursor, so
+    /// every connection makes progress however much output the server retained.
+    ///
+    /// [`ClientConfig::recovery_read_bytes`]: super::ClientConfig::recovery_read_bytes
     pub(super) fn fill(&mut self, now: Instant, process_id: &str) {
+        self.send_fill(now, process_id, true);
+    }
+
+    /// [`Client::fill`], paged or not.
+    fn send_fill(&mut self, now: Instant, process_id: &str, paged: bool) {
         let Some(t) = self.trackers.get(process_id) else {
             return;
         };
@@ -165,15 +189,18 @@ impl Client {
         if t.reading.is_some() || start_pending {
             return;
         }
+        let after = t.delivered();
         let params = ReadParams {
             process_id: process_id.to_owned(),
-            after_seq: Some(t.delivered()),
-            max_bytes: None,
+            after_seq: Some(after),
+            max_bytes: paged.then_some(self.config.recovery_read_bytes),
             wait_ms: None,
         };
         let id = self.alloc_id();
         if let Some(t) = self.trackers.get_mut(process_id) {
             t.reading = Some(id);
+            t.read_after = after;
+            t.read_paged = paged;
         }
         let text = rpc::encode_request(&RequestId::Int(id), method::PROCESS_READ, &params);
         let kind = Kind::FillRead {

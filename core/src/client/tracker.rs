@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::protocol::{ReadResult, Stream};
+use crate::protocol::{ReadChunk, ReadResult, Stream};
 
 /// Most out-of-order events buffered per process before the missing ones are given up on and
 /// reported as a gap (a correct server never gets close: the buffer only spans one read).
@@ -45,6 +45,17 @@ impl Delivery {
     }
 }
 
+/// What follows a paged read result ([`Tracker::on_page`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Page {
+    /// It was complete and reconciled: nothing more to read.
+    Done,
+    /// A page was delivered: read on from the cursor.
+    More,
+    /// It could not be settled as a page: read once more without `maxBytes`.
+    Unpaged,
+}
+
 /// Delivery state of one tracked process.
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
@@ -56,6 +67,10 @@ pub(crate) struct Tracker {
     closed: bool,
     /// The id of the gap-filling `process/read` in flight.
     pub(crate) reading: Option<i64>,
+    /// The `afterSeq` of that read.
+    pub(crate) read_after: u64,
+    /// Whether that read carries a `maxBytes` (see [`Tracker::on_page`]).
+    pub(crate) read_paged: bool,
     /// The `process/start` request that created this tracker, until it succeeds.
     pub(crate) start_request: Option<i64>,
 }
@@ -122,6 +137,96 @@ impl Tracker {
         if self.closed {
             return;
         }
+        self.reconcile(result, out);
+        self.flush_with_gaps(out);
+    }
+
+    /// The result of a paged `process/read` (sent with `afterSeq` = `after` and a `maxBytes`).
+    ///
+    /// With `maxBytes` the server may stop early: the result then ends at its last chunk
+    /// (`nextSeq` = that seq + 1) while `exited`/`closed` still describe the whole process, so
+    /// such a page cannot be reconciled as complete. A result whose `nextSeq` is not its last
+    /// chunk's seq + 1 (or that has no chunk) was not cut and goes to [`Tracker::on_read`].
+    /// Of a page that may have been cut, only the run of consecutive chunks from the first one
+    /// after the cursor is delivered, and what lies between the cursor and that first chunk
+    /// (evicted chunks, or the exit) is settled with the server's `lostChunks` count: every
+    /// seq in `(after, first chunk)` is an evicted chunk or the exit, so `lostChunks` equal to
+    /// the hole means no exit, one less means the exit is in it. A hole that count does not
+    /// explain (a server without the ext fields) asks for an unpaged read.
+    pub(crate) fn on_page(
+        &mut self,
+        after: u64,
+        result: ReadResult,
+        out: &mut Vec<Delivery>,
+    ) -> Page {
+        let last = result.chunks.last().map(|c| c.seq);
+        let maybe_cut = last.and_then(|s| s.checked_add(1)) == Some(result.next_seq);
+        if !maybe_cut {
+            self.on_read(result, out);
+            return Page::Done;
+        }
+        self.reading = None;
+        if self.closed {
+            return Page::Done;
+        }
+        let a = self.delivered;
+        let mut chunks: BTreeMap<u64, ReadChunk> = BTreeMap::new();
+        for c in result.chunks {
+            if c.seq > a {
+                chunks.entry(c.seq).or_insert(c);
+            }
+        }
+        let Some(&first) = chunks.keys().next() else {
+            // Notifications delivered the page meanwhile: read on from the cursor.
+            if a > after {
+                return Page::More;
+            }
+            // Nothing past the cursor: let a complete read settle the rest.
+            return Page::Unpaged;
+        };
+        let hole = first.saturating_sub(after.min(a)).saturating_sub(1);
+        let lost = if result.first_retained_seq.is_some() {
+            result.lost_chunks
+        } else {
+            0
+        };
+        let exit_in_hole = if hole == lost {
+            false
+        } else if result.exited && Some(hole) == lost.checked_add(1) {
+            true
+        } else {
+            return Page::Unpaged;
+        };
+        let mut run = Vec::new();
+        let mut next = first;
+        for (seq, c) in chunks {
+            if seq != next {
+                break;
+            }
+            run.push(c);
+            next = next.saturating_add(1);
+        }
+        // The run as a complete read of `(a, next)`: the hole before it becomes a gap (and
+        // the exit, when it is in there), nothing is closed.
+        let page = ReadResult {
+            chunks: run,
+            next_seq: next,
+            exited: exit_in_hole,
+            exit_code: result.exit_code,
+            closed: false,
+            failure: None,
+            sandbox_denied: result.sandbox_denied,
+            first_retained_seq: None,
+            lost_chunks: 0,
+        };
+        self.reconcile(page, out);
+        self.drain(out);
+        Page::More
+    }
+
+    /// Accounts for everything in `(delivered, nextSeq)` of a complete read (see
+    /// [`Tracker::on_read`]), without flushing the buffer.
+    fn reconcile(&mut self, result: ReadResult, out: &mut Vec<Delivery>) {
         let a = self.delivered;
         let end = result.next_seq.max(a.saturating_add(1));
         let mut items: BTreeMap<u64, Delivery> = BTreeMap::new();
@@ -190,7 +295,6 @@ impl Tracker {
             let seq = self.delivered;
             self.deliver(Delivery::Closed { seq }, out);
         }
-        self.flush_with_gaps(out);
     }
 
     /// A gap-filling read failed: report whatever is still missing as lost and deliver what was
@@ -415,6 +519,60 @@ mod tests {
             .collect();
         assert_eq!(ends.len(), 2, "one exit and one close: {ev:?}");
         assert!(t.is_closed());
+    }
+
+    #[test]
+    fn a_cut_page_delivers_only_its_run_and_infers_nothing_past_it() {
+        let mut t = Tracker::default();
+        let mut ev = Vec::new();
+        t.on_notification(out(6, "f"), &mut ev);
+        // Exited and closed describe the process, not the page: 1..3 of a process that ended.
+        assert_eq!(
+            t.on_page(0, read(&[1, 2, 3], 4, true, true), &mut ev),
+            Page::More
+        );
+        assert_eq!(seqs(&ev), ["o1", "o2", "o3"]);
+        assert!(t.has_gap(), "6 still waits");
+        // A page stops at the first hole (the exit at 5 in a retained range).
+        assert_eq!(
+            t.on_page(3, read(&[4, 6], 7, true, true), &mut ev),
+            Page::More
+        );
+        assert_eq!(seqs(&ev), ["o1", "o2", "o3", "o4"]);
+        // The hole at the cursor with nothing evicted is the exit; 6 comes from the buffer.
+        assert_eq!(t.on_page(4, read(&[6], 7, true, true), &mut ev), Page::More);
+        assert_eq!(seqs(&ev), ["o1", "o2", "o3", "o4", "e5", "o6"]);
+        // A result that was not cut is reconciled whole.
+        assert_eq!(t.on_page(6, read(&[], 8, true, true), &mut ev), Page::Done);
+        assert_eq!(seqs(&ev), ["o1", "o2", "o3", "o4", "e5", "o6", "c7"]);
+    }
+
+    #[test]
+    fn a_cut_page_after_evicted_output_reports_the_gap_from_lost_chunks() {
+        let evicted = |chunks: &[u64], next_seq, lost| ReadResult {
+            first_retained_seq: chunks.first().copied(),
+            lost_chunks: lost,
+            ..read(chunks, next_seq, true, false)
+        };
+        // 1, 2 evicted, 3 retained: no exit in the hole.
+        let mut t = Tracker::default();
+        let mut ev = Vec::new();
+        assert_eq!(t.on_page(0, evicted(&[3], 4, 2), &mut ev), Page::More);
+        assert_eq!(seqs(&ev), ["gap2<3", "o3"]);
+        // 1, 2 evicted, exit at 3 (inside the evicted range's span), 4 retained.
+        let mut t = Tracker::default();
+        let mut ev = Vec::new();
+        assert_eq!(t.on_page(0, evicted(&[4], 5, 2), &mut ev), Page::More);
+        assert_eq!(seqs(&ev), ["gap2<3", "e3", "o4"]);
+        // A hole the count does not explain (no ext fields) asks for an unpaged read.
+        let mut t = Tracker::default();
+        let mut ev = Vec::new();
+        assert_eq!(
+            t.on_page(0, read(&[4], 5, false, false), &mut ev),
+            Page::Unpaged
+        );
+        assert!(ev.is_empty());
+        assert_eq!(t.delivered(), 0);
     }
 
     #[test]

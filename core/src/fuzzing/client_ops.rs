@@ -45,7 +45,8 @@ pub struct ClientConfigChoice {
     pub flags: u8,
     /// Recovery window in units of 250 ms (plus one unit, modulo 32).
     pub window_units: u8,
-    /// First backoff step in units of 10 ms (plus one unit, modulo 16).
+    /// First backoff step in units of 10 ms (plus one unit, modulo 16); bits 4 and 5 pick
+    /// the client's recovery read page (see [`ClientConfigChoice::recovery_read_bytes`]).
     pub backoff_units: u8,
     /// Largest backoff step: the first one doubled `n % 6` times.
     pub backoff_doublings: u8,
@@ -91,6 +92,17 @@ impl ClientConfigChoice {
     /// The client's first backoff step.
     pub fn backoff_initial(&self) -> Duration {
         Duration::from_millis(10 * (1 + u64::from(self.backoff_units % 16)))
+    }
+
+    /// The `maxBytes` of the client's recovery reads: the default, or 1, 8 or 64 bytes (so
+    /// that small retention limits still leave reads cut into pages).
+    pub fn recovery_read_bytes(&self) -> u64 {
+        match (self.backoff_units >> 4) & 3 {
+            0 => crate::client::ClientConfig::default().recovery_read_bytes,
+            1 => 1,
+            2 => 8,
+            _ => 64,
+        }
     }
 
     /// The client's largest backoff step.

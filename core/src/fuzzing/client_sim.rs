@@ -167,6 +167,7 @@ impl Sim {
             backoff_initial: cfg.backoff_initial(),
             backoff_max: cfg.backoff_max(),
             close_retention: cfg.closed_retention(),
+            recovery_read_bytes: cfg.recovery_read_bytes(),
         };
         let now = Instant::now();
         let mut sim = Sim {

@@ -944,7 +944,7 @@ fn close_stdin_sends_eof_once() {
 // ----- terminate, signal, resize --------------------------------------------------------------
 
 #[test]
-fn terminate_kills_running_processes_only() {
+fn terminate_kills_the_tree_of_known_processes_only() {
     let mut h = Harness::new();
     let (conn, _) = h.session();
     let key = h.start(conn, "p", json!({}));
@@ -977,12 +977,14 @@ fn terminate_kills_running_processes_only() {
             stream: Stream::Stderr,
         },
     );
-    // Closed: the group id may be reused, so nothing is sent.
+    // Closed: the tree is still killed (background jobs may outlive the process); the runtime
+    // decides what is left to kill.
     let r = h.call(conn, 3, "process/terminate", json!({"processId": "p"}));
     assert_eq!(
         r.last().expect("response")["result"],
         json!({"running": false})
     );
+    assert_eq!(h.take_commands(), vec![Command::Kill { key }]);
     let r = h.call(conn, 4, "process/terminate", json!({"processId": "ghost"}));
     assert_eq!(r[0]["result"], json!({"running": false}));
     assert!(h.take_commands().is_empty());

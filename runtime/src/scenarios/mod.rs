@@ -29,6 +29,7 @@
 //! calls it from one `#[test]`.
 
 pub mod client;
+pub mod containment;
 pub mod fs;
 pub mod http;
 pub mod process;
@@ -185,6 +186,13 @@ macro_rules! scenario_tests {
                 disconnect_cancels_the_upstream_request,
                 bad_inputs_are_32602_and_the_connection_keeps_working,
                 an_unread_streamed_body_stops_the_download,
+            }
+            containment {
+                kill_after_close_reaches_a_redirected_background_job,
+                setsid_escapee_dies_with_cgroups_and_survives_process_groups,
+                terminate_kills_grandchildren_and_background_jobs,
+                ttl_expiry_kills_a_closed_processes_background_job,
+                shutdown_closes_with_1001_and_kills_every_tree,
             }
         );
     };

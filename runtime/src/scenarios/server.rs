@@ -19,7 +19,7 @@ use crate::{serve_connection, ServerOptions, WsServer};
 
 pub(crate) struct TestServer {
     pub(crate) url: String,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Dropping it stops the server, which kills its children.
     _task: Task,
 }

@@ -190,6 +190,18 @@ impl FrameWriter {
     }
 }
 
+impl FrameWriter {
+    /// Flushes, then closes announcing a shutdown: a WebSocket Close frame with code 1001
+    /// "going away" (RFC 6455 §7.4.1); stdio and memory transports close as with
+    /// [`close`](Self::close).
+    pub async fn close_going_away(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            WriterInner::Ws(w) => w.close_going_away().await,
+            WriterInner::Stdio(_) | WriterInner::Mem(_) => self.close().await,
+        }
+    }
+}
+
 impl std::fmt::Debug for FrameWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.inner {

@@ -688,6 +688,37 @@ impl WsWriter {
             .map_err(ws_to_io)
     }
 
+    /// Sends a Close frame with code 1001 "going away" (after what is queued), then closes
+    /// like [`close`](Self::close).
+    pub(super) async fn close_going_away(&mut self) -> io::Result<()> {
+        use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        use async_tungstenite::tungstenite::protocol::CloseFrame;
+        tracing::debug!("websocket close: going away");
+        let mut frame = Some(Message::Close(Some(CloseFrame {
+            code: CloseCode::Away,
+            reason: "server shutting down".into(),
+        })));
+        poll_fn(|cx| {
+            self.with_write_cx(cx, |mut ws, write_cx| {
+                if frame.is_some() {
+                    match ws.as_mut().poll_ready(write_cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    if let Some(frame) = frame.take() {
+                        if let Err(e) = ws.as_mut().start_send(frame) {
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                }
+                ws.as_mut().poll_close(write_cx)
+            })
+        })
+        .await
+        .map_err(ws_to_io)
+    }
+
     /// Runs one write-side poll of the stream with the shared write waker.
     fn with_write_cx<R>(
         &self,
