@@ -29,6 +29,7 @@
 //! calls it from one `#[test]`.
 
 pub mod client;
+pub mod hostile;
 pub mod process;
 mod proxy;
 pub mod security;
@@ -154,6 +155,12 @@ macro_rules! scenario_tests {
                 stdio_writer_terminates_frames_with_newlines_and_refuses_embedded_ones,
                 stdio_round_trip_through_a_child_process,
                 halves_move_into_tasks,
+            }
+            hostile {
+                a_huge_frame_header_costs_no_memory_and_a_bystander_keeps_its_echo,
+                invalid_utf8_in_a_text_frame_closes_with_1007,
+                a_peer_that_never_answers_pings_is_dropped_after_the_pong_timeout,
+                a_client_that_never_reads_does_not_stall_a_bystander,
             }
             client {
                 a_process_streams_its_events_in_order_with_its_exit_code,

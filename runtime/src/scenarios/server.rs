@@ -17,9 +17,9 @@ use crate::runtime::{FdStream, Runtime, Task};
 use crate::transport::{stdio_transport, ws_connect, FrameReader, FrameWriter, Inbound, Limits};
 use crate::{serve_connection, ServerOptions, WsServer};
 
-struct TestServer {
-    url: String,
-    addr: SocketAddr,
+pub(super) struct TestServer {
+    pub(super) url: String,
+    pub(super) addr: SocketAddr,
     /// Dropping it stops the server, which kills its children.
     _task: Task,
 }
@@ -29,6 +29,11 @@ async fn start_server(rt: &Arc<dyn Runtime>, core: ServerConfig) -> TestServer {
         core,
         ..ServerOptions::default()
     };
+    start_server_with(rt, options).await
+}
+
+/// Starts a WebSocket server with `options` on a free loopback port.
+pub(super) async fn start_server_with(rt: &Arc<dyn Runtime>, options: ServerOptions) -> TestServer {
     let server = within(
         rt,
         WsServer::bind_with_runtime(
@@ -53,7 +58,7 @@ async fn start_server(rt: &Arc<dyn Runtime>, core: ServerConfig) -> TestServer {
     }
 }
 
-struct Client {
+pub(super) struct Client {
     rt: Arc<dyn Runtime>,
     reader: FrameReader,
     writer: FrameWriter,
@@ -62,7 +67,7 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(rt: &Arc<dyn Runtime>, url: &str) -> Client {
+    pub(super) async fn connect(rt: &Arc<dyn Runtime>, url: &str) -> Client {
         let (reader, writer) = within(rt, ws_connect(Arc::clone(rt), url, Limits::default()))
             .await
             .expect("connect");
@@ -93,7 +98,7 @@ impl Client {
         r
     }
 
-    async fn session(rt: &Arc<dyn Runtime>, url: &str) -> (Client, String) {
+    pub(super) async fn session(rt: &Arc<dyn Runtime>, url: &str) -> (Client, String) {
         let mut c = Client::connect(rt, url).await;
         let r = c.initialize(None).await;
         let sid = r["result"]["sessionId"]
@@ -122,7 +127,7 @@ impl Client {
     }
 
     /// Sends a request; returns its response (result or error), queueing notifications.
-    async fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(super) async fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         self.send_raw(&json!({"id": id, "method": method, "params": params}).to_string())
@@ -138,7 +143,7 @@ impl Client {
         }
     }
 
-    async fn notification(&mut self) -> Value {
+    pub(super) async fn notification(&mut self) -> Value {
         if let Some(n) = self.notifications.pop_front() {
             return n;
         }
@@ -147,7 +152,7 @@ impl Client {
         msg
     }
 
-    async fn start(&mut self, process_id: &str, argv: &[&str], extra: Value) -> Value {
+    pub(super) async fn start(&mut self, process_id: &str, argv: &[&str], extra: Value) -> Value {
         let mut params = json!({
             "processId": process_id, "argv": argv, "cwd": "file:///tmp",
             "env": {"PATH": "/usr/bin:/bin"}, "tty": false,
@@ -352,7 +357,7 @@ pub async fn resume_while_attached_is_refused_with_32010(rt: Arc<dyn Runtime>) {
     assert_eq!(r["error"]["code"], -32010);
 }
 
-fn pid_alive(pid: u64) -> bool {
+pub(super) fn pid_alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()
