@@ -10,6 +10,7 @@
 mod bench;
 mod run;
 mod serve_auth;
+mod serve_limits;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -62,6 +63,8 @@ struct ServeArgs {
     allow_non_loopback: bool,
     #[command(flatten)]
     security: serve_auth::ServeSecurityArgs,
+    #[command(flatten)]
+    limits: serve_limits::ServeLimitsArgs,
     /// The async runtime to serve on (same behaviour on both).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Smol)]
     runtime: RuntimeKind,
@@ -107,9 +110,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut core = ServerConfig::default();
     core.session_ttl = Duration::from_secs(args.session_ttl);
     core.max_frame_bytes = args.max_frame_bytes;
-    core.validate().context("invalid server option")?;
+    let limits = args.limits.apply(&mut core)?;
     let options = ServerOptions {
         core,
+        limits,
         ..ServerOptions::default()
     };
     let addr = match args.listen.as_str() {
