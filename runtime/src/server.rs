@@ -444,9 +444,15 @@ impl EventLoop {
             }
             LoopEvent::Closed(conn) => {
                 info!(%conn, "connection closed");
-                self.writers.remove(&conn);
+                // Replies to the frames read before the end go to the writer first.
+                let dropped_last = self.drain();
                 let _ = self.server.handle_disconnect(now, conn);
-                self.single && self.writers.is_empty()
+                if self.single && self.writers.contains_key(&conn) {
+                    // The last connection: `shutdown` flushes its writer, then closes it.
+                    return true;
+                }
+                self.writers.remove(&conn);
+                dropped_last
             }
         }
     }
