@@ -43,10 +43,19 @@ fn out_of_range_serve_options_are_refused_with_one_line_and_exit_code_1() {
         (&["--max-frame-bytes", "0"], "maxFrameBytes"),
         (&["--max-connections", "0"], "maxConnections"),
         (&["--max-sessions", "0"], "maxSessions"),
-        (&["--max-processes-per-session", "0"], "maxProcessesPerSession"),
+        (
+            &["--max-processes-per-session", "0"],
+            "maxProcessesPerSession",
+        ),
         (&["--max-inflight-requests", "0"], "maxInflightRequests"),
-        (&["--ping-interval", "18446744073709551615"], "--ping-interval"),
-        (&["--pong-timeout", "18446744073709551615"], "--pong-timeout"),
+        (
+            &["--ping-interval", "18446744073709551615"],
+            "--ping-interval",
+        ),
+        (
+            &["--pong-timeout", "18446744073709551615"],
+            "--pong-timeout",
+        ),
     ];
     for (flags, names) in cases {
         let mut args = vec!["serve", "--listen", "stdio"];

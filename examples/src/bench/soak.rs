@@ -196,8 +196,11 @@ async fn trickle_once(url: &str) -> anyhow::Result<()> {
 async fn read_flood(url: String) {
     let flood = async {
         let mut c = Conn::open(&url).await?;
-        c.request("process/start", start_params("idle", &["sleep", "600"], false))
-            .await?;
+        c.request(
+            "process/start",
+            start_params("idle", &["sleep", "600"], false),
+        )
+        .await?;
         loop {
             for _ in 0..64 {
                 c.queue_request(

@@ -246,7 +246,9 @@ impl Bystander {
 
 /// Connects over TCP and completes a WebSocket handshake by hand; the caller speaks raw frames.
 async fn raw_ws(rt: &Arc<dyn Runtime>, addr: SocketAddr) -> Box<dyn AsyncStream> {
-    let mut tcp = within(rt, tcp_connect(rt, addr)).await.expect("tcp connect");
+    let mut tcp = within(rt, tcp_connect(rt, addr))
+        .await
+        .expect("tcp connect");
     let request = format!(
         "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"

@@ -370,9 +370,10 @@ async fn handshake(
         }
     };
     let io: Box<dyn AsyncStream> = Box::new(Prefixed::new(head, tcp));
-    let ws = async_tungstenite::accept_async_with_config(guard(io, limits), Some(ws_config(limits)))
-        .await
-        .map_err(ws_to_io)?;
+    let ws =
+        async_tungstenite::accept_async_with_config(guard(io, limits), Some(ws_config(limits)))
+            .await
+            .map_err(ws_to_io)?;
     let (reader, writer) = split(runtime, ws, limits);
     Ok(Some((reader, writer, principal)))
 }
