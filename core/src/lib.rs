@@ -26,6 +26,6 @@ pub use ids::{ConnId, Principal, ProcessKey, Seq};
 pub use protocol::PathUri;
 pub use rpc::{ErrorCode, RequestId, RpcError};
 pub use server::{
-    Command, ConfigError, ExitStatus, Output, ProcessEvent, PtySize, Server, ServerConfig,
-    ServerError, SessionId, SpawnErrorKind, SpawnSpec,
+    Command, ConfigError, ExitStatus, FsTicket, Output, ProcessEvent, PtySize, Server,
+    ServerConfig, ServerError, SessionId, SpawnErrorKind, SpawnSpec,
 };

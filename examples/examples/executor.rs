@@ -21,6 +21,8 @@ async fn uname(executor: &dyn Executor) -> anyhow::Result<(String, i32)> {
         tty: false,
         pipe_stdin: false,
         arg0: None,
+        env_policy: None,
+        enforce_managed_network: false,
     };
     let process = executor.start(params).await?;
     let (mut stdout, mut code) = (Vec::new(), -1);

@@ -25,6 +25,8 @@ fn main() -> anyhow::Result<()> {
                 tty: false,
                 pipe_stdin: true,
                 arg0: None,
+                env_policy: None,
+                enforce_managed_network: false,
             })
             .await?;
         // Written once even if the connection drops and the client resumes the session.

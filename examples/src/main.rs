@@ -3,14 +3,25 @@
 //! - `execd serve [--listen ws://127.0.0.1:0 | stdio] [--runtime smol|tokio] [--session-ttl
 //!   SECONDS] [--ws-auth MODE …] [--tls-cert PEM --tls-key PEM]` prints the bound URL as its
 //!   first stdout line and serves; logs go to stderr. See docs/SECURITY.md for the auth flags.
-//! - `execd run [--url URL] [--tty] [--cwd DIR] [--env K=V]… -- CMD ARG…` runs one command and
+//! - `execd run [--url URL] [-t] [--cwd DIR] [--env K=V]… [--] CMD ARG…` runs one command and
 //!   exits with its exit code. Without `--url` it starts `execd serve --listen stdio` as a child
-//!   and talks to it over its stdin/stdout.
+//!   and talks to it over its stdin/stdout. `--detach` leaves it running in a detached session.
+//! - `execd ps --url URL [SESSION]` and `execd attach --url URL SESSION PROCESS` list and
+//!   re-attach to the processes of a detached session.
+//! - `execd completions SHELL`, `execd man`: completion scripts and the man page.
 
+mod attach;
 mod bench;
+mod cli_errors;
+mod completions;
+mod help;
+mod logging;
+mod ps;
+mod remote_session;
 mod run;
 mod serve_auth;
 mod serve_limits;
+mod shutdown;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -29,7 +40,8 @@ use execd_tokio::TokioRuntime;
 #[command(
     name = "execd",
     version,
-    about = "A remote process executor speaking the Codex exec-server protocol"
+    about = "A remote process executor speaking the Codex exec-server protocol",
+    after_help = help::EXECD
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,23 +51,43 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Serve the protocol on a WebSocket address or on stdin/stdout.
+    #[command(after_help = help::SERVE)]
     Serve(ServeArgs),
     /// Run one command through a server and exit with its exit code.
+    #[command(after_help = help::RUN)]
     Run(run::RunArgs),
+    /// List the processes of a detached session.
+    #[command(after_help = help::PS)]
+    Ps(ps::PsArgs),
+    /// Re-attach to a process of a detached session: its output, stdin and exit code.
+    #[command(after_help = help::ATTACH)]
+    Attach(attach::AttachArgs),
     /// Measure latency, throughput and memory of a server, and the local floor.
+    #[command(after_help = help::BENCH)]
     Bench(bench::BenchArgs),
+    /// Print a shell completion script.
+    #[command(after_help = help::COMPLETIONS)]
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff).
+    #[command(after_help = help::MAN)]
+    Man,
 }
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// `ws://IP:PORT` (port 0 picks a free one) or `stdio`.
-    #[arg(long, default_value = "ws://127.0.0.1:0")]
+    /// Where to listen: `ws://IP:PORT` (port 0 picks a free one; the bound URL is the first
+    /// stdout line) or `stdio` (one connection on stdin/stdout, newline-delimited JSON).
+    #[arg(
+        long,
+        default_value = "ws://127.0.0.1:0",
+        value_name = "ws://IP:PORT|stdio"
+    )]
     listen: String,
     /// Seconds a detached session lives before its processes are killed.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     session_ttl: u64,
     /// Largest inbound message, in bytes.
-    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
     max_frame_bytes: usize,
     /// Allow binding a non-loopback address without --ws-auth: anyone who can reach the port
     /// can then run commands as this user.
@@ -80,12 +112,7 @@ pub(crate) enum RuntimeKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EXECD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init();
     let result = match cli.command {
         Cmd::Serve(args) => {
             // A server holds a socket per connection and pipes per process.
@@ -95,12 +122,21 @@ fn main() -> ExitCode {
             serve(args).map(|()| ExitCode::SUCCESS)
         }
         Cmd::Run(args) => run::run(args),
+        Cmd::Ps(args) => ps::ps(args),
+        Cmd::Attach(args) => attach::attach(args),
         Cmd::Bench(args) => bench::bench(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Completions(args) => {
+            completions::completions(&args);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man => completions::man()
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("execd: {e:#}");
+            logging::eprint_line(&format!("execd: {e:#}"));
             ExitCode::from(serve_auth::exit_code(&e, run::EXIT_EXECD_ERROR))
         }
     }
@@ -142,19 +178,26 @@ fn serve_on<R: DefaultRuntime>(
     options: ServerOptions,
 ) -> anyhow::Result<()> {
     R::block_on(async {
+        let shutdown = shutdown::on_signal().context("cannot catch SIGTERM, SIGINT and SIGHUP")?;
         let Some(addr) = addr else {
-            return Server::<R>::serve_stdio(options)
+            return Server::<R>::serve_stdio_until(options, shutdown)
                 .await
                 .context("stdio server failed");
         };
         let server = WsServer::<R>::bind(addr, options)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
+        // Nobody reading the URL (stdout closed) is no reason to stop serving.
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{}", server.url())?;
-        stdout.flush()?;
+        if let Err(e) = writeln!(stdout, "{}", server.url()).and_then(|()| stdout.flush()) {
+            tracing::warn!(error = %e, "cannot print the URL");
+        }
         drop(stdout);
-        server.run().await.context("server failed")
+        let result = server.run_until(shutdown).await.context("server failed");
+        if logging::dropped() > 0 {
+            tracing::debug!(dropped = logging::dropped(), "log lines dropped");
+        }
+        result
     })
     .context("cannot start the async runtime")?
 }

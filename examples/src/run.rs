@@ -3,7 +3,6 @@
 //! recovery.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +16,7 @@ use execd_runtime::{Client, ClientOptions, DefaultRuntime, Error, Event, Process
 use execd_smol::SmolRuntime;
 use execd_tokio::TokioRuntime;
 
+use crate::cli_errors::{self, Target};
 use crate::RuntimeKind;
 use futures_lite::{AsyncReadExt as _, StreamExt as _};
 
@@ -27,20 +27,28 @@ const EXIT_NOT_FOUND: u8 = 127;
 /// Exit code when the command could not be started for another reason (shell convention).
 const EXIT_CANNOT_RUN: u8 = 126;
 /// Exit code when our stdout went away (128 + SIGPIPE, as a shell reports it).
-const EXIT_BROKEN_PIPE: u8 = 141;
+pub(crate) const EXIT_BROKEN_PIPE: u8 = 141;
+
+/// The warning printed when `--tty` is refused (ssh's words for `ssh -t`).
+const NO_PTY_WARNING: &str =
+    "execd: Pseudo-terminal will not be allocated because stdin is not a terminal.";
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
-    /// Server URL (`ws://HOST:PORT`). Without it, a local `execd serve --listen stdio` child
-    /// is started and used.
+    /// Server URL (`ws://HOST:PORT` or `wss://…`). Without it, a local `execd serve --listen
+    /// stdio` child is started and used.
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: Option<String>,
+    /// Run the command on a PTY (its output arrives as one merged stream) and put this
+    /// terminal in raw mode while it runs. Like `ssh -t`: refused with a warning when stdin is
+    /// not a terminal; give it twice (`-tt`) to force a PTY anyway.
+    #[arg(short = 't', long = "tty", action = clap::ArgAction::Count)]
+    tty: u8,
+    /// Force a PTY even when stdin is not a terminal (same as `-tt`).
     #[arg(long)]
-    url: Option<String>,
-    /// Run the command on a PTY (its output arrives as one merged stream); puts this terminal
-    /// in raw mode while it runs.
-    #[arg(long)]
-    tty: bool,
+    force_tty: bool,
     /// Working directory of the command (default: the current directory).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     cwd: Option<PathBuf>,
     /// Set an environment variable for the command (repeatable).
     #[arg(long = "env", value_name = "K=V")]
@@ -50,19 +58,62 @@ pub(crate) struct RunArgs {
     clear_env: bool,
     /// Seconds to keep reconnecting after the connection drops (`--url` only); 0 turns
     /// recovery off.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 25, value_name = "SECONDS")]
     recovery_window: u64,
     /// Print a summary (exit code, reconnects, elapsed time) to stderr at the end.
     #[arg(long)]
     stats: bool,
+    /// Report lost connections and reconnects on stderr even when stderr is not a terminal.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Start the command, print `SESSION PROCESS` (its session and process ids) on stdout and
+    /// exit, leaving the session detached with the command running (`--url` only). Re-attach
+    /// with `execd attach`; the server kills the command once the session has stayed detached
+    /// for its `--session-ttl` (default 30 s).
+    #[arg(long, requires = "url")]
+    detach: bool,
     /// The async runtime to run the client on (same behaviour on both).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Smol)]
     runtime: RuntimeKind,
     #[command(flatten)]
     security: crate::serve_auth::RunSecurityArgs,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, num_args = 1..)]
+    /// The command and its arguments. Everything from the first argument that is not an
+    /// execd option on belongs to the command (`--` before it is optional).
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        value_name = "CMD"
+    )]
     argv: Vec<String>,
+}
+
+impl RunArgs {
+    /// Whether to ask for a PTY: `-t` only when stdin is a terminal (else a warning), `-tt` or
+    /// `--force-tty` always.
+    fn wants_tty(&self) -> bool {
+        if self.tty >= 2 || self.force_tty {
+            return true;
+        }
+        if self.tty == 0 {
+            return false;
+        }
+        if rustix::termios::isatty(io::stdin()) {
+            return true;
+        }
+        eprintln!("{NO_PTY_WARNING}");
+        false
+    }
+
+    fn target(&self) -> Target {
+        match &self.url {
+            Some(url) => Target::Url {
+                url: url.clone(),
+                recovery_window: self.recovery_window,
+            },
+            None => Target::Local,
+        }
+    }
 }
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -75,7 +126,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// Runs the command on runtime `R` (a current-thread one for tokio), on this thread.
 fn run_on<R: DefaultRuntime>(args: RunArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let tty = args.wants_tty();
     R::block_on(async {
+        let target = args.target();
         let client = match &args.url {
             Some(url) => {
                 let mut options = ClientOptions::default();
@@ -85,107 +138,149 @@ fn run_on<R: DefaultRuntime>(args: RunArgs) -> anyhow::Result<ExitCode> {
                 options.security = args.security.client_security(url)?;
                 Client::<R>::connect_with(url, options)
                     .await
-                    .with_context(|| format!("cannot connect to {url}"))?
+                    .map_err(|e| cli_errors::connect_failed(&target, &e))?
             }
-            None => {
-                let argv: Vec<OsString> = vec![
-                    crate::self_exe()?.into(),
-                    "serve".into(),
-                    "--listen".into(),
-                    "stdio".into(),
-                ];
-                Client::<R>::spawn_stdio(&argv, None, None)
-                    .await
-                    .context("cannot start a local execd server")?
-            }
+            None => Client::<R>::spawn_stdio_command(local_server()?)
+                .await
+                .map_err(|e| cli_errors::connect_failed(&target, &e))?,
         };
-        run_client(args, client, R::default_runtime()?, started).await
+        let run = Run {
+            report: Report {
+                target,
+                verbose: args.verbose || rustix::termios::isatty(io::stderr()),
+            },
+            args,
+            tty,
+        };
+        run.run(client, R::default_runtime()?, started).await
     })
     .context("cannot start the async runtime")?
 }
 
-async fn run_client<R: Runtime>(
-    args: RunArgs,
-    client: Client<R>,
-    rt: R,
-    started: Instant,
-) -> anyhow::Result<ExitCode> {
-    let params = start_params(&args)?;
-
-    let process = match client.start(params).await {
-        Ok(p) => p,
-        Err(Error::Rpc(e)) => {
-            // The server names the kind of spawn failure (PROTOCOL.md §5.1, ext `data.kind`).
-            let kind = e
-                .data
-                .as_ref()
-                .and_then(|d| d.get("kind"))
-                .and_then(serde_json::Value::as_str)
-                .map_or(SpawnErrorKind::Other, SpawnErrorKind::from_name);
-            let program = &args.argv[0];
-            match kind {
-                SpawnErrorKind::BadCwd => eprintln!(
-                    "execd: cannot run {program:?}: working directory {:?} does not exist or is \
-                     not a directory ({})",
-                    args.cwd.as_deref().unwrap_or(std::path::Path::new(".")),
-                    e.message
-                ),
-                SpawnErrorKind::NotFound => {
-                    eprintln!("execd: {program:?}: command not found ({})", e.message);
-                }
-                SpawnErrorKind::PermissionDenied => {
-                    eprintln!("execd: {program:?}: cannot execute ({})", e.message);
-                }
-                _ => eprintln!("execd: cannot run {program:?}: {}", e.message),
-            }
-            return Ok(ExitCode::from(match kind {
-                SpawnErrorKind::NotFound => EXIT_NOT_FOUND,
-                _ => EXIT_CANNOT_RUN,
-            }));
-        }
-        Err(e) => return Err(anyhow!(e).context("process/start failed")),
-    };
-
-    // Raw mode only when this side is a terminal; restored on every path out (Drop).
-    let raw = if args.tty {
-        RawMode::enter().context("cannot put the terminal in raw mode")?
-    } else {
-        None
-    };
-    if args.tty {
-        send_window_size(&process).await;
+/// `execd serve --listen stdio` in a session of its own: a terminal's Ctrl-C (SIGINT to the
+/// foreground process group) then reaches only this execd, which forwards it to the command,
+/// instead of also killing the server (as `ssh host cmd` behaves).
+fn local_server() -> anyhow::Result<std::process::Command> {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = std::process::Command::new(crate::self_exe()?);
+    command.args(["serve", "--listen", "stdio"]);
+    // SAFETY: the hook only calls setsid(2), which is async-signal-safe and touches no memory
+    // shared with the parent.
+    unsafe {
+        command.pre_exec(|| rustix::process::setsid().map(drop).map_err(io::Error::from));
     }
-    // Dropping the tasks (at return) stops the forwarding.
-    let _stdin: Task = rt.spawn(Box::pin(forward_stdin(process.clone(), args.tty)));
-    let _signals: Task = rt.spawn(Box::pin(forward_signals(process.clone(), args.tty)));
-
-    let outcome = print_events(&process).await;
-    drop(raw);
-    let code = match outcome {
-        Ok(Outcome::Exited(code)) => {
-            ExitCode::from(u8::try_from(code & 0xff).unwrap_or(EXIT_EXECD_ERROR))
-        }
-        Ok(Outcome::BrokenPipe) => {
-            let _ = process.terminate().await;
-            ExitCode::from(EXIT_BROKEN_PIPE)
-        }
-        Err(e) => {
-            eprintln!("execd: {e:#}");
-            ExitCode::from(EXIT_EXECD_ERROR)
-        }
-    };
-    if args.stats {
-        eprintln!(
-            "execd: {:?}, reconnects {}, elapsed {} ms",
-            code,
-            client.reconnects(),
-            started.elapsed().as_millis()
-        );
-    }
-    Ok(code)
+    Ok(command)
 }
 
-fn start_params(args: &RunArgs) -> anyhow::Result<StartParams> {
+/// What `execd run` reports about the connection on stderr.
+struct Report {
+    target: Target,
+    /// Print reconnects (stderr is a terminal, or `--verbose`); the final error always is.
+    verbose: bool,
+}
+
+struct Run {
+    args: RunArgs,
+    tty: bool,
+    report: Report,
+}
+
+impl Run {
+    async fn run<R: Runtime>(
+        self,
+        client: Client<R>,
+        rt: R,
+        started: Instant,
+    ) -> anyhow::Result<ExitCode> {
+        let Run { args, tty, report } = self;
+        let params = start_params(&args, tty)?;
+        // Caught from before the start: a Ctrl-C as soon as the command runs is forwarded,
+        // never the default action (killing execd).
+        let signals = forwarded_signals();
+
+        let process = match client.start(params).await {
+            Ok(p) => p,
+            Err(Error::Rpc(e)) => {
+                // The server names the kind of spawn failure (PROTOCOL.md §5.1, ext
+                // `data.kind`).
+                let kind = e
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("kind"))
+                    .and_then(serde_json::Value::as_str)
+                    .map_or(SpawnErrorKind::Other, SpawnErrorKind::from_name);
+                let program = &args.argv[0];
+                let why = cli_errors::start_failed(&e.message);
+                match kind {
+                    SpawnErrorKind::BadCwd => eprintln!(
+                        "execd: cannot run {program:?}: working directory {:?} does not exist \
+                         or is not a directory ({why})",
+                        args.cwd.as_deref().unwrap_or(std::path::Path::new(".")),
+                    ),
+                    SpawnErrorKind::NotFound => {
+                        eprintln!("execd: {program:?}: command not found ({why})");
+                    }
+                    SpawnErrorKind::PermissionDenied => {
+                        eprintln!("execd: {program:?}: cannot execute ({why})");
+                    }
+                    _ => eprintln!("execd: cannot run {program:?}: {why}"),
+                }
+                return Ok(ExitCode::from(match kind {
+                    SpawnErrorKind::NotFound => EXIT_NOT_FOUND,
+                    _ => EXIT_CANNOT_RUN,
+                }));
+            }
+            Err(e) => return Err(anyhow!(e).context("process/start failed")),
+        };
+        if args.detach {
+            let session = client.session_id().context("no session id")?;
+            println!("{session} {}", process.id());
+            // Closing the connection detaches the session; the command keeps running.
+            client.close().await;
+            return Ok(ExitCode::SUCCESS);
+        }
+
+        // Raw mode only when this side is a terminal; restored on every path out (Drop).
+        let raw = if tty {
+            RawMode::enter().context("cannot put the terminal in raw mode")?
+        } else {
+            None
+        };
+        if tty {
+            send_window_size(&process).await;
+        }
+        // Dropping the tasks (at return) stops the forwarding.
+        let _stdin: Task = rt.spawn(Box::pin(forward_stdin(process.clone(), tty)));
+        let _signals: Task = match signals {
+            Some(signals) => rt.spawn(Box::pin(forward_signals(signals, process.clone(), tty))),
+            None => rt.spawn(Box::pin(async {})),
+        };
+
+        let outcome = print_events(&process, &report).await;
+        drop(raw);
+        let code = match outcome {
+            Ok(Outcome::Exited(code)) => u8::try_from(code & 0xff).unwrap_or(EXIT_EXECD_ERROR),
+            Ok(Outcome::BrokenPipe) => {
+                let _ = process.terminate().await;
+                EXIT_BROKEN_PIPE
+            }
+            Err(e) => {
+                eprintln!("execd: {e:#}");
+                EXIT_EXECD_ERROR
+            }
+        };
+        if args.stats {
+            eprintln!(
+                "execd: exit code {code}, reconnects {}, elapsed {} ms",
+                client.reconnects(),
+                started.elapsed().as_millis()
+            );
+        }
+        Ok(ExitCode::from(code))
+    }
+}
+
+fn start_params(args: &RunArgs, tty: bool) -> anyhow::Result<StartParams> {
     let mut env: BTreeMap<String, String> = if args.clear_env {
         BTreeMap::new()
     } else {
@@ -206,9 +301,11 @@ fn start_params(args: &RunArgs) -> anyhow::Result<StartParams> {
         argv: args.argv.clone(),
         cwd: PathUri::from_host_path(&cwd).map_err(|e| anyhow!("{e}"))?,
         env,
-        tty: args.tty,
-        pipe_stdin: !args.tty,
+        tty,
+        pipe_stdin: !tty,
         arg0: None,
+        env_policy: None,
+        enforce_managed_network: false,
     })
 }
 
@@ -217,8 +314,8 @@ enum Outcome {
     BrokenPipe,
 }
 
-/// Writes the process's output to ours until it closes.
-async fn print_events(process: &Process) -> anyhow::Result<Outcome> {
+/// Writes the process's output to ours until it closes; reports reconnects.
+async fn print_events(process: &Process, report: &Report) -> anyhow::Result<Outcome> {
     let mut stdout = io::stdout().lock();
     let mut exit_code = None;
     while let Some(event) = process.next_event().await {
@@ -244,7 +341,13 @@ async fn print_events(process: &Process) -> anyhow::Result<Outcome> {
             }
             Event::ProcessLost => return Err(anyhow!("the server no longer knows the process")),
             Event::SessionLost(reason) => {
-                return Err(anyhow!("connection to the server lost ({reason:?})"))
+                return Err(anyhow!(cli_errors::session_lost(&report.target, &reason)))
+            }
+            Event::Reconnecting if report.verbose => {
+                eprintln!("execd: {}", cli_errors::reconnecting(&report.target));
+            }
+            Event::Resumed if report.verbose => {
+                eprintln!("execd: {}", cli_errors::reconnected(&report.target));
             }
             _ => {}
         }
@@ -285,16 +388,7 @@ async fn forward_stdin(process: Process, tty: bool) {
 
 /// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the remote process group, and SIGWINCH as
 /// a resize on a PTY; a third SIGINT kills the process group. (In raw mode Ctrl-C is a byte on stdin and reaches the PTY that way.)
-async fn forward_signals(process: Process, tty: bool) {
-    let Ok(mut signals) = Signals::new([
-        OsSignal::Int,
-        OsSignal::Term,
-        OsSignal::Hup,
-        OsSignal::Quit,
-        OsSignal::Winch,
-    ]) else {
-        return;
-    };
+async fn forward_signals(mut signals: Signals, process: Process, tty: bool) {
     let mut interrupts = 0;
     while let Some(Ok(signal)) = signals.next().await {
         let remote = match signal {
@@ -322,6 +416,19 @@ async fn forward_signals(process: Process, tty: bool) {
     }
 }
 
+/// Catches SIGINT, SIGTERM, SIGHUP, SIGQUIT and SIGWINCH for forwarding; `None` if they
+/// cannot be caught (then they act as usual).
+pub(crate) fn forwarded_signals() -> Option<Signals> {
+    Signals::new([
+        OsSignal::Int,
+        OsSignal::Term,
+        OsSignal::Hup,
+        OsSignal::Quit,
+        OsSignal::Winch,
+    ])
+    .ok()
+}
+
 async fn send_window_size(process: &Process) {
     if let Ok(size) = rustix::termios::tcgetwinsize(io::stdout()) {
         if size.ws_row > 0 && size.ws_col > 0 {
@@ -332,13 +439,13 @@ async fn send_window_size(process: &Process) {
 
 /// The terminal in raw mode; the saved settings come back on drop (every return path and
 /// unwinding; `execd` never calls `process::exit` while this is alive).
-struct RawMode {
+pub(crate) struct RawMode {
     saved: rustix::termios::Termios,
 }
 
 impl RawMode {
     /// `None` when stdin is not a terminal.
-    fn enter() -> io::Result<Option<RawMode>> {
+    pub(crate) fn enter() -> io::Result<Option<RawMode>> {
         let stdin = io::stdin();
         if !rustix::termios::isatty(&stdin) {
             return Ok(None);

@@ -31,7 +31,12 @@ fn wait_within(child: Child) -> Output {
         Ok(out) => out.expect("wait"),
         Err(_) => {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("command timed out");
+            let stderr = rx
+                .recv_timeout(Duration::from_secs(5))
+                .ok()
+                .and_then(Result::ok)
+                .map(|out| String::from_utf8_lossy(&out.stderr).into_owned());
+            panic!("command timed out; its stderr: {stderr:?}");
         }
     }
 }
@@ -162,9 +167,31 @@ fn run_passes_cwd_and_env() {
 }
 
 #[test]
-fn run_tty_gives_the_command_a_terminal() {
-    let out = run(None, &["--tty", "--", "sh", "-c", "test -t 1 && echo tty"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "tty");
+fn run_tty_twice_forces_a_terminal_without_one_on_stdin() {
+    for flags in [&["-tt"][..], &["--tty", "--tty"], &["--force-tty"]] {
+        let mut args = flags.to_vec();
+        args.extend(["--", "sh", "-c", "test -t 1 && echo tty"]);
+        let out = run(None, &args);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "tty",
+            "{flags:?}"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{flags:?}");
+    }
+}
+
+#[test]
+fn run_tty_with_stdin_not_a_terminal_warns_and_runs_without_one() {
+    let mut cmd = Command::new(EXECD);
+    cmd.args(["run", "--tty", "--", "cat"]);
+    let out = output_with_stdin(cmd, b"hi\n".to_vec());
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "echoed once");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "execd: Pseudo-terminal will not be allocated because stdin is not a terminal.\n"
+    );
 }
 
 #[test]
@@ -298,6 +325,10 @@ fn run_forwards_stdin_and_its_eof() {
     }
 }
 
+/// Held by the tests behind a cutting proxy: each resume must finish between two cuts, which
+/// several of them at once on a small machine starve of CPU (they then never finish).
+static PROXY_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The proxy of `execd_smol::testing`, cutting every `period`, in front of `url`.
 fn cutting_proxy(
     url: &str,
@@ -316,6 +347,9 @@ fn cutting_proxy(
 
 #[test]
 fn run_output_survives_a_proxy_that_keeps_cutting_the_connection() {
+    let _one_at_a_time = PROXY_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (_server, url) = serve();
     let proxy = cutting_proxy(&url, Duration::from_millis(40));
     // Paced so that cuts land mid-stream: 20 bursts of 10,000 lines, 20 ms apart.
@@ -337,6 +371,9 @@ fn run_output_survives_a_proxy_that_keeps_cutting_the_connection() {
 /// `execd run --runtime <runtime>` pipes 20,000 lines through a paced `cat` while the proxy
 /// cuts the connection every 30 ms: each line arrives once, in order, across reconnects.
 fn stdin_survives_a_cutting_proxy(runtime: &str) {
+    let _one_at_a_time = PROXY_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (_server, url) = serve();
     let proxy = cutting_proxy(&url, Duration::from_millis(30));
     let mut cmd = Command::new(EXECD);
@@ -379,6 +416,7 @@ fn run_exits_255_when_the_server_dies() {
     let mut cmd = Command::new(EXECD);
     cmd.args([
         "run",
+        "--verbose",
         "--recovery-window",
         "1",
         "--url",
@@ -406,13 +444,430 @@ fn run_exits_255_when_the_server_dies() {
     drop(server);
     let out = wait_within(child);
     assert_eq!(out.status.code(), Some(255), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("lost"),
-        "{out:?}"
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "execd: connection to {url} lost; reconnecting for up to 1 s\n\
+             execd: connection to {url} lost; gave up reconnecting after 1 s\n"
+        )
     );
 }
 
 #[test]
 fn run_on_tokio_forwards_stdin_and_survives_a_cutting_proxy() {
     stdin_survives_a_cutting_proxy("tokio");
+}
+
+#[test]
+fn run_takes_the_command_without_a_double_dash() {
+    let out = run(
+        None,
+        &[
+            "--env",
+            "X=1",
+            "sh",
+            "-c",
+            "echo \"$X\" \"$@\"",
+            "sh",
+            "--tty",
+            "-x",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1 --tty -x\n");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn run_to_a_refused_port_says_so_once() {
+    let out = run(Some("ws://127.0.0.1:1"), &["--", "true"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "execd: cannot connect to ws://127.0.0.1:1: Connection refused\n"
+    );
+}
+
+/// A TCP server answering every connection with `response`; returns its `ws://` URL.
+fn http_server(response: &'static str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn run_against_a_server_that_is_not_execd_says_so_once() {
+    // What `python3 -m http.server` answers: HTTP/1.0.
+    let url = http_server("HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\nhello");
+    let out = run(Some(&url), &["--", "true"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("execd: cannot connect to {url}: not an execd server\n")
+    );
+    let url = http_server("HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope");
+    let out = run(Some(&url), &["--", "true"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("execd: cannot connect to {url}: not an execd server (it answered HTTP 404 Not Found)\n")
+    );
+}
+
+#[test]
+fn run_stats_prints_the_exit_code_as_a_number() {
+    let out = run(None, &["--stats", "--", "sh", "-c", "exit 5"]);
+    assert_eq!(out.status.code(), Some(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let elapsed = stderr
+        .strip_prefix("execd: exit code 5, reconnects 0, elapsed ")
+        .and_then(|rest| rest.strip_suffix(" ms\n"))
+        .unwrap_or_else(|| panic!("{stderr:?}"));
+    assert!(elapsed.parse::<u64>().is_ok(), "{stderr:?}");
+}
+
+#[test]
+fn run_of_a_missing_command_names_it_without_the_os_error_number() {
+    let out = run(None, &["definitely-not-a-command-xyz"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "execd: \"definitely-not-a-command-xyz\": command not found (No such file or directory)\n"
+    );
+}
+
+/// A WebSocket server that answers `initialize` and `process/start`, then closes with code
+/// 1001 (going away), as a server shutting down does; returns its URL.
+fn going_away_server() -> String {
+    use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use async_tungstenite::tungstenite::protocol::CloseFrame;
+    use async_tungstenite::tungstenite::Message;
+    use futures::StreamExt as _;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        smol::block_on(async move {
+            let listener = smol::Async::new(listener).expect("async listener");
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut ws) = async_tungstenite::accept_async(stream).await else {
+                return;
+            };
+            while let Some(Ok(message)) = ws.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let request: serde_json::Value = serde_json::from_str(text.as_str()).expect("json");
+                let id = request["id"].clone();
+                match request["method"].as_str() {
+                    Some("initialize") => {
+                        let reply = serde_json::json!({"id": id, "result": {"sessionId": "0b7f3c52-9c1e-4e0a-8f61-2d5a7c9e4b13"}});
+                        let _ = ws.send(Message::text(reply.to_string())).await;
+                    }
+                    Some("process/start") => {
+                        let process_id = request["params"]["processId"].clone();
+                        let reply =
+                            serde_json::json!({"id": id, "result": {"processId": process_id}});
+                        let _ = ws.send(Message::text(reply.to_string())).await;
+                        let _ = ws
+                            .close(Some(CloseFrame {
+                                code: CloseCode::Away,
+                                reason: "shutting down".into(),
+                            }))
+                            .await;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    });
+    url
+}
+
+#[test]
+fn run_ends_at_once_when_the_server_goes_away() {
+    let url = going_away_server();
+    let started = std::time::Instant::now();
+    let out = run(Some(&url), &["--recovery-window", "20", "--", "true"]);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("execd: the server at {url} shut down\n")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no recovery: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let mut cmd = Command::new(EXECD);
+    cmd.env("EXECD_LOG", "debug").args(["run", "--", "true"]);
+    let out = output_within(cmd);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!out.stderr.is_empty(), "debug logs expected");
+    assert!(
+        !out.stderr.contains(&0x1b),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn completions_and_man_page_are_printed() {
+    for shell in ["bash", "zsh", "fish"] {
+        let mut cmd = Command::new(EXECD);
+        cmd.args(["completions", shell]);
+        let out = output_within(cmd);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains("execd"), "{shell}: {script}");
+        assert!(script.contains("attach"), "{shell}: {script}");
+    }
+    let mut cmd = Command::new(EXECD);
+    cmd.arg("man");
+    let out = output_within(cmd);
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.starts_with(".ie \\n(.g .ds Aq"), "{page}");
+    assert!(page.contains(".TH execd 1"), "{page}");
+    assert!(page.contains("execd\\-run"), "{page}");
+}
+
+#[test]
+fn every_flag_has_help_and_every_command_examples() {
+    for command in [
+        "serve",
+        "run",
+        "ps",
+        "attach",
+        "bench",
+        "completions",
+        "man",
+    ] {
+        let mut cmd = Command::new(EXECD);
+        cmd.args(["help", command]);
+        let out = output_within(cmd);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Examples:"), "{command}: {help}");
+        // Option lines are indented at most 6 columns; their description follows on the
+        // same line (short help) or on the next, indented 10 (long help).
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.starts_with("Examples:") {
+                break;
+            }
+            let trimmed = line.trim_start();
+            if !trimmed.starts_with('-') || line.len() - trimmed.len() > 6 {
+                continue;
+            }
+            let next = lines.get(i + 1).copied().unwrap_or("");
+            let described = trimmed.contains("  ")
+                || (next.starts_with("          ") && !next.trim().is_empty());
+            assert!(described, "{command}: {line:?} has no help");
+        }
+    }
+}
+
+/// Processes (execd's server child, the remote command) whose environment holds `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .windows(marker.len())
+            .any(|w| w == marker.as_bytes())
+        {
+            found.push(name);
+        }
+    }
+    found
+}
+
+#[test]
+fn ctrl_c_on_a_terminal_interrupts_the_command_and_exits_130() {
+    use std::os::fd::{AsRawFd as _, BorrowedFd};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+
+    let master =
+        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .expect("openpt");
+    rustix::pty::grantpt(&master).expect("grantpt");
+    rustix::pty::unlockpt(&master).expect("unlockpt");
+    let name = rustix::pty::ptsname(&master, Vec::new()).expect("ptsname");
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(name.to_str().expect("utf-8 pts name"))
+        .expect("open the pty slave");
+    let marker = format!(
+        "EXECD_CTRL_C_TEST={}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let (key, value) = marker.split_once('=').expect("K=V");
+    let mut cmd = Command::new(EXECD);
+    cmd.args(["run", "sh", "-c", "echo ready; sleep 100; :"])
+        .env(key, value)
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave);
+    // SAFETY: setsid(2) and ioctl(2) only, both async-signal-safe: execd becomes a session
+    // leader with the PTY as its controlling terminal (its foreground process group).
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(BorrowedFd::borrow_raw(0))?;
+            Ok(())
+        });
+    }
+    let child = KillOnDrop(cmd.spawn().expect("spawn execd on a pty"));
+    drop(cmd);
+    let mut reader = std::fs::File::from(master.try_clone().expect("dup master"));
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("ready") {
+        let bytes = rx.recv_timeout(TIMEOUT).unwrap_or_else(|_| {
+            panic!(
+                "no `ready` on the terminal: {:?}",
+                String::from_utf8_lossy(&seen)
+            )
+        });
+        seen.extend(bytes);
+    }
+    rustix::io::write(&master, b"\x03").expect("write ^C");
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut child = child;
+    let pid = child.0.id();
+    let waiter = std::thread::spawn(move || {
+        let status = child.0.wait();
+        let _ = done_tx.send(status.map(|s| s.code()));
+        child
+    });
+    let code = match done_rx.recv_timeout(TIMEOUT) {
+        Ok(code) => code.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            seen.extend(rx.try_iter().flatten());
+            panic!(
+                "execd did not exit after ^C; terminal: {:?}; left: {:?}",
+                String::from_utf8_lossy(&seen),
+                processes_with(&marker)
+            );
+        }
+    };
+    drop(waiter.join());
+    assert_eq!(
+        code,
+        Some(130),
+        "terminal: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    // The server child and the command are gone (bounded wait: they exit after execd).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let left = processes_with(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = master.as_raw_fd();
+}
+
+#[test]
+fn detach_ps_attach_round_trip_delivers_detached_output_once() {
+    let (_server, url) = serve();
+    let dir = std::env::temp_dir().join(format!("execd-detach-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let flag = dir.join("printed");
+    let script = format!(
+        "echo one; echo two >&2; touch {}; read line; echo \"got $line\"; exit 3",
+        flag.display()
+    );
+    let out = run(Some(&url), &["--detach", "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    let [session, process] = ids[..] else {
+        panic!("expected `SESSION PROCESS`: {ids:?}")
+    };
+    // The output is produced while nobody is attached.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !flag.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never ran"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let ps = |expect_state: &str| {
+        let mut cmd = Command::new(EXECD);
+        cmd.args(["ps", "--url", &url, session]);
+        let out = output_within(cmd);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+        assert_eq!(
+            header,
+            ["PROCESS", "STATE", "PID", "EXIT", "TTY", "COMMAND"]
+        );
+        let row: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+        assert_eq!(row[0], process, "{text}");
+        assert_eq!(row[1], expect_state, "{text}");
+        assert_eq!(row[5..7], ["sh", "-c"], "{text}");
+        assert_eq!(lines.next(), None, "{text}");
+        row[3].to_owned()
+    };
+    assert_eq!(ps("running"), "-");
+
+    let mut cmd = Command::new(EXECD);
+    cmd.args(["attach", "--url", &url, session, process]);
+    let out = output_with_stdin(cmd, b"hello\n".to_vec());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ngot hello\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "two\n");
+    assert_eq!(out.status.code(), Some(3));
+
+    // attach detached the session again: it can be resumed.
+    assert_eq!(ps("closed"), "3");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -41,6 +41,10 @@ impl Runtime for SmolRuntime {
         Instant::now()
     }
 
+    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send + 'static>) {
+        smol::unblock(f).detach();
+    }
+
     fn spawn(&self, future: BoxFuture<'static, ()>) -> Task {
         Task::new(SmolTask(smol::spawn(future)))
     }

@@ -74,6 +74,11 @@ impl Runtime for TokioRuntime {
         Task::new(TokioTask(AbortOnDropHandle::new(self.handle.spawn(future))))
     }
 
+    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send + 'static>) {
+        // Dropping the JoinHandle detaches the work; `f` reports its own result.
+        drop(self.handle.spawn_blocking(f));
+    }
+
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
         let _context = self.handle.enter();
         let inner = tokio::time::sleep_until(deadline.into());

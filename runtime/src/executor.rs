@@ -3,6 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use std::path::Path;
+
+use execd_core::protocol::fs::{DirectoryEntry, GetMetadataResult};
 use execd_core::protocol::StartParams;
 
 use crate::client::{Client, ClientOptions, ConnectError, Error, Process};
@@ -24,6 +27,79 @@ pub trait Executor: Send + Sync {
     /// argv, a cwd that is not a `file:` PathUri); [`Error::Closed`] when the executor's
     /// session is gone.
     fn start(&self, params: StartParams) -> BoxFuture<'_, Result<Process, Error>>;
+
+    /// `fs/readFile`: the whole file.
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] with the fs error (`-32004` missing, …), [`Error::InvalidPath`].
+    fn read_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<Vec<u8>, Error>>;
+
+    /// `fs/writeFile`: creates or truncates the file.
+    ///
+    /// # Errors
+    /// As [`read_file`](Self::read_file).
+    fn write_file<'a>(&'a self, path: &'a Path, data: &'a [u8])
+        -> BoxFuture<'a, Result<(), Error>>;
+
+    /// `fs/getMetadata` (following symlinks).
+    ///
+    /// # Errors
+    /// As [`read_file`](Self::read_file).
+    fn get_metadata<'a>(
+        &'a self,
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<GetMetadataResult, Error>>;
+
+    /// `fs/readDirectory`, unsorted.
+    ///
+    /// # Errors
+    /// As [`read_file`](Self::read_file).
+    fn read_directory<'a>(
+        &'a self,
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<Vec<DirectoryEntry>, Error>>;
+
+    /// `fs/remove` (recursive, force).
+    ///
+    /// # Errors
+    /// As [`read_file`](Self::read_file).
+    fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+/// The fs calls of [`Executor`], forwarded to a [`Client`] (the same calls for both
+/// executors, so local and remote cannot drift).
+macro_rules! executor_fs_calls {
+    () => {
+        fn read_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<Vec<u8>, Error>> {
+            Box::pin(self.client.read_file(path))
+        }
+
+        fn write_file<'a>(
+            &'a self,
+            path: &'a Path,
+            data: &'a [u8],
+        ) -> BoxFuture<'a, Result<(), Error>> {
+            Box::pin(self.client.write_file(path, data))
+        }
+
+        fn get_metadata<'a>(
+            &'a self,
+            path: &'a Path,
+        ) -> BoxFuture<'a, Result<GetMetadataResult, Error>> {
+            Box::pin(self.client.get_metadata(path))
+        }
+
+        fn read_directory<'a>(
+            &'a self,
+            path: &'a Path,
+        ) -> BoxFuture<'a, Result<Vec<DirectoryEntry>, Error>> {
+            Box::pin(self.client.read_directory(path))
+        }
+
+        fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<(), Error>> {
+            Box::pin(self.client.remove(path, true, true))
+        }
+    };
 }
 
 /// Runs processes on this host, in-process: the same event loop and process table as
@@ -106,6 +182,8 @@ impl<R> Executor for LocalExecutor<R> {
     fn start(&self, params: StartParams) -> BoxFuture<'_, Result<Process, Error>> {
         Box::pin(self.client.start(params))
     }
+
+    executor_fs_calls!();
 }
 
 /// Runs processes on the server a [`Client`] is connected to.
@@ -162,4 +240,6 @@ impl<R> Executor for RemoteExecutor<R> {
     fn start(&self, params: StartParams) -> BoxFuture<'_, Result<Process, Error>> {
         Box::pin(self.client.start(params))
     }
+
+    executor_fs_calls!();
 }

@@ -38,9 +38,11 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod cgroup;
 pub mod client;
 mod executor;
 pub mod fs;
+mod fs_service;
 pub mod host;
 pub mod http;
 mod os;
@@ -50,6 +52,7 @@ mod runtime;
 #[cfg(feature = "test-support")]
 pub mod scenarios;
 mod server;
+pub mod shutdown;
 pub mod transport;
 
 pub use auth::{
@@ -58,10 +61,11 @@ pub use auth::{
 };
 pub use client::{Client, ClientOptions, ConnectError, Error, Event, Process};
 pub use executor::{Executor, LocalExecutor, RemoteExecutor};
+pub use host::host_environment_info;
 pub use runtime::{
     set_nonblocking, AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand,
     DefaultRuntime, FdStream, Runtime, Sleep, Task, TaskHandle, TcpListener,
 };
 pub use server::{
-    host_environment_info, serve_connection, serve_stdio, Server, ServerOptions, WsServer,
+    serve_connection, serve_stdio, serve_stdio_until, Server, ServerOptions, WsServer,
 };

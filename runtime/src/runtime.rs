@@ -98,6 +98,11 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// The runtime cannot provide them (e.g. it has no context to run blocking reads in).
     fn stdio(&self) -> io::Result<(BoxRead, BoxWrite)>;
+
+    /// Runs `f` on the runtime's blocking thread pool (file operations), never on a thread
+    /// that runs tasks; `f` reports its result itself (e.g. over a channel). smol:
+    /// `smol::unblock`; tokio: `Handle::spawn_blocking`.
+    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send + 'static>);
 }
 
 /// Every `Arc` of a runtime (including `Arc<dyn Runtime>`) is a runtime: the methods forward.
@@ -136,6 +141,10 @@ impl<R: Runtime + ?Sized> Runtime for Arc<R> {
 
     fn stdio(&self) -> io::Result<(BoxRead, BoxWrite)> {
         (**self).stdio()
+    }
+
+    fn spawn_blocking(&self, f: Box<dyn FnOnce() + Send + 'static>) {
+        (**self).spawn_blocking(f);
     }
 }
 

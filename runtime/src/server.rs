@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -11,14 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use execd_core::{
-    Command, ConnId, Output, PathUri, Principal, ProcessEvent, ProcessKey, ServerConfig,
-};
+use execd_core::{Command, ConnId, Output, Principal, ProcessEvent, ProcessKey, ServerConfig};
 use futures_lite::future;
 use tracing::{debug, info, trace, warn};
 
+use crate::fs_service::{FsDone, FsService};
 use crate::process::ProcessTable;
 use crate::runtime::{shared, DefaultRuntime, Runtime, Task};
+use crate::shutdown;
 use crate::transport::{self, FrameReader, FrameWriter, Inbound, Limits, WsListener};
 
 /// Settings of a server: the core's rules and the transport's limits.
@@ -120,7 +121,17 @@ impl<R> WsServer<R> {
     /// # Errors
     /// An accept error that is not per-connection; no OS randomness for session ids.
     pub async fn run(self) -> io::Result<()> {
-        run_ws(self.runtime, self.listener, self.options).await
+        self.run_until(future::pending()).await
+    }
+
+    /// Serves until the listener fails or `shutdown` completes; then stops accepting, kills
+    /// every process tree, closes each connection with WebSocket code 1001 "going away" after
+    /// flushing it, and returns `Ok(())` (see [`crate::shutdown`]).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
+        run_ws(self.runtime, self.listener, self.options, shutdown).await
     }
 }
 
@@ -138,8 +149,10 @@ async fn run_ws(
     runtime: Arc<dyn Runtime>,
     listener: WsListener,
     options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (loop_tx, loop_rx) = async_channel::unbounded();
+    let shutdown_tx = loop_tx.clone();
     let acceptor_runtime = Arc::clone(&runtime);
     let accept_tx = loop_tx.clone();
     let acceptor = async move {
@@ -166,12 +179,25 @@ async fn run_ws(
             }
         }
     };
+    // Accept until shutdown: then the listener goes and the loop is told to stop.
+    let accept_until_shutdown = async {
+        future::or(acceptor, async {
+            shutdown.await;
+            Ok(())
+        })
+        .await?;
+        shutdown::forward(future::ready(()), shutdown_tx, LoopEvent::Shutdown).await;
+        Ok(())
+    };
     let event_loop = EventLoop::new(runtime, options, loop_tx, false)?;
     let serve = event_loop.run(loop_rx);
-    future::or(acceptor, async {
-        serve.await;
-        Ok(())
-    })
+    future::or(
+        async {
+            serve.await;
+            Ok(())
+        },
+        accept_until_shutdown,
+    )
     .await
 }
 
@@ -199,6 +225,17 @@ impl<R: DefaultRuntime> Server<R> {
         serve_stdio(R::default_runtime()?, options).await
     }
 
+    /// [`serve_stdio_until`] on the default runtime.
+    ///
+    /// # Errors
+    /// As [`serve_stdio`]; no default runtime (tokio: called outside a tokio runtime).
+    pub async fn serve_stdio_until(
+        options: ServerOptions,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> io::Result<()> {
+        serve_stdio_until(R::default_runtime()?, options, shutdown).await
+    }
+
     /// [`serve_connection`] on the default runtime.
     ///
     /// # Errors
@@ -224,10 +261,23 @@ impl<R> fmt::Debug for Server<R> {
 /// # Errors
 /// The runtime cannot provide stdin and stdout; no OS randomness for session ids.
 pub async fn serve_stdio(runtime: impl Runtime, options: ServerOptions) -> io::Result<()> {
+    serve_stdio_until(runtime, options, future::pending()).await
+}
+
+/// [`serve_stdio`] that also stops when `shutdown` completes: it then kills every process tree,
+/// flushes and closes stdout, and returns `Ok(())` (see [`crate::shutdown`]).
+///
+/// # Errors
+/// As [`serve_stdio`].
+pub async fn serve_stdio_until(
+    runtime: impl Runtime,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
     let runtime = shared(runtime);
     let (stdin, stdout) = runtime.stdio()?;
     let (reader, writer) = transport::stdio_transport(stdin, stdout, options.limits());
-    serve_on(runtime, reader, writer, options).await
+    serve_on(runtime, reader, writer, options, shutdown).await
 }
 
 /// Serves one already-open connection until it closes, then kills every process it started.
@@ -241,7 +291,7 @@ pub async fn serve_connection(
     writer: FrameWriter,
     options: ServerOptions,
 ) -> io::Result<()> {
-    serve_on(shared(runtime), reader, writer, options).await
+    serve_on(shared(runtime), reader, writer, options, future::pending()).await
 }
 
 async fn serve_on(
@@ -249,46 +299,30 @@ async fn serve_on(
     reader: FrameReader,
     writer: FrameWriter,
     options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (loop_tx, loop_rx) = async_channel::unbounded();
     // Cannot fail: the receiver is alive.
     let _ = loop_tx
         .send(LoopEvent::Accepted(reader, writer, None))
         .await;
+    let trigger = shutdown::forward(shutdown, loop_tx.clone(), LoopEvent::Shutdown);
     let event_loop = EventLoop::new(runtime, options, loop_tx, true)?;
-    event_loop.run(loop_rx).await;
+    future::or(event_loop.run(loop_rx), trigger).await;
     Ok(())
-}
-
-/// The `environmentInfo` of the `initialize` result, read from this host: the user's shell,
-/// the server's working directory, home and temp directories (as PathUris) and the OS.
-pub fn host_environment_info() -> serde_json::Value {
-    let uri = |p: std::path::PathBuf| {
-        PathUri::from_host_path(&p)
-            .ok()
-            .map(|u| u.as_str().to_owned())
-    };
-    let shell_path = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".to_owned());
-    let shell_name = std::path::Path::new(&shell_path)
-        .file_name()
-        .map_or_else(|| "sh".to_owned(), |n| n.to_string_lossy().into_owned());
-    serde_json::json!({
-        "shell": {"name": shell_name, "path": shell_path},
-        "executorVersion": concat!("execd ", env!("CARGO_PKG_VERSION")),
-        "cwd": std::env::current_dir().ok().and_then(uri),
-        "userHomeDir": std::env::var_os("HOME").map(std::path::PathBuf::from).and_then(uri),
-        "platformOs": std::env::consts::OS,
-        "tempDir": uri(std::env::temp_dir()),
-    })
 }
 
 enum LoopEvent {
     /// A connection, and who it authenticated as.
     Accepted(FrameReader, FrameWriter, Option<Principal>),
+    /// An fs operation, watch check or watch event from the fs worker.
+    Fs(FsDone),
     Frame(ConnId, Inbound),
     Closed(ConnId),
     /// The writer wrote this many bytes of the connection's frames (reported to the core).
     Sent(ConnId, usize),
+    /// Shut down cleanly ([`crate::shutdown`]).
+    Shutdown,
 }
 
 /// The loop's handle on one connection's tasks.
@@ -310,17 +344,22 @@ struct ConnHandle {
 enum WriterMsg {
     Frame(String),
     Close,
+    /// Close with 1001 "going away" (the loop waits for the writer task to end).
+    GoingAway,
 }
 
 struct EventLoop {
     runtime: Arc<dyn Runtime>,
     server: execd_core::Server,
     processes: ProcessTable,
+    fs: FsService,
     process_rx: Receiver<(ProcessKey, ProcessEvent)>,
     loop_tx: Sender<LoopEvent>,
     writers: HashMap<ConnId, ConnHandle>,
     /// Stop when the last connection closes (stdio mode).
     single: bool,
+    /// A shutdown was requested: close connections with 1001 and wait for them.
+    going_away: bool,
 }
 
 impl EventLoop {
@@ -336,9 +375,24 @@ impl EventLoop {
         let (process_tx, process_rx) = async_channel::bounded(PROCESS_EVENT_QUEUE);
         let mut core = options.core;
         if core.environment_info.is_none() {
-            core.environment_info = Some(host_environment_info());
+            core.environment_info = Some(crate::host::host_environment_info());
         }
+        if core.host_env.is_empty() {
+            // The source of `envPolicy` children; the wire carries only UTF-8 pairs.
+            core.host_env = std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect();
+        }
+        let fs_tx = loop_tx.clone();
+        let fs = FsService::new(
+            Arc::clone(&runtime),
+            Arc::new(move |done| {
+                // Unbounded: never blocks the fs worker; fails only once the loop is gone.
+                let _ = fs_tx.try_send(LoopEvent::Fs(done));
+            }),
+        );
         Ok(EventLoop {
+            fs,
             processes: ProcessTable::with_runtime(Arc::clone(&runtime), process_tx),
             runtime,
             server: execd_core::Server::new(core, seed),
@@ -346,6 +400,7 @@ impl EventLoop {
             loop_tx,
             writers: HashMap::new(),
             single,
+            going_away: false,
         })
     }
 
@@ -353,7 +408,7 @@ impl EventLoop {
         // One timer for the loop's life, re-armed only when the deadline moves.
         let mut timer = self.runtime.sleep_until(self.runtime.now());
         let mut armed: Option<Instant> = None;
-        loop {
+        'serve: loop {
             if self.drain() {
                 break;
             }
@@ -408,9 +463,7 @@ impl EventLoop {
                 match loop_rx.try_recv() {
                     Ok(ev) => {
                         if self.on_loop_event(now, ev) {
-                            self.drain();
-                            self.shutdown().await;
-                            return;
+                            break 'serve;
                         }
                     }
                     Err(_) => break,
@@ -446,6 +499,24 @@ impl EventLoop {
                 let _ = self.server.handle_frame_too_large(now, conn, len);
                 false
             }
+            LoopEvent::Fs(done) => {
+                match done {
+                    FsDone::Op(ticket, result) => self.server.handle_fs(now, ticket, result),
+                    FsDone::WatchChecked {
+                        ticket,
+                        conn,
+                        watch_id,
+                        watch,
+                    } => {
+                        let result = self.fs.watch_checked(conn, watch_id, watch);
+                        self.server.handle_fs(now, ticket, result);
+                    }
+                    FsDone::WatchFired(conn, watch_id) => {
+                        self.server.handle_fs_watch_event(now, conn, watch_id);
+                    }
+                }
+                false
+            }
             LoopEvent::Sent(conn, bytes) => {
                 self.server.handle_sent(now, conn, bytes);
                 false
@@ -461,6 +532,10 @@ impl EventLoop {
                 }
                 self.writers.remove(&conn);
                 dropped_last
+            }
+            LoopEvent::Shutdown => {
+                self.going_away = true;
+                true
             }
         }
     }
@@ -504,7 +579,7 @@ impl EventLoop {
         }));
         let loop_tx = self.loop_tx.clone();
         let writer_task = self.runtime.spawn(Box::pin(async move {
-            // Held until the task ends: the loop awaits the close at stdio EOF.
+            // Held until the task ends: the loop awaits the close at stdio EOF and on shutdown.
             let _done = done_tx;
             let result: io::Result<()> = async {
                 while let Ok(msg) = rx.recv().await {
@@ -519,6 +594,10 @@ impl EventLoop {
                             }
                             WriterMsg::Close => {
                                 writer.close().await?;
+                                return Ok(());
+                            }
+                            WriterMsg::GoingAway => {
+                                writer.close_going_away().await?;
                                 return Ok(());
                             }
                         }
@@ -601,6 +680,16 @@ impl EventLoop {
             Command::Kill { key } => self.processes.kill(key),
             Command::Resize { key, rows, cols } => self.processes.resize(key, rows, cols),
             Command::Release { key } => self.processes.release(key),
+            Command::Fs { ticket, conn, op } => self.fs.perform(ticket, conn, op),
+            Command::FsCloseConnection { conn } => self.fs.close_connection(conn),
+            Command::WatchMissing {
+                ticket,
+                conn,
+                watch_id,
+                missing,
+                present,
+            } => self.fs.watch(ticket, conn, watch_id, missing, present),
+            Command::UnwatchMissing { conn, watch_id } => self.fs.unwatch(conn, watch_id),
             Command::PauseOutput { key } => self.processes.set_output_paused(key, true),
             Command::ResumeOutput { key } => self.processes.set_output_paused(key, false),
             Command::PauseReading { conn } => self.set_reading_paused(conn, true),
@@ -624,29 +713,35 @@ impl EventLoop {
         }
     }
 
-    /// Kills every process and closes every connection after what is queued for it; in stdio
-    /// mode waits (bounded) until every reply is written, so a client that closed its end of
+    /// Kills every process tree and closes every connection after what is queued for it: with
+    /// 1001 "going away" on a requested shutdown, which then waits (up to
+    /// [`shutdown::FLUSH_LIMIT`]) until every close is sent. In stdio mode it waits (up to
+    /// [`STDIO_FLUSH_LIMIT`]) until every reply is written, so a client that closed its end of
     /// stdin still reads every answer.
     async fn shutdown(&mut self) {
         self.processes.kill_all();
         let mut done = Vec::new();
         for w in self.writers.values_mut() {
-            let _ = w.tx.try_send(WriterMsg::Close);
+            let msg = if self.going_away {
+                WriterMsg::GoingAway
+            } else {
+                WriterMsg::Close
+            };
+            let _ = w.tx.try_send(msg);
             // Let the writer flush what is queued and close, even after the loop is gone.
             if let Some(task) = w.writer.take() {
                 task.detach();
             }
             done.push(w.writer_done.clone());
         }
-        if self.single {
-            let deadline = self.runtime.now() + STDIO_FLUSH_LIMIT;
-            let all_written = async {
-                for rx in done {
-                    let _ = rx.recv().await;
-                }
-            };
-            future::or(all_written, self.runtime.sleep_until(deadline)).await;
-        }
+        let limit = if self.going_away {
+            shutdown::FLUSH_LIMIT
+        } else if self.single {
+            STDIO_FLUSH_LIMIT
+        } else {
+            return;
+        };
+        shutdown::wait_for_connections(&self.runtime, done, limit).await;
     }
 }
 

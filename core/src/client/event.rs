@@ -53,6 +53,10 @@ pub enum LostReason {
     Protocol(String),
     /// [`Client::close`] was called.
     ClosedLocally,
+    /// The server closed the connection saying it is going away (WebSocket close code 1001,
+    /// a shutdown): its sessions end with it, so no resume is attempted. Reported by the
+    /// runtime, which sees the close code; the core itself never emits it.
+    ServerStopped,
 }
 
 /// Something for the user (or the runtime) of a [`Client`], from [`Client::poll_event`].

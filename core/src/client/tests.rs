@@ -153,6 +153,8 @@ fn start_params(pid: &str) -> StartParams {
         tty: false,
         pipe_stdin: true,
         arg0: None,
+        env_policy: None,
+        enforce_managed_network: false,
     }
 }
 

@@ -575,7 +575,7 @@ impl Expect {
             }
         }
         if let (CallKind::Other(method), Outcome::Rpc(e)) = (&rec.kind, &outcome) {
-            let unknown = *method == "fs/readFile";
+            let unknown = *method == "environmentConfig/read";
             if !tainted && unknown != (e.code == -32601) {
                 return Err(format!("{method} answered {e:?}"));
             }
@@ -636,6 +636,7 @@ impl Expect {
                 }
                 LostReason::Protocol(_) => false,
                 LostReason::ClosedLocally => self.closing_locally,
+                LostReason::ServerStopped => false,
             };
             if !ok {
                 return Err(format!(
@@ -652,6 +653,7 @@ impl Expect {
             LostReason::Rejected(_) => "rejected",
             LostReason::Protocol(_) => "protocol",
             LostReason::ClosedLocally => "closed locally",
+            LostReason::ServerStopped => "server stopped",
         });
         let live: Vec<usize> = self.current.values().copied().collect();
         for i in live {

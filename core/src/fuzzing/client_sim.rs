@@ -335,6 +335,8 @@ impl Sim {
             tty,
             pipe_stdin,
             arg0: None,
+            env_policy: None,
+            enforce_managed_network: false,
         };
         let r = self.client.start(self.now, params);
         let id = self.accepted_call(r, CallKind::Start { pid, tag, fresh })?;
@@ -379,7 +381,7 @@ impl Sim {
                 json!({ "processId": pool_id(pid), "rows": 30, "cols": 100 }),
             ),
             Call::List => ("process/list", Value::Null),
-            Call::Unknown => ("fs/readFile", json!({ "path": "file:///etc/hostname" })),
+            Call::Unknown => ("environmentConfig/read", json!({})),
         };
         let r = self.client.call(self.now, method, params);
         let kind = if method == "process/read" {

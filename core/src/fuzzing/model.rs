@@ -823,9 +823,7 @@ impl Model {
                 if let Some(key) = self.lookup(s, process_id(*pid)) {
                     let p = &self.procs[&key];
                     running = p.running();
-                    if p.group_alive() {
-                        self.step.commands.push(Command::Kill { key });
-                    }
+                    self.step.commands.push(Command::Kill { key });
                 }
                 ok(json!({ "running": running }))
             }
@@ -1180,7 +1178,7 @@ impl Model {
         self.sessions[s].alive = false;
         let procs = std::mem::take(&mut self.sessions[s].procs);
         for key in procs.into_values() {
-            if self.procs.get(&key).is_some_and(MProc::group_alive) {
+            if self.procs.contains_key(&key) {
                 self.step.commands.push(Command::Kill { key });
             }
             self.forget(key, true);

@@ -14,7 +14,8 @@ use super::fs::{
     CanonicalizeParams, CanonicalizeResult, CopyParams, CreateDirectoryParams, EmptyResult,
     GetMetadataParams, GetMetadataResult, HandleParams, OpenMode, OpenParams, ReadBlockParams,
     ReadBlockResult, ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, ReadFileResult,
-    RemoveParams, WalkOptions, WalkParams, WalkResult, WriteBlockParams, WriteFileParams,
+    RemoveParams, WalkOptions, WalkParams, WalkResult, WatchMissingResult, WriteBlockParams,
+    WriteFileParams,
 };
 use super::fs_error::FsError;
 use super::{PathUri, PathUriError};
@@ -218,9 +219,50 @@ pub enum FsOp {
     },
 }
 
+impl FsOp {
+    /// The wire name of the method this operation answers (one of [`FS_OP_METHODS`]).
+    pub fn method(&self) -> &'static str {
+        match self {
+            FsOp::ReadFile { .. } => "fs/readFile",
+            FsOp::WriteFile { .. } => "fs/writeFile",
+            FsOp::CreateDirectory { .. } => "fs/createDirectory",
+            FsOp::GetMetadata { .. } => "fs/getMetadata",
+            FsOp::Canonicalize { .. } => "fs/canonicalize",
+            FsOp::ReadDirectory { .. } => "fs/readDirectory",
+            FsOp::Walk { .. } => "fs/walk",
+            FsOp::Remove { .. } => "fs/remove",
+            FsOp::Copy { .. } => "fs/copy",
+            FsOp::Open { .. } => "fs/open",
+            FsOp::ReadBlock { .. } => "fs/readBlock",
+            FsOp::WriteBlock { .. } => "fs/writeBlock",
+            FsOp::Close { .. } => "fs/close",
+        }
+    }
+
+    /// The file handle this operation works on (`fs/open`, `fs/readBlock`, `fs/writeBlock`,
+    /// `fs/close`): operations on handles of one connection must run in order.
+    pub fn handle(&self) -> Option<&str> {
+        match self {
+            FsOp::Open { handle, .. } => Some(handle.as_str()),
+            FsOp::ReadBlock { handle, .. }
+            | FsOp::WriteBlock { handle, .. }
+            | FsOp::Close { handle } => Some(handle),
+            FsOp::ReadFile { .. }
+            | FsOp::WriteFile { .. }
+            | FsOp::CreateDirectory { .. }
+            | FsOp::GetMetadata { .. }
+            | FsOp::Canonicalize { .. }
+            | FsOp::ReadDirectory { .. }
+            | FsOp::Walk { .. }
+            | FsOp::Remove { .. }
+            | FsOp::Copy { .. } => None,
+        }
+    }
+}
+
 /// A decoded fs request: the operation and the `sandbox` the client attached (`None` for
 /// `null` or absent; not enforced by this layer).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsRequest {
     /// The operation.
     pub op: FsOp,
@@ -248,6 +290,8 @@ pub enum FsResult {
     Open(HandleParams),
     /// `fs/readBlock`.
     ReadBlock(ReadBlockResult),
+    /// `fs/watchMissing`: whether the watch was installed.
+    WatchMissing(WatchMissingResult),
 }
 
 /// Whether `method` is one of the fs methods [`decode_fs_request`] handles (every `fs/*`

@@ -74,6 +74,14 @@ pub mod method {
     pub const PROCESS_EXITED: &str = "process/exited";
     /// Notification: the process is closed (exited and all output streams at EOF).
     pub const PROCESS_CLOSED: &str = "process/closed";
+    /// Request: facts about the host (`environment/info`).
+    pub const ENVIRONMENT_INFO: &str = "environment/info";
+    /// Request: whether the environment is ready (`environment/status`).
+    pub const ENVIRONMENT_STATUS: &str = "environment/status";
+    /// Request: watch paths for appearing.
+    pub const FS_WATCH_MISSING: &str = "fs/watchMissing";
+    /// Notification: a path watched with `fs/watchMissing` changed.
+    pub const FS_MISSING_CHANGED: &str = "fs/missingChanged";
     /// Request: perform an HTTP request.
     pub const HTTP_REQUEST: &str = "http/request";
     /// Notification: a chunk (or the end) of a streamed `http/request` body.

@@ -2,12 +2,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{PathUri, SandboxType, Stream};
+use super::{EnvPolicy, PathUri, SandboxType, Stream};
 use crate::protocol::bytes::Base64Bytes;
 
-/// `process/start` params: `{processId, argv, cwd, env, tty, pipeStdin?, arg0?}`. Fields the
-/// Codex client may also send (`sandbox`, `envPolicy`, `enforceManagedNetwork`, …) are
-/// accepted and ignored.
+/// `process/start` params: `{processId, argv, cwd, env, tty, pipeStdin?, arg0?, envPolicy?,
+/// enforceManagedNetwork?}`. The other fields the Codex client may send (`sandbox`,
+/// `metadata`, `managedNetwork`, `networkProxy`, `shellSnapshot`) are accepted and ignored:
+/// execd enforces no sandbox yet (`sandboxType: "none"`), and `metadata` is telemetry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartParams {
@@ -29,6 +30,13 @@ pub struct StartParams {
     /// Override of `argv[0]` as seen by the child.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arg0: Option<String>,
+    /// How to build the child's environment from the server's; `None` (absent or `null`):
+    /// exactly `env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_policy: Option<EnvPolicy>,
+    /// Require the managed network proxy; execd has none, so `true` is refused (fail closed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enforce_managed_network: bool,
 }
 
 /// `process/start` result: `{processId, sandboxType}`.

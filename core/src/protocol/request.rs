@@ -3,9 +3,11 @@
 
 use serde_json::value::RawValue;
 
+use super::fs::WatchMissingParams;
 use super::{
-    method, ClosedNotification, ExitedNotification, InitializeParams, OutputNotification,
-    ProcessIdParams, ReadParams, ResizeParams, SignalParams, StartParams, WriteParams,
+    decode_fs_request, method, ClosedNotification, ExitedNotification, FsPolicy, FsRequest,
+    InitializeParams, OutputNotification, ProcessIdParams, ReadParams, ResizeParams, SignalParams,
+    StartParams, WriteParams, FS_OP_METHODS,
 };
 use crate::rpc::{self, ErrorCode, RpcError};
 
@@ -31,6 +33,15 @@ pub enum Method {
     ProcessResize,
     /// ext: `process/list`.
     ProcessList,
+    /// `environment/info`.
+    EnvironmentInfo,
+    /// `environment/status`.
+    EnvironmentStatus,
+    /// `fs/watchMissing`.
+    FsWatchMissing,
+    /// One of the fs methods that decode to an [`FsOp`](super::FsOp): the wire name, one of
+    /// [`FS_OP_METHODS`].
+    Fs(&'static str),
 }
 
 impl Method {
@@ -46,7 +57,15 @@ impl Method {
             method::PROCESS_CLOSE_STDIN => Method::ProcessCloseStdin,
             method::PROCESS_RESIZE => Method::ProcessResize,
             method::PROCESS_LIST => Method::ProcessList,
-            _ => return None,
+            method::ENVIRONMENT_INFO => Method::EnvironmentInfo,
+            method::ENVIRONMENT_STATUS => Method::EnvironmentStatus,
+            method::FS_WATCH_MISSING => Method::FsWatchMissing,
+            other => {
+                return FS_OP_METHODS
+                    .iter()
+                    .find(|m| **m == other)
+                    .map(|m| Method::Fs(m))
+            }
         })
     }
 
@@ -62,6 +81,29 @@ impl Method {
             Method::ProcessCloseStdin => method::PROCESS_CLOSE_STDIN,
             Method::ProcessResize => method::PROCESS_RESIZE,
             Method::ProcessList => method::PROCESS_LIST,
+            Method::EnvironmentInfo => method::ENVIRONMENT_INFO,
+            Method::EnvironmentStatus => method::ENVIRONMENT_STATUS,
+            Method::FsWatchMissing => method::FS_WATCH_MISSING,
+            Method::Fs(name) => name,
+        }
+    }
+
+    /// How the reference names this method's family in its handshake errors ("client must
+    /// call initialize before using filesystem methods").
+    pub fn family(self) -> &'static str {
+        match self {
+            Method::EnvironmentInfo => "environment info methods",
+            Method::EnvironmentStatus => "environment status methods",
+            Method::FsWatchMissing | Method::Fs(_) => "filesystem methods",
+            Method::Initialize
+            | Method::ProcessStart
+            | Method::ProcessRead
+            | Method::ProcessWrite
+            | Method::ProcessTerminate
+            | Method::ProcessSignal
+            | Method::ProcessCloseStdin
+            | Method::ProcessResize
+            | Method::ProcessList => "exec methods",
         }
     }
 
@@ -103,14 +145,36 @@ pub enum Request {
     ProcessResize(ResizeParams),
     /// ext: `process/list` (params ignored).
     ProcessList,
+    /// `environment/info` (params absent, `null` or `{}`).
+    EnvironmentInfo,
+    /// `environment/status` (params absent, `null` or `{}`).
+    EnvironmentStatus,
+    /// `fs/watchMissing {watchId, missing, present?}`.
+    FsWatchMissing(WatchMissingParams),
+    /// Every other `fs/*` request, validated ([`decode_fs_request`]).
+    Fs(FsRequest),
 }
 
 impl Request {
-    /// Decodes `params` (absent and `null` read as `{}`) for `method`.
+    /// Decodes `params` (absent and `null` read as `{}`) for `method`, with the default
+    /// [`FsPolicy`].
     ///
     /// # Errors
     /// `-32602` with serde's message when the params do not fit the method.
     pub fn decode(method: Method, params: Option<&RawValue>) -> Result<Request, RpcError> {
+        Request::decode_with(method, params, &FsPolicy::default())
+    }
+
+    /// [`Request::decode`] with the server's [`FsPolicy`] for fs requests.
+    ///
+    /// # Errors
+    /// `-32602` with serde's message when the params do not fit the method; fs validation
+    /// errors as [`decode_fs_request`].
+    pub fn decode_with(
+        method: Method,
+        params: Option<&RawValue>,
+        fs_policy: &FsPolicy,
+    ) -> Result<Request, RpcError> {
         Ok(match method {
             Method::Initialize => Request::Initialize(rpc::decode_params(params)?),
             Method::ProcessStart => Request::ProcessStart(rpc::decode_params(params)?),
@@ -121,6 +185,25 @@ impl Request {
             Method::ProcessCloseStdin => Request::ProcessCloseStdin(rpc::decode_params(params)?),
             Method::ProcessResize => Request::ProcessResize(rpc::decode_params(params)?),
             Method::ProcessList => Request::ProcessList,
+            Method::EnvironmentInfo => {
+                decode_no_params(params)?;
+                Request::EnvironmentInfo
+            }
+            Method::EnvironmentStatus => {
+                decode_no_params(params)?;
+                Request::EnvironmentStatus
+            }
+            Method::FsWatchMissing => Request::FsWatchMissing(rpc::decode_params(params)?),
+            Method::Fs(name) => match decode_fs_request(name, params, fs_policy) {
+                Some(request) => Request::Fs(request?),
+                // `Method::Fs` only holds names of FS_OP_METHODS, which all decode.
+                None => {
+                    return Err(RpcError::new(
+                        ErrorCode::MethodNotFound,
+                        format!("method not found: {name}"),
+                    ))
+                }
+            },
         })
     }
 
@@ -145,8 +228,38 @@ impl Request {
             Request::ProcessCloseStdin(_) => Method::ProcessCloseStdin,
             Request::ProcessResize(_) => Method::ProcessResize,
             Request::ProcessList => Method::ProcessList,
+            Request::EnvironmentInfo => Method::EnvironmentInfo,
+            Request::EnvironmentStatus => Method::EnvironmentStatus,
+            Request::FsWatchMissing(_) => Method::FsWatchMissing,
+            Request::Fs(r) => Method::Fs(r.op.method()),
         }
     }
+}
+
+/// Params of a method that takes none: absent, `null` and `{}` are accepted; anything else is
+/// `-32602` "invalid type: map, expected unit" (the reference's words, as serde says them for
+/// its `()` params).
+///
+/// # Errors
+/// `-32602` for a non-empty object, an array, a number, a string or a boolean.
+fn decode_no_params(params: Option<&RawValue>) -> Result<(), RpcError> {
+    let Some(raw) = params else {
+        return Ok(());
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(raw.get()).map_err(|e| RpcError::invalid_params(e.to_string()))?;
+    let kind = match &value {
+        serde_json::Value::Null => return Ok(()),
+        serde_json::Value::Object(map) if map.is_empty() => return Ok(()),
+        serde_json::Value::Object(_) => "map",
+        serde_json::Value::Array(_) => "sequence",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Bool(_) => "boolean",
+    };
+    Err(RpcError::invalid_params(format!(
+        "invalid type: {kind}, expected unit"
+    )))
 }
 
 /// A notification with its params decoded. Both directions: `initialized` goes to the
@@ -202,16 +315,42 @@ mod tests {
             Method::ProcessCloseStdin,
             Method::ProcessResize,
             Method::ProcessList,
+            Method::EnvironmentInfo,
+            Method::EnvironmentStatus,
+            Method::FsWatchMissing,
         ] {
             assert_eq!(Method::from_name(m.name()), Some(m));
+        }
+        for name in FS_OP_METHODS {
+            assert_eq!(Method::from_name(name).map(Method::name), Some(*name));
         }
     }
 
     #[test]
+    fn no_params_accepts_absent_null_and_empty_object_only() {
+        let raw = |s: &str| RawValue::from_string(s.to_owned()).expect("json");
+        for ok in ["null", "{}"] {
+            assert_eq!(
+                Request::parse("environment/info", Some(&raw(ok))),
+                Ok(Request::EnvironmentInfo)
+            );
+        }
+        assert_eq!(
+            Request::parse("environment/status", None),
+            Ok(Request::EnvironmentStatus)
+        );
+        let e = Request::parse("environment/status", Some(&raw(r#"{"x":1}"#))).expect_err("map");
+        assert_eq!(e.code, ErrorCode::InvalidParams.code());
+        assert_eq!(e.message, "invalid type: map, expected unit");
+        let e = Request::parse("environment/info", Some(&raw("[]"))).expect_err("sequence");
+        assert_eq!(e.message, "invalid type: sequence, expected unit");
+    }
+
+    #[test]
     fn unknown_method_is_32601_with_its_name() {
-        let e = Request::parse("fs/readFile", None).expect_err("unknown");
+        let e = Request::parse("fs/frobnicate", None).expect_err("unknown");
         assert_eq!(e.code, ErrorCode::MethodNotFound.code());
-        assert_eq!(e.message, "method not found: fs/readFile");
+        assert_eq!(e.message, "method not found: fs/frobnicate");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::fs::FsTicket;
 use crate::ids::{ConnId, ProcessKey};
-use crate::protocol::{SandboxType, Signal, Stream};
+use crate::protocol::{FsOp, SandboxType, Signal, Stream};
 
 /// One unit of output from [`crate::Server::poll_output`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +90,49 @@ pub enum Command {
         /// The process.
         key: ProcessKey,
     },
+    /// Perform one fs operation for `conn`, off the event loop (it blocks), with `conn`'s
+    /// file handles (`execd_runtime::fs::perform`). Operations on handles of one connection
+    /// run in the order given. Answer with [`crate::Server::handle_fs`].
+    Fs {
+        /// Names this operation's answer.
+        ticket: FsTicket,
+        /// The connection whose file handles the operation uses.
+        conn: ConnId,
+        /// The validated operation.
+        op: FsOp,
+    },
+    /// `conn` is gone: drop its file handles (closing the files) and its `fs/watchMissing`
+    /// watches. Answers to its operations still in flight are ignored.
+    FsCloseConnection {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Install watch `watch_id` of `conn` (replacing none: the core never reuses a live id):
+    /// answer with [`crate::Server::handle_fs`] and
+    /// [`FsResult::WatchMissing`](crate::protocol::FsResult::WatchMissing) — `watching:
+    /// false` (and no watch) when a `missing` path already exists or `present` does not.
+    /// Once a `missing` path appears (or its nearest existing ancestor or `present` changes),
+    /// report it once with [`crate::Server::handle_fs_watch_event`] and forget the watch.
+    WatchMissing {
+        /// Names the install answer.
+        ticket: FsTicket,
+        /// The connection that owns the watch.
+        conn: ConnId,
+        /// The client-chosen id, unique among `conn`'s live watches.
+        watch_id: u64,
+        /// Host paths expected to appear; never empty.
+        missing: Vec<PathBuf>,
+        /// A path the client knows exists (Codex sends the workspace root).
+        present: Option<PathBuf>,
+    },
+    /// Remove watch `watch_id` of `conn` (`fs/watchMissing` with an empty list); nothing
+    /// when it is not installed.
+    UnwatchMissing {
+        /// The connection.
+        conn: ConnId,
+        /// The watch.
+        watch_id: u64,
+    },
     /// Stop reading the process's output (pipes or PTY master) until [`Command::ResumeOutput`]:
     /// the connection its output goes to is congested. The child blocks on a full pipe, as on a
     /// local terminal; its exit is still reported, and its EOFs once reading resumes.
@@ -133,7 +177,8 @@ pub struct SpawnSpec {
     pub arg0: Option<String>,
     /// Working directory, an absolute host path decoded from a PathUri.
     pub cwd: PathBuf,
-    /// The child's exact environment: nothing is inherited from the server.
+    /// The child's exact environment, already built from `env` and `envPolicy` and validated
+    /// (names non-empty, no `=` or NUL): the runtime inherits nothing from the server.
     pub env: BTreeMap<String, String>,
     /// Run on a PTY of [`pty_size`](Self::pty_size); output comes as [`Stream::Pty`].
     pub tty: bool,

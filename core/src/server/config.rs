@@ -1,6 +1,7 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::protocol::SandboxType;
+use crate::protocol::{EnvironmentInfo, FsPolicy, SandboxType};
 
 /// Tunables of the [`crate::Server`]. Defaults match the Codex exec-server where it has a
 /// rule; every limit is documented with its default in `docs/PROTOCOL.md` §2.3, and every error
@@ -33,10 +34,21 @@ pub struct ServerConfig {
     /// How long to wait for trailing output after a sandboxed process exits before classifying
     /// it (reference: 20 ms).
     pub sandbox_grace: Duration,
-    /// The `environmentInfo` object of the `initialize` result (the reference sends one:
-    /// `{shell: {name, path}, cwd, userHomeDir, platformOs, tempDir, executorVersion}`). The core
-    /// cannot look at the host, so the runtime fills it in; `None` omits it.
-    pub environment_info: Option<serde_json::Value>,
+    /// The `environment/info` result, also the `environmentInfo` of the `initialize` result.
+    /// The core cannot look at the host, so the runtime fills it in once at startup
+    /// (`execd_runtime::host::host_environment_info`); `None` omits it from `initialize` and
+    /// answers `environment/info` with `-32603`.
+    pub environment_info: Option<EnvironmentInfo>,
+    /// The server's own environment, the source of a child's variables under an `envPolicy`
+    /// (PROTOCOL.md, child environment). The core reads no environment: the runtime fills it
+    /// in once at startup (UTF-8 pairs only). Default empty.
+    pub host_env: BTreeMap<String, String>,
+    /// Rules the core applies to every fs request (the `fs/readFile` size cap, birth times).
+    pub fs_policy: FsPolicy,
+    /// Most fs requests (`fs/*` including `fs/watchMissing` installs) one connection may have
+    /// in flight; more are refused with `-32600`. Default 64 (the reference serves one
+    /// request at a time per connection, so it needs no bound).
+    pub max_fs_in_flight: usize,
     /// Bytes transmitted on one connection and not yet reported written
     /// ([`Server::handle_sent`](crate::Server::handle_sent)), replies and notifications alike,
     /// above which the connection is congested: the processes of its session are paused
@@ -94,6 +106,9 @@ impl Default for ServerConfig {
             sandbox: SandboxType::None,
             sandbox_grace: Duration::from_millis(20),
             environment_info: None,
+            host_env: BTreeMap::new(),
+            fs_policy: FsPolicy::default(),
+            max_fs_in_flight: 64,
             congestion_high_bytes: 16 << 20,
             congestion_low_bytes: 4 << 20,
             congestion_timeout: Duration::from_secs(30),

@@ -11,16 +11,15 @@ use crate::protocol::{
 use crate::rpc::RpcError;
 
 impl Server {
-    /// `process/terminate`: `{running}`; SIGKILLs the process group while any of it lives.
+    /// `process/terminate`: `{running}`; kills the process tree (`Command::Kill`), also after
+    /// the process closed: descendants that outlive it (background jobs with redirected
+    /// output) die too. The runtime ignores a kill with nothing left to kill.
     pub(super) fn terminate(&mut self, sid: SessionId, params: &ProcessIdParams) -> Reply {
         let mut running = false;
         if let Ok(key) = self.lookup(sid, &params.process_id) {
             let p = &self.processes[&key];
             running = p.is_running();
-            // Also after the leader's exit: descendants holding the output open are killed too.
-            if p.group_alive() {
-                self.out.push_back(Output::Command(Command::Kill { key }));
-            }
+            self.out.push_back(Output::Command(Command::Kill { key }));
         }
         ok(&TerminateResult { running })
     }

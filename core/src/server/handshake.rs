@@ -35,18 +35,23 @@ impl Server {
                 ))
             }
             (ConnPhase::New, _) => {
-                return Err(RpcError::invalid_request(
-                    "client must call initialize before using exec methods",
-                ))
+                return Err(RpcError::invalid_request(format!(
+                    "client must call initialize before using {}",
+                    method.family()
+                )))
             }
             (ConnPhase::Initializing(_), _) => {
-                return Err(RpcError::invalid_request(
-                    "client must send initialized before using exec methods",
-                ))
+                return Err(RpcError::invalid_request(format!(
+                    "client must send initialized before using {}",
+                    method.family()
+                )))
             }
             (ConnPhase::Ready(sid), _) => Some(sid),
         };
-        match (Request::decode(method, params)?, sid) {
+        match (
+            Request::decode_with(method, params, &self.config.fs_policy)?,
+            sid,
+        ) {
             (Request::Initialize(params), _) => self.initialize(now, conn, params),
             // Only `initialize` passes the phase check without a session.
             (_, None) => Err(RpcError::invalid_request(
@@ -60,6 +65,10 @@ impl Server {
             (Request::ProcessCloseStdin(params), Some(sid)) => self.close_stdin(sid, &params),
             (Request::ProcessResize(params), Some(sid)) => self.resize(sid, &params),
             (Request::ProcessList, Some(sid)) => self.list(sid),
+            (Request::EnvironmentInfo, Some(_)) => self.environment_info(),
+            (Request::EnvironmentStatus, Some(_)) => self.environment_status(),
+            (Request::FsWatchMissing(params), Some(_)) => self.watch_missing(conn, id, params),
+            (Request::Fs(request), Some(_)) => self.fs_request(conn, id, request),
         }
     }
 
@@ -94,7 +103,11 @@ impl Server {
         }
         ok(&InitializeResult {
             session_id: sid.to_string(),
-            environment_info: self.config.environment_info.clone(),
+            environment_info: self
+                .config
+                .environment_info
+                .as_ref()
+                .and_then(|info| serde_json::to_value(info).ok()),
             protocol_version: Some(PROTOCOL_VERSION.to_owned()),
             capabilities: Some(Capabilities::all()),
         })

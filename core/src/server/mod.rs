@@ -13,6 +13,9 @@
 //! - `control`: `process/terminate`, `process/signal`, `process/resize`, `process/list`
 //!   (§5.5, §5.6, §5.9, §5.10);
 //! - `denial_grace`: the sandbox-denial grace before `process/exited` (§7);
+//! - `environment`: `environment/info`, `environment/status`;
+//! - `fs`: the `fs/*` methods performed by the runtime ([`Command::Fs`], [`Server::handle_fs`])
+//!   and `fs/watchMissing`;
 //! - `timers`: every deadline and [`Server::handle_timeout`];
 //! - `outbound`: replies, notifications and closes queued as [`Output`]s;
 //! - `congestion`: unsent bytes per connection, pausing the processes whose output waits for a
@@ -26,7 +29,9 @@ mod congestion;
 mod control;
 mod dedupe;
 mod denial_grace;
+mod environment;
 mod events;
+mod fs;
 mod handshake;
 mod limits;
 mod outbound;
@@ -46,6 +51,7 @@ use rand_core::SeedableRng;
 
 pub use command::{Command, ExitStatus, Output, ProcessEvent, PtySize, SpawnErrorKind, SpawnSpec};
 pub use config::{ConfigError, ServerConfig, MAX_CONFIG_DURATION, MAX_FRAME_BYTES_LIMIT};
+pub use fs::{FsTicket, MAX_WATCHES_PER_CONNECTION};
 pub use session::SessionId;
 
 use crate::ids::{ConnId, Principal, ProcessKey};
@@ -74,8 +80,9 @@ pub enum ServerError {
 /// Drive it like this, from one task that owns it:
 /// 1. feed an input: [`handle_connect`](Self::handle_connect),
 ///    [`handle_message`](Self::handle_message), [`handle_disconnect`](Self::handle_disconnect),
-///    [`handle_process`](Self::handle_process) or [`handle_timeout`](Self::handle_timeout),
-///    each with the current time;
+///    [`handle_process`](Self::handle_process), [`handle_fs`](Self::handle_fs),
+///    [`handle_fs_watch_event`](Self::handle_fs_watch_event) or
+///    [`handle_timeout`](Self::handle_timeout), each with the current time;
 /// 2. drain [`poll_output`](Self::poll_output) to `None`, sending frames and performing
 ///    commands (a spawn is answered by feeding [`ProcessEvent::Spawned`] or
 ///    [`ProcessEvent::SpawnFailed`] back in), and report the bytes each connection wrote with
@@ -111,6 +118,7 @@ pub struct Server {
     processes: BTreeMap<ProcessKey, Process>,
     reads: PendingReads,
     timers: BTreeSet<(Instant, Timer)>,
+    fs: fs::FsState,
     out: VecDeque<Output>,
     /// Connections that crossed a congestion mark or were closed during the current
     /// `handle_*` call; their timers start in [`Server::settle`], which knows `now`.
@@ -187,6 +195,7 @@ impl Server {
             processes: BTreeMap::new(),
             reads: PendingReads::default(),
             timers: BTreeSet::new(),
+            fs: fs::FsState::default(),
             out: VecDeque::new(),
             unsettled: BTreeSet::new(),
         }
@@ -338,6 +347,7 @@ impl Server {
             .remove(&conn)
             .ok_or(ServerError::UnknownConn(conn))?;
         self.drop_reads_of(conn);
+        self.drop_fs_of(conn);
         if let Some(sid) = c.phase.session() {
             self.detach(now, sid, conn);
         }

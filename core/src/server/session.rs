@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use rand_core::RngCore;
 
-use super::process::Process;
 use super::timers::Timer;
 use super::{Command, Output, Server};
 use crate::ids::{ConnId, Principal, ProcessKey};
@@ -140,7 +139,8 @@ impl Server {
             return;
         };
         for key in session.processes.into_values() {
-            if self.processes.get(&key).is_some_and(Process::group_alive) {
+            // Also closed processes: their descendants may outlive them.
+            if self.processes.contains_key(&key) {
                 self.out.push_back(Output::Command(Command::Kill { key }));
             }
             self.forget(key, true);

@@ -1,4 +1,6 @@
-//! `process/start` (PROTOCOL.md §5.1): a process entry and an [`Command::Spawn`]; the request
+//! `process/start` (PROTOCOL.md §5.1): the child environment (`envPolicy` over the server's
+//! own, [`build_child_env`], names validated `-32602`), a process entry and an
+//! [`Command::Spawn`]; the request
 //! is answered when the runtime reports [`ProcessEvent::Spawned`](super::ProcessEvent) (the
 //! process id and sandbox type) or `SpawnFailed` (`-32603` with the OS error and its kind, and
 //! no entry).
@@ -8,7 +10,7 @@ use super::process::{Limits, Phase, Process};
 use super::session::session_gone;
 use super::{Command, Output, Server, SessionId, SpawnErrorKind, SpawnSpec};
 use crate::ids::{ConnId, ProcessKey};
-use crate::protocol::{StartParams, StartResult};
+use crate::protocol::{build_child_env, validate_env, StartParams, StartResult};
 use crate::rpc::{self, ErrorCode, RequestId, RpcError};
 
 impl Server {
@@ -28,6 +30,18 @@ impl Server {
             .cwd
             .to_host_path()
             .map_err(|e| RpcError::invalid_params(format!("invalid cwd: {e}")))?;
+        if params.enforce_managed_network {
+            // Fail closed (PROTOCOL.md, sandbox): execd runs no network proxy.
+            return Err(RpcError::invalid_params(
+                "failed to prepare process sandbox: enforceManagedNetwork requires a managed network proxy, which execd does not run",
+            ));
+        }
+        let env = build_child_env(
+            &self.config.host_env,
+            params.env_policy.as_ref(),
+            &params.env,
+        );
+        validate_env(&env).map_err(|e| RpcError::invalid_params(e.to_string()))?;
         let session = self.sessions.get(&sid).ok_or_else(session_gone)?;
         if session.processes.contains_key(&params.process_id) {
             return Err(RpcError::invalid_request(format!(
@@ -62,7 +76,7 @@ impl Server {
             argv: params.argv,
             arg0: params.arg0,
             cwd,
-            env: params.env,
+            env,
             tty: params.tty,
             pty_size: self.config.pty_size,
             pipe_stdin: params.pipe_stdin,

@@ -10,6 +10,8 @@ use crate::ids::{ConnId, ProcessKey};
 use crate::protocol::{SandboxType, Stream};
 use crate::sim::Sim;
 
+mod fs_env;
+
 /// The shared [`Sim`] with raw connections only: the test speaks JSON-RPC itself and answers
 /// the server's commands by hand (`answer_commands` off; they are recorded).
 pub(super) struct Harness {
@@ -293,7 +295,7 @@ fn response_shaped_messages_close_the_connection() {
 #[test]
 fn initialize_carries_the_runtime_environment_info() {
     let config = ServerConfig {
-        environment_info: Some(json!({"platformOs": "linux"})),
+        environment_info: Some(fs_env::sample_info()),
         ..ServerConfig::default()
     };
     let mut h = Harness::with_config(config);
@@ -301,8 +303,9 @@ fn initialize_carries_the_runtime_environment_info() {
     let r = h.call(conn, 1, "initialize", json!({"clientName": "t"}));
     assert_eq!(
         r[0]["result"]["environmentInfo"],
-        json!({"platformOs": "linux"})
+        serde_json::to_value(fs_env::sample_info()).expect("serializes")
     );
+    assert_eq!(r[0]["result"]["environmentInfo"]["platformOs"], "linux");
 }
 
 #[test]
@@ -941,7 +944,7 @@ fn close_stdin_sends_eof_once() {
 // ----- terminate, signal, resize --------------------------------------------------------------
 
 #[test]
-fn terminate_kills_running_processes_only() {
+fn terminate_kills_the_tree_of_known_processes_only() {
     let mut h = Harness::new();
     let (conn, _) = h.session();
     let key = h.start(conn, "p", json!({}));
@@ -974,12 +977,14 @@ fn terminate_kills_running_processes_only() {
             stream: Stream::Stderr,
         },
     );
-    // Closed: the group id may be reused, so nothing is sent.
+    // Closed: the tree is still killed (background jobs may outlive the process); the runtime
+    // decides what is left to kill.
     let r = h.call(conn, 3, "process/terminate", json!({"processId": "p"}));
     assert_eq!(
         r.last().expect("response")["result"],
         json!({"running": false})
     );
+    assert_eq!(h.take_commands(), vec![Command::Kill { key }]);
     let r = h.call(conn, 4, "process/terminate", json!({"processId": "ghost"}));
     assert_eq!(r[0]["result"], json!({"running": false}));
     assert!(h.take_commands().is_empty());

@@ -83,6 +83,9 @@ impl Connector {
     }
 }
 
+/// WebSocket close code 1001: the server is going away (shutting down).
+const CLOSE_GOING_AWAY: u16 = 1001;
+
 /// How long a stdio server child may take to exit after its stdin closed.
 const CHILD_EXIT_GRACE: Duration = Duration::from_secs(5);
 
@@ -102,6 +105,10 @@ pub(super) struct Driver {
     reader: Option<FrameReader>,
     writer: Option<FrameWriter>,
     connecting: Option<BoxFuture<'static, io::Result<(FrameReader, FrameWriter)>>>,
+    /// Between a drop and the resume (or the end): `Event::Reconnecting` was sent.
+    recovering: bool,
+    /// The server closed with "going away": the session ends as `LostReason::ServerStopped`.
+    server_stopped: bool,
 }
 
 enum Wake {
@@ -136,6 +143,8 @@ impl Driver {
             reader: None,
             writer: None,
             connecting: None,
+            recovering: false,
+            server_stopped: false,
         }
     }
 
@@ -167,8 +176,16 @@ impl Driver {
                     self.disconnected(now);
                 }
                 Wake::Frame(None) => {
-                    debug!("client: connection closed by the server");
-                    self.disconnected(now);
+                    let code = self.reader.as_ref().and_then(FrameReader::close_code);
+                    debug!(?code, "client: connection closed by the server");
+                    if code == Some(CLOSE_GOING_AWAY) {
+                        // The server is shutting down; its sessions go with it.
+                        self.server_stopped = true;
+                        self.drop_transport();
+                        self.core.close();
+                    } else {
+                        self.disconnected(now);
+                    }
                 }
                 Wake::Connected(Ok((reader, writer))) => {
                     debug!("client: reconnected");
@@ -315,6 +332,9 @@ impl Driver {
                         self.status.reconnects.fetch_add(1, Ordering::Relaxed);
                         info!(session = %session_id, "client: session resumed");
                     }
+                    if std::mem::take(&mut self.recovering) {
+                        self.notify_all(&Event::Resumed);
+                    }
                     if let Some(ready) = self.ready.take() {
                         let _ = ready.try_send(Ok(()));
                     }
@@ -368,8 +388,18 @@ impl Driver {
                 ClientEvent::ProcessLost { process_id } => {
                     self.deliver(&process_id, Event::ProcessLost, true).await;
                 }
-                ClientEvent::Reconnect => self.reconnect(),
+                ClientEvent::Reconnect => {
+                    if !std::mem::replace(&mut self.recovering, true) {
+                        self.notify_all(&Event::Reconnecting);
+                    }
+                    self.reconnect();
+                }
                 ClientEvent::SessionLost { reason } => {
+                    let reason = if self.server_stopped {
+                        LostReason::ServerStopped
+                    } else {
+                        reason
+                    };
                     info!(?reason, "client: session lost");
                     self.status.closed.store(true, Ordering::Release);
                     self.drop_transport();
@@ -395,6 +425,13 @@ impl Driver {
         if events.send(event).await.is_err() || last {
             // Every handle is gone (nobody listens), or the stream ended.
             self.processes.remove(process_id);
+        }
+    }
+
+    /// Hands an informational event to every process, dropping it where the queue is full.
+    fn notify_all(&self, event: &Event) {
+        for events in self.processes.values() {
+            let _ = events.try_send(event.clone());
         }
     }
 

@@ -14,6 +14,7 @@
 //! its exit awaited.
 
 mod driver;
+mod fs;
 mod process;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ use crate::runtime::{shared, ChildCommand, DefaultRuntime, Runtime};
 use crate::transport::{self, FrameReader, FrameWriter, Limits};
 use driver::{Cmd, Connector, Driver};
 pub use execd_core::client::LostReason;
+pub use fs::FileHandle;
 pub use process::{Event, Process};
 
 /// Settings of a [`Client`].
@@ -86,6 +88,9 @@ pub enum Error {
     /// `initialize` and `initialized` belong to the client itself.
     #[error("{0} is sent by the client itself")]
     ReservedMethod(String),
+    /// A path given to an fs call is not an absolute host path (no request was sent).
+    #[error("not an absolute host path: {0}")]
+    InvalidPath(String),
 }
 
 impl From<CallError> for Error {
@@ -135,6 +140,8 @@ pub enum ConnectError {
 ///         tty: false,
 ///         pipe_stdin: false,
 ///         arg0: None,
+///         env_policy: None,
+///         enforce_managed_network: false,
 ///     })
 ///     .await?;
 /// while let Some(event) = process.next_event().await {
@@ -222,6 +229,19 @@ impl<R: DefaultRuntime> Client<R> {
         cwd: Option<PathBuf>,
     ) -> Result<Self, ConnectError> {
         Self::spawn_stdio_with_runtime(R::default_runtime()?, argv, env, cwd).await
+    }
+
+    /// Like [`spawn_stdio`](Self::spawn_stdio), from a prepared `command` (e.g. with
+    /// `process_group(0)` or a `setsid` `pre_exec` hook, so a terminal's Ctrl-C reaches only
+    /// the caller); its stdio settings are replaced by pipes (stdin, stdout) and inherit
+    /// (stderr).
+    ///
+    /// # Errors
+    /// As [`spawn_stdio_with_runtime`](Self::spawn_stdio_with_runtime); no default runtime.
+    pub async fn spawn_stdio_command(command: std::process::Command) -> Result<Self, ConnectError> {
+        spawn_stdio_command(shared(R::default_runtime()?), command)
+            .await
+            .map(Client::from_shared)
     }
 
     /// A client over an already-open transport (e.g. [`transport::memory_pair`]), its driver
@@ -482,6 +502,13 @@ async fn spawn_stdio(
     if let Some(cwd) = cwd {
         command.current_dir(cwd);
     }
+    spawn_stdio_command(rt, command).await
+}
+
+async fn spawn_stdio_command(
+    rt: Arc<dyn Runtime>,
+    command: std::process::Command,
+) -> Result<Arc<Shared>, ConnectError> {
     let mut child = rt.spawn_child(ChildCommand {
         command,
         stdin: Stdio::piped(),

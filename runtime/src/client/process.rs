@@ -59,6 +59,13 @@ pub enum Event {
     ProcessLost,
     /// The session ended for this client; no more events will come.
     SessionLost(LostReason),
+    /// The connection dropped and the client is reconnecting to resume the session (recovery
+    /// on); events continue after [`Resumed`](Self::Resumed), or the stream ends with
+    /// [`SessionLost`](Self::SessionLost). Informational: dropped when the queue is full.
+    Reconnecting,
+    /// The session was resumed over a new connection after [`Reconnecting`](Self::Reconnecting).
+    /// Informational: dropped when the queue is full.
+    Resumed,
 }
 
 /// A handle on a process started with [`Client::start`]. Cheap to clone; `Send + Sync`.

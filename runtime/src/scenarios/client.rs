@@ -76,6 +76,8 @@ fn params(id: &str, argv: &[&str], pipe_stdin: bool) -> StartParams {
         tty: false,
         pipe_stdin,
         arg0: None,
+        env_policy: None,
+        enforce_managed_network: false,
     }
 }
 
@@ -114,6 +116,8 @@ async fn collect(rt: &Arc<dyn Runtime>, process: &Process) -> Collected {
                 out.exit_code = Some(exit_code);
             }
             Event::Closed { .. } => out.closed = true,
+            // Reports of a recovery in progress; the stream goes on.
+            Event::Reconnecting | Event::Resumed => {}
             Event::Gap {
                 lost_chunks,
                 first_retained_seq,
@@ -372,6 +376,7 @@ pub async fn recovery_gives_up_with_closed_errors_when_the_server_stays_dead(rt:
         .await
         .expect("start");
     server.kill();
+    assert_eq!(within(rt, p.next_event()).await, Some(Event::Reconnecting));
     assert_eq!(
         within(rt, p.next_event()).await,
         Some(Event::SessionLost(LostReason::WindowExhausted))

@@ -29,6 +29,8 @@
 //! calls it from one `#[test]`.
 
 pub mod client;
+pub mod containment;
+pub mod fs;
 pub mod hostile;
 pub mod process;
 mod proxy;
@@ -162,6 +164,15 @@ macro_rules! scenario_tests {
                 a_peer_that_never_answers_pings_is_dropped_after_the_pong_timeout,
                 a_client_that_never_reads_does_not_stall_a_bystander,
             }
+            fs {
+                environment_info_and_status_describe_the_host,
+                env_policy_children_see_set_vars_and_inherit_path,
+                files_round_trip_byte_exact_whole_and_in_blocks,
+                handles_are_bounded_at_128_per_connection,
+                watch_missing_fires_when_the_path_appears,
+                bad_fs_inputs_leave_the_connection_working,
+                local_and_remote_executors_agree_on_files,
+            }
             client {
                 a_process_streams_its_events_in_order_with_its_exit_code,
                 writes_reach_stdin_in_order_and_close_stdin_ends_it,
@@ -172,6 +183,13 @@ macro_rules! scenario_tests {
                 recovery_gives_up_with_closed_errors_when_the_server_stays_dead,
                 local_and_remote_executors_give_the_same_results,
                 dropping_a_local_executor_kills_its_processes,
+            }
+            containment {
+                kill_after_close_reaches_a_redirected_background_job,
+                setsid_escapee_dies_with_cgroups_and_survives_process_groups,
+                terminate_kills_grandchildren_and_background_jobs,
+                ttl_expiry_kills_a_closed_processes_background_job,
+                shutdown_closes_with_1001_and_kills_every_tree,
             }
         );
     };

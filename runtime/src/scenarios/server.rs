@@ -17,14 +17,14 @@ use crate::runtime::{FdStream, Runtime, Task};
 use crate::transport::{stdio_transport, ws_connect, FrameReader, FrameWriter, Inbound, Limits};
 use crate::{serve_connection, ServerOptions, WsServer};
 
-pub(super) struct TestServer {
-    pub(super) url: String,
-    pub(super) addr: SocketAddr,
+pub(crate) struct TestServer {
+    pub(crate) url: String,
+    pub(crate) addr: SocketAddr,
     /// Dropping it stops the server, which kills its children.
     _task: Task,
 }
 
-async fn start_server(rt: &Arc<dyn Runtime>, core: ServerConfig) -> TestServer {
+pub(crate) async fn start_server(rt: &Arc<dyn Runtime>, core: ServerConfig) -> TestServer {
     let options = ServerOptions {
         core,
         ..ServerOptions::default()
@@ -58,16 +58,16 @@ pub(super) async fn start_server_with(rt: &Arc<dyn Runtime>, options: ServerOpti
     }
 }
 
-pub(super) struct Client {
+pub(crate) struct Client {
     rt: Arc<dyn Runtime>,
     reader: FrameReader,
     writer: FrameWriter,
     next_id: i64,
-    notifications: VecDeque<Value>,
+    pub(crate) notifications: VecDeque<Value>,
 }
 
 impl Client {
-    pub(super) async fn connect(rt: &Arc<dyn Runtime>, url: &str) -> Client {
+    pub(crate) async fn connect(rt: &Arc<dyn Runtime>, url: &str) -> Client {
         let (reader, writer) = within(rt, ws_connect(Arc::clone(rt), url, Limits::default()))
             .await
             .expect("connect");
@@ -85,7 +85,7 @@ impl Client {
     }
 
     /// Connects and opens (or resumes) a session; returns the session id.
-    async fn initialize(&mut self, resume: Option<&str>) -> Value {
+    pub(crate) async fn initialize(&mut self, resume: Option<&str>) -> Value {
         let mut params = json!({"clientName": "test"});
         if let Some(sid) = resume {
             params["resumeSessionId"] = json!(sid);
@@ -98,7 +98,7 @@ impl Client {
         r
     }
 
-    pub(super) async fn session(rt: &Arc<dyn Runtime>, url: &str) -> (Client, String) {
+    pub(crate) async fn session(rt: &Arc<dyn Runtime>, url: &str) -> (Client, String) {
         let mut c = Client::connect(rt, url).await;
         let r = c.initialize(None).await;
         let sid = r["result"]["sessionId"]
@@ -127,7 +127,7 @@ impl Client {
     }
 
     /// Sends a request; returns its response (result or error), queueing notifications.
-    pub(super) async fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
         self.send_raw(&json!({"id": id, "method": method, "params": params}).to_string())
@@ -143,7 +143,7 @@ impl Client {
         }
     }
 
-    pub(super) async fn notification(&mut self) -> Value {
+    pub(crate) async fn notification(&mut self) -> Value {
         if let Some(n) = self.notifications.pop_front() {
             return n;
         }
@@ -152,7 +152,7 @@ impl Client {
         msg
     }
 
-    pub(super) async fn start(&mut self, process_id: &str, argv: &[&str], extra: Value) -> Value {
+    pub(crate) async fn start(&mut self, process_id: &str, argv: &[&str], extra: Value) -> Value {
         let mut params = json!({
             "processId": process_id, "argv": argv, "cwd": "file:///tmp",
             "env": {"PATH": "/usr/bin:/bin"}, "tty": false,
@@ -164,7 +164,7 @@ impl Client {
     }
 
     /// Collects notifications for `process_id` until its `process/closed`.
-    async fn until_closed(&mut self, process_id: &str) -> Run {
+    pub(crate) async fn until_closed(&mut self, process_id: &str) -> Run {
         let mut run = Run::default();
         loop {
             let n = self.notification().await;
@@ -198,8 +198,8 @@ impl Client {
 }
 
 #[derive(Debug, Default)]
-struct Run {
-    stdout: Vec<u8>,
+pub(crate) struct Run {
+    pub(crate) stdout: Vec<u8>,
     stderr: Vec<u8>,
     seqs: Vec<u64>,
     events: Vec<&'static str>,

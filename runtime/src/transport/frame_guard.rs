@@ -471,7 +471,7 @@ mod tests {
             let (len, at) = match bytes[1] & 0x7f {
                 126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
                 127 => (
-                    u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                    u64::from_be_bytes(bytes[2..10].try_into().expect("8 length bytes")) as usize,
                     10,
                 ),
                 n => (n as usize, 2),
@@ -546,7 +546,10 @@ mod tests {
                 (true, OP_BINARY, b"ok".to_vec()),
             ]
         );
-        assert_eq!(r.verdicts.pop_front().unwrap().too_large, Some(120));
+        assert_eq!(
+            r.verdicts.pop_front().expect("a verdict").too_large,
+            Some(120)
+        );
         assert_eq!(
             r.verdicts.pop_front(),
             Some(Verdict {

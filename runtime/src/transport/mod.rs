@@ -123,6 +123,16 @@ impl FrameReader {
             ReaderInner::Mem(r) => r.recv().await,
         }
     }
+
+    /// The status code of the peer's WebSocket Close frame (e.g. 1000 normal, 1001 going
+    /// away), once [`recv`](Self::recv) has returned `None` after one; `None` for a close
+    /// without a code, a connection that ended otherwise, and other transports.
+    pub fn close_code(&self) -> Option<u16> {
+        match &self.inner {
+            ReaderInner::Ws(r) => r.close_code(),
+            ReaderInner::Stdio(_) | ReaderInner::Mem(_) => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for FrameReader {
@@ -183,6 +193,18 @@ impl FrameWriter {
                 w.close();
                 Ok(())
             }
+        }
+    }
+}
+
+impl FrameWriter {
+    /// Flushes, then closes announcing a shutdown: a WebSocket Close frame with code 1001
+    /// "going away" (RFC 6455 §7.4.1); stdio and memory transports close as with
+    /// [`close`](Self::close).
+    pub async fn close_going_away(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            WriterInner::Ws(w) => w.close_going_away().await,
+            WriterInner::Stdio(_) | WriterInner::Mem(_) => self.close().await,
         }
     }
 }

@@ -404,6 +404,7 @@ fn split(runtime: &Arc<dyn Runtime>, ws: Ws, limits: &Limits) -> (FrameReader, F
         close_frame: None,
         failure: None,
         done: false,
+        close_code: None,
     };
     let writer = WsWriter { shared };
     (
@@ -468,6 +469,8 @@ pub(super) struct WsReader {
     close_frame: Option<CloseFrame>,
     failure: Option<io::Error>,
     done: bool,
+    /// The code of the peer's Close frame, once one arrived.
+    close_code: Option<u16>,
 }
 
 struct Pinger {
@@ -495,6 +498,10 @@ enum PingState {
 }
 
 impl WsReader {
+    pub(super) fn close_code(&self) -> Option<u16> {
+        self.close_code
+    }
+
     pub(super) async fn recv(&mut self) -> Option<io::Result<Inbound>> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
@@ -547,6 +554,7 @@ impl WsReader {
                 // reply, if any, and end.
                 Message::Close(frame) => {
                     tracing::debug!(?frame, "websocket close frame received");
+                    self.close_code = frame.as_ref().map(|f| u16::from(f.code));
                     self.closing = true;
                     return self.poll_close_reply(cx);
                 }
@@ -776,6 +784,37 @@ impl WsWriter {
         poll_fn(|cx| self.with_write_cx(cx, |mut ws, write_cx| ws.as_mut().poll_close(write_cx)))
             .await
             .map_err(ws_to_io)
+    }
+
+    /// Sends a Close frame with code 1001 "going away" (after what is queued), then closes
+    /// like [`close`](Self::close).
+    pub(super) async fn close_going_away(&mut self) -> io::Result<()> {
+        use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        use async_tungstenite::tungstenite::protocol::CloseFrame;
+        tracing::debug!("websocket close: going away");
+        let mut frame = Some(Message::Close(Some(CloseFrame {
+            code: CloseCode::Away,
+            reason: "server shutting down".into(),
+        })));
+        poll_fn(|cx| {
+            self.with_write_cx(cx, |mut ws, write_cx| {
+                if frame.is_some() {
+                    match ws.as_mut().poll_ready(write_cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    if let Some(frame) = frame.take() {
+                        if let Err(e) = ws.as_mut().start_send(frame) {
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                }
+                ws.as_mut().poll_close(write_cx)
+            })
+        })
+        .await
+        .map_err(ws_to_io)
     }
 
     /// Runs one write-side poll of the stream with the shared write waker.

@@ -1,0 +1,296 @@
+//! The `fs/*` methods (PROTOCOL.md, filesystem): validated here, performed by the runtime.
+//!
+//! A request decodes to an [`FsOp`] (`decode_fs_request`), leaves as [`Command::Fs`] under a
+//! fresh [`FsTicket`], and is answered when the runtime feeds the result back with
+//! [`Server::handle_fs`]. The answer goes to the connection that asked, and only while that
+//! connection still holds its session; otherwise it is dropped. File handles and watches
+//! belong to the connection: when it goes, [`Command::FsCloseConnection`] tells the runtime to
+//! drop them, and late answers for it are ignored.
+//!
+//! `fs/watchMissing` keeps the watch ids of each connection here: a live id is not installed
+//! twice (`{watching: false}`, as the reference answers), an empty `missing` list removes the
+//! watch ([`Command::UnwatchMissing`]), and each watch fires `fs/missingChanged {watchId}`
+//! at most once ([`Server::handle_fs_watch_event`]), as observed on the reference.
+//!
+//! The `sandbox` field of fs requests is decoded (a malformed one is `-32602`) but not
+//! enforced: execd does not sandbox yet, and runs every fs operation as the server user, as
+//! it runs every process (`sandboxType: "none"`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Instant;
+
+use super::outbound::{ok, Reply};
+use super::{Command, ConnPhase, Output, Server};
+use crate::ids::ConnId;
+use crate::protocol::fs::{MissingChangedNotification, WatchMissingParams, WatchMissingResult};
+use crate::protocol::{host_path, method, FsError, FsRequest, FsResult};
+use crate::rpc::{self, RequestId, RpcError};
+
+/// Most live `fs/watchMissing` watches per connection; more are refused with `-32600`. The
+/// reference publishes no bound.
+pub const MAX_WATCHES_PER_CONNECTION: usize = 1024;
+
+/// Names one fs operation (or watch install) between [`Command::Fs`] /
+/// [`Command::WatchMissing`] and [`Server::handle_fs`]. Never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FsTicket(pub(crate) u64);
+
+impl FsTicket {
+    /// The raw number, for logs and runtime tables.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for FsTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fs-{}", self.0)
+    }
+}
+
+/// The fs bookkeeping of the server: requests in flight and each connection's watches.
+#[derive(Debug, Default)]
+pub(super) struct FsState {
+    next_ticket: u64,
+    pending: BTreeMap<FsTicket, Pending>,
+    conns: BTreeMap<ConnId, ConnFs>,
+}
+
+/// One request waiting for the runtime.
+#[derive(Debug)]
+struct Pending {
+    conn: ConnId,
+    id: RequestId,
+    /// The watch this ticket installs (`fs/watchMissing`).
+    watch: Option<u64>,
+}
+
+/// One connection's fs state.
+#[derive(Debug, Default)]
+struct ConnFs {
+    in_flight: usize,
+    /// Live watch ids (installing or installed).
+    watches: BTreeMap<u64, ()>,
+}
+
+impl FsState {
+    /// Number of fs requests waiting for the runtime.
+    pub(super) fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+impl Server {
+    /// Every `fs/*` request but `fs/watchMissing`: one [`Command::Fs`], answered later.
+    ///
+    /// Errors: `-32600` when the connection already has
+    /// [`max_fs_in_flight`](super::ServerConfig::max_fs_in_flight) requests in flight.
+    pub(super) fn fs_request(&mut self, conn: ConnId, id: &RequestId, req: FsRequest) -> Reply {
+        let ticket = self.fs_ticket(conn, id, None)?;
+        self.out.push_back(Output::Command(Command::Fs {
+            ticket,
+            conn,
+            op: req.op,
+        }));
+        Ok(None)
+    }
+
+    /// `fs/watchMissing {watchId, missing, present?}`.
+    ///
+    /// An empty `missing` removes the watch (`{watching: false}`); a live `watchId`, or a list
+    /// of only foreign-host paths, is `{watching: false}` with nothing installed (the
+    /// reference's answers); otherwise a [`Command::WatchMissing`], answered by the runtime.
+    ///
+    /// Errors: `-32600` past the in-flight bound or [`MAX_WATCHES_PER_CONNECTION`].
+    pub(super) fn watch_missing(
+        &mut self,
+        conn: ConnId,
+        id: &RequestId,
+        params: WatchMissingParams,
+    ) -> Reply {
+        let not_watching = || ok(&WatchMissingResult { watching: false });
+        let watch_id = params.watch_id;
+        if params.missing.is_empty() {
+            let removed = self
+                .fs
+                .conns
+                .get_mut(&conn)
+                .and_then(|c| c.watches.remove(&watch_id))
+                .is_some();
+            if removed {
+                self.out
+                    .push_back(Output::Command(Command::UnwatchMissing { conn, watch_id }));
+            }
+            return not_watching();
+        }
+        let live = self.fs.conns.get(&conn).map_or(0, |c| c.watches.len());
+        if self
+            .fs
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.watches.contains_key(&watch_id))
+        {
+            return not_watching();
+        }
+        if live >= MAX_WATCHES_PER_CONNECTION {
+            return Err(RpcError::invalid_request(format!(
+                "at most {MAX_WATCHES_PER_CONNECTION} fs/watchMissing watches may be live per connection"
+            )));
+        }
+        // A foreign-host path can never appear here; the reference answers `watching: false`.
+        let missing: Vec<_> = params
+            .missing
+            .iter()
+            .filter_map(|uri| host_path(uri).ok())
+            .collect();
+        if missing.is_empty() {
+            return not_watching();
+        }
+        let present = match params.present.as_ref().map(host_path) {
+            None => None,
+            Some(Ok(path)) => Some(path),
+            Some(Err(_)) => return not_watching(),
+        };
+        let ticket = self.fs_ticket(conn, id, Some(watch_id))?;
+        self.fs
+            .conns
+            .entry(conn)
+            .or_default()
+            .watches
+            .insert(watch_id, ());
+        self.out.push_back(Output::Command(Command::WatchMissing {
+            ticket,
+            conn,
+            watch_id,
+            missing,
+            present,
+        }));
+        Ok(None)
+    }
+
+    /// The runtime finished the fs operation (or watch install) `ticket`: answer the request
+    /// that asked for it, if its connection still holds its session. Unknown tickets (their
+    /// connection is gone) are ignored.
+    pub fn handle_fs(
+        &mut self,
+        _now: Instant,
+        ticket: FsTicket,
+        result: Result<FsResult, FsError>,
+    ) {
+        let Some(p) = self.fs.pending.remove(&ticket) else {
+            return;
+        };
+        if let Some(c) = self.fs.conns.get_mut(&p.conn) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        if let Some(watch_id) = p.watch {
+            self.on_watch_installed(p.conn, watch_id, &result);
+        }
+        if self.owns_session(p.conn) {
+            let reply = match result {
+                Ok(r) => ok(&r),
+                Err(e) => Err(e.to_rpc_error()),
+            };
+            self.reply(p.conn, &p.id, reply);
+        }
+    }
+
+    /// A path watched by `watch_id` of `conn` appeared (or its watched ancestor changed):
+    /// send `fs/missingChanged {watchId}` once and forget the watch. Events for unknown or
+    /// removed watches are ignored.
+    pub fn handle_fs_watch_event(&mut self, _now: Instant, conn: ConnId, watch_id: u64) {
+        let live = self
+            .fs
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.watches.remove(&watch_id))
+            .is_some();
+        if live && self.owns_session(conn) {
+            let text = rpc::encode_notification(
+                method::FS_MISSING_CHANGED,
+                &MissingChangedNotification { watch_id },
+            );
+            self.transmit(conn, text);
+        }
+    }
+
+    /// Number of fs requests (and watch installs) waiting for the runtime.
+    pub fn pending_fs_count(&self) -> usize {
+        self.fs.in_flight()
+    }
+
+    /// `conn` closed: forget its requests and watches, and tell the runtime to drop its
+    /// handles and watches (only when it used fs at all).
+    pub(super) fn drop_fs_of(&mut self, conn: ConnId) {
+        self.fs.pending.retain(|_, p| p.conn != conn);
+        if self.fs.conns.remove(&conn).is_some() {
+            self.out
+                .push_back(Output::Command(Command::FsCloseConnection { conn }));
+        }
+    }
+
+    /// A fresh ticket for a request of `conn`, counted against its in-flight bound.
+    fn fs_ticket(
+        &mut self,
+        conn: ConnId,
+        id: &RequestId,
+        watch: Option<u64>,
+    ) -> Result<FsTicket, RpcError> {
+        let limit = self.config.max_fs_in_flight;
+        let c = self.fs.conns.entry(conn).or_default();
+        if c.in_flight >= limit {
+            return Err(RpcError::invalid_request(format!(
+                "too many fs requests in flight on this connection (limit {limit})"
+            )));
+        }
+        c.in_flight += 1;
+        self.fs.next_ticket += 1;
+        let ticket = FsTicket(self.fs.next_ticket);
+        self.fs.pending.insert(
+            ticket,
+            Pending {
+                conn,
+                id: id.clone(),
+                watch,
+            },
+        );
+        Ok(ticket)
+    }
+
+    /// The install of `watch_id` was answered: keep the id only when the runtime watches.
+    fn on_watch_installed(
+        &mut self,
+        conn: ConnId,
+        watch_id: u64,
+        result: &Result<FsResult, FsError>,
+    ) {
+        let watching = matches!(result, Ok(FsResult::WatchMissing(r)) if r.watching);
+        let Some(c) = self.fs.conns.get_mut(&conn) else {
+            return;
+        };
+        if watching {
+            if !c.watches.contains_key(&watch_id) {
+                // Cleared (or fired) while installing: the runtime's watch is not wanted.
+                self.out
+                    .push_back(Output::Command(Command::UnwatchMissing { conn, watch_id }));
+            }
+        } else {
+            c.watches.remove(&watch_id);
+        }
+    }
+
+    /// Whether `conn` is open and its session is attached to it.
+    fn owns_session(&self, conn: ConnId) -> bool {
+        let Some(c) = self.conns.get(&conn) else {
+            return false;
+        };
+        match c.phase {
+            ConnPhase::Ready(sid) | ConnPhase::Initializing(sid) => self
+                .sessions
+                .get(&sid)
+                .is_some_and(|s| s.conn == Some(conn)),
+            ConnPhase::New => false,
+        }
+    }
+}
