@@ -19,7 +19,8 @@
 //! - text messages are handed over as binary, with [`Verdict::text`] recording the original
 //!   type, so the reader checks UTF-8 itself (and closes with 1007, RFC 6455 §7.4.1).
 //!
-//! Bytes before the first `\r\n\r\n` (the HTTP handshake) pass through unchanged.
+//! Bytes up to the first `\r\n\r\n` (the HTTP handshake) pass through unchanged, and so does
+//! everything after a response other than `101` (a refused client handshake and its body).
 
 use std::collections::VecDeque;
 use std::io;
@@ -187,8 +188,15 @@ struct Message {
 
 #[derive(Debug, Clone, Copy)]
 enum State {
-    /// Copying the HTTP handshake; `matched` bytes of `\r\n\r\n` seen.
-    Http { matched: usize },
+    /// Copying the HTTP handshake; `matched` bytes of `\r\n\r\n` seen; the head's first
+    /// bytes in `start` (`start_len` of them).
+    Http {
+        matched: usize,
+        start: [u8; 12],
+        start_len: usize,
+    },
+    /// A response other than `101` (a refused client handshake): its body is not frames.
+    Passthrough,
     /// Collecting a frame header.
     Header { buf: [u8; 14], have: usize },
     /// Copying a control frame's payload unchanged.
@@ -216,7 +224,11 @@ impl Reframer {
         Self {
             max_frame_bytes: max_frame_bytes as u64,
             hard_limit_bytes: hard_limit_bytes.max(max_frame_bytes),
-            state: State::Http { matched: 0 },
+            state: State::Http {
+                matched: 0,
+                start: [0; 12],
+                start_len: 0,
+            },
             message: None,
             verdicts: VecDeque::new(),
             violation: None,
@@ -228,10 +240,18 @@ impl Reframer {
         while !input.is_empty() && self.violation.is_none() {
             let copy = matches!(self.state, State::Control { .. });
             match &mut self.state {
-                State::Http { matched } => {
+                State::Http {
+                    matched,
+                    start,
+                    start_len,
+                } => {
                     let mut used = 0;
                     for &b in input {
                         used += 1;
+                        if *start_len < start.len() {
+                            start[*start_len] = b;
+                            *start_len += 1;
+                        }
                         *matched = match (*matched, b) {
                             (0 | 2, b'\r') => *matched + 1,
                             (1 | 3, b'\n') => *matched + 1,
@@ -244,12 +264,23 @@ impl Reframer {
                     }
                     out.extend_from_slice(&input[..used]);
                     if *matched == 4 {
-                        self.state = State::Header {
-                            buf: [0; 14],
-                            have: 0,
+                        // A request (server side) or `HTTP/1.1 101` (client side) is followed
+                        // by frames; any other response by its body.
+                        let refused = start.starts_with(b"HTTP/") && &start[9..12] != b"101";
+                        self.state = if refused {
+                            State::Passthrough
+                        } else {
+                            State::Header {
+                                buf: [0; 14],
+                                have: 0,
+                            }
                         };
                     }
                     input = &input[used..];
+                }
+                State::Passthrough => {
+                    out.extend_from_slice(input);
+                    input = &[];
                 }
                 State::Header { buf, have } => {
                     let need = header_len(&buf[..*have]);
@@ -575,6 +606,20 @@ mod tests {
         write_header(&mut header, OP_BINARY, true, 1 << 40, Some([0; 4]));
         r.feed(&header, &mut Vec::new());
         assert!(matches!(r.violation, Some(Violation::TooBig { .. })));
+    }
+
+    #[test]
+    fn a_refused_handshake_body_passes_through() {
+        let mut r = Reframer::new(1024, 4096);
+        let response = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\n\x82\xffbad";
+        assert_eq!(feed_bytewise(&mut r, response), response);
+        assert!(r.violation.is_none());
+
+        let mut r = Reframer::new(1024, 4096);
+        let mut input = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        input.extend(frame(true, OP_TEXT, b"hi", None));
+        let out = feed_bytewise(&mut r, &input);
+        assert!(out.ends_with(&frame(true, OP_BINARY, b"hi", None)));
     }
 
     #[test]
