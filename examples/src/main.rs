@@ -23,6 +23,7 @@ mod ps;
 mod remote_session;
 mod run;
 mod serve_auth;
+mod serve_limits;
 mod shutdown;
 
 use std::io::Write as _;
@@ -99,6 +100,8 @@ struct ServeArgs {
     allow_non_loopback: bool,
     #[command(flatten)]
     security: serve_auth::ServeSecurityArgs,
+    #[command(flatten)]
+    limits: serve_limits::ServeLimitsArgs,
     /// The async runtime to serve on (same behaviour on both).
     #[arg(long, value_enum, default_value_t = RuntimeKind::Smol)]
     runtime: RuntimeKind,
@@ -159,10 +162,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    core.validate().context("invalid server option")?;
+    let limits = args.limits.apply(&mut core)?;
     let options = ServerOptions {
         core,
         http_ca,
+        limits,
         ..ServerOptions::default()
     };
     let addr = match args.listen.as_str() {

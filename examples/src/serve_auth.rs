@@ -61,6 +61,12 @@ pub(crate) struct ServeSecurityArgs {
 #[error("{0}")]
 pub(crate) struct Refusal(String);
 
+impl Refusal {
+    pub(crate) fn new(message: String) -> Self {
+        Self(message)
+    }
+}
+
 /// The exit code for a failed command: 1 for a [`Refusal`], else `other`.
 pub(crate) fn exit_code(error: &anyhow::Error, other: u8) -> u8 {
     if error.is::<Refusal>() {

@@ -53,6 +53,10 @@ impl ServerOptions {
 /// Process events queued between the pumps and the loop before pumps wait (backpressure from
 /// the loop to the children's pipes).
 const PROCESS_EVENT_QUEUE: usize = 256;
+/// Frames one connection may have read and queued for the loop, not yet handled; its reader
+/// waits (leaving later frames in the socket) until the loop catches up. Keeps a flooding
+/// client from queueing unbounded frames ahead of everyone else's.
+const FRAMES_QUEUED_PER_CONNECTION: usize = 8;
 /// Events handled per wake-up before the loop flushes its outputs.
 const EVENT_BATCH: usize = 64;
 /// How long a stdio server waits at stdin EOF for its replies to be written before it returns.
@@ -335,6 +339,8 @@ struct ConnHandle {
     read_paused: Arc<AtomicBool>,
     /// Wakes a paused reader.
     read_resume: Sender<()>,
+    /// Returns one frame credit to the reader (see [`FRAMES_QUEUED_PER_CONNECTION`]).
+    frame_credit: Sender<()>,
     /// Closes when the writer task ends (everything written, or failed).
     writer_done: Receiver<()>,
     /// Dropping a task cancels it.
@@ -510,12 +516,14 @@ impl EventLoop {
             }
             LoopEvent::Frame(conn, Inbound::Frame(bytes)) => {
                 trace!(%conn, len = bytes.len(), "frame");
+                self.return_frame_credit(conn);
                 if let Err(e) = self.server.handle_message(now, conn, &bytes) {
                     debug!(error = %e, "frame for a closed connection");
                 }
                 false
             }
             LoopEvent::Frame(conn, Inbound::TooLarge { len }) => {
+                self.return_frame_credit(conn);
                 let _ = self.server.handle_frame_too_large(now, conn, len);
                 false
             }
@@ -543,9 +551,15 @@ impl EventLoop {
             }
             LoopEvent::Closed(conn) => {
                 info!(%conn, "connection closed");
-                self.writers.remove(&conn);
+                // Replies to the frames read before the end go to the writer first.
+                let dropped_last = self.drain();
                 let _ = self.server.handle_disconnect(now, conn);
-                self.single && self.writers.is_empty()
+                if self.single && self.writers.contains_key(&conn) {
+                    // The last connection: `shutdown` flushes its writer, then closes it.
+                    return true;
+                }
+                self.writers.remove(&conn);
+                dropped_last
             }
             LoopEvent::Shutdown => {
                 self.going_away = true;
@@ -559,6 +573,10 @@ impl EventLoop {
         let read_paused = Arc::new(AtomicBool::new(false));
         let (read_resume, resume_rx) = async_channel::bounded::<()>(1);
         let (done_tx, writer_done) = async_channel::bounded::<()>(1);
+        let (frame_credit, credits) = async_channel::bounded::<()>(FRAMES_QUEUED_PER_CONNECTION);
+        for _ in 0..FRAMES_QUEUED_PER_CONNECTION {
+            let _ = frame_credit.try_send(());
+        }
         let loop_tx = self.loop_tx.clone();
         let paused = read_paused.clone();
         let reader_task = self.runtime.spawn(Box::pin(async move {
@@ -568,6 +586,9 @@ impl EventLoop {
                     if resume_rx.recv().await.is_err() {
                         return;
                     }
+                }
+                if credits.recv().await.is_err() {
+                    return;
                 }
                 match reader.recv().await {
                     Some(Ok(inbound)) => {
@@ -627,6 +648,7 @@ impl EventLoop {
                 tx,
                 read_paused,
                 read_resume,
+                frame_credit,
                 writer_done,
                 _reader: reader_task,
                 writer: Some(writer_task),
@@ -704,6 +726,12 @@ impl EventLoop {
             Command::ResumeOutput { key } => self.processes.set_output_paused(key, false),
             Command::PauseReading { conn } => self.set_reading_paused(conn, true),
             Command::ResumeReading { conn } => self.set_reading_paused(conn, false),
+        }
+    }
+
+    fn return_frame_credit(&self, conn: ConnId) {
+        if let Some(w) = self.writers.get(&conn) {
+            let _ = w.frame_credit.try_send(());
         }
     }
 

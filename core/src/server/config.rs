@@ -155,10 +155,24 @@ pub enum ConfigError {
         /// The largest accepted value.
         max: Duration,
     },
+    /// A size is above its sane maximum.
+    #[error("{name} of {value} bytes is too large (at most {max})")]
+    TooLarge {
+        /// The field.
+        name: &'static str,
+        /// Its value.
+        value: usize,
+        /// The largest accepted value.
+        max: usize,
+    },
     /// A PTY dimension is 0.
     #[error("ptySize must be at least 1×1")]
     PtySize,
 }
+
+/// The largest `max_frame_bytes` a config may hold: 1 GiB. A frame is buffered whole before it
+/// is parsed, so each connection may hold this much.
+pub const MAX_FRAME_BYTES_LIMIT: usize = 1 << 30;
 
 /// The longest duration a config may hold: 100 years, far below where `Instant + Duration`
 /// overflows on any platform, and longer than any server lives.
@@ -194,6 +208,13 @@ impl ServerConfig {
         ];
         if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
+        }
+        if self.max_frame_bytes > MAX_FRAME_BYTES_LIMIT {
+            return Err(ConfigError::TooLarge {
+                name: "maxFrameBytes",
+                value: self.max_frame_bytes,
+                max: MAX_FRAME_BYTES_LIMIT,
+            });
         }
         if self.congestion_low_bytes > self.congestion_high_bytes {
             return Err(ConfigError::Marks {

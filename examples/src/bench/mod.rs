@@ -17,6 +17,9 @@
 //!   also the server's CPU time (user + system, `/proc/<pid>/stat`) per GiB when its pid is
 //!   known.
 //!
+//! - `--soak SECONDS` runs only the soak (`soak.rs`): hostile clients against the server while
+//!   a bystander measures echo round trips; reports echo p50/p99 and the server's peak RSS.
+//!
 //! Latencies report p50 and p95. `--json` prints one JSON object at the end instead of lines.
 
 mod client;
@@ -24,6 +27,7 @@ mod floor;
 mod latency;
 mod report;
 mod rss;
+mod soak;
 mod target;
 
 use std::time::{Duration, Instant};
@@ -83,6 +87,10 @@ pub(crate) struct BenchArgs {
     /// Skip the local floor measurements (same as leaving `floor` out of --only).
     #[arg(long)]
     no_floor: bool,
+    /// Run only the soak, for this many seconds: hostile clients plus a bystander's echo
+    /// round trips; reports echo p50/p99 and the server's peak RSS.
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<u64>,
 }
 
 impl BenchArgs {
@@ -113,6 +121,19 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         )),
         Ok(_) => {}
         Err(e) => report.note(format!("cannot raise the open-file limit: {e}")),
+    }
+
+    if let Some(secs) = args.soak {
+        let server = target.start()?;
+        let s = smol::block_on(soak::soak(
+            &server.url,
+            server.pid,
+            Duration::from_secs(secs),
+            args.sessions,
+        ))?;
+        soak::report(&mut report, &s, secs);
+        drop(server);
+        return report.finish();
     }
 
     // The floors first, while this process is small: `fork` gets slower as the forking

@@ -31,6 +31,7 @@
 pub mod client;
 pub mod containment;
 pub mod fs;
+pub mod hostile;
 pub mod http;
 pub mod process;
 mod proxy;
@@ -157,6 +158,12 @@ macro_rules! scenario_tests {
                 stdio_writer_terminates_frames_with_newlines_and_refuses_embedded_ones,
                 stdio_round_trip_through_a_child_process,
                 halves_move_into_tasks,
+            }
+            hostile {
+                a_huge_frame_header_costs_no_memory_and_a_bystander_keeps_its_echo,
+                invalid_utf8_in_a_text_frame_closes_with_1007,
+                a_peer_that_never_answers_pings_is_dropped_after_the_pong_timeout,
+                a_client_that_never_reads_does_not_stall_a_bystander,
             }
             fs {
                 environment_info_and_status_describe_the_host,

@@ -29,6 +29,11 @@ pub(crate) async fn start_server(rt: &Arc<dyn Runtime>, core: ServerConfig) -> T
         core,
         ..ServerOptions::default()
     };
+    start_server_with(rt, options).await
+}
+
+/// Starts a WebSocket server with `options` on a free loopback port.
+pub(super) async fn start_server_with(rt: &Arc<dyn Runtime>, options: ServerOptions) -> TestServer {
     let server = within(
         rt,
         WsServer::bind_with_runtime(
@@ -352,7 +357,7 @@ pub async fn resume_while_attached_is_refused_with_32010(rt: Arc<dyn Runtime>) {
     assert_eq!(r["error"]["code"], -32010);
 }
 
-fn pid_alive(pid: u64) -> bool {
+pub(super) fn pid_alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()

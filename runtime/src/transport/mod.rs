@@ -19,6 +19,7 @@
 //! binary frames are accepted, text is sent; `GET /readyz` answers 200; a handshake carrying an
 //! `Origin` header is refused with 403; the server pings every 30 s.
 
+mod frame_guard;
 mod http;
 mod memory;
 mod security;
@@ -45,18 +46,23 @@ pub struct Limits {
     /// delivered as [`Inbound::Frame`]. Larger frames become [`Inbound::TooLarge`] and the
     /// connection stays usable. Default 64 MiB.
     pub max_frame_bytes: usize,
-    /// WebSocket only: the size, in bytes, above which an inbound message closes the connection
-    /// instead of yielding [`Inbound::TooLarge`].
+    /// WebSocket only: the declared size, in bytes, above which an inbound message closes the
+    /// connection (Close 1009) instead of yielding [`Inbound::TooLarge`].
     ///
-    /// tungstenite cannot skip a message it refuses: once its own size limit trips, the
-    /// connection is unusable. So tungstenite's limit is set to
-    /// `max(ws_hard_limit_bytes, max_frame_bytes)` and messages between the two limits are
-    /// received in full, then reported as `TooLarge`. Above the hard limit `recv` returns an
-    /// error and the connection ends. Default 256 MiB.
+    /// A message over `max_frame_bytes` is skipped as its bytes arrive, without buffering them
+    /// (memory grows only with bytes received, never with a declared length); this bound
+    /// keeps a peer from tying a connection up with a message of, say, 1 TiB. Taken as
+    /// `max(ws_hard_limit_bytes, max_frame_bytes)`. Default 256 MiB.
     pub ws_hard_limit_bytes: usize,
     /// WebSocket only: send a Ping after this long without receiving anything from the peer.
-    /// `None` disables pings. Default 30 s (PROTOCOL.md: the server pings every 30 s).
+    /// `None` disables pings (and the pong timeout). Default 30 s (PROTOCOL.md: the server
+    /// pings every 30 s).
     pub ping_interval: Option<Duration>,
+    /// WebSocket only: once a ping is due, how much longer the peer may stay silent (no Pong
+    /// and no other byte) before the connection ends as failed; a server then detaches the
+    /// session as on any disconnect. `None` never ends a silent connection. Default 60 s, so
+    /// a dead peer is detected 90 s after its last byte.
+    pub pong_timeout: Option<Duration>,
     /// WebSocket server only: time allowed for a new connection to deliver its HTTP request head
     /// and finish the WebSocket handshake. Default 10 s.
     pub handshake_timeout: Duration,
@@ -68,6 +74,7 @@ impl Default for Limits {
             max_frame_bytes: 64 << 20,
             ws_hard_limit_bytes: 256 << 20,
             ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Some(Duration::from_secs(60)),
             handshake_timeout: Duration::from_secs(10),
         }
     }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::error::ProtocolError;
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
@@ -20,6 +22,7 @@ use futures::task::AtomicWaker;
 use futures::{Sink, Stream};
 use futures_lite::io::{AsyncWrite, AsyncWriteExt};
 
+use super::frame_guard::{FrameGuard, Violation, CHUNK};
 use super::http::{self, Prefixed, Route};
 use super::security::{ClientSecurity, Peer, ServerSecurity};
 use super::tls::TlsClientConfig;
@@ -230,6 +233,7 @@ pub async fn ws_connect_with(
             }
         };
     }
+    let stream = guard(stream, &limits);
     let (ws, _response) =
         async_tungstenite::client_async_with_config(request, stream, Some(ws_config(&limits)))
             .await
@@ -238,20 +242,27 @@ pub async fn ws_connect_with(
     Ok(split(&runtime, ws, &limits))
 }
 
-/// The byte stream under a WebSocket: TCP, with a replayed request head on the server side.
-type Ws = WebSocketStream<Box<dyn AsyncStream>>;
+/// The byte stream under a WebSocket: TCP (with a replayed request head on the server side),
+/// its inbound frames rewritten by a [`FrameGuard`].
+type Ws = WebSocketStream<FrameGuard<Box<dyn AsyncStream>>>;
+
+/// Wraps a connection's byte stream, before the WebSocket handshake, in the inbound frame
+/// guard enforcing `max_frame_bytes` and the hard limit.
+fn guard(stream: Box<dyn AsyncStream>, limits: &Limits) -> FrameGuard<Box<dyn AsyncStream>> {
+    FrameGuard::new(stream, limits.max_frame_bytes, limits.ws_hard_limit_bytes)
+}
 
 /// tungstenite settings for both roles.
 ///
-/// Incoming size limits are the hard limit, not `max_frame_bytes` (see
-/// [`Limits::ws_hard_limit_bytes`]). The write buffer is tungstenite's default 128 KiB: frames
-/// are formatted into it and written once it passes that size or on flush, so a burst of small
-/// frames costs one `write(2)` per 128 KiB, not one per frame.
+/// The [`FrameGuard`] below tungstenite hands it fragments of at most [`CHUNK`] bytes and
+/// messages of at most `max_frame_bytes` (larger ones arrive empty and are reported too large),
+/// so tungstenite's own limits only back that up. The write buffer is tungstenite's default
+/// 128 KiB: frames are formatted into it and written once it passes that size or on flush, so a
+/// burst of small frames costs one `write(2)` per 128 KiB, not one per frame.
 fn ws_config(limits: &Limits) -> WebSocketConfig {
-    let hard = limits.ws_hard_limit_bytes.max(limits.max_frame_bytes);
     WebSocketConfig::default()
-        .max_message_size(Some(hard))
-        .max_frame_size(Some(hard))
+        .max_message_size(Some(limits.max_frame_bytes.max(CHUNK)))
+        .max_frame_size(Some(CHUNK))
         // tungstenite's default read buffer (128 KiB) is allocated and zero-filled per
         // connection; 8 KiB keeps 1,000 idle sessions at ~18 MiB instead of ~139 MiB, and
         // large inbound messages still arrive in full (the buffer is per read, not per message).
@@ -359,9 +370,10 @@ async fn handshake(
         }
     };
     let io: Box<dyn AsyncStream> = Box::new(Prefixed::new(head, tcp));
-    let ws = async_tungstenite::accept_async_with_config(io, Some(ws_config(limits)))
-        .await
-        .map_err(ws_to_io)?;
+    let ws =
+        async_tungstenite::accept_async_with_config(guard(io, limits), Some(ws_config(limits)))
+            .await
+            .map_err(ws_to_io)?;
     let (reader, writer) = split(runtime, ws, limits);
     Ok(Some((reader, writer, principal)))
 }
@@ -377,8 +389,10 @@ fn split(runtime: &Arc<dyn Runtime>, ws: Ws, limits: &Limits) -> (FrameReader, F
     let now = runtime.now();
     let pinger = limits.ping_interval.map(|interval| Pinger {
         interval,
+        pong_timeout: limits.pong_timeout,
         timer: runtime.sleep_until(now + interval),
         last_rx: now,
+        last_received: 0,
         state: PingState::Idle,
         clock: Arc::clone(runtime),
     });
@@ -387,6 +401,8 @@ fn split(runtime: &Arc<dyn Runtime>, ws: Ws, limits: &Limits) -> (FrameReader, F
         max_frame_bytes: limits.max_frame_bytes,
         pinger,
         closing: false,
+        close_frame: None,
+        failure: None,
         done: false,
         close_code: None,
     };
@@ -447,8 +463,11 @@ pub(super) struct WsReader {
     shared: Arc<Shared>,
     max_frame_bytes: usize,
     pinger: Option<Pinger>,
-    /// A Close frame arrived: flush tungstenite's reply (if any), then end.
+    /// A Close frame arrived, or the reader fails the connection: send `close_frame` (if
+    /// any), flush tungstenite's reply (if any), then end with `failure` (if any).
     closing: bool,
+    close_frame: Option<CloseFrame>,
+    failure: Option<io::Error>,
     done: bool,
     /// The code of the peer's Close frame, once one arrived.
     close_code: Option<u16>,
@@ -456,9 +475,14 @@ pub(super) struct WsReader {
 
 struct Pinger {
     interval: Duration,
+    /// With a ping unanswered, silence longer than `interval + pong_timeout` ends the
+    /// connection.
+    pong_timeout: Option<Duration>,
     timer: Pin<Box<dyn Sleep>>,
-    /// When anything (data, ping, pong, close) last arrived from the peer.
+    /// When anything (any byte: data, ping, pong, close) last arrived from the peer.
     last_rx: Instant,
+    /// The guard's received-byte count at `last_rx`.
+    last_received: u64,
     state: PingState,
     /// The runtime whose clock `last_rx` and the timer are on.
     clock: Arc<dyn Runtime>,
@@ -503,7 +527,17 @@ impl WsReader {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     tracing::debug!(error = %e, "websocket read failed");
-                    return Poll::Ready(Some(Err(self.finish(ws_to_io(e)))));
+                    let violation = self.shared.lock().get_ref().violation();
+                    let e = ws_to_io(e);
+                    return match violation {
+                        Some(Violation::TooBig { .. }) => {
+                            self.fail_with_close(cx, CloseCode::Size, "message too big", e)
+                        }
+                        Some(Violation::Protocol(what)) => {
+                            self.fail_with_close(cx, CloseCode::Protocol, what, e)
+                        }
+                        None => Poll::Ready(Some(Err(self.finish(e)))),
+                    };
                 }
                 Poll::Ready(Some(Ok(message))) => message,
             };
@@ -525,27 +559,56 @@ impl WsReader {
                     return self.poll_close_reply(cx);
                 }
             };
-            if payload.len() > self.max_frame_bytes {
-                tracing::debug!(
-                    len = payload.len(),
-                    "websocket message over the frame limit"
+            let verdict = self.shared.lock().get_mut().next_verdict();
+            let too_large = verdict
+                .and_then(|v| v.too_large)
+                .map(|len| usize::try_from(len).unwrap_or(usize::MAX))
+                .or((payload.len() > self.max_frame_bytes).then_some(payload.len()));
+            if let Some(len) = too_large {
+                tracing::debug!(len, "websocket message over the frame limit");
+                return Poll::Ready(Some(Ok(Inbound::TooLarge { len })));
+            }
+            if verdict.is_some_and(|v| v.text) && std::str::from_utf8(&payload).is_err() {
+                tracing::debug!("websocket text message is not UTF-8");
+                let e = io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "websocket text message is not valid UTF-8",
                 );
-                return Poll::Ready(Some(Ok(Inbound::TooLarge { len: payload.len() })));
+                return self.fail_with_close(cx, CloseCode::Invalid, "invalid UTF-8", e);
             }
             tracing::trace!(len = payload.len(), "websocket frame");
             // No copy when tungstenite's buffer is not shared.
             return Poll::Ready(Some(Ok(Inbound::Frame(Vec::from(payload)))));
         }
         let mut ping_due = false;
+        let received = self.shared.lock().get_ref().received();
         if let Some(pinger) = &mut self.pinger {
             // Loop until the timer is armed (Pending), so its waker is registered.
             while pinger.timer.as_mut().poll(cx).is_ready() {
                 let now = pinger.clock.now();
+                // Bytes of a frame still arriving count as life too.
+                if received != pinger.last_received {
+                    pinger.last_received = received;
+                    pinger.last_rx = now;
+                }
                 let due = pinger.last_rx + pinger.interval;
+                let deadline = pinger.pong_timeout.map(|t| due + t);
+                if deadline.is_some_and(|deadline| now >= deadline) {
+                    tracing::debug!("websocket peer silent past the pong timeout");
+                    let e = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "websocket peer did not answer pings",
+                    );
+                    return Poll::Ready(Some(Err(self.finish(e))));
+                }
                 if now < due {
                     pinger.timer.as_mut().reset(due);
                 } else {
-                    pinger.timer.as_mut().reset(now + pinger.interval);
+                    let next = now + pinger.interval;
+                    pinger
+                        .timer
+                        .as_mut()
+                        .reset(deadline.map_or(next, |d| d.min(next)));
                     ping_due = true;
                 }
             }
@@ -562,11 +625,46 @@ impl WsReader {
         Poll::Pending
     }
 
-    /// Flushes the reply to a received Close frame, then ends the stream.
+    /// Fails the connection: sends a Close frame with `code`, then ends with `e`.
+    fn fail_with_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        code: CloseCode,
+        reason: &'static str,
+        e: io::Error,
+    ) -> Poll<Option<io::Result<Inbound>>> {
+        self.closing = true;
+        self.close_frame = Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        });
+        self.failure = Some(e);
+        self.poll_close_reply(cx)
+    }
+
+    /// Sends the pending Close frame (if any) and flushes tungstenite's reply to a received
+    /// one, then ends the stream (with the failure, if the reader failed the connection).
     fn poll_close_reply(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Inbound>>> {
         self.shared.wakers.reader.register(cx.waker());
         let mut write_cx = Context::from_waker(&self.shared.write_waker);
-        let flushed = Pin::new(&mut *self.shared.lock()).poll_flush(&mut write_cx);
+        let mut ws = self.shared.lock();
+        if self.close_frame.is_some() {
+            match Pin::new(&mut *ws).poll_ready(&mut write_cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket close frame not sent");
+                    self.close_frame = None;
+                }
+                Poll::Ready(Ok(())) => {
+                    let frame = self.close_frame.take();
+                    if let Err(e) = Pin::new(&mut *ws).start_send(Message::Close(frame)) {
+                        tracing::debug!(error = %e, "websocket close frame not sent");
+                    }
+                }
+            }
+        }
+        let flushed = Pin::new(&mut *ws).poll_flush(&mut write_cx);
+        drop(ws);
         match flushed {
             Poll::Pending => Poll::Pending,
             Poll::Ready(result) => {
@@ -574,7 +672,7 @@ impl WsReader {
                     tracing::debug!(error = %e, "websocket close reply not sent");
                 }
                 self.shutdown_socket();
-                Poll::Ready(None)
+                Poll::Ready(self.failure.take().map(Err))
             }
         }
     }
