@@ -115,3 +115,25 @@ fn unknown_scenario_is_refused() {
     let out = bench(&["--only", "nope"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn tls_reports_plain_and_tls_connects() {
+    let out = bench(&["--only", "tls", "--iterations", "5"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "connect ws://",
+        "connect wss://",
+        "connect + initialize round trip, ws://",
+        "connect + initialize round trip, wss://",
+        "TLS adds to a connect (p50)",
+        "TLS adds to connect + initialize (p50)",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("(n=5)").count(), 4, "{stdout}");
+}

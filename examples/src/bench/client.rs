@@ -3,14 +3,21 @@
 //!
 //! It talks to the server with async-tungstenite directly rather than through a runtime crate,
 //! so that it measures any server the same way and shares no code with the server under test.
+//! `wss://` goes through futures-rustls (ring) directly, for the same reason.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context as _};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 use async_tungstenite::WebSocketStream;
-use futures::{SinkExt as _, StreamExt as _};
+use futures::{AsyncRead, AsyncWrite, SinkExt as _, StreamExt as _};
+use futures_rustls::client::TlsStream;
+use futures_rustls::TlsConnector;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use smol::net::TcpStream;
@@ -20,8 +27,73 @@ pub(crate) const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One protocol connection.
 pub(crate) struct Conn {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Stream>,
     next_id: i64,
+}
+
+/// The connection under the WebSocket: plain TCP (`ws://`) or TLS over TCP (`wss://`).
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}
+
+/// A client TLS configuration trusting only the PEM CA certificate(s) `ca_pem`, with session
+/// resumption off so that every connect does a full handshake, as a fresh client process does.
+pub(crate) fn tls_client_config(ca_pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.context("invalid CA PEM")?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
 }
 
 /// The members of a server message the measurements look at; borrowed from the frame.
@@ -141,20 +213,51 @@ pub(crate) fn parse(frame: &[u8]) -> anyhow::Result<Msg<'_>> {
 impl Conn {
     /// Opens a WebSocket to `url` (`ws://HOST:PORT[/path]`) without the protocol handshake.
     pub(crate) async fn connect(url: &str) -> anyhow::Result<Conn> {
-        let authority = url
-            .strip_prefix("ws://")
-            .with_context(|| format!("not a ws:// URL: {url}"))?;
+        Conn::connect_with(url, None).await
+    }
+
+    /// Opens a WebSocket to `url` without the protocol handshake: `ws://HOST:PORT[/path]`, or
+    /// `wss://…` verified with `tls`.
+    pub(crate) async fn connect_with(
+        url: &str,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> anyhow::Result<Conn> {
+        let (authority, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, None),
+            (None, Some(rest)) => (
+                rest,
+                Some(tls.with_context(|| format!("no TLS configuration for {url}"))?),
+            ),
+            (None, None) => bail!("not a ws:// or wss:// URL: {url}"),
+        };
         let authority = authority.split('/').next().unwrap_or(authority);
         let tcp = TcpStream::connect(authority)
             .await
             .with_context(|| format!("cannot connect to {authority}"))?;
         tcp.set_nodelay(true)?;
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                let host = authority
+                    .rsplit_once(':')
+                    .map_or(authority, |(host, _)| host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+                    .with_context(|| format!("invalid server name {host:?}"))?;
+                let tls = TlsConnector::from(Arc::clone(config))
+                    .connect(name, tcp)
+                    .await
+                    .with_context(|| format!("TLS handshake with {authority} failed"))?;
+                Stream::Tls(Box::new(tls))
+            }
+        };
         // Small read buffer: the idle-session stage holds a thousand of these.
         let config = WebSocketConfig::default()
             .read_buffer_size(16 * 1024)
             .max_message_size(None)
             .max_frame_size(None);
-        let (ws, _) = async_tungstenite::client_async_with_config(url, tcp, Some(config))
+        let (ws, _) = async_tungstenite::client_async_with_config(url, stream, Some(config))
             .await
             .with_context(|| format!("WebSocket handshake with {url} failed"))?;
         Ok(Conn { ws, next_id: 1 })
@@ -163,6 +266,13 @@ impl Conn {
     /// Opens a WebSocket and a session: `initialize`, its response, `initialized`.
     pub(crate) async fn open(url: &str) -> anyhow::Result<Conn> {
         let mut c = Conn::connect(url).await?;
+        c.initialize().await?;
+        Ok(c)
+    }
+
+    /// The protocol handshake: `initialize`, its response, `initialized`.
+    pub(crate) async fn initialize(&mut self) -> anyhow::Result<()> {
+        let c = self;
         let id = c
             .request("initialize", json!({"clientName": "execd-bench"}))
             .await?;
@@ -170,7 +280,7 @@ impl Conn {
         c.queue(json!({"method": "initialized", "params": {}}).to_string())
             .await?;
         c.flush().await?;
-        Ok(c)
+        Ok(())
     }
 
     /// Queues one frame without flushing.

@@ -17,6 +17,12 @@
 //!   also the server's CPU time (user + system, `/proc/<pid>/stat`) per GiB when its pid is
 //!   known.
 //!
+//! - `tls`: what TLS adds to a connect, on two local `execd serve` (this binary, whatever the
+//!   target), one plain and one with `--tls-cert/--tls-key` from a throwaway CA: TCP connect +
+//!   WebSocket handshake, and that + `initialize` round trip, for `ws://` and `wss://` (full
+//!   handshakes, no resumption), and the differences. Runs by default only against a local
+//!   server (it measures execd, not the target).
+//!
 //! - `--soak SECONDS` runs only the soak (`soak.rs`): hostile clients against the server while
 //!   a bystander measures echo round trips; reports echo p50/p99 and the server's peak RSS.
 //!
@@ -29,13 +35,14 @@ mod report;
 mod rss;
 mod soak;
 mod target;
+mod tls;
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
 use client::Conn;
-use report::{mib_s, Report};
+use report::{mib_s, percentile_ms, Report};
 use rss::Rss;
 use target::Target;
 
@@ -47,6 +54,7 @@ pub(crate) enum Scenario {
     Concurrent,
     Echo,
     Throughput,
+    Tls,
 }
 
 #[derive(Debug, clap::Args)]
@@ -155,7 +163,65 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         smol::block_on(through(&server.url, server.pid, &args, &mut report))?;
         drop(server);
     }
+    let tls_selected = if args.only.is_empty() {
+        matches!(target, Target::Local)
+    } else {
+        args.selected(Scenario::Tls)
+    };
+    if tls_selected {
+        tls_cost(&args, &mut report)?;
+    }
     report.finish()
+}
+
+/// The `tls` scenario.
+fn tls_cost(args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
+    let s = tls::connect_cost(args.iterations)?;
+    let what = "TCP + WebSocket handshake";
+    report.latency(
+        "tls_connect_ws",
+        format!("connect ws:// ({what})"),
+        &s.plain.connect,
+    );
+    report.latency(
+        "tls_connect_wss",
+        format!("connect wss:// ({what} + TLS)"),
+        &s.tls.connect,
+    );
+    report.latency(
+        "tls_open_ws",
+        "connect + initialize round trip, ws://",
+        &s.plain.open,
+    );
+    report.latency(
+        "tls_open_wss",
+        "connect + initialize round trip, wss://",
+        &s.tls.open,
+    );
+    for (key, label, plain, tls) in [
+        (
+            "tls_connect_added",
+            "TLS adds to a connect (p50)",
+            &s.plain.connect,
+            &s.tls.connect,
+        ),
+        (
+            "tls_open_added",
+            "TLS adds to connect + initialize (p50)",
+            &s.plain.open,
+            &s.tls.open,
+        ),
+    ] {
+        let added = |p| percentile_ms(tls, p) - percentile_ms(plain, p);
+        report.scalar(
+            key,
+            label,
+            added(0.5),
+            "ms",
+            Some(format!("p95 {:+.3} ms", added(0.95))),
+        );
+    }
+    Ok(())
 }
 
 /// The latency and throughput scenarios, on one session.

@@ -60,16 +60,10 @@ impl Report {
         label: impl Into<String>,
         samples: &[Duration],
     ) {
-        let mut s = samples.to_vec();
-        s.sort();
-        let pct = |p: f64| {
-            s.get(((s.len().saturating_sub(1)) as f64 * p).round() as usize)
-                .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
-        };
         let value = Value::Latency {
-            p50_ms: pct(0.5),
-            p95_ms: pct(0.95),
-            n: s.len(),
+            p50_ms: percentile_ms(samples, 0.5),
+            p95_ms: percentile_ms(samples, 0.95),
+            n: samples.len(),
         };
         self.push(key, label.into(), value);
     }
@@ -156,10 +150,20 @@ fn line(m: &Metric) -> String {
                 .as_deref()
                 .map(|d| format!("  ({d})"))
                 .unwrap_or_default();
-            format!("{label:<52} {value:>13.1} {unit}{detail}")
+            // Milliseconds are small here (a wall time, a difference of latencies).
+            let prec = if *unit == "ms" { 3 } else { 1 };
+            format!("{label:<52} {value:>13.prec$} {unit}{detail}")
         }
         Value::Skipped { skipped } => format!("{label:<52} skipped: {skipped}"),
     }
+}
+
+/// The `p` percentile (0 to 1, nearest rank) of `samples`, in milliseconds; NaN when empty.
+pub(crate) fn percentile_ms(samples: &[Duration], p: f64) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort();
+    s.get(((s.len().saturating_sub(1)) as f64 * p).round() as usize)
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }
 
 /// Mebibytes per second.

@@ -41,7 +41,7 @@ impl Target {
 
     /// Starts a fresh server (owned targets) or returns the given one.
     pub(crate) fn start(&self) -> anyhow::Result<Running> {
-        let mut command = match self {
+        let command = match self {
             Target::Url { url, pid } => {
                 return Ok(Running {
                     url: url.clone(),
@@ -49,11 +49,7 @@ impl Target {
                     child: None,
                 })
             }
-            Target::Local => {
-                let mut c = Command::new(crate::self_exe()?);
-                c.args(["serve", "--listen", "ws://127.0.0.1:0"]);
-                c
-            }
+            Target::Local => return start_local(&[]),
             Target::Cmd(cmd) => {
                 // `exec` so that the pid is the server's, not the shell's.
                 let mut c = Command::new("/bin/sh");
@@ -61,32 +57,42 @@ impl Target {
                 c
             }
         };
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.describe()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let pid = child.id();
-        let mut running = Running {
-            url: String::new(),
-            pid: Some(pid),
-            child: Some(child),
-        };
-        running.url = first_line(stdout).with_context(|| {
-            format!(
-                "{} printed no URL (its stderr is discarded; run it by hand to see why)",
-                self.describe()
-            )
-        })?;
-        ensure!(
-            running.url.starts_with("ws://"),
-            "{} printed {:?}, not a ws:// URL",
-            self.describe(),
-            running.url
-        );
-        Ok(running)
+        spawn(command, &self.describe())
     }
+}
+
+/// A local `execd serve --listen ws://127.0.0.1:0` from this binary with `extra` arguments
+/// (e.g. `--tls-cert`/`--tls-key`, when its URL is `wss://`).
+pub(crate) fn start_local(extra: &[&std::ffi::OsStr]) -> anyhow::Result<Running> {
+    let mut c = Command::new(crate::self_exe()?);
+    c.args(["serve", "--listen", "ws://127.0.0.1:0"])
+        .args(extra);
+    spawn(c, &Target::Local.describe())
+}
+
+/// Starts `command`, which prints its `ws://` or `wss://` URL as its first stdout line.
+fn spawn(mut command: Command, describe: &str) -> anyhow::Result<Running> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {describe}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let pid = child.id();
+    let mut running = Running {
+        url: String::new(),
+        pid: Some(pid),
+        child: Some(child),
+    };
+    running.url = first_line(stdout).with_context(|| {
+        format!("{describe} printed no URL (its stderr is discarded; run it by hand to see why)")
+    })?;
+    ensure!(
+        running.url.starts_with("ws://") || running.url.starts_with("wss://"),
+        "{describe} printed {:?}, not a ws:// URL",
+        running.url
+    );
+    Ok(running)
 }
 
 /// Reads the first line; the rest of the pipe is left open (closing it could kill a server
