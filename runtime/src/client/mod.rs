@@ -538,7 +538,7 @@ async fn spawn_stdio_command(
 }
 
 /// A core client with `config`, its `writeId` seed from the OS.
-fn core_client(config: execd_core::ClientConfig) -> io::Result<execd_core::Client> {
+fn core_client(config: ClientConfig) -> io::Result<execd_core::Client> {
     let mut seed = [0u8; 16];
     getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
     Ok(execd_core::Client::new(config, seed))
