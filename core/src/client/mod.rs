@@ -39,7 +39,9 @@ use tracker::Tracker;
 ///
 /// Drive it from one task that owns it:
 /// 1. open a transport and call [`handle_connected`](Self::handle_connected) (or
-///    [`handle_connect_failed`](Self::handle_connect_failed));
+///    [`handle_connect_failed`](Self::handle_connect_failed); for the first transport, a
+///    runtime that would rather report a server that is not there than open a recovery
+///    window asks [`first_connect_failed`](Self::first_connect_failed) when to try again);
 /// 2. feed every inbound frame to [`handle_message`](Self::handle_message), a dropped
 ///    transport to [`handle_disconnect`](Self::handle_disconnect), and call
 ///    [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout) is
@@ -125,6 +127,8 @@ pub struct Client {
     recovery: Option<Recovery>,
     /// When the next reconnect or `initialize` retry is due.
     retry_at: Option<Instant>,
+    /// The first connect's retries (see [`first_connect_failed`](Self::first_connect_failed)).
+    first_connect: FirstConnect,
     session_id: Option<String>,
     pending: Pending,
     trackers: BTreeMap<String, Tracker>,
@@ -148,6 +152,13 @@ enum Phase {
     Closed,
 }
 
+/// Failed attempts at the first connect so far, and the delay before the next one.
+#[derive(Debug, Clone, Copy)]
+struct FirstConnect {
+    failures: u32,
+    backoff: Duration,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Recovery {
     deadline: Instant,
@@ -162,6 +173,10 @@ impl Client {
         for b in seed {
             let _ = write!(write_prefix, "{b:02x}");
         }
+        let first_connect = FirstConnect {
+            failures: 0,
+            backoff: config.backoff_initial,
+        };
         Client {
             config,
             write_prefix,
@@ -170,6 +185,7 @@ impl Client {
             phase: Phase::Connecting,
             recovery: None,
             retry_at: None,
+            first_connect,
             session_id: None,
             pending: Pending::default(),
             trackers: BTreeMap::new(),

@@ -187,6 +187,116 @@ fn first_connect_opens_a_fresh_session() {
     );
 }
 
+/// Fails the first connect (`transient` each time) until the client gives up, advancing the
+/// sim's clock to each retry; returns the delays between a failure and its retry.
+fn first_connect_delays(sim: &mut Sim, transient: bool) -> Vec<Duration> {
+    let mut delays = Vec::new();
+    while let Some(at) = sim.client.first_connect_failed(sim.now, transient) {
+        assert!(!sim.client.is_closed());
+        assert_eq!(
+            sim.client.poll_timeout(),
+            None,
+            "the runtime sleeps, not the client"
+        );
+        delays.push(at - sim.now);
+        sim.advance(at - sim.now);
+        assert!(delays.len() < 10, "never gives up");
+    }
+    delays
+}
+
+#[test]
+fn first_connect_retries_transient_failures_three_times_with_doubling_capped_backoff() {
+    let config = ClientConfig {
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(120),
+        ..ClientConfig::default()
+    };
+    let mut sim = Sim::with(ServerConfig::default(), config);
+    let delays = first_connect_delays(&mut sim, true);
+    // 4 attempts in all: 3 retries, 50 ms doubling, capped at 120 ms.
+    assert_eq!(delays, [50, 100, 120].map(Duration::from_millis).to_vec());
+    assert!(sim.client.is_closed());
+    sim.pump();
+    assert_eq!(
+        sim.events,
+        [ClientEvent::SessionLost {
+            reason: LostReason::Disconnected
+        }]
+    );
+    // No recovery window was opened: nothing more happens, however long it waits.
+    assert_eq!(sim.client.first_connect_failed(sim.now, true), None);
+    assert_eq!(sim.client.poll_timeout(), None);
+}
+
+#[test]
+fn first_connect_with_default_backoff_retries_after_50_100_200_ms() {
+    let mut sim = sim(true);
+    assert_eq!(
+        first_connect_delays(&mut sim, true),
+        [50, 100, 200].map(Duration::from_millis).to_vec()
+    );
+    assert!(sim.client.is_closed());
+}
+
+#[test]
+fn first_connect_gives_up_at_once_on_a_refusal_or_without_recovery() {
+    // A refusal or a bad URL (not transient): no retry, with recovery on.
+    let mut refused = sim(true);
+    assert!(first_connect_delays(&mut refused, false).is_empty());
+    assert!(refused.client.is_closed());
+    // Recovery off: not even a transient failure is retried.
+    let mut off = sim(false);
+    assert!(first_connect_delays(&mut off, true).is_empty());
+    assert!(off.client.is_closed());
+    // A refusal after a transient failure ends the retries too.
+    let mut mixed = sim(true);
+    assert!(mixed.client.first_connect_failed(mixed.now, true).is_some());
+    assert_eq!(mixed.client.first_connect_failed(mixed.now, false), None);
+    assert!(mixed.client.is_closed());
+}
+
+#[test]
+fn first_connect_that_succeeds_on_a_retry_opens_a_fresh_session() {
+    let mut sim = sim(true);
+    let queued = sim
+        .client
+        .call(sim.now, "process/list", Value::Null)
+        .expect("open");
+    for _ in 0..3 {
+        let at = sim
+            .client
+            .first_connect_failed(sim.now, true)
+            .expect("retry");
+        sim.advance(at - sim.now);
+    }
+    sim.connect();
+    sim.drive();
+    assert!(sim.client.is_ready());
+    assert!(matches!(
+        sim.events[0],
+        ClientEvent::Connected { resumed: false, .. }
+    ));
+    assert_eq!(
+        sim.take_response(&queued).expect("list"),
+        json!({"processes": []})
+    );
+}
+
+#[test]
+fn first_connect_failed_is_ignored_once_a_session_was_opened() {
+    // Ready: not waiting for a transport.
+    let mut sim = ready(true);
+    assert_eq!(sim.client.first_connect_failed(sim.now, true), None);
+    assert!(sim.client.is_ready());
+    // Reconnecting after a drop: the recovery window decides (handle_connect_failed).
+    sim.connect_ok = false;
+    sim.drop_link(true);
+    assert!(!sim.client.is_closed());
+    assert_eq!(sim.client.first_connect_failed(sim.now, false), None);
+    assert!(!sim.client.is_closed());
+}
+
 #[test]
 fn initialize_is_reserved() {
     let mut sim = ready(true);

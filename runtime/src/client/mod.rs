@@ -319,7 +319,7 @@ impl<R: Runtime> Client<R> {
         options.core.recovery = false;
         start_driver(
             shared(runtime),
-            options,
+            core_client(options.core)?,
             Connector::None,
             reader,
             writer,
@@ -471,24 +471,22 @@ async fn connect(
         timeout: options.connect_timeout,
         security: options.security.clone(),
     };
-    // A connection cut during the first handshake is retried a few times (with recovery on); a
-    // refused connection or a bad URL fails at once.
-    let attempts = if options.core.recovery { 4 } else { 1 };
-    let mut delay = options.core.backoff_initial;
-    let mut attempt = 1;
+    // Whether and when a failed first connect is retried is the core's decision
+    // (`first_connect_failed`); this only classifies the error, connects and sleeps.
+    let mut core = core_client(options.core)?;
     let (reader, writer) = loop {
         match connector.connect().await {
             Ok(pair) => break pair,
-            Err(e) if attempt < attempts && is_transient(&e) => {
-                tracing::debug!(error = %e, attempt, "client: first connect failed; retrying");
-                rt.sleep_until(rt.now() + delay).await;
-                delay = (delay * 2).min(options.core.backoff_max);
-                attempt += 1;
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => match core.first_connect_failed(rt.now(), is_transient(&e)) {
+                Some(at) => {
+                    tracing::debug!(error = %e, "client: first connect failed; retrying");
+                    rt.sleep_until(at).await;
+                }
+                None => return Err(e.into()),
+            },
         }
     };
-    start_driver(rt, options, connector, reader, writer, None).await
+    start_driver(rt, core, connector, reader, writer, None).await
 }
 
 async fn spawn_stdio(
@@ -528,25 +526,38 @@ async fn spawn_stdio_command(
     let mut options = ClientOptions::default();
     options.core.recovery = false;
     let (reader, writer) = transport::stdio_transport(stdout, stdin, options.limits.clone());
-    start_driver(rt, options, Connector::None, reader, writer, Some(child)).await
+    start_driver(
+        rt,
+        core_client(options.core)?,
+        Connector::None,
+        reader,
+        writer,
+        Some(child),
+    )
+    .await
+}
+
+/// A core client with `config`, its `writeId` seed from the OS.
+fn core_client(config: ClientConfig) -> io::Result<execd_core::Client> {
+    let mut seed = [0u8; 16];
+    getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(execd_core::Client::new(config, seed))
 }
 
 async fn start_driver(
     rt: Arc<dyn Runtime>,
-    options: ClientOptions,
+    core: execd_core::Client,
     connector: Connector,
     reader: FrameReader,
     writer: FrameWriter,
     child: Option<crate::runtime::Child>,
 ) -> Result<Arc<Shared>, ConnectError> {
-    let mut seed = [0u8; 16];
-    getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
     let (cmds, cmd_rx) = async_channel::unbounded();
     let status = Arc::new(Status::default());
     let (ready_tx, ready_rx) = async_channel::bounded(1);
     let driver = Driver::new(
         rt.clone(),
-        execd_core::Client::new(options.core, seed),
+        core,
         connector,
         cmd_rx,
         status.clone(),
