@@ -2,36 +2,21 @@
 //! reports its metrics. Numbers are not checked (tests never time things), only that each
 //! metric is present and well formed. Every wait is bounded.
 
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
 
-const EXECD: &str = env!("CARGO_BIN_EXE_execd");
+mod common;
+
+use common::EXECD;
+
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn bench(args: &[&str]) -> Output {
-    let child = Command::new(EXECD)
-        .arg("bench")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn execd bench");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("execd bench timed out");
-        }
-    }
+    let mut cmd = Command::new(EXECD);
+    cmd.arg("bench").args(args);
+    common::output_within(cmd, TIMEOUT)
 }
 
 #[test]

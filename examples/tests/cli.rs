@@ -6,48 +6,20 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const EXECD: &str = env!("CARGO_BIN_EXE_execd");
+mod common;
+
+use common::{KillOnDrop, EXECD};
+
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `cmd` to completion with stdin from /dev/null, failing the test after [`TIMEOUT`].
-fn output_within(mut cmd: Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    wait_within(child)
+fn output_within(cmd: Command) -> Output {
+    common::output_within(cmd, TIMEOUT)
 }
 
 /// Waits for `child`'s output, killing it and failing the test after [`TIMEOUT`].
 fn wait_within(child: Child) -> Output {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            let stderr = rx
-                .recv_timeout(Duration::from_secs(5))
-                .ok()
-                .and_then(Result::ok)
-                .map(|out| String::from_utf8_lossy(&out.stderr).into_owned());
-            panic!("command timed out; its stderr: {stderr:?}");
-        }
-    }
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    common::wait_within(child, TIMEOUT)
 }
 
 /// Starts `execd serve` and returns it with its printed URL.
@@ -57,33 +29,16 @@ fn serve() -> (KillOnDrop, String) {
 
 /// Starts `execd serve --runtime RUNTIME` and returns it with its printed URL.
 fn serve_on(runtime: &str) -> (KillOnDrop, String) {
-    let mut child = Command::new(EXECD)
-        .args([
-            "serve",
-            "--listen",
-            "ws://127.0.0.1:0",
-            "--runtime",
-            runtime,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn execd serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let guard = KillOnDrop(child);
-    let line = rx
-        .recv_timeout(TIMEOUT)
-        .expect("execd serve printed its URL");
-    let url = line.trim().to_owned();
-    assert!(url.starts_with("ws://127.0.0.1:"), "{url:?}");
-    (guard, url)
+    let mut cmd = Command::new(EXECD);
+    cmd.args([
+        "serve",
+        "--listen",
+        "ws://127.0.0.1:0",
+        "--runtime",
+        runtime,
+    ])
+    .stderr(Stdio::inherit());
+    common::serve_with(cmd, TIMEOUT)
 }
 
 fn run(url: Option<&str>, args: &[&str]) -> Output {

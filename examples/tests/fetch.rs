@@ -3,11 +3,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-const EXECD: &str = env!("CARGO_BIN_EXE_execd");
+mod common;
+
+use common::{KillOnDrop, EXECD};
+
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A one-thread-per-connection HTTP/1.1 server: `/echo` answers `METHOD x-a-header\nbody`,
@@ -65,52 +67,15 @@ fn big() -> Vec<u8> {
     (0..3 << 20).map(|i: u32| (i % 251) as u8).collect()
 }
 
-fn output_within(mut cmd: Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("command timed out");
-        }
-    }
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn output_within(cmd: Command) -> Output {
+    common::output_within(cmd, TIMEOUT)
 }
 
 fn serve() -> (KillOnDrop, String) {
-    let mut child = Command::new(EXECD)
-        .args(["serve", "--listen", "ws://127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn execd serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let url = rx.recv_timeout(TIMEOUT).expect("the URL line");
-    (KillOnDrop(child), url.trim().to_owned())
+    let mut cmd = Command::new(EXECD);
+    cmd.args(["serve", "--listen", "ws://127.0.0.1:0"])
+        .stderr(Stdio::inherit());
+    common::serve_with(cmd, TIMEOUT)
 }
 
 fn fetch(args: &[&str]) -> Output {

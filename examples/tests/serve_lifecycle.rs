@@ -11,42 +11,19 @@ use async_tungstenite::tungstenite::Message;
 use futures::StreamExt as _;
 use serde_json::{json, Value};
 
-const EXECD: &str = env!("CARGO_BIN_EXE_execd");
+mod common;
+
+use common::{KillOnDrop, EXECD};
+
 const TIMEOUT: Duration = Duration::from_secs(20);
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts `execd serve` with `EXECD_LOG=debug` and the given stderr; returns it and its URL.
 fn serve(stderr: Stdio) -> (KillOnDrop, String) {
-    let mut child = Command::new(EXECD)
-        .args(["serve", "--listen", "ws://127.0.0.1:0"])
+    let mut cmd = Command::new(EXECD);
+    cmd.args(["serve", "--listen", "ws://127.0.0.1:0"])
         .env("EXECD_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn execd serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let guard = KillOnDrop(child);
-    let line = rx
-        .recv_timeout(TIMEOUT)
-        .expect("execd serve printed its URL");
-    let url = line.trim().to_owned();
-    assert!(url.starts_with("ws://127.0.0.1:"), "{url:?}");
-    (guard, url)
+        .stderr(stderr);
+    common::serve_with(cmd, TIMEOUT)
 }
 
 /// `execd run --url URL -- echo hi` succeeds: the server initializes a session and runs.

@@ -3,10 +3,12 @@
 
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-const EXECD: &str = env!("CARGO_BIN_EXE_execd");
+mod common;
+
+use common::EXECD;
+
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `execd ARGS` with `input` on stdin, failing the test after [`TIMEOUT`].
@@ -21,18 +23,7 @@ fn execd(args: &[&str], input: &[u8]) -> Output {
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(input).expect("write stdin");
     drop(stdin);
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("execd timed out");
-        }
-    }
+    common::wait_within(child, TIMEOUT)
 }
 
 #[test]
