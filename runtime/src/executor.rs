@@ -85,10 +85,28 @@ pub trait Executor: Send + Sync {
     fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<(), Error>>;
 }
 
-/// The fs calls of [`Executor`], forwarded to a [`Client`] (the same calls for both
+/// Every call of [`Executor`], forwarded to a [`Client`] (the same calls for both
 /// executors, so local and remote cannot drift).
-macro_rules! executor_fs_calls {
+macro_rules! executor_calls {
     () => {
+        fn start(&self, params: StartParams) -> BoxFuture<'_, Result<Process, Error>> {
+            Box::pin(self.client.start(params))
+        }
+
+        fn http_request(
+            &self,
+            params: HttpRequestParams,
+        ) -> BoxFuture<'_, Result<HttpRequestResult, Error>> {
+            Box::pin(self.client.http_request(params))
+        }
+
+        fn http_request_stream(
+            &self,
+            params: HttpRequestParams,
+        ) -> BoxFuture<'_, Result<(HttpRequestResult, HttpBody), Error>> {
+            Box::pin(self.client.http_request_stream(params))
+        }
+
         fn read_file<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<Vec<u8>, Error>> {
             Box::pin(self.client.read_file(path))
         }
@@ -198,24 +216,7 @@ impl<R> fmt::Debug for LocalExecutor<R> {
 }
 
 impl<R> Executor for LocalExecutor<R> {
-    fn start(&self, params: StartParams) -> BoxFuture<'_, Result<Process, Error>> {
-        Box::pin(self.client.start(params))
-    }
-
-    fn http_request(
-        &self,
-        params: HttpRequestParams,
-    ) -> BoxFuture<'_, Result<HttpRequestResult, Error>> {
-        Box::pin(self.client.http_request(params))
-    }
-
-    fn http_request_stream(
-        &self,
-        params: HttpRequestParams,
-    ) -> BoxFuture<'_, Result<(HttpRequestResult, HttpBody), Error>> {
-        Box::pin(self.client.http_request_stream(params))
-    }
-    executor_fs_calls!();
+    executor_calls!();
 }
 
 /// Runs processes on the server a [`Client`] is connected to.
@@ -269,22 +270,5 @@ impl<R> fmt::Debug for RemoteExecutor<R> {
 }
 
 impl<R> Executor for RemoteExecutor<R> {
-    fn start(&self, params: StartParams) -> BoxFuture<'_, Result<Process, Error>> {
-        Box::pin(self.client.start(params))
-    }
-
-    fn http_request(
-        &self,
-        params: HttpRequestParams,
-    ) -> BoxFuture<'_, Result<HttpRequestResult, Error>> {
-        Box::pin(self.client.http_request(params))
-    }
-
-    fn http_request_stream(
-        &self,
-        params: HttpRequestParams,
-    ) -> BoxFuture<'_, Result<(HttpRequestResult, HttpBody), Error>> {
-        Box::pin(self.client.http_request_stream(params))
-    }
-    executor_fs_calls!();
+    executor_calls!();
 }
