@@ -13,6 +13,7 @@ fn run<F: Future<Output = ()>>(scenario: impl FnOnce(Arc<dyn Runtime>) -> F) {
 }
 
 execd_runtime::scenario_tests!(run);
+execd_runtime::security_tests!(run);
 
 /// The crate's names (`WsServer::bind(addr, options)`, `Client::connect(url)`, …) on the
 /// default runtime, under `SmolRuntime::block_on`.

@@ -31,6 +31,7 @@ mod multi_thread {
     }
 
     execd_runtime::scenario_tests!(run);
+    execd_runtime::security_tests!(run);
 }
 
 mod current_thread {
@@ -45,6 +46,7 @@ mod current_thread {
     }
 
     execd_runtime::scenario_tests!(run);
+    execd_runtime::security_tests!(run);
 }
 
 /// The crate's names (`WsServer::bind(addr, options)`, `Client::connect(url)`, …) on the
