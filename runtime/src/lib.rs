@@ -53,6 +53,7 @@ mod runtime;
 pub mod scenarios;
 mod server;
 pub mod shutdown;
+mod spawn;
 pub mod transport;
 
 pub use auth::{

@@ -30,8 +30,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
 use async_channel::{Receiver, Sender};
@@ -50,6 +50,7 @@ use crate::pty::{self, Pty};
 use crate::runtime::{
     set_nonblocking, shared, AsyncFd, BoxFuture, ChildCommand, DefaultRuntime, Runtime,
 };
+use crate::spawn::{self, Spawner};
 
 /// Bytes asked for per read; one pipe buffer on Linux.
 const CHUNK: usize = 64 * 1024;
@@ -76,8 +77,13 @@ const EXIT_DRAIN_READS: usize = 16;
 /// - The environment is exactly `spec.env`; the working directory is `spec.cwd`.
 /// - The child leads a new process group (with a PTY: a new session whose controlling terminal
 ///   is the PTY). On Linux it gets `PR_SET_PDEATHSIG(SIGKILL)`. The kernel delivers that signal
-///   when the *thread* that forked the child exits, so [`ProcessTable::spawn`] must be called
-///   from a thread that lives as long as the server (the event loop's).
+///   when the *thread* that started the child exits: for [`ProcessTable::start`] one of the
+///   table's spawner threads, which live as long as the table; [`ProcessTable::spawn`] must be
+///   called from a thread that lives as long as the child should.
+/// - Without a sandbox the child is started by `clone(CLONE_VM | CLONE_VFORK)` and a minimal
+///   exec shim (no page tables copied, however large the server), reaped through a pidfd;
+///   with a sandbox, or where pidfds are missing (Linux < 5.3), by `fork` with `pre_exec`
+///   hooks. Both set up the child identically.
 /// - stdin is `/dev/null`, a pipe (`pipe_stdin`), or the PTY slave (`tty`, which takes
 ///   precedence over `pipe_stdin`); stdout and stderr are pipes, or the PTY slave, whose
 ///   master is then read as [`Stream::Pty`]. A PTY starts at `spec.pty_size` (the core's
@@ -103,8 +109,19 @@ pub struct ProcessTable<K = ProcessKey, R = Arc<dyn Runtime>> {
     entries: BTreeMap<K, Entry>,
     /// `None`: process groups only. Declared after `entries`, so it is dropped after them.
     cgroups: Option<CgroupDir>,
+    /// The threads [`start`](Self::start) spawns on; created by the first start.
+    spawner: Option<Spawner>,
+    spawn_threads: usize,
+    /// Keys whose asynchronous start failed, to forget.
+    failed: Arc<Mutex<Vec<K>>>,
+    /// Never use the fast spawn path.
+    fork_only: bool,
     _runtime: PhantomData<fn() -> R>,
 }
+
+/// The most spawner threads a table starts by default ([`ProcessTable::with_spawn_threads`]
+/// sets any count). A spawn occupies its thread only from the clone to the exec.
+pub const SPAWN_THREADS_MAX: usize = 4;
 
 impl<K, R> ProcessTable<K, R>
 where
@@ -146,6 +163,12 @@ where
             events,
             entries: BTreeMap::new(),
             cgroups,
+            spawner: None,
+            spawn_threads: std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(SPAWN_THREADS_MAX),
+            failed: Arc::new(Mutex::new(Vec::new())),
+            fork_only: false,
             _runtime: PhantomData,
         }
     }
@@ -167,7 +190,8 @@ where
         }
     }
 
-    /// Starts `spec` as process `key`. Fork and exec happen before this returns.
+    /// Starts `spec` as process `key` on the calling thread: the child has exec'd when this
+    /// returns.
     ///
     /// Returns [`ProcessEvent::Spawned`] with the child's pid (also its process group id), or
     /// [`ProcessEvent::SpawnFailed`] with the OS error text (e.g. `"No such file or directory
@@ -175,19 +199,109 @@ where
     /// no event follows. A key already in the table and a sandbox other than
     /// [`SandboxType::None`] (not supported by this layer) also fail. Environment names are
     /// validated by the core before it asks (`-32602`); a NUL byte still fails the spawn here.
+    ///
+    /// The child's `PR_SET_PDEATHSIG` refers to the calling thread, which must live as long as
+    /// the child should. [`start`](Self::start) spawns on the table's own threads instead.
     pub fn spawn(&mut self, key: K, spec: SpawnSpec) -> ProcessEvent {
-        if self.entries.contains_key(&key) {
-            return spawn_failed(key, &invalid_input("process key already in use"), None);
-        }
-        let cwd = spec.cwd.clone();
-        match self.try_spawn(key, spec) {
-            Ok((pid, entry)) => {
-                debug!(?key, pid, "process spawned");
-                self.entries.insert(key, entry);
+        self.prune_failed();
+        let launch = match self.prepare(key, spec) {
+            Ok(launch) => launch,
+            Err(event) => return event,
+        };
+        match launch.launch() {
+            Ok(running) => {
+                let pid = running.pid;
+                running.start_tasks();
                 ProcessEvent::Spawned { pid }
             }
-            Err(err) => spawn_failed(key, &err, Some(&cwd)),
+            Err(event) => {
+                self.release(key);
+                event
+            }
         }
+    }
+
+    /// Starts `spec` as process `key` off the calling thread, on one of the table's spawner
+    /// threads ([`with_spawn_threads`](Self::with_spawn_threads)), so concurrent starts do not
+    /// wait for each other on the caller.
+    ///
+    /// Returns `Some` when the answer is known at once (a key already in use, a failure to
+    /// set up pipes or the PTY): the same events as [`spawn`](Self::spawn). Otherwise returns
+    /// `None` and reports [`ProcessEvent::Spawned`] or [`ProcessEvent::SpawnFailed`] on the
+    /// event channel, before any other event of `key`. Until then the table accepts every call
+    /// for `key`: a kill is carried out once the child runs, a signal is dropped, stdin writes
+    /// are queued, a pause holds.
+    pub fn start(&mut self, key: K, spec: SpawnSpec) -> Option<ProcessEvent> {
+        self.prune_failed();
+        let launch = match self.prepare(key, spec) {
+            Ok(launch) => launch,
+            Err(event) => return Some(event),
+        };
+        let failed = Arc::clone(&self.failed);
+        let events = self.events.clone();
+        let spawner = match self.spawner() {
+            Ok(spawner) => spawner,
+            Err(err) => {
+                self.release(key);
+                return Some(spawn_failed(key, &err, None));
+            }
+        };
+        spawner.submit(Box::new(move || match launch.launch() {
+            Ok(running) => {
+                let pid = running.pid;
+                // Spawned precedes the tasks' first event.
+                if events
+                    .send_blocking((key, ProcessEvent::Spawned { pid }))
+                    .is_ok()
+                {
+                    running.start_tasks();
+                }
+            }
+            Err(event) => {
+                if let Ok(mut failed) = failed.lock() {
+                    failed.push(key);
+                }
+                let _ = events.send_blocking((key, event));
+            }
+        }));
+        None
+    }
+
+    /// Spawns on `threads` threads of the table's own (default: the available parallelism, at
+    /// most [`SPAWN_THREADS_MAX`]) in [`start`](Self::start). Call before the first start.
+    #[must_use]
+    pub fn with_spawn_threads(mut self, threads: usize) -> Self {
+        self.spawn_threads = threads.max(1);
+        self
+    }
+
+    /// Starts every child with `fork` + `exec` (the path kept for sandboxed starts) instead of
+    /// the `clone(CLONE_VM | CLONE_VFORK)` shim. For comparisons and tests.
+    #[must_use]
+    pub fn with_fork_spawn(mut self) -> Self {
+        self.fork_only = true;
+        self
+    }
+
+    /// Forgets the keys whose asynchronous start failed (the core forgets them on
+    /// `SpawnFailed` without a release).
+    fn prune_failed(&mut self) {
+        let failed = match self.failed.lock() {
+            Ok(mut failed) => std::mem::take(&mut *failed),
+            Err(_) => return,
+        };
+        for key in failed {
+            self.release(key);
+        }
+    }
+
+    fn spawner(&mut self) -> io::Result<&Spawner> {
+        if self.spawner.is_none() {
+            self.spawner = Some(Spawner::new(self.spawn_threads)?);
+        }
+        self.spawner
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no spawner"))
     }
 
     /// Stops (`true`) or resumes reading the child's output streams
@@ -298,11 +412,11 @@ where
             // with redirected output). The id is not reused while they live; skip it if a live
             // child of ours leads a group of that id now.
             let reused = self.entries.values().any(|e| {
-                e.pid == entry.pid
+                e.pid.get() == entry.pid.get()
                     && !e.closed.load(Ordering::Acquire)
                     && !Arc::ptr_eq(&e.closed, &entry.closed)
             });
-            if let (Some(pid), false) = (entry.pid, reused) {
+            if let (Some(pid), false) = (entry.pid.get(), reused) {
                 match os::signal_group(pid, Signal::Kill.number()) {
                     Ok(()) => debug!(?key, "group of a closed process killed"),
                     Err(err) => trace!(?key, %err, "group of a closed process not killed"),
@@ -311,7 +425,31 @@ where
         }
     }
 
-    fn try_spawn(&mut self, key: K, spec: SpawnSpec) -> io::Result<(u32, Entry)> {
+    /// Everything of a start that happens on the table's thread: checks, program lookup,
+    /// pipes or PTY, the cgroup leaf, the entry (inserted here, removed again on failure).
+    fn prepare(&mut self, key: K, spec: SpawnSpec) -> Result<Launch<K>, ProcessEvent> {
+        if self.entries.contains_key(&key) {
+            return Err(spawn_failed(
+                key,
+                &invalid_input("process key already in use"),
+                None,
+            ));
+        }
+        let cwd = spec.cwd.clone();
+        let fast = !self.fork_only && spec.sandbox == SandboxType::None && spawn::available();
+        let (launch, entry) = self
+            .try_prepare(key, spec, fast)
+            .map_err(|err| spawn_failed(key, &err, Some(&cwd)))?;
+        self.entries.insert(key, entry);
+        Ok(launch)
+    }
+
+    fn try_prepare(
+        &mut self,
+        key: K,
+        spec: SpawnSpec,
+        fast: bool,
+    ) -> io::Result<(Launch<K>, Entry)> {
         if spec.sandbox != SandboxType::None {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -324,102 +462,222 @@ where
         let Some((argv0, args)) = spec.argv.split_first() else {
             return Err(invalid_input("empty argv"));
         };
-        trace!(?key, argv = ?spec.argv, cwd = ?spec.cwd, "spawning");
+        trace!(?key, argv = ?spec.argv, cwd = ?spec.cwd, fast, "spawning");
         let path_var = os::search_path(spec.env.get("PATH").map(String::as_str));
         let program = os::resolve_program(argv0, path_var.as_deref(), &spec.cwd)?;
+        let arg0 = spec.arg0.as_deref().unwrap_or(argv0);
 
-        let mut command = std::process::Command::new(program);
-        command
-            .arg0(spec.arg0.as_deref().unwrap_or(argv0))
-            .args(args)
-            .env_clear()
-            .envs(&spec.env)
-            .current_dir(&spec.cwd);
-        let parent = rustix::process::getpid();
-        // SAFETY: the hook only makes raw system calls (setsid, ioctl, prctl, getppid) and
-        // builds errors from raw numbers, all async-signal-safe between fork and exec.
-        unsafe { command.pre_exec(os::child_setup(spec.tty, parent)) };
-        if !spec.tty {
-            command.process_group(0);
-        }
-        let leaf = self.join_new_cgroup(key, &mut command);
+        // Everything that can fail on the server's side is set up before the spawn, so a
+        // failure afterwards cannot leave a running child without a pump.
+        let io = ChildIo::new(&*self.runtime, spec.tty, spec.pty_size, spec.pipe_stdin)?;
+        let (leaf, procs) = self.new_leaf(key).unzip();
+        let how = if fast {
+            let exec = spawn::Exec::new(
+                &program,
+                std::iter::once(arg0).chain(args.iter().map(String::as_str)),
+                spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                &spec.cwd,
+                io.child.into_exec()?,
+                procs,
+            )?;
+            How::Fast(exec)
+        } else {
+            let mut command = std::process::Command::new(program);
+            command
+                .arg0(arg0)
+                .args(args)
+                .env_clear()
+                .envs(&spec.env)
+                .current_dir(&spec.cwd);
+            let parent = rustix::process::getpid();
+            // SAFETY: the hook only makes raw system calls (setsid, ioctl, prctl, getppid) and
+            // builds errors from raw numbers, all async-signal-safe between fork and exec.
+            unsafe { command.pre_exec(os::child_setup(spec.tty, parent)) };
+            if !spec.tty {
+                command.process_group(0);
+            }
+            if let Some(procs) = procs {
+                // SAFETY: the hook makes one raw write(2) to an open descriptor,
+                // async-signal-safe between fork and exec. A failed join leaves the child in
+                // the server's cgroup, still in its own process group; the hook cannot report
+                // it without failing the spawn.
+                unsafe {
+                    command.pre_exec(move || {
+                        let _ = rustix::io::write(&procs, b"0");
+                        Ok(())
+                    });
+                }
+            }
+            let [stdin, stdout, stderr] = io.child.into_stdio()?;
+            How::Fork(ChildCommand {
+                command,
+                stdin,
+                stdout,
+                stderr,
+                kill_on_drop: false,
+            })
+        };
 
-        // Everything that can fail on the server's side is set up before the fork, so a failure
-        // afterwards cannot leave a running child without a pump.
-        let mut io = ChildIo::new(&*self.runtime, spec.tty, spec.pty_size, spec.pipe_stdin)?;
-        // The runtime drops the command, and with it the server's copies of the child's ends
-        // (the PTY slave included: the master reports EIO once every slave descriptor is
-        // closed). The child is reaped by the runtime if the pump stops waiting for it.
-        let child = self.runtime.spawn_child(ChildCommand {
-            command,
-            stdin: io.child_stdin.take().unwrap_or_else(Stdio::null),
-            stdout: io.child_stdout.take().unwrap_or_else(Stdio::null),
-            stderr: io.child_stderr.take().unwrap_or_else(Stdio::null),
-            kill_on_drop: false,
-        })?;
-        let pid = child.pid;
-
+        let pid = Arc::new(ChildPid::default());
         let closed = Arc::new(AtomicBool::new(false));
         let gate = Arc::new(Gate::default());
-        let (done_tx, done_rx) = async_channel::bounded::<()>(1);
-        let stdin = io.stdin.map(|writer| {
-            let (queue_tx, queue_rx) = async_channel::unbounded();
-            self.runtime
-                .spawn(Box::pin(stdin_writer(
-                    key,
-                    writer,
-                    queue_rx,
-                    done_rx,
-                    self.events.clone(),
-                )))
-                .detach();
-            queue_tx
-        });
-        let pump = Pump {
-            key,
-            events: self.events.clone(),
-            sources: io.sources,
-            gate: gate.clone(),
-            next: 0,
-            buf: Vec::with_capacity(CHUNK),
+        let (stdin, stdin_writer) = match io.stdin {
+            Some(writer) => {
+                let (queue_tx, queue_rx) = async_channel::unbounded();
+                (Some(queue_tx), Some((writer, queue_rx)))
+            }
+            None => (None, None),
         };
-        self.runtime
-            .spawn(Box::pin(pump.run(child.status, closed.clone(), done_tx)))
-            .detach();
-
+        let launch = Launch {
+            how,
+            cwd: spec.cwd,
+            pid: Arc::clone(&pid),
+            tasks: Tasks {
+                key,
+                runtime: Arc::clone(&self.runtime),
+                events: self.events.clone(),
+                sources: io.sources,
+                stdin_writer,
+                closed: Arc::clone(&closed),
+                gate: Arc::clone(&gate),
+            },
+        };
         let entry = Entry {
-            // A child's pid fits a pid_t and is positive; `None` would mean a broken OS.
-            pid: i32::try_from(pid).ok().and_then(Pid::from_raw),
+            pid,
             stdin,
             pty_master: io.pty_master,
             closed,
             leaf,
             gate,
         };
-        Ok((pid, entry))
+        Ok((launch, entry))
     }
 
-    /// With cgroups, creates the child's leaf and makes the child join it before exec, so every
-    /// descendant starts inside. `None` without cgroups or if the leaf cannot be created (the
-    /// child is then contained by its process group only).
-    fn join_new_cgroup(&mut self, key: K, command: &mut std::process::Command) -> Option<Leaf> {
-        let (leaf, procs) = match self.cgroups.as_mut()?.new_leaf() {
-            Ok(created) => created,
+    /// With cgroups, creates the child's leaf and the `cgroup.procs` descriptor the child
+    /// writes before exec, so every descendant starts inside. `None` without cgroups or if the
+    /// leaf cannot be created (the child is then contained by its process group only).
+    fn new_leaf(&mut self, key: K) -> Option<(Leaf, OwnedFd)> {
+        match self.cgroups.as_mut()?.new_leaf() {
+            Ok(created) => Some(created),
             Err(err) => {
                 warn!(?key, %err, "cannot create a cgroup for the process");
-                return None;
+                None
             }
-        };
-        // SAFETY: the hook makes one raw write(2) to an open descriptor, async-signal-safe
-        // between fork and exec. A failed join leaves the child in the server's cgroup, still
-        // in its own process group; the hook cannot report it without failing the spawn.
-        unsafe {
-            command.pre_exec(move || {
-                let _ = rustix::io::write(&procs, b"0");
-                Ok(())
-            });
         }
-        Some(leaf)
+    }
+}
+
+/// How a prepared child is started.
+enum How {
+    /// `clone(CLONE_VM | CLONE_VFORK)` and the exec shim ([`spawn`]).
+    Fast(spawn::Exec),
+    /// `fork` + `pre_exec` hooks + `exec` by the runtime.
+    Fork(ChildCommand),
+}
+
+/// A start prepared on the table's thread, to be launched there or on a spawner thread.
+struct Launch<K> {
+    how: How,
+    cwd: std::path::PathBuf,
+    pid: Arc<ChildPid>,
+    tasks: Tasks<K>,
+}
+
+/// What the child's tasks need once it runs.
+struct Tasks<K> {
+    key: K,
+    runtime: Arc<dyn Runtime>,
+    events: Sender<(K, ProcessEvent)>,
+    sources: Vec<Source>,
+    stdin_writer: Option<StdinWriter>,
+    closed: Arc<AtomicBool>,
+    gate: Arc<Gate>,
+}
+
+/// The stdin writer's descriptor and queue.
+type StdinWriter = (Arc<dyn AsyncFd>, Receiver<Vec<u8>>);
+
+/// A launched child whose tasks have not started yet.
+struct Running<K> {
+    pid: u32,
+    status: StatusFuture,
+    tasks: Tasks<K>,
+}
+
+impl<K: Copy + fmt::Debug + Send + Sync + 'static> Launch<K> {
+    /// Starts the child; on failure, the `SpawnFailed` event. The child's stdio ends held by
+    /// the server are closed when this returns (the PTY master reports EIO once every slave
+    /// descriptor is closed).
+    fn launch(self) -> Result<Running<K>, ProcessEvent> {
+        let Launch {
+            how,
+            cwd,
+            pid: cell,
+            tasks,
+        } = self;
+        let key = tasks.key;
+        let started = match how {
+            How::Fast(exec) => exec.spawn().and_then(|(pid, pidfd)| {
+                drop(exec);
+                let status = spawn::PidfdStatus::new(Arc::clone(&tasks.runtime), pid, pidfd)?;
+                let raw = pid.as_raw_nonzero().get().unsigned_abs();
+                Ok((raw, Box::pin(status) as StatusFuture))
+            }),
+            // The child is reaped by the runtime if the pump stops waiting for it.
+            How::Fork(command) => tasks
+                .runtime
+                .spawn_child(command)
+                .map(|child| (child.pid, child.status)),
+        };
+        match started {
+            Ok((pid, status)) => {
+                debug!(?key, pid, "process spawned");
+                // A child's pid fits a pid_t and is positive.
+                if let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+                    cell.set(key, p);
+                }
+                Ok(Running { pid, status, tasks })
+            }
+            Err(err) => Err(spawn_failed(key, &err, Some(&cwd))),
+        }
+    }
+}
+
+impl<K: Copy + fmt::Debug + Send + Sync + 'static> Running<K> {
+    /// Starts the stdin writer and the pump.
+    fn start_tasks(self) {
+        let Tasks {
+            key,
+            runtime,
+            events,
+            sources,
+            stdin_writer: writer,
+            closed,
+            gate,
+        } = self.tasks;
+        let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+        if let Some((io, queue)) = writer {
+            runtime
+                .spawn(Box::pin(stdin_writer(
+                    key,
+                    io,
+                    queue,
+                    done_rx,
+                    events.clone(),
+                )))
+                .detach();
+        }
+        let pump = Pump {
+            key,
+            events,
+            sources,
+            gate,
+            next: 0,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        runtime
+            .spawn(Box::pin(pump.run(self.status, closed, done_tx)))
+            .detach();
     }
 }
 
@@ -449,8 +707,8 @@ impl<K: fmt::Debug, R> fmt::Debug for ProcessTable<K, R> {
 
 #[derive(Debug)]
 struct Entry {
-    /// The child's pid, which is also its process group id. `None` only if the OS returned 0.
-    pid: Option<Pid>,
+    /// The child's pid, which is also its process group id, once the spawn is done.
+    pid: Arc<ChildPid>,
     /// The stdin writer's queue; `None` without a writable stdin or after `close_stdin`.
     stdin: Option<Sender<Vec<u8>>>,
     /// The PTY master for resizes; dead once the pump and writer tasks have ended.
@@ -463,12 +721,44 @@ struct Entry {
     gate: Arc<Gate>,
 }
 
+/// A child's pid, set by whichever thread spawned it, and a kill asked for before that.
+#[derive(Debug, Default)]
+struct ChildPid {
+    /// 0 until the spawn is done.
+    pid: AtomicI32,
+    kill_pending: AtomicBool,
+}
+
+impl ChildPid {
+    fn get(&self) -> Option<Pid> {
+        Pid::from_raw(self.pid.load(Ordering::SeqCst))
+    }
+
+    /// Records the spawned child's pid and carries out a kill asked for before.
+    fn set(&self, key: impl fmt::Debug, pid: Pid) {
+        self.pid.store(pid.as_raw_nonzero().get(), Ordering::SeqCst);
+        if self.kill_pending.load(Ordering::SeqCst) {
+            debug!(?key, "deferred kill");
+            let _ = os::signal_group(pid, Signal::Kill.number());
+        }
+    }
+
+    /// Kills the group once [`set`](Self::set) (or at once if it happened meanwhile: with
+    /// both sides sequentially consistent, at least one of them sees the other).
+    fn kill_when_spawned(&self) {
+        self.kill_pending.store(true, Ordering::SeqCst);
+        if let Some(pid) = self.get() {
+            let _ = os::signal_group(pid, Signal::Kill.number());
+        }
+    }
+}
+
 /// A pause switch the pump checks before every read: set by the event loop, it wakes the pump
 /// when reading may resume.
 #[derive(Debug, Default)]
 struct Gate {
     paused: AtomicBool,
-    waker: std::sync::Mutex<Option<std::task::Waker>>,
+    waker: Mutex<Option<std::task::Waker>>,
 }
 
 impl Gate {
@@ -501,7 +791,13 @@ impl Entry {
             trace!(?key, signo, "signal to a closed process ignored");
             return;
         }
-        let Some(pid) = self.pid else {
+        let Some(pid) = self.pid.get() else {
+            if signo == Signal::Kill.number() {
+                self.pid.kill_when_spawned();
+                trace!(?key, "kill of a process still spawning deferred");
+            } else {
+                trace!(?key, signo, "signal to a process still spawning dropped");
+            }
             return;
         };
         match os::signal_group(pid, signo) {
@@ -516,14 +812,56 @@ impl Entry {
 
 /// The server's ends of a child's stdio, and the child's ends until the spawn.
 struct ChildIo {
-    child_stdin: Option<Stdio>,
-    child_stdout: Option<Stdio>,
-    child_stderr: Option<Stdio>,
+    child: ChildEnds,
     /// Where stdin writes go: the pipe's write end or the PTY master.
     stdin: Option<Arc<dyn AsyncFd>>,
     /// The output streams to pump.
     sources: Vec<Source>,
     pty_master: Option<Weak<dyn AsyncFd>>,
+}
+
+/// The child's ends of its stdio.
+enum ChildEnds {
+    /// stdin (`None`: `/dev/null`), stdout and stderr pipes.
+    Pipes(Option<OwnedFd>, OwnedFd, OwnedFd),
+    /// The PTY slave, for all three.
+    Pty(OwnedFd),
+}
+
+impl ChildEnds {
+    /// For the fork path.
+    fn into_stdio(self) -> io::Result<[Stdio; 3]> {
+        Ok(match self {
+            ChildEnds::Pipes(stdin, stdout, stderr) => [
+                stdin.map_or_else(Stdio::null, Stdio::from),
+                Stdio::from(stdout),
+                Stdio::from(stderr),
+            ],
+            ChildEnds::Pty(slave) => [
+                Stdio::from(slave.try_clone()?),
+                Stdio::from(slave.try_clone()?),
+                Stdio::from(slave),
+            ],
+        })
+    }
+
+    /// For the fast path.
+    fn into_exec(self) -> io::Result<spawn::ExecStdio> {
+        Ok(match self {
+            ChildEnds::Pipes(stdin, stdout, stderr) => {
+                let stdin = match stdin {
+                    Some(fd) => fd,
+                    None => rustix::fs::open(
+                        "/dev/null",
+                        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+                        rustix::fs::Mode::empty(),
+                    )?,
+                };
+                spawn::ExecStdio::Pipes([stdin, stdout, stderr])
+            }
+            ChildEnds::Pty(slave) => spawn::ExecStdio::Pty(slave),
+        })
+    }
 }
 
 impl ChildIo {
@@ -541,9 +879,7 @@ impl ChildIo {
             let Pty { master, slave } = Pty::open(size.rows, size.cols)?;
             let master = register(master)?;
             return Ok(ChildIo {
-                child_stdin: Some(Stdio::from(slave.try_clone()?)),
-                child_stdout: Some(Stdio::from(slave.try_clone()?)),
-                child_stderr: Some(Stdio::from(slave)),
+                child: ChildEnds::Pty(slave),
                 stdin: Some(master.clone()),
                 pty_master: Some(Arc::downgrade(&master)),
                 sources: vec![Source {
@@ -555,16 +891,14 @@ impl ChildIo {
         }
         let (child_stdin, stdin) = if pipe_stdin {
             let (read, write) = os::pipe()?;
-            (Some(Stdio::from(read)), Some(register(write)?))
+            (Some(read), Some(register(write)?))
         } else {
             (None, None)
         };
         let (stdout_read, stdout_write) = os::pipe()?;
         let (stderr_read, stderr_write) = os::pipe()?;
         Ok(ChildIo {
-            child_stdin,
-            child_stdout: Some(Stdio::from(stdout_write)),
-            child_stderr: Some(Stdio::from(stderr_write)),
+            child: ChildEnds::Pipes(child_stdin, stdout_write, stderr_write),
             stdin,
             pty_master: None,
             sources: vec![

@@ -699,8 +699,10 @@ impl EventLoop {
     fn perform(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Spawn { key, spec } => {
-                let event = self.processes.spawn(key, spec);
-                self.server.handle_process(now, key, event);
+                // Off the loop: the answer usually comes on the process event channel.
+                if let Some(event) = self.processes.start(key, spec) {
+                    self.server.handle_process(now, key, event);
+                }
             }
             Command::WriteStdin { key, bytes } => self.processes.write_stdin(key, bytes),
             Command::CloseStdin { key } => self.processes.close_stdin(key),

@@ -37,6 +37,7 @@ pub mod process;
 mod proxy;
 pub mod security;
 pub mod server;
+pub mod spawn;
 pub mod transport;
 
 pub use proxy::CuttingProxy;
@@ -122,6 +123,14 @@ macro_rules! scenario_tests {
                 large_output_arrives_complete,
                 operations_on_unknown_or_released_keys_are_ignored,
                 sandbox_requests_fail_rather_than_run_unsandboxed,
+            }
+            spawn {
+                both_paths_set_group_env_cwd_and_signals,
+                both_paths_give_a_pty_child_its_controlling_terminal,
+                start_failures_keep_their_kind,
+                concurrent_starts_all_run_and_close,
+                kill_before_the_spawn_answer_is_carried_out,
+                a_released_child_dies_with_its_table,
             }
             server {
                 lifecycle_events_arrive_in_seq_order,
