@@ -204,3 +204,54 @@ fn shutdown_on(signo: i32) {
         pids_with_arg(&waited).is_empty() && pids_with_arg(&job).is_empty()
     });
 }
+
+/// SIGKILL of `execd serve` (no clean-up runs) still leaves none of its children behind: each
+/// child dies with the thread that started it (`PR_SET_PDEATHSIG`), on both runtimes, also
+/// when many were started at once.
+#[test]
+fn sigkill_of_the_server_leaves_no_child_behind() {
+    for runtime in ["smol", "tokio"] {
+        let mut cmd = Command::new(EXECD);
+        cmd.args([
+            "serve",
+            "--listen",
+            "ws://127.0.0.1:0",
+            "--runtime",
+            runtime,
+        ]);
+        let (mut server, url) = common::serve_with(cmd, TIMEOUT);
+        let marker = format!("1000.{}{}", std::process::id(), runtime.len());
+        const N: usize = 16;
+        smol::block_on(async {
+            let addr = url.trim_start_matches("ws://").to_owned();
+            let tcp = smol::net::TcpStream::connect(addr).await.expect("tcp");
+            let (mut ws, _) = async_tungstenite::client_async(url.as_str(), tcp)
+                .await
+                .expect("handshake");
+            let call = |id: usize, method: &str, params: Value| {
+                Message::text(json!({"id": id, "method": method, "params": params}).to_string())
+            };
+            ws.send(call(0, "initialize", json!({"clientName": "test"})))
+                .await
+                .expect("send");
+            let initialized = json!({"method": "initialized", "params": {}}).to_string();
+            ws.send(Message::text(initialized)).await.expect("send");
+            for i in 1..=N {
+                let params = json!({"processId": format!("p{i}"), "argv": ["sleep", marker],
+                                    "cwd": "file:///tmp", "env": {}, "tty": false});
+                ws.send(call(i, "process/start", params))
+                    .await
+                    .expect("send");
+            }
+            let deadline = Instant::now() + TIMEOUT;
+            while pids_with_arg(&marker).len() < N {
+                assert!(Instant::now() < deadline, "processes did not start");
+                smol::Timer::after(Duration::from_millis(10)).await;
+            }
+            // SAFETY: kill(2) on the server child this test started and still holds.
+            unsafe { libc::kill(server.0.id() as i32, libc::SIGKILL) };
+            let _ = server.0.wait();
+        });
+        until("no child left", || pids_with_arg(&marker).is_empty());
+    }
+}

@@ -23,6 +23,13 @@
 //!   handshakes, no resumption), and the differences. Runs by default only against a local
 //!   server (it measures execd, not the target).
 //!
+//! - `scaling` (only when named in `--only`, or with `--plot`): throughput with 1, 8 and 64
+//!   concurrent streams, echo p50/p99 idle and while 8 streams run, start → closed p50 and RSS
+//!   with 0, 100 and `--scale-processes` live processes, RSS with 0, 1,000 and
+//!   `--scale-sessions` idle sessions (`scaling.rs`). `--plot DIR` draws these curves as SVG
+//!   (`plot.rs`); with `--server-cmd` the run measures a local execd too, so each plot shows
+//!   both servers.
+//!
 //! - `--soak SECONDS` runs only the soak (`soak.rs`): hostile clients against the server while
 //!   a bystander measures echo round trips; reports echo p50/p99 and the server's peak RSS.
 //!
@@ -31,8 +38,10 @@
 mod client;
 mod floor;
 mod latency;
+mod plot;
 mod report;
 mod rss;
+mod scaling;
 mod soak;
 mod target;
 mod tls;
@@ -55,6 +64,7 @@ pub(crate) enum Scenario {
     Echo,
     Throughput,
     Tls,
+    Scaling,
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,12 +109,28 @@ pub(crate) struct BenchArgs {
     /// round trips; reports echo p50/p99 and the server's peak RSS.
     #[arg(long, value_name = "SECONDS")]
     soak: Option<u64>,
+    /// Bytes of stdout per point of the `scaling` throughput curve, split over the streams.
+    #[arg(long, default_value_t = 256 << 20)]
+    scale_bytes: u64,
+    /// Live processes at the last point of the `scaling` spawn and RSS curves.
+    #[arg(long, default_value_t = 1000)]
+    scale_processes: usize,
+    /// Idle sessions at the last point of the `scaling` RSS curve.
+    #[arg(long, default_value_t = 10_000)]
+    scale_sessions: usize,
+    /// Run the `scaling` scenario and write its curves as SVG (and `scaling.json`) into this
+    /// directory; with --server-cmd, a local execd is measured too and drawn next to it.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<std::path::PathBuf>,
 }
 
 impl BenchArgs {
     fn selected(&self, s: Scenario) -> bool {
         if s == Scenario::Floor && self.no_floor {
             return false;
+        }
+        if s == Scenario::Scaling {
+            return self.plot.is_some() || self.only.contains(&s);
         }
         self.only.is_empty() || self.only.contains(&s)
     }
@@ -122,7 +148,10 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let mut report = Report::new(args.json, target.describe());
     // Idle sessions need one socket each on both sides; processes need pipes in the server.
     // Servers started from here inherit the raised limit.
-    let needed = (args.sessions.max(args.processes) as u64) * 3 + 64;
+    let mut needed = (args.sessions.max(args.processes) as u64) * 3 + 64;
+    if args.selected(Scenario::Scaling) {
+        needed = needed.max((args.scale_sessions.max(args.scale_processes) as u64) * 3 + 64);
+    }
     match crate::raise_fd_limit() {
         Ok(limit) if limit < needed => report.note(format!(
             "open-file limit is {limit}, the rss scenario may need {needed}: raise the hard limit"
@@ -171,7 +200,42 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if tls_selected {
         tls_cost(&args, &mut report)?;
     }
+    if args.selected(Scenario::Scaling) {
+        scaling_curves(&target, &args, &mut report)?;
+    }
     report.finish()
+}
+
+/// The `scaling` scenario on the target (and on a local execd next to a `--server-cmd`
+/// target when plotting), and the plots.
+fn scaling_curves(target: &Target, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
+    let sizes = scaling::Sizes {
+        bytes: args.scale_bytes,
+        iterations: args.iterations,
+        processes: args.scale_processes,
+        sessions: args.scale_sessions,
+    };
+    let mut targets = Vec::new();
+    if args.plot.is_some() && matches!(target, Target::Cmd(_)) {
+        targets.push((&Target::Local, "execd"));
+    }
+    targets.push((
+        target,
+        match target {
+            Target::Local => "execd",
+            Target::Cmd(_) => "reference",
+            Target::Url { .. } => "server",
+        },
+    ));
+    let mut runs = Vec::new();
+    for (t, name) in targets {
+        runs.push(scaling::run(t, name, sizes, report)?);
+    }
+    if let Some(dir) = &args.plot {
+        plot::write(dir, &runs)?;
+        report.note(format!("scaling plots written to {}", dir.display()));
+    }
+    Ok(())
 }
 
 /// The `tls` scenario.

@@ -109,8 +109,14 @@ pub(crate) async fn close_all(conns: Vec<Conn>) {
 /// The window matters for the reference: with a few hundred requests pipelined on one
 /// connection, codex exec-server 0.169 stopped answering (seen at ~255 responses).
 pub(crate) async fn start_sleepers(c: &mut Conn, n: usize) -> anyhow::Result<()> {
-    let mut sent = 0;
-    let mut answered = 0;
+    start_sleepers_from(c, 0, n).await
+}
+
+/// [`start_sleepers`] for sleepers `from..n` (ids `live-{from}` onwards), when `from` are
+/// running already.
+pub(crate) async fn start_sleepers_from(c: &mut Conn, from: usize, n: usize) -> anyhow::Result<()> {
+    let mut sent = from;
+    let mut answered = from;
     while answered < n {
         while sent < n && sent - answered < WINDOW {
             let params = start_params(&format!("live-{sent}"), &["sleep", "600"], false);
