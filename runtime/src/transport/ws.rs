@@ -27,7 +27,8 @@ use super::http::{self, Prefixed, Route};
 use super::security::{ClientSecurity, Peer, ServerSecurity};
 use super::tls::TlsClientConfig;
 use super::{FrameReader, FrameWriter, Inbound, Limits, ReaderInner, WriterInner};
-use crate::runtime::{shared, AsyncStream, DefaultRuntime, Runtime, Sleep, Task, TcpListener};
+use crate::runtime::{shared, AsyncStream, DefaultRuntime, Runtime, Sleep, Task};
+use crate::tcp::TcpListener;
 
 /// Accepted connections waiting for [`WsListener::accept`]; handshakes block when it is full.
 const READY_QUEUE: usize = 64;
@@ -97,10 +98,8 @@ impl<R: Runtime> WsListener<R> {
     ) -> io::Result<Self> {
         let runtime = shared(runtime);
         let tls = security.tls.is_some();
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let listener = runtime.tcp_listener(listener)?;
-        let local_addr = listener.local_addr()?;
+        let listener = TcpListener::bind(Arc::clone(&runtime), addr)?;
+        let local_addr = listener.local_addr();
         let (tx, rx) = async_channel::bounded(READY_QUEUE);
         let accept_loop = runtime.spawn(Box::pin(accept_loop(
             Arc::clone(&runtime),
@@ -274,7 +273,7 @@ const READ_BUFFER: usize = 8 << 10;
 
 async fn accept_loop(
     runtime: Arc<dyn Runtime>,
-    listener: Box<dyn TcpListener>,
+    listener: TcpListener,
     ready: async_channel::Sender<(FrameReader, FrameWriter, Peer)>,
     limits: Arc<Limits>,
     security: Arc<ServerSecurity>,
