@@ -17,6 +17,10 @@
 //!   also the server's CPU time (user + system, `/proc/<pid>/stat`) per GiB when its pid is
 //!   known.
 //!
+//! - `http`: a `--http-bytes` streamed download (`http/request`, `streamResponse: true`) from a
+//!   local HTTP source, every byte and delta seq checked, next to the same download read
+//!   directly over loopback TCP (its floor), with the server's peak RSS during the download.
+//!
 //! - `tls`: what TLS adds to a connect, on two local `execd serve` (this binary, whatever the
 //!   target), one plain and one with `--tls-cert/--tls-key` from a throwaway CA: TCP connect +
 //!   WebSocket handshake, and that + `initialize` round trip, for `ws://` and `wss://` (full
@@ -30,6 +34,7 @@
 
 mod client;
 mod floor;
+mod http;
 mod latency;
 mod report;
 mod rss;
@@ -54,6 +59,7 @@ pub(crate) enum Scenario {
     Concurrent,
     Echo,
     Throughput,
+    Http,
     Tls,
 }
 
@@ -92,6 +98,9 @@ pub(crate) struct BenchArgs {
     /// Bytes of stdout for the throughput measurement.
     #[arg(long, default_value_t = 1 << 30)]
     bytes: u64,
+    /// Bytes of the `http` scenario's streamed download.
+    #[arg(long, default_value_t = 1 << 30)]
+    http_bytes: u64,
     /// Skip the local floor measurements (same as leaving `floor` out of --only).
     #[arg(long)]
     no_floor: bool,
@@ -163,6 +172,9 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         smol::block_on(through(&server.url, server.pid, &args, &mut report))?;
         drop(server);
     }
+    if args.selected(Scenario::Http) {
+        http_download(&target, args.http_bytes, &mut report)?;
+    }
     let tls_selected = if args.only.is_empty() {
         matches!(target, Target::Local)
     } else {
@@ -172,6 +184,69 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         tls_cost(&args, &mut report)?;
     }
     report.finish()
+}
+
+/// The `http` scenario.
+fn http_download(target: &Target, bytes: u64, report: &mut Report) -> anyhow::Result<()> {
+    let source = http::Source::start(bytes)?;
+    let floor = http::floor(&source, bytes)?;
+    report.scalar(
+        "http_floor",
+        "HTTP download read directly over loopback TCP (floor)",
+        mib_s(bytes, floor),
+        "MiB/s",
+        None,
+    );
+    let server = target.start()?;
+    let peak_reset = server.pid.is_some_and(Rss::reset_peak);
+    let cpu_before = server.pid.map(rss::cpu_time).transpose()?;
+    let d = smol::block_on(async {
+        let mut c = Conn::open(&server.url).await?;
+        let d = http::download(&mut c, &source, bytes).await;
+        c.close().await;
+        d
+    })?;
+    report.scalar(
+        "http_stream",
+        "http/request streamed download (bodyDelta)",
+        mib_s(bytes, d.secs),
+        "MiB/s",
+        Some(format!(
+            "{bytes} bytes in {:.3} s, {} deltas of {} bytes on average",
+            d.secs,
+            d.deltas,
+            bytes / d.deltas.max(1)
+        )),
+    );
+    let label = "server CPU per GiB downloaded (user+sys)";
+    match (server.pid, cpu_before) {
+        (Some(pid), Some(before)) => {
+            let cpu = rss::cpu_time(pid)?.saturating_sub(before).as_secs_f64();
+            let gib = bytes as f64 / f64::from(1u32 << 30);
+            report.scalar("http_stream_server_cpu", label, cpu / gib, "s/GiB", None);
+        }
+        _ => report.skipped(
+            "http_stream_server_cpu",
+            label,
+            "the server's pid is unknown (pass --server-pid)",
+        ),
+    }
+    match server.pid.map(Rss::read).transpose()? {
+        Some(rss) => report.scalar(
+            "http_stream_peak_rss",
+            "server peak RSS during the download",
+            rss.peak_kib as f64 / 1024.0,
+            "MiB",
+            (!peak_reset).then(|| "peak since the server started".to_owned()),
+        ),
+        None => report.skipped(
+            "http_stream_peak_rss",
+            "server peak RSS during the download",
+            "the server's pid is unknown (pass --server-pid)",
+        ),
+    }
+    drop(server);
+    Ok(())
 }
 
 /// The `tls` scenario.
