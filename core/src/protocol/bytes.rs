@@ -96,8 +96,8 @@ mod tests {
     #[test]
     fn serializes_as_a_json_string_through_text_and_value() {
         let bytes = Base64Bytes(vec![0, 1, 2, 250, 251, 252, 253, 254, 255]);
-        let text = serde_json::to_string(&serde_json::json!({"data": bytes.clone()}))
-            .expect("serialize");
+        let text =
+            serde_json::to_string(&serde_json::json!({"data": bytes.clone()})).expect("serialize");
         assert_eq!(text, r#"{"data":"AAEC+vv8/f7/"}"#);
         let direct = serde_json::to_string(&bytes).expect("serialize");
         assert_eq!(direct, r#""AAEC+vv8/f7/""#);
@@ -105,7 +105,10 @@ mod tests {
         assert_eq!(value, serde_json::Value::String("AAEC+vv8/f7/".to_owned()));
         let back: Base64Bytes = serde_json::from_str(&direct).expect("deserialize");
         assert_eq!(back, bytes);
-        assert_eq!(serde_json::to_string(&Base64Bytes(Vec::new())).expect("empty"), r#""""#);
+        assert_eq!(
+            serde_json::to_string(&Base64Bytes(Vec::new())).expect("empty"),
+            r#""""#
+        );
     }
 
     #[test]

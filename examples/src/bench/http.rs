@@ -157,7 +157,11 @@ pub(crate) struct Download {
 
 /// Downloads `bytes` from `source` through `http/request` with `streamResponse: true`; checks
 /// that every byte is zero, the total exact, and the seqs contiguous from 1 to the `done` delta.
-pub(crate) async fn download(c: &mut Conn, source: &Source, bytes: u64) -> anyhow::Result<Download> {
+pub(crate) async fn download(
+    c: &mut Conn,
+    source: &Source,
+    bytes: u64,
+) -> anyhow::Result<Download> {
     const ID: &str = "bench-download";
     let t0 = Instant::now();
     let request = c
@@ -192,11 +196,22 @@ pub(crate) async fn download(c: &mut Conn, source: &Source, bytes: u64) -> anyho
             }
             continue;
         }
-        let Some(d) = m.params.filter(|_| m.method == Some("http/request/bodyDelta")) else {
+        let Some(d) = m
+            .params
+            .filter(|_| m.method == Some("http/request/bodyDelta"))
+        else {
             continue;
         };
-        ensure!(d.request_id == ID, "delta for unknown request {}", d.request_id);
-        ensure!(d.seq == next_seq, "delta seq {} where {next_seq} was due", d.seq);
+        ensure!(
+            d.request_id == ID,
+            "delta for unknown request {}",
+            d.request_id
+        );
+        ensure!(
+            d.seq == next_seq,
+            "delta seq {} where {next_seq} was due",
+            d.seq
+        );
         next_seq += 1;
         if let Some(e) = d.error {
             bail!("the download failed: {e}");

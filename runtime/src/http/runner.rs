@@ -337,7 +337,9 @@ impl HttpRunner {
             let ready = senders.iter().position(SendRequest::is_ready);
             senders.swap_remove(ready.unwrap_or(senders.len().checked_sub(1)?))
         };
-        let wait = self.runtime.sleep_until(self.runtime.now() + POOLED_READY_WAIT);
+        let wait = self
+            .runtime
+            .sleep_until(self.runtime.now() + POOLED_READY_WAIT);
         let ready = futures_lite::future::or(async { sender.ready().await.is_ok() }, async {
             wait.await;
             false
