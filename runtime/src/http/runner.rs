@@ -141,7 +141,7 @@ impl HttpRunner {
             body: head.into_body(),
             deadline,
             done: false,
-            reuse,
+            reuse: Some(reuse),
         })
     }
 
@@ -160,7 +160,7 @@ impl HttpRunner {
     async fn follow(
         &self,
         request: HttpRequest,
-    ) -> Result<(hyper::Response<Incoming>, Option<Reuse>), HttpError> {
+    ) -> Result<(hyper::Response<Incoming>, Reuse), HttpError> {
         let HttpRequest {
             mut method,
             mut url,
@@ -224,7 +224,7 @@ impl HttpRunner {
         headers: &[(header::HeaderName, HeaderValue)],
         referer: Option<HeaderValue>,
         body: Bytes,
-    ) -> Result<(hyper::Response<Incoming>, Option<Reuse>), HttpError> {
+    ) -> Result<(hyper::Response<Incoming>, Reuse), HttpError> {
         let https = url.scheme() == Some(&Scheme::HTTPS);
         let raw_host = url.host().unwrap_or_default();
         let host = raw_host
@@ -294,7 +294,7 @@ impl HttpRunner {
         // one new connection is tried.
         if let Some(mut sender) = self.checkout(&target).await {
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, Some(self.reuse(target, sender)))),
+                Ok(response) => return Ok((response, self.reuse(target, sender))),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => request = unsent,
                     None => {
@@ -315,7 +315,7 @@ impl HttpRunner {
                 url: url_text,
                 source,
             })?;
-        Ok((response, Some(self.reuse(target, sender))))
+        Ok((response, self.reuse(target, sender)))
     }
 
     fn reuse(&self, target: Target, sender: SendRequest<Body>) -> Reuse {
