@@ -186,6 +186,29 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
     report.finish()
 }
 
+/// Reports the CPU (user + system) the server spent per GiB of `bytes` since `before`: its
+/// efficiency, whatever else loads the machine. Skipped when the pid is unknown.
+fn cpu_per_gib(
+    report: &mut Report,
+    (key, label): (&'static str, &str),
+    pid_and_before: Option<(u32, Duration)>,
+    bytes: u64,
+) -> anyhow::Result<()> {
+    match pid_and_before {
+        Some((pid, before)) => {
+            let cpu = rss::cpu_time(pid)?.saturating_sub(before).as_secs_f64();
+            let gib = bytes as f64 / f64::from(1u32 << 30);
+            report.scalar(key, label, cpu / gib, "s/GiB", None);
+        }
+        None => report.skipped(
+            key,
+            label,
+            "the server's pid is unknown (pass --server-pid)",
+        ),
+    }
+    Ok(())
+}
+
 /// The `http` scenario.
 fn http_download(target: &Target, bytes: u64, report: &mut Report) -> anyhow::Result<()> {
     let source = http::Source::start(bytes)?;
@@ -218,19 +241,15 @@ fn http_download(target: &Target, bytes: u64, report: &mut Report) -> anyhow::Re
             bytes / d.deltas.max(1)
         )),
     );
-    let label = "server CPU per GiB downloaded (user+sys)";
-    match (server.pid, cpu_before) {
-        (Some(pid), Some(before)) => {
-            let cpu = rss::cpu_time(pid)?.saturating_sub(before).as_secs_f64();
-            let gib = bytes as f64 / f64::from(1u32 << 30);
-            report.scalar("http_stream_server_cpu", label, cpu / gib, "s/GiB", None);
-        }
-        _ => report.skipped(
+    cpu_per_gib(
+        report,
+        (
             "http_stream_server_cpu",
-            label,
-            "the server's pid is unknown (pass --server-pid)",
+            "server CPU per GiB downloaded (user+sys)",
         ),
-    }
+        server.pid.zip(cpu_before),
+        bytes,
+    )?;
     match server.pid.map(Rss::read).transpose()? {
         Some(rss) => report.scalar(
             "http_stream_peak_rss",
@@ -357,25 +376,15 @@ async fn through(
                 t.out_of_order
             )),
         );
-        // CPU the server spent per GiB: its efficiency, whatever else loads the machine.
-        match (pid, cpu_before) {
-            (Some(pid), Some(before)) => {
-                let cpu = rss::cpu_time(pid)?.saturating_sub(before).as_secs_f64();
-                let gib = args.bytes as f64 / f64::from(1u32 << 30);
-                report.scalar(
-                    "throughput_server_cpu",
-                    "server CPU per GiB of stdout (user+sys)",
-                    cpu / gib,
-                    "s/GiB",
-                    None,
-                );
-            }
-            _ => report.skipped(
+        cpu_per_gib(
+            report,
+            (
                 "throughput_server_cpu",
                 "server CPU per GiB of stdout (user+sys)",
-                "the server's pid is unknown (pass --server-pid)",
             ),
-        }
+            pid.zip(cpu_before),
+            args.bytes,
+        )?;
     }
     c.close().await;
     Ok(())
