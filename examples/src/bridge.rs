@@ -35,6 +35,10 @@ pub(crate) struct BridgeArgs {
     /// `$XDG_RUNTIME_DIR/execd`, else `~/.execd`.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Flags for `execd serve` when this bridge starts the daemon (after `--`), e.g. `--
+    /// --session-ttl 300`; a running daemon keeps its own.
+    #[arg(last = true, value_name = "SERVE_FLAG")]
+    serve_flags: Vec<String>,
 }
 
 pub(crate) fn bridge(args: &BridgeArgs) -> anyhow::Result<ExitCode> {
@@ -50,7 +54,7 @@ pub(crate) fn bridge(args: &BridgeArgs) -> anyhow::Result<ExitCode> {
     // Only this user may reach the socket, whatever the directory was created with.
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot make {} private", dir.display()))?;
-    let socket = connect_or_start(&dir)?;
+    let socket = connect_or_start(&dir, &args.serve_flags)?;
     relay(socket)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -67,7 +71,7 @@ fn default_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// A connection to the daemon in `dir`, started first (under the lock) if none answers.
-fn connect_or_start(dir: &Path) -> anyhow::Result<UnixStream> {
+fn connect_or_start(dir: &Path, serve_flags: &[String]) -> anyhow::Result<UnixStream> {
     let socket = dir.join("serve.sock");
     if let Ok(stream) = UnixStream::connect(&socket) {
         return Ok(stream);
@@ -91,14 +95,14 @@ fn connect_or_start(dir: &Path) -> anyhow::Result<UnixStream> {
         }
         _ => {}
     }
-    let stream = start_daemon(dir, &socket)?;
+    let stream = start_daemon(dir, &socket, serve_flags)?;
     drop(lock);
     Ok(stream)
 }
 
-/// Starts `execd serve --listen unix:SOCKET` in a session of its own (it outlives this bridge
-/// and the ssh connection) and waits until it accepts.
-fn start_daemon(dir: &Path, socket: &Path) -> anyhow::Result<UnixStream> {
+/// Starts `execd serve --listen unix:SOCKET SERVE_FLAGS…` in a session of its own (it
+/// outlives this bridge and the ssh connection) and waits until it accepts.
+fn start_daemon(dir: &Path, socket: &Path, serve_flags: &[String]) -> anyhow::Result<UnixStream> {
     let log_path = dir.join("serve.log");
     let log = OpenOptions::new()
         .create(true)
@@ -110,6 +114,7 @@ fn start_daemon(dir: &Path, socket: &Path) -> anyhow::Result<UnixStream> {
         .arg("serve")
         .arg("--listen")
         .arg(format!("unix:{}", socket.display()))
+        .args(serve_flags)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

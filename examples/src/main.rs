@@ -103,6 +103,10 @@ struct ServeArgs {
     /// Largest inbound message, in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
     max_frame_bytes: usize,
+    /// Output retained per process for clients that reconnect, in bytes (older output is
+    /// evicted; the reference keeps 1 MiB).
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    retained_bytes: usize,
     /// Allow binding a non-loopback address without --ws-auth: anyone who can reach the port
     /// can then run commands as this user.
     #[arg(long)]
@@ -165,6 +169,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut core = ServerConfig::default();
     core.session_ttl = Duration::from_secs(args.session_ttl);
     core.max_frame_bytes = args.max_frame_bytes;
+    core.retained_bytes = args.retained_bytes;
     let http_ca = match &args.http_ca_file {
         Some(path) => Some(
             std::fs::read(path)
