@@ -13,7 +13,9 @@
 #[macro_export]
 macro_rules! runtime_aliases {
     ($runtime:ident, $name:literal) => {
-        pub use $crate::client::{ClientOptions, ConnectError, Error, Event, LostReason, Process};
+        pub use $crate::client::{
+            ClientOptions, ConnectError, Error, Event, LostReason, Process, SshOptions,
+        };
         pub use $crate::{host_environment_info, DefaultRuntime, Executor, Runtime, ServerOptions};
 
         #[doc = concat!("A WebSocket server on ", $name, ": `WsServer::bind(addr, options)`, then ")]

@@ -61,7 +61,9 @@ pub use auth::{
     AuthConfig, AuthConfigError, AuthMode, AuthSettings, Principal, Unauthorized,
     DEFAULT_MAX_CLOCK_SKEW_SECS, MIN_SHARED_SECRET_BYTES,
 };
-pub use client::{Client, ClientOptions, ConnectError, Error, Event, HttpBody, Process};
+pub use client::{
+    Client, ClientOptions, ConnectError, Error, Event, HttpBody, Process, SshOptions,
+};
 pub use executor::{Executor, LocalExecutor, RemoteExecutor};
 pub use host::host_environment_info;
 pub use runtime::{
