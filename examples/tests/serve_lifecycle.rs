@@ -206,8 +206,8 @@ fn shutdown_on(signo: i32) {
 }
 
 /// SIGKILL of `execd serve` (no clean-up runs) still leaves none of its children behind: each
-/// child dies with the thread that started it (`PR_SET_PDEATHSIG`), on both runtimes, also
-/// when many were started at once.
+/// child dies with the thread that started it (`PR_SET_PDEATHSIG`), on both runtimes, with and
+/// without a terminal, also when many were started at once.
 #[test]
 fn sigkill_of_the_server_leaves_no_child_behind() {
     for runtime in ["smol", "tokio"] {
@@ -222,7 +222,7 @@ fn sigkill_of_the_server_leaves_no_child_behind() {
         let (mut server, url) = common::serve_with(cmd, TIMEOUT);
         let marker = format!("1000.{}{}", std::process::id(), runtime.len());
         const N: usize = 16;
-        smol::block_on(async {
+        let started = async {
             let addr = url.trim_start_matches("ws://").to_owned();
             let tcp = smol::net::TcpStream::connect(addr).await.expect("tcp");
             let (mut ws, _) = async_tungstenite::client_async(url.as_str(), tcp)
@@ -238,20 +238,38 @@ fn sigkill_of_the_server_leaves_no_child_behind() {
             ws.send(Message::text(initialized)).await.expect("send");
             for i in 1..=N {
                 let params = json!({"processId": format!("p{i}"), "argv": ["sleep", marker],
-                                    "cwd": "file:///tmp", "env": {}, "tty": false});
+                                    "cwd": "file:///tmp", "env": {}, "tty": i % 2 == 0});
                 ws.send(call(i, "process/start", params))
                     .await
                     .expect("send");
             }
-            let deadline = Instant::now() + TIMEOUT;
             while pids_with_arg(&marker).len() < N {
-                assert!(Instant::now() < deadline, "processes did not start");
                 smol::Timer::after(Duration::from_millis(10)).await;
             }
-            // SAFETY: kill(2) on the server child this test started and still holds.
-            unsafe { libc::kill(server.0.id() as i32, libc::SIGKILL) };
-            let _ = server.0.wait();
-        });
-        until("no child left", || pids_with_arg(&marker).is_empty());
+            ws
+        };
+        let limit = async {
+            smol::Timer::after(TIMEOUT).await;
+            panic!("{N} processes did not start within {TIMEOUT:?} on {runtime}");
+        };
+        let _ws = smol::block_on(futures_lite::future::or(started, limit));
+        // SAFETY: kill(2) on the server child this test started and still holds.
+        unsafe { libc::kill(server.0.id() as i32, libc::SIGKILL) };
+        assert_eq!(wait_within(&mut server.0), None, "killed by a signal");
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = pids_with_arg(&marker);
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                for pid in &left {
+                    // SAFETY: kill(2) of a `sleep` carrying this test's marker argument.
+                    unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+                }
+                panic!("{runtime}: children {left:?} survived the server's SIGKILL");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

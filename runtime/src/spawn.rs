@@ -240,71 +240,81 @@ extern "C" fn shim_main(arg: *mut libc::c_void) -> libc::c_int {
 
 /// The child's set-up and exec; returns only on failure, with the errno.
 ///
+/// Async-signal-safe only: the child shares the server's memory (and the suspended parent
+/// thread's TLS, so `errno` is that thread's, which is not in use meanwhile). No allocation,
+/// no lock, no panic, no `std` wrapper that may allocate: raw libc calls on `exec`'s prepared
+/// C strings and descriptors, and integer arithmetic.
+///
 /// # Safety
 /// Only in the child of a `CLONE_VM | CLONE_VFORK` clone, with `exec` alive.
 unsafe fn shim_steps(exec: &Exec) -> i32 {
-    let errno = || {
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EINVAL)
-    };
-    // 1. Default dispositions (failures for the signals libc reserves are harmless).
-    for signo in 1..NSIG {
-        if signo != libc::SIGKILL && signo != libc::SIGSTOP {
-            libc::signal(signo, libc::SIG_DFL);
+    // SAFETY: every call below is a system call wrapper listed as async-signal-safe by POSIX
+    // (signal, setsid, setpgid, getppid, write, fcntl, dup2, chdir, sigemptyset, sigprocmask,
+    // execve) or a Linux raw system call (prctl, ioctl); their pointer arguments are the
+    // NUL-terminated strings and null-terminated arrays `exec` owns, which outlive the child's
+    // use of them (the parent is suspended until the exec), and a stack-local sigset.
+    unsafe {
+        let errno = || *libc::__errno_location();
+        // 1. Default dispositions (failures for the signals libc reserves are harmless).
+        for signo in 1..NSIG {
+            if signo != libc::SIGKILL && signo != libc::SIGSTOP {
+                libc::signal(signo, libc::SIG_DFL);
+            }
         }
-    }
-    // 2. A process group, or a session for a terminal.
-    if exec.tty {
-        if libc::setsid() < 0 {
-            return errno();
-        }
-    } else if libc::setpgid(0, 0) < 0 {
-        return errno();
-    }
-    // 3. Killed with the spawning thread; the server may have died before that took effect.
-    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
-        return errno();
-    }
-    if libc::getppid() != exec.parent {
-        return libc::ESRCH;
-    }
-    // 4. The cgroup. A failed join leaves the child in the server's cgroup, still in its own
-    //    process group (as on the fork path).
-    if let Some(procs) = &exec.cgroup_procs {
-        let _ = libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1);
-    }
-    // 5. stdio. A source below 3 could be overwritten by an earlier dup2: move it up first.
-    let mut fds = exec.stdio;
-    for fd in &mut fds {
-        if *fd < 3 {
-            let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3);
-            if moved < 0 {
+        // 2. A process group, or a session for a terminal.
+        if exec.tty {
+            if libc::setsid() < 0 {
                 return errno();
             }
-            *fd = moved;
-        }
-    }
-    for (target, fd) in (0..3).zip(fds) {
-        if libc::dup2(fd, target) < 0 {
+        } else if libc::setpgid(0, 0) < 0 {
             return errno();
         }
+        // 3. Killed with the spawning thread; the server may have died before that took
+        //    effect.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+            return errno();
+        }
+        if libc::getppid() != exec.parent {
+            return libc::ESRCH;
+        }
+        // 4. The cgroup. A failed join leaves the child in the server's cgroup, still in its
+        //    own process group (as on the fork path).
+        if let Some(procs) = &exec.cgroup_procs {
+            let _ = libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1);
+        }
+        // 5. stdio. A source below 3 could be overwritten by an earlier dup2: move it up
+        //    first (the copies are close-on-exec).
+        let mut fds = exec.stdio;
+        for fd in &mut fds {
+            if *fd < 3 {
+                let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3);
+                if moved < 0 {
+                    return errno();
+                }
+                *fd = moved;
+            }
+        }
+        for (target, fd) in (0..3).zip(fds) {
+            if libc::dup2(fd, target) < 0 {
+                return errno();
+            }
+        }
+        if exec.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            return errno();
+        }
+        // 6. Directory, signal mask, exec.
+        if libc::chdir(exec.cwd.as_ptr()) < 0 {
+            return errno();
+        }
+        let empty = empty_sigset();
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::execve(
+            exec.program.as_ptr(),
+            exec.argv_ptrs.as_ptr(),
+            exec.envp_ptrs.as_ptr(),
+        );
+        errno()
     }
-    if exec.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-        return errno();
-    }
-    // 6. Directory, signal mask, exec.
-    if libc::chdir(exec.cwd.as_ptr()) < 0 {
-        return errno();
-    }
-    let empty = empty_sigset();
-    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-    libc::execve(
-        exec.program.as_ptr(),
-        exec.argv_ptrs.as_ptr(),
-        exec.envp_ptrs.as_ptr(),
-    );
-    errno()
 }
 
 fn empty_sigset() -> libc::sigset_t {
