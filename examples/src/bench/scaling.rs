@@ -6,7 +6,8 @@
 //!   sessions each stream `cat /dev/zero`;
 //! - start `/bin/true` → `process/closed` p50 with 0, 100 and `--scale-processes` live
 //!   `sleep 600` processes on another session, and the server's RSS at each count;
-//! - the server's RSS with 0, 1,000 and `--scale-sessions` idle sessions.
+//! - the server's RSS with 0, 1,000 and `--scale-sessions` idle sessions (a local execd is
+//!   started with `--max-connections` and `--max-sessions` above that count).
 //!
 //! The result serialises to JSON ([`Scaling`]); `--plot DIR` draws the curves of every server
 //! measured in the run (`plot.rs`).
@@ -22,7 +23,7 @@ use super::client::{start_params, Conn};
 use super::latency;
 use super::report::{mib_s, percentile_ms, Report};
 use super::rss;
-use super::target::Target;
+use super::target::{self, Target};
 
 /// Concurrent streams of the throughput curve.
 pub(crate) const STREAMS: [usize; 3] = [1, 8, 64];
@@ -66,7 +67,20 @@ pub(crate) fn run(
     sizes: Sizes,
     report: &mut Report,
 ) -> anyhow::Result<Scaling> {
-    let server = target.start()?;
+    let server = match target {
+        // Room for the idle sessions next to the detached ones of the earlier points
+        // (`--max-connections` and `--max-sessions` default to 1,024).
+        Target::Local => {
+            let max = (sizes.sessions + 2 * STREAMS[2] + 1024).to_string();
+            target::start_local(&[
+                "--max-connections".as_ref(),
+                max.as_ref(),
+                "--max-sessions".as_ref(),
+                max.as_ref(),
+            ])?
+        }
+        _ => target.start()?,
+    };
     let (url, pid) = (server.url.clone(), server.pid);
     let mut s = Scaling {
         server: name.to_owned(),
@@ -168,7 +182,6 @@ async fn spawn_with_live(
     s: &mut Scaling,
 ) -> anyhow::Result<()> {
     let mut sleepers = Conn::open(url).await?;
-    let mut probe = Conn::open(url).await?;
     let mut live = 0;
     let mut points = vec![0, 100, sizes.processes];
     points.dedup();
@@ -178,7 +191,10 @@ async fn spawn_with_live(
                 .await
                 .with_context(|| format!("starting {n} live processes"))?;
             live = n;
+            // A fresh session per point: process ids stay taken in the session that used them.
+            let mut probe = Conn::open(url).await?;
             let samples = latency::spawn_to_closed(&mut probe, sizes.iterations).await?;
+            probe.close().await;
             let p50 = percentile_ms(&samples.to_closed, 0.5);
             report.scalar(
                 "scaling_spawn_live",
@@ -212,7 +228,6 @@ async fn spawn_with_live(
             None,
         );
     }
-    probe.close().await;
     sleepers.close().await;
     Ok(())
 }
