@@ -168,6 +168,7 @@ impl Sim {
             backoff_max: cfg.backoff_max(),
             close_retention: cfg.closed_retention(),
             recovery_read_bytes: cfg.recovery_read_bytes(),
+            lossless_output: cfg.lossless(),
         };
         let now = Instant::now();
         let mut sim = Sim {

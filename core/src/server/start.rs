@@ -72,6 +72,7 @@ impl Server {
             limits,
         );
         self.processes.insert(key, process);
+        self.lossless_on_start(sid, key);
         let spec = SpawnSpec {
             argv: params.argv,
             arg0: params.arg0,
@@ -87,10 +88,9 @@ impl Server {
         // A start read before the connection's reading paused: its output waits too.
         if self.is_congested(conn) && self.attached_session(conn) == Some(sid) {
             if let Some(p) = self.processes.get_mut(&key) {
-                p.output_paused = true;
+                p.congestion_hold = true;
             }
-            self.out
-                .push_back(Output::Command(Command::PauseOutput { key }));
+            self.sync_output_pause(key);
         }
         // Answered when the runtime reports Spawned or SpawnFailed.
         Ok(None)
