@@ -65,7 +65,7 @@ async fn start_server(rt: &Arc<dyn Runtime>) -> TestServer {
     }
 }
 
-fn params(id: &str, argv: &[&str], pipe_stdin: bool) -> StartParams {
+pub(super) fn params(id: &str, argv: &[&str], pipe_stdin: bool) -> StartParams {
     let mut env = BTreeMap::new();
     env.insert("PATH".to_owned(), "/usr/bin:/bin".to_owned());
     StartParams {
@@ -83,16 +83,16 @@ fn params(id: &str, argv: &[&str], pipe_stdin: bool) -> StartParams {
 
 /// Everything a process delivered, checked for seq order on the way.
 #[derive(Debug, Default)]
-struct Collected {
-    stdout: Vec<u8>,
+pub(super) struct Collected {
+    pub(super) stdout: Vec<u8>,
     stderr: Vec<u8>,
-    exit_code: Option<i32>,
+    pub(super) exit_code: Option<i32>,
     closed: bool,
-    gaps: u64,
-    lost: Option<Event>,
+    pub(super) gaps: u64,
+    pub(super) lost: Option<Event>,
 }
 
-async fn collect(rt: &Arc<dyn Runtime>, process: &Process) -> Collected {
+pub(super) async fn collect(rt: &Arc<dyn Runtime>, process: &Process) -> Collected {
     let mut out = Collected::default();
     let mut last = 0u64;
     while let Some(event) = timeout(rt, "the next process event", process.next_event()).await {
@@ -131,7 +131,7 @@ async fn collect(rt: &Arc<dyn Runtime>, process: &Process) -> Collected {
     out
 }
 
-fn expected_seq(n: u32) -> Vec<u8> {
+pub(super) fn expected_seq(n: u32) -> Vec<u8> {
     (1..=n)
         .map(|i| format!("{i}\n"))
         .collect::<String>()

@@ -33,6 +33,7 @@ pub mod containment;
 pub mod fs;
 pub mod hostile;
 pub mod http;
+pub mod lossless;
 pub mod process;
 mod proxy;
 pub mod security;
@@ -193,6 +194,10 @@ macro_rules! scenario_tests {
                 disconnect_cancels_the_upstream_request,
                 bad_inputs_are_32602_and_the_connection_keeps_working,
                 an_unread_streamed_body_stops_the_download,
+            }
+            lossless {
+                a_detached_session_holds_its_child_and_loses_nothing,
+                the_async_client_loses_nothing_through_a_proxy_cutting_every_3_ms,
             }
             containment {
                 kill_after_close_reaches_a_redirected_background_job,
