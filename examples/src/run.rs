@@ -126,6 +126,9 @@ impl RunArgs {
         options.core.client_name = "execd-run".to_owned();
         options.core.recovery = self.recovery_window > 0;
         options.core.recovery_window = Duration::from_secs(self.recovery_window);
+        // A detached command's output is for `execd attach`: this client never prints it, so
+        // it must not acknowledge it either (the server keeps it all, holding the command).
+        options.core.acknowledge_output = !self.detach;
         options
     }
 }

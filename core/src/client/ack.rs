@@ -21,7 +21,7 @@ impl Client {
     /// Counts the output among `out` (about to be delivered for `process_id`) and sends a
     /// `process/ack` for everything delivered once half a window has passed.
     pub(super) fn ack_delivered(&mut self, process_id: &str, out: &[Delivery]) {
-        let Some(window) = self.lossless else {
+        let Some(window) = self.lossless.filter(|_| self.config.acknowledge_output) else {
             return;
         };
         let Some(t) = self.trackers.get_mut(process_id) else {

@@ -37,6 +37,12 @@ pub struct ClientConfig {
     /// the client acknowledges delivered output with `process/ack` (every half window). A
     /// server without the extension ignores the request. Default `true`.
     pub lossless_output: bool,
+    /// Whether delivered output is acknowledged with `process/ack` (lossless output only).
+    /// `false` leaves it unacknowledged, so the server keeps all of it for a later reader and
+    /// holds the process once the window is full: `execd run --detach` starts a process this
+    /// way and leaves, and `execd attach` then reads everything from seq 1. (The client's own
+    /// recovery reads still acknowledge by their `afterSeq`.) Default `true`.
+    pub acknowledge_output: bool,
 }
 
 impl Default for ClientConfig {
@@ -50,6 +56,7 @@ impl Default for ClientConfig {
             close_retention: Duration::from_secs(30),
             recovery_read_bytes: 256 * 1024,
             lossless_output: true,
+            acknowledge_output: true,
         }
     }
 }

@@ -1419,3 +1419,38 @@ fn lossless_output_holds_the_child_while_away_and_delivers_everything() {
     assert_eq!(sim.delivered_bytes("p"), want.as_bytes());
     assert_eq!(sim.count(|e| matches!(e, ClientEvent::Gap { .. })), 0);
 }
+
+/// A client that does not acknowledge (`acknowledge_output: false`, as `execd run --detach`)
+/// leaves its output to a later reader: the server holds the child at the window even while
+/// this client is connected and receiving, and evicts nothing.
+#[test]
+fn a_client_that_does_not_acknowledge_leaves_the_window_full() {
+    let server = ServerConfig {
+        retained_chunks: 4,
+        ..ServerConfig::default()
+    };
+    let client = ClientConfig {
+        client_name: "sim".to_owned(),
+        acknowledge_output: false,
+        ..ClientConfig::default()
+    };
+    let mut sim = Sim::with(server, client);
+    sim.connect();
+    sim.drive();
+    let key = sim.start("p");
+    let mut written = 0;
+    while !sim.procs[&key].paused {
+        assert!(written < 10, "never held: {:?}", sim.take_commands());
+        written += 1;
+        sim.output(key, format!("{written},").as_bytes());
+        sim.pump();
+        sim.drive();
+    }
+    assert_eq!(
+        written, 4,
+        "held at the chunk window though every chunk was delivered"
+    );
+    let want: String = (1..=4).map(|n| format!("{n},")).collect();
+    assert_eq!(sim.delivered_bytes("p"), want.as_bytes());
+    assert_eq!(sim.count(|e| matches!(e, ClientEvent::Gap { .. })), 0);
+}

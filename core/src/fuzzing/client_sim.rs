@@ -174,6 +174,7 @@ impl Sim {
             close_retention: cfg.closed_retention(),
             recovery_read_bytes: cfg.recovery_read_bytes(),
             lossless_output: cfg.lossless(),
+            acknowledge_output: true,
         };
         let now = Instant::now();
         let mut sim = Sim {

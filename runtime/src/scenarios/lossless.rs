@@ -139,9 +139,9 @@ pub async fn a_detached_session_holds_its_child_and_loses_nothing(rt: Arc<dyn Ru
 
 /// The async client asks for lossless output by default and acknowledges as it delivers: a
 /// child writing 2 MB as fast as it can (twice the window, and far more than the retention)
-/// through a proxy that cuts the connection every 3 ms arrives complete, in order, without a
+/// through a proxy that cuts the connection every 20 ms arrives complete, in order, without a
 /// gap.
-pub async fn the_async_client_loses_nothing_through_a_proxy_cutting_every_3_ms(
+pub async fn the_async_client_loses_nothing_through_a_proxy_cutting_every_20_ms(
     rt: Arc<dyn Runtime>,
 ) {
     let rt = &rt;
@@ -151,7 +151,6 @@ pub async fn the_async_client_loses_nothing_through_a_proxy_cutting_every_3_ms(
             .await
             .expect("proxy"),
     );
-    proxy.cut_every(Duration::from_millis(3));
     let client = within(
         rt,
         crate::Client::connect_with_runtime(rt.clone(), &proxy.url(), ClientOptions::default()),
@@ -164,6 +163,11 @@ pub async fn the_async_client_loses_nothing_through_a_proxy_cutting_every_3_ms(
     )
     .await
     .expect("start");
+    // Cut from here on: the first connect and the start go through whole. Every 20 ms, not
+    // the CLI test's 3 ms: a debug build on a loaded machine can take longer than 3 ms for a
+    // handshake, and a client that never completes one ends in `ProcessLost` (no progress is
+    // possible at all, with or without lossless output).
+    proxy.cut_every(Duration::from_millis(20));
     let got = collect(rt, &p).await;
     assert_eq!(got.gaps, 0, "lossless: no gap");
     assert!(got.lost.is_none(), "{:?}", got.lost);

@@ -223,7 +223,7 @@ macro_rules! scenario_tests {
             }
             lossless {
                 a_detached_session_holds_its_child_and_loses_nothing,
-                the_async_client_loses_nothing_through_a_proxy_cutting_every_3_ms,
+                the_async_client_loses_nothing_through_a_proxy_cutting_every_20_ms,
             }
             containment {
                 kill_after_close_reaches_a_redirected_background_job,
