@@ -901,7 +901,7 @@ fn wchar(pid: u32) -> u64 {
 }
 
 /// A session left by `execd run --detach` is lossless: its child, writing as fast as it can
-/// while no client is attached, blocks after about the 1 MiB window and the server's memory
+/// while no client is attached, blocks after the 1 MiB window (plus the read-ahead) and the server's memory
 /// stays flat; `execd attach` then prints every byte. `EXECD_AWAY_SECS` sets the absence
 /// (default 2 s).
 #[test]
@@ -951,7 +951,9 @@ fn a_detached_run_holds_its_child_and_attach_prints_everything() {
         std::path::Path::new(&format!("/proc/{child}")).exists(),
         "the child finished while nobody read"
     );
-    assert!(blocked < 4 << 20, "the child was not held: {written:?}");
+    // The 1 MiB window plus what the server may read ahead of its decision (at most about
+    // 6 MiB, `PROCESS_EVENT_QUEUE` in runtime/src/server.rs) plus the pipe.
+    assert!(blocked < 8 << 20, "the child was not held: {written:?}");
     assert_eq!(
         written[written.len() / 2],
         blocked,
