@@ -305,6 +305,7 @@ fn start_params(args: &RunArgs, tty: bool) -> anyhow::Result<StartParams> {
         pipe_stdin: !tty,
         arg0: None,
         env_policy: None,
+        sandbox: None,
         enforce_managed_network: false,
     })
 }

@@ -147,6 +147,7 @@ pub enum ConnectError {
 ///         pipe_stdin: false,
 ///         arg0: None,
 ///         env_policy: None,
+///         sandbox: None,
 ///         enforce_managed_network: false,
 ///     })
 ///     .await?;
