@@ -77,6 +77,7 @@ pub(crate) struct RunArgs {
     runtime: RuntimeKind,
     #[command(flatten)]
     security: crate::serve_auth::RunSecurityArgs,
+
     /// The command and its arguments. Everything from the first argument that is not an
     /// execd option on belongs to the command (`--` before it is optional).
     #[arg(

@@ -47,6 +47,7 @@ pub use crate::cgroup::Containment;
 use crate::cgroup::{CgroupDir, Leaf};
 use crate::os;
 use crate::pty::{self, Pty};
+use crate::sandbox;
 use crate::runtime::{
     set_nonblocking, shared, AsyncFd, BoxFuture, ChildCommand, DefaultRuntime, Runtime,
 };
@@ -312,7 +313,7 @@ where
     }
 
     fn try_spawn(&mut self, key: K, spec: SpawnSpec) -> io::Result<(u32, Entry)> {
-        if spec.sandbox != SandboxType::None {
+        if spec.sandbox != SandboxType::None && spec.sandbox_policy.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!(
@@ -343,6 +344,10 @@ where
             command.process_group(0);
         }
         let leaf = self.join_new_cgroup(key, &mut command);
+        // Sandboxed starts need code in the child before exec: this hook stays on the
+        // fork + pre_exec path.
+        let sandbox =
+            sandbox::attach(spec.sandbox_policy.as_ref(), &spec.cwd, &mut command)?;
 
         // Everything that can fail on the server's side is set up before the fork, so a failure
         // afterwards cannot leave a running child without a pump.
@@ -356,7 +361,8 @@ where
             stdout: io.child_stdout.take().unwrap_or_else(Stdio::null),
             stderr: io.child_stderr.take().unwrap_or_else(Stdio::null),
             kill_on_drop: false,
-        })?;
+        })
+        .map_err(|err| sandbox::spawn_error(sandbox.as_ref(), err))?;
         let pid = child.pid;
 
         let closed = Arc::new(AtomicBool::new(false));
@@ -395,6 +401,7 @@ where
             closed,
             leaf,
             gate,
+            _sandbox: sandbox,
         };
         Ok((pid, entry))
     }
@@ -461,6 +468,8 @@ struct Entry {
     leaf: Option<Leaf>,
     /// Whether the pump may read output.
     gate: Arc<Gate>,
+    /// A sandboxed child's set-up that must outlive it (carve-out placeholders).
+    _sandbox: Option<sandbox::Attached>,
 }
 
 /// A pause switch the pump checks before every read: set by the event loop, it wakes the pump
@@ -811,6 +820,9 @@ fn spawn_failed(key: impl fmt::Debug, err: &io::Error, cwd: Option<&Path>) -> Pr
 /// What a spawn error means: a `cwd` that is not a directory wins (exec reports it as ENOENT
 /// too), then the errno of the program.
 fn spawn_error_kind(err: &io::Error, cwd: Option<&Path>) -> SpawnErrorKind {
+    if sandbox::is_setup_error(err) {
+        return SpawnErrorKind::Sandbox;
+    }
     if cwd.is_some_and(|cwd| !cwd.is_dir()) {
         return SpawnErrorKind::BadCwd;
     }
