@@ -48,10 +48,10 @@ pub use execd_core::ProcessKey;
 use crate::cgroup::{CgroupDir, Leaf};
 use crate::os;
 use crate::pty::{self, Pty};
-use crate::sandbox;
 use crate::runtime::{
     set_nonblocking, shared, AsyncFd, BoxFuture, ChildCommand, DefaultRuntime, Runtime,
 };
+use crate::sandbox;
 
 /// Bytes asked for per read; one pipe buffer on Linux.
 const CHUNK: usize = 64 * 1024;
@@ -347,8 +347,7 @@ where
         let leaf = self.join_new_cgroup(key, &mut command);
         // Sandboxed starts need code in the child before exec: this hook stays on the
         // fork + pre_exec path.
-        let sandbox =
-            sandbox::attach(spec.sandbox_policy.as_ref(), &spec.cwd, &mut command)?;
+        let sandbox = sandbox::attach(spec.sandbox_policy.as_ref(), &spec.cwd, &mut command)?;
 
         // Everything that can fail on the server's side is set up before the fork, so a failure
         // afterwards cannot leave a running child without a pump.
@@ -356,14 +355,16 @@ where
         // The runtime drops the command, and with it the server's copies of the child's ends
         // (the PTY slave included: the master reports EIO once every slave descriptor is
         // closed). The child is reaped by the runtime if the pump stops waiting for it.
-        let child = self.runtime.spawn_child(ChildCommand {
-            command,
-            stdin: io.child_stdin.take().unwrap_or_else(Stdio::null),
-            stdout: io.child_stdout.take().unwrap_or_else(Stdio::null),
-            stderr: io.child_stderr.take().unwrap_or_else(Stdio::null),
-            kill_on_drop: false,
-        })
-        .map_err(|err| sandbox::spawn_error(sandbox.as_ref(), err))?;
+        let child = self
+            .runtime
+            .spawn_child(ChildCommand {
+                command,
+                stdin: io.child_stdin.take().unwrap_or_else(Stdio::null),
+                stdout: io.child_stdout.take().unwrap_or_else(Stdio::null),
+                stderr: io.child_stderr.take().unwrap_or_else(Stdio::null),
+                kill_on_drop: false,
+            })
+            .map_err(|err| sandbox::spawn_error(sandbox.as_ref(), err))?;
         let pid = child.pid;
 
         let closed = Arc::new(AtomicBool::new(false));

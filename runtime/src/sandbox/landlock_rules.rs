@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use execd_core::sandbox::RestrictedFs;
 use landlock::{
-    Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreated, RulesetCreatedAttr, ABI,
+    Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreated, RulesetCreatedAttr, ABI,
 };
 
 use super::SetupError;
@@ -85,7 +85,10 @@ pub(crate) fn build(fs: &RestrictedFs) -> Result<OwnedFd, SetupError> {
         rules.add(&w.root, all)?;
     }
     for dev in WRITABLE_DEVICES {
-        rules.add(Path::new(dev), read | AccessFs::WriteFile | AccessFs::Truncate)?;
+        rules.add(
+            Path::new(dev),
+            read | AccessFs::WriteFile | AccessFs::Truncate,
+        )?;
     }
     let fd: Option<OwnedFd> = rules.ruleset.into();
     fd.ok_or_else(|| SetupError("Landlock ruleset has no descriptor".into()))
@@ -107,14 +110,9 @@ impl Rules<'_> {
         let Ok(meta) = std::fs::metadata(path) else {
             return Ok(());
         };
-        let file_rights = AccessFs::ReadFile
-            | AccessFs::WriteFile
-            | AccessFs::Execute
-            | AccessFs::Truncate;
-        let cuts_below = self
-            .denied
-            .iter()
-            .any(|d| d.starts_with(path) && d != path);
+        let file_rights =
+            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Execute | AccessFs::Truncate;
+        let cuts_below = self.denied.iter().any(|d| d.starts_with(path) && d != path);
         if cuts_below && meta.is_dir() {
             // List only; each entry gets the rights on its own.
             self.rule(path, access & AccessFs::ReadDir)?;

@@ -135,9 +135,8 @@ fn attach_linux(
         }
         if let Some(fd) = &ruleset {
             // SAFETY: the ruleset descriptor is open (owned by this closure); flags 0.
-            let rc = unsafe {
-                libc::syscall(libc::SYS_landlock_restrict_self, fd.as_raw_fd(), 0u32)
-            };
+            let rc =
+                unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd.as_raw_fd(), 0u32) };
             if rc != 0 {
                 return Err(fail(3, io::Error::last_os_error()));
             }

@@ -19,19 +19,23 @@ use super::SetupError;
 /// # Errors
 /// An architecture seccompiler does not know (execd's Linux targets are x86_64 and aarch64).
 pub(crate) fn build(network: bool) -> Result<BpfProgram, SetupError> {
-    let fail = |e: &dyn std::fmt::Display| SetupError(format!("cannot build the seccomp filter: {e}"));
+    let fail =
+        |e: &dyn std::fmt::Display| SetupError(format!("cannot build the seccomp filter: {e}"));
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let family = |op, family: libc::c_int| -> Result<Vec<SeccompRule>, SetupError> {
         let family = u64::try_from(family).map_err(|e| fail(&e))?;
-        let cond = SeccompCondition::new(0, SeccompCmpArgLen::Dword, op, family)
-            .map_err(|e| fail(&e))?;
+        let cond =
+            SeccompCondition::new(0, SeccompCmpArgLen::Dword, op, family).map_err(|e| fail(&e))?;
         Ok(vec![SeccompRule::new(vec![cond]).map_err(|e| fail(&e))?])
     };
     if network {
         rules.insert(libc::SYS_socket, family(SeccompCmpOp::Eq, libc::AF_VSOCK)?);
     } else {
         rules.insert(libc::SYS_socket, family(SeccompCmpOp::Ne, libc::AF_UNIX)?);
-        rules.insert(libc::SYS_socketpair, family(SeccompCmpOp::Ne, libc::AF_UNIX)?);
+        rules.insert(
+            libc::SYS_socketpair,
+            family(SeccompCmpOp::Ne, libc::AF_UNIX)?,
+        );
         for nr in [
             libc::SYS_ptrace,
             libc::SYS_process_vm_readv,
@@ -49,7 +53,12 @@ pub(crate) fn build(network: bool) -> Result<BpfProgram, SetupError> {
     }
     let arch = std::env::consts::ARCH.try_into().map_err(|e| fail(&e))?;
     let eperm = u32::try_from(libc::EPERM).map_err(|e| fail(&e))?;
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(eperm), arch)
-        .map_err(|e| fail(&e))?;
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(eperm),
+        arch,
+    )
+    .map_err(|e| fail(&e))?;
     filter.try_into().map_err(|e| fail(&e))
 }

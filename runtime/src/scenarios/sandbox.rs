@@ -153,7 +153,10 @@ async fn require_landlock(c: &mut Client, workspace: &Path) -> bool {
         .await;
     assert_eq!(r["error"]["code"], -32602, "{r}");
     let msg = r["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.starts_with("failed to prepare process sandbox: Landlock"), "{msg}");
+    assert!(
+        msg.starts_with("failed to prepare process sandbox: Landlock"),
+        "{msg}"
+    );
     false
 }
 
@@ -167,16 +170,23 @@ pub async fn writes_outside_the_workspace_are_refused_and_flagged(rt: Arc<dyn Ru
     if !require_landlock(&mut c, &w.0).await {
         return;
     }
-    let script = format!(
-        "echo in > in.txt && echo out > {}/x",
-        outside.0.display()
-    );
-    let o = run(&mut c, "p", &w.0, &script, policy(&w.0, false, "restricted", &[])).await;
+    let script = format!("echo in > in.txt && echo out > {}/x", outside.0.display());
+    let o = run(
+        &mut c,
+        "p",
+        &w.0,
+        &script,
+        policy(&w.0, false, "restricted", &[]),
+    )
+    .await;
     assert_eq!(o.sandbox_type, "linuxSeccomp");
     assert_ne!(o.exit_code, 0, "{o:?}");
     assert!(o.denied, "flagged sandboxDenied: {o:?}");
     assert!(o.output.contains("Permission denied"), "{o:?}");
-    assert_eq!(std::fs::read_to_string(w.path("in.txt")).ok().as_deref(), Some("in\n"));
+    assert_eq!(
+        std::fs::read_to_string(w.path("in.txt")).ok().as_deref(),
+        Some("in\n")
+    );
     assert!(!outside.path("x").exists(), "nothing written outside");
     // The approved retry (`sandbox: null`) runs unconfined.
     let o = run(&mut c, "q", &w.0, &script, Value::Null).await;
@@ -201,15 +211,26 @@ pub async fn git_under_the_workspace_is_read_only_even_when_created_later(rt: Ar
     assert!(o.denied, "{o:?}");
     assert!(o.output.contains("Read-only file system"), "{o:?}");
     assert!(std::fs::read_dir(w.path(".git")).map_or(true, |mut d| d.next().is_none()));
-    assert_eq!(std::fs::read_to_string(w.path("f")).ok().as_deref(), Some("ok\n"));
+    assert_eq!(
+        std::fs::read_to_string(w.path("f")).ok().as_deref(),
+        Some("ok\n")
+    );
     // Created later (outside the sandbox): still read-only for the next sandboxed command.
     let _ = std::fs::remove_dir(w.path(".git"));
     std::fs::create_dir_all(w.path(".git/hooks")).expect("mkdir .git");
     std::fs::write(w.path(".git/config"), "real\n").expect("write config");
     let o = run(&mut c, "b", &w.0, "echo evil > .git/config || e=1; echo evil > .git/hooks/pre-commit || e=1; rm -f .git/config || e=1; exit ${e:-0}", sandbox()).await;
     assert_ne!(o.exit_code, 0, "{o:?}");
-    assert!(o.denied && o.output.contains("Read-only file system"), "{o:?}");
-    assert_eq!(std::fs::read_to_string(w.path(".git/config")).ok().as_deref(), Some("real\n"));
+    assert!(
+        o.denied && o.output.contains("Read-only file system"),
+        "{o:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.path(".git/config"))
+            .ok()
+            .as_deref(),
+        Some("real\n")
+    );
     assert!(!w.path(".git/hooks/pre-commit").exists());
 }
 
@@ -231,9 +252,19 @@ pub async fn tmp_is_writable_in_workspace_write_and_not_in_read_only(rt: Arc<dyn
     // Read-only: the workspace is not writable either.
     let o = run(&mut c, "ro2", &w.0, "echo x > f", read_only(&w.0)).await;
     assert!(o.exit_code != 0 && o.denied, "{o:?}");
-    let o = run(&mut c, "ww", &w.0, &script, policy(&w.0, true, "restricted", &[])).await;
+    let o = run(
+        &mut c,
+        "ww",
+        &w.0,
+        &script,
+        policy(&w.0, true, "restricted", &[]),
+    )
+    .await;
     assert_eq!(o.exit_code, 0, "{o:?}");
-    assert_eq!(std::fs::read_to_string(&target).ok().as_deref(), Some("t\n"));
+    assert_eq!(
+        std::fs::read_to_string(&target).ok().as_deref(),
+        Some("t\n")
+    );
     let _ = std::fs::remove_file(&target);
 }
 
@@ -251,9 +282,19 @@ pub async fn a_deny_entry_cannot_be_read(rt: Arc<dyn Runtime>) {
     std::fs::write(w.path("public"), "p\n").expect("write");
     let deny = json!({"path": {"type": "path", "path": uri(&w.path("secret"))}, "access": "deny"});
     let sandbox = policy(&w.0, false, "restricted", &[deny]);
-    let o = run(&mut c, "d", &w.0, "cat public && cat secret/key", sandbox.clone()).await;
+    let o = run(
+        &mut c,
+        "d",
+        &w.0,
+        "cat public && cat secret/key",
+        sandbox.clone(),
+    )
+    .await;
     assert!(o.exit_code != 0 && o.denied, "{o:?}");
-    assert!(o.output.contains("p\n") && !o.output.contains("k\n"), "{o:?}");
+    assert!(
+        o.output.contains("p\n") && !o.output.contains("k\n"),
+        "{o:?}"
+    );
     assert!(o.output.contains("Permission denied"), "{o:?}");
     // fs/readFile under the same policy: -32600.
     let r = c
@@ -284,11 +325,25 @@ pub async fn network_is_unix_only_unless_enabled(rt: Arc<dyn Runtime>) {
          IO::Socket::INET->new(PeerAddr => \"127.0.0.1:{port}\") or die \"tcp: $!\\n\"; print \"tcp ok\\n\";'",
         unix_path.display()
     );
-    let o = run(&mut c, "n1", &w.0, &script, policy(&w.0, false, "restricted", &[])).await;
+    let o = run(
+        &mut c,
+        "n1",
+        &w.0,
+        &script,
+        policy(&w.0, false, "restricted", &[]),
+    )
+    .await;
     assert!(o.output.contains("unix ok"), "AF_UNIX works: {o:?}");
     assert!(o.output.contains("tcp: Operation not permitted"), "{o:?}");
     assert!(o.exit_code != 0 && o.denied, "{o:?}");
-    let o = run(&mut c, "n2", &w.0, &script, policy(&w.0, false, "enabled", &[])).await;
+    let o = run(
+        &mut c,
+        "n2",
+        &w.0,
+        &script,
+        policy(&w.0, false, "enabled", &[]),
+    )
+    .await;
     assert!(o.output.contains("tcp ok"), "network enabled: {o:?}");
     assert_eq!(o.exit_code, 0, "{o:?}");
 }
@@ -329,7 +384,14 @@ pub async fn sigsys_is_flagged_as_a_denial(rt: Arc<dyn Runtime>) {
     if !require_landlock(&mut c, &w.0).await {
         return;
     }
-    let o = run(&mut c, "k", &w.0, "kill -SYS $$", policy(&w.0, false, "restricted", &[])).await;
+    let o = run(
+        &mut c,
+        "k",
+        &w.0,
+        "kill -SYS $$",
+        policy(&w.0, false, "restricted", &[]),
+    )
+    .await;
     assert_eq!((o.exit_code, o.denied), (159, true), "{o:?}");
 }
 
@@ -345,20 +407,34 @@ pub async fn a_sandbox_that_cannot_be_built_fails_the_start(rt: Arc<dyn Runtime>
     let marker = w.path("ran");
     let script = format!("touch {}", marker.display());
     let r = c
-        .start("m", &["/bin/sh", "-c", &script], json!({"cwd": uri(&w.0), "sandbox": bad}))
+        .start(
+            "m",
+            &["/bin/sh", "-c", &script],
+            json!({"cwd": uri(&w.0), "sandbox": bad}),
+        )
         .await;
     assert_eq!(r["error"]["code"], -32602, "{r}");
-    assert_eq!(r["error"]["message"], "unknown variant `bogus`, expected `restricted` or `enabled`");
+    assert_eq!(
+        r["error"]["message"],
+        "unknown variant `bogus`, expected `restricted` or `enabled`"
+    );
     // Well-formed but impossible here: `/proc` as the workspace needs a read-only `.git`
     // placeholder in `/proc`, which cannot be created. The start fails; nothing runs.
     let mut impossible = policy(Path::new("/proc"), false, "restricted", &[]);
     impossible["cwd"] = json!(uri(&w.0));
     let r = c
-        .start("f", &["/bin/sh", "-c", &script], json!({"cwd": uri(&w.0), "sandbox": impossible}))
+        .start(
+            "f",
+            &["/bin/sh", "-c", &script],
+            json!({"cwd": uri(&w.0), "sandbox": impossible}),
+        )
         .await;
     assert_eq!(r["error"]["code"], -32602, "{r}");
     let msg = r["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.starts_with("failed to prepare process sandbox: "), "{msg}");
+    assert!(
+        msg.starts_with("failed to prepare process sandbox: "),
+        "{msg}"
+    );
     assert_eq!(r["error"]["data"]["kind"], "sandbox");
     assert!(!marker.exists(), "never runs unconfined");
 }
