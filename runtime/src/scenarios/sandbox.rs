@@ -170,7 +170,10 @@ pub async fn writes_outside_the_workspace_are_refused_and_flagged(rt: Arc<dyn Ru
     if !require_landlock(&mut c, &w.0).await {
         return;
     }
-    let script = format!("echo in > in.txt && echo out > {}/x", outside.0.display());
+    let script = format!(
+        "echo in > in.txt && {{ echo out > {}/x || exit 7; }}",
+        outside.0.display()
+    );
     let o = run(
         &mut c,
         "p",
@@ -180,7 +183,7 @@ pub async fn writes_outside_the_workspace_are_refused_and_flagged(rt: Arc<dyn Ru
     )
     .await;
     assert_eq!(o.sandbox_type, "linuxSeccomp");
-    assert_ne!(o.exit_code, 0, "{o:?}");
+    assert_eq!(o.exit_code, 7, "the command's own exit code: {o:?}");
     assert!(o.denied, "flagged sandboxDenied: {o:?}");
     assert!(o.output.contains("Permission denied"), "{o:?}");
     assert_eq!(
@@ -316,36 +319,43 @@ pub async fn network_is_unix_only_unless_enabled(rt: Arc<dyn Runtime>) {
         return;
     }
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = tcp.local_addr().expect("addr").port();
+    let tcp_port = tcp.local_addr().expect("addr").port();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let udp_port = udp.local_addr().expect("addr").port();
     let unix_path = w.path("sock");
     let _unix = std::os::unix::net::UnixListener::bind(&unix_path).expect("bind unix");
-    let script = format!(
-        "perl -MIO::Socket::UNIX -MIO::Socket::INET -e '\
-         IO::Socket::UNIX->new(Peer => \"{}\") or die \"unix: $!\\n\"; print \"unix ok\\n\";\
-         IO::Socket::INET->new(PeerAddr => \"127.0.0.1:{port}\") or die \"tcp: $!\\n\"; print \"tcp ok\\n\";'",
-        unix_path.display()
-    );
-    let o = run(
-        &mut c,
-        "n1",
-        &w.0,
-        &script,
-        policy(&w.0, false, "restricted", &[]),
+    // Each socket kind is tried; a refused one is printed with its error and exits 3.
+    std::fs::write(
+        w.path("net.pl"),
+        format!(
+            r#"use IO::Socket::UNIX; use IO::Socket::INET; my $e = 0;
+IO::Socket::UNIX->new(Peer => "{unix}") ? print "unix ok\n" : (print "unix: $!\n", $e = 3);
+IO::Socket::INET->new(PeerAddr => "127.0.0.1:{tcp_port}") ? print "tcp ok\n" : (print "tcp: $!\n", $e = 3);
+IO::Socket::INET->new(PeerAddr => "127.0.0.1:{udp_port}", Proto => "udp") ? print "udp ok\n" : (print "udp: $!\n", $e = 3);
+exit $e;
+"#,
+            unix = unix_path.display()
+        ),
     )
-    .await;
+    .expect("write net.pl");
+    let restricted = policy(&w.0, false, "restricted", &[]);
+    let o = run(&mut c, "n1", &w.0, "perl net.pl", restricted).await;
     assert!(o.output.contains("unix ok"), "AF_UNIX works: {o:?}");
     assert!(o.output.contains("tcp: Operation not permitted"), "{o:?}");
-    assert!(o.exit_code != 0 && o.denied, "{o:?}");
-    let o = run(
-        &mut c,
-        "n2",
-        &w.0,
-        &script,
-        policy(&w.0, false, "enabled", &[]),
-    )
-    .await;
+    assert!(o.output.contains("udp: Operation not permitted"), "{o:?}");
+    assert_eq!(
+        (o.exit_code, o.denied),
+        (3, true),
+        "own exit code, flagged: {o:?}"
+    );
+    let enabled = policy(&w.0, false, "enabled", &[]);
+    let o = run(&mut c, "n2", &w.0, "perl net.pl", enabled).await;
     assert!(o.output.contains("tcp ok"), "network enabled: {o:?}");
-    assert_eq!(o.exit_code, 0, "{o:?}");
+    assert!(o.output.contains("udp ok"), "network enabled: {o:?}");
+    assert_eq!((o.exit_code, o.denied), (0, false), "{o:?}");
+    // The listener really saw the connection.
+    tcp.set_nonblocking(true).expect("nonblocking");
+    assert!(tcp.accept().is_ok(), "the enabled run reached the listener");
 }
 
 /// Scenario.
