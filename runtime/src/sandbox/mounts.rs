@@ -96,22 +96,50 @@ impl MountPlan {
         // Nothing mounted here may propagate back to the server's namespace.
         mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
         for (path, kept) in &self.ro_binds {
-            mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None)?;
-            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | kept;
-            mount(None, path, None, flags, None)?;
+            match mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None) {
+                // Removed since the plan was made (another server's placeholder, released):
+                // covered like a missing one.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => cover_missing(path)?,
+                other => {
+                    other?;
+                    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | kept;
+                    mount(None, path, None, flags, None)?;
+                }
+            }
         }
         for path in &self.tmpfs {
-            let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-            mount(
-                Some(c"tmpfs"),
-                path,
-                Some(c"tmpfs"),
-                flags,
-                Some(c"size=4k,mode=555"),
-            )?;
+            cover_missing(path)?;
         }
         // SAFETY: a NUL-terminated path prepared by the server.
         check(unsafe { libc::chdir(self.cwd.as_ptr()) })
+    }
+}
+
+/// Covers the placeholder at `path` with an empty read-only tmpfs. A placeholder removed
+/// meanwhile (the placeholder table is per server: another server sharing `/tmp` may remove
+/// the one it created) is created again first; it then stays behind, empty, after the process.
+fn cover_missing(path: &std::ffi::CStr) -> io::Result<()> {
+    let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let tmpfs = || {
+        mount(
+            Some(c"tmpfs"),
+            path,
+            Some(c"tmpfs"),
+            flags,
+            Some(c"size=4k,mode=555"),
+        )
+    };
+    match tmpfs() {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            // SAFETY: a NUL-terminated path prepared by the server.
+            let rc = unsafe { libc::mkdir(path.as_ptr(), 0o755) };
+            let err = io::Error::last_os_error();
+            if rc != 0 && err.raw_os_error() != Some(libc::EEXIST) {
+                return Err(err);
+            }
+            tmpfs()
+        }
+        other => other,
     }
 }
 
