@@ -36,7 +36,7 @@ const NETWORK_DISABLED_ENV: &str = "CODEX_SANDBOX_NETWORK_DISABLED";
 
 /// `--sandbox` modes, named as Codex's sandbox modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum SandboxMode {
+pub(crate) enum SandboxMode {
     /// Nothing writable.
     ReadOnly,
     /// The working directory and the temporary directories writable.
@@ -65,38 +65,51 @@ impl RunSandboxArgs {
         let Some(mode) = self.sandbox else {
             return Ok(None);
         };
-        let special = |kind: &str| json!({"type": "special", "value": {"kind": kind}});
-        let mut entries = vec![json!({"path": special("root"), "access": "read"})];
-        if mode == SandboxMode::WorkspaceWrite {
-            for kind in ["project_roots", "slash_tmp", "tmpdir"] {
-                entries.push(json!({"path": special(kind), "access": "write"}));
-            }
-            for subpath in PROTECTED {
-                entries.push(json!({
-                    "path": {"type": "special",
-                        "value": {"kind": "project_roots", "subpath": subpath}},
-                    "access": "read", "missing_path_behavior": "skip"}));
-            }
-        }
-        // Codex's entry for a directory the user approved writes to.
-        for dir in &self.writable {
-            entries.push(json!({"path": {"type": "path", "path": uri(dir)?}, "access": "write"}));
-        }
-        let network = if self.network {
-            "enabled"
-        } else {
-            "restricted"
-        };
-        let object: Value = json!({
-            "permissions": {"type": "managed",
-                "file_system": {"type": "restricted", "entries": entries}, "network": network},
-            "cwd": cwd, "workspaceRoots": [cwd], "windowsSandboxLevel": "disabled",
-            "windowsSandboxProxySettingsMode": "reconcile", "useLegacyLandlock": false,
-        });
+        let writable = self
+            .writable
+            .iter()
+            .map(|dir| uri(dir))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let object = codex_object(mode, cwd, &writable, self.network);
         serde_json::from_value(object)
             .map(Some)
             .context("building the sandbox object")
     }
+}
+
+/// The `sandbox` object Codex sends with `process/start` in `mode` for a command whose
+/// workspace is `cwd`, with `writable` directories (URIs) approved for writes and the network
+/// `enabled` or restricted (keys as in `shared/PROTOCOL.md`, Sandbox).
+pub(crate) fn codex_object(
+    mode: SandboxMode,
+    cwd: &PathUri,
+    writable: &[String],
+    network: bool,
+) -> Value {
+    let special = |kind: &str| json!({"type": "special", "value": {"kind": kind}});
+    let mut entries = vec![json!({"path": special("root"), "access": "read"})];
+    if mode == SandboxMode::WorkspaceWrite {
+        for kind in ["project_roots", "slash_tmp", "tmpdir"] {
+            entries.push(json!({"path": special(kind), "access": "write"}));
+        }
+        for subpath in PROTECTED {
+            entries.push(json!({
+                "path": {"type": "special",
+                    "value": {"kind": "project_roots", "subpath": subpath}},
+                "access": "read", "missing_path_behavior": "skip"}));
+        }
+    }
+    // Codex's entry for a directory the user approved writes to.
+    for dir in writable {
+        entries.push(json!({"path": {"type": "path", "path": dir}, "access": "write"}));
+    }
+    let network = if network { "enabled" } else { "restricted" };
+    json!({
+        "permissions": {"type": "managed",
+            "file_system": {"type": "restricted", "entries": entries}, "network": network},
+        "cwd": cwd, "workspaceRoots": [cwd], "windowsSandboxLevel": "disabled",
+        "windowsSandboxProxySettingsMode": "reconcile", "useLegacyLandlock": false,
+    })
 }
 
 /// `path` (made absolute against this process's working directory) as a `file://` URI.
