@@ -7,38 +7,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{output_within, KillOnDrop, EXECD};
+use common::{output_within, EXECD};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A fresh directory under Cargo's target tmp dir, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("sbx-cli-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create dir");
-        Dir(dir.canonicalize().expect("canonical"))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory under Cargo's target tmp dir (not `/tmp`), removed on drop.
+fn dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sbx-cli-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create dir")
 }
 
 /// `execd run [--url URL] ARGS… -- sh -c SCRIPT` in `cwd`.
@@ -60,14 +42,14 @@ fn text(bytes: &[u8]) -> String {
 /// command keeps its exit code, execd says the sandbox probably blocked it, and the network
 /// is reported off in the environment as Codex does.
 fn workspace_write_confines(url: Option<&str>) {
-    let w = Dir::new("ww");
-    let outside = Dir::new("out");
+    let w = dir();
+    let outside = dir();
     let script = format!(
         "echo in > in.txt || exit 3; echo \"net=$CODEX_SANDBOX_NETWORK_DISABLED\"; \
          mkdir -p .git/hooks && exit 4; echo out > {}/x || exit 7",
-        outside.0.display()
+        outside.path().display()
     );
-    let out = run_sh(url, &w.0, &["--sandbox", "workspace-write"], &script);
+    let out = run_sh(url, w.path(), &["--sandbox", "workspace-write"], &script);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "{stderr}");
     assert_eq!(text(&out.stdout), "net=1\n");
@@ -78,24 +60,31 @@ fn workspace_write_confines(url: Option<&str>) {
         "{stderr}"
     );
     assert_eq!(
-        std::fs::read_to_string(w.path("in.txt")).ok().as_deref(),
+        std::fs::read_to_string(w.path().join("in.txt"))
+            .ok()
+            .as_deref(),
         Some("in\n")
     );
-    assert!(!w.path(".git/hooks").exists(), "no .git/hooks");
-    assert!(!outside.path("x").exists(), "nothing written outside");
+    assert!(!w.path().join(".git/hooks").exists(), "no .git/hooks");
+    assert!(
+        !outside.path().join("x").exists(),
+        "nothing written outside"
+    );
 
     // `--writable DIR` opens one more directory; nothing is reported.
-    let dir = outside.0.to_str().expect("utf-8 path");
+    let dir = outside.path().to_str().expect("utf-8 path");
     let out = run_sh(
         url,
-        &w.0,
+        w.path(),
         &["--sandbox", "workspace-write", "--writable", dir],
         &format!("echo out > {dir}/x"),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
     assert_eq!(
-        std::fs::read_to_string(outside.path("x")).ok().as_deref(),
+        std::fs::read_to_string(outside.path().join("x"))
+            .ok()
+            .as_deref(),
         Some("out\n")
     );
 }
@@ -107,47 +96,38 @@ fn run_sandbox_workspace_write_confines_the_command() {
 
 #[test]
 fn run_sandbox_workspace_write_confines_the_command_on_a_tokio_server() {
-    let mut cmd = Command::new(EXECD);
-    cmd.args([
-        "serve",
-        "--listen",
-        "ws://127.0.0.1:0",
-        "--runtime",
-        "tokio",
-    ])
-    .stderr(Stdio::inherit());
-    let (_server, url): (KillOnDrop, String) = common::serve_with(cmd, TIMEOUT);
+    let (_server, url) = common::serve_on("tokio", TIMEOUT);
     workspace_write_confines(Some(&url));
 }
 
 #[test]
 fn run_sandbox_read_only_refuses_writes_in_the_workspace_and_tmp() {
-    let w = Dir::new("ro");
+    let w = dir();
     let tmp = std::env::temp_dir().join(format!("execd-sbx-cli-ro-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let script = format!(
         "cat /etc/hostname >/dev/null || exit 3; echo x > f && exit 4; echo x > {} && exit 5; exit 9",
         tmp.display()
     );
-    let out = run_sh(None, &w.0, &["--sandbox", "read-only"], &script);
+    let out = run_sh(None, w.path(), &["--sandbox", "read-only"], &script);
     assert_eq!(out.status.code(), Some(9), "{}", text(&out.stderr));
-    assert!(!w.path("f").exists() && !tmp.exists());
+    assert!(!w.path().join("f").exists() && !tmp.exists());
     // Without `--sandbox` the same command writes both (nothing is enforced).
-    let out = run_sh(None, &w.0, &[], &script);
+    let out = run_sh(None, w.path(), &[], &script);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    assert!(w.path("f").exists());
+    assert!(w.path().join("f").exists());
 }
 
 #[test]
 fn run_sandbox_network_flag_lets_tcp_through() {
-    let w = Dir::new("net");
+    let w = dir();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let script = format!(
         "perl -MIO::Socket::INET -e 'IO::Socket::INET->new(PeerAddr => \"127.0.0.1:{port}\") \
          or die \"tcp: $!\\n\"; print \"tcp ok\\n\"'"
     );
-    let out = run_sh(None, &w.0, &["--sandbox", "read-only"], &script);
+    let out = run_sh(None, w.path(), &["--sandbox", "read-only"], &script);
     assert_ne!(out.status.code(), Some(0));
     assert!(
         text(&out.stderr).contains("tcp: Operation not permitted"),
@@ -156,7 +136,7 @@ fn run_sandbox_network_flag_lets_tcp_through() {
     );
     let out = run_sh(
         None,
-        &w.0,
+        w.path(),
         &["--sandbox", "read-only", "--network"],
         &script,
     );
@@ -168,9 +148,9 @@ fn run_sandbox_network_flag_lets_tcp_through() {
 
 #[test]
 fn run_sandbox_flags_need_a_mode() {
-    let w = Dir::new("flags");
+    let w = dir();
     for args in [&["--network"][..], &["--writable", "/"][..]] {
-        let out = run_sh(None, &w.0, args, "true");
+        let out = run_sh(None, w.path(), args, "true");
         assert_eq!(out.status.code(), Some(2), "usage error for {args:?}");
         assert!(
             text(&out.stderr).contains("--sandbox <MODE>"),
@@ -178,7 +158,7 @@ fn run_sandbox_flags_need_a_mode() {
             text(&out.stderr)
         );
     }
-    let out = run_sh(None, &w.0, &["--sandbox", "bogus"], "true");
+    let out = run_sh(None, w.path(), &["--sandbox", "bogus"], "true");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("read-only, workspace-write"));
 }

@@ -90,7 +90,8 @@ impl TempDir {
         let dir = std::env::temp_dir().join(format!("execd-scenario-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
+        // Canonical: the sandbox scenarios compare it with paths the kernel resolved.
+        TempDir(dir.canonicalize().expect("canonical temp dir"))
     }
 
     /// `name` inside the directory.

@@ -4,7 +4,6 @@
 //! scenario asserts the fail-closed error instead (and says so).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
@@ -12,32 +11,9 @@ use base64::Engine as _;
 use execd_core::{PathUri, ServerConfig};
 use serde_json::{json, Value};
 
-use super::server::{start_server, Client};
+use super::server::{start_server, Client, TestServer};
+use super::TempDir;
 use crate::runtime::Runtime;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("execd-sbx-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Dir(dir.canonicalize().expect("canonical"))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn uri(path: &Path) -> String {
     PathUri::from_host_path(path)
@@ -160,16 +136,35 @@ async fn require_landlock(c: &mut Client, workspace: &Path) -> bool {
     false
 }
 
-/// Scenario.
-pub async fn writes_outside_the_workspace_are_refused_and_flagged(rt: Arc<dyn Runtime>) {
-    let rt = &rt;
+/// A server, a session on it and a fresh workspace.
+struct Session {
+    server: TestServer,
+    c: Client,
+    w: TempDir,
+}
+
+/// Starts a [`Session`]; `None` when this kernel lacks Landlock, after asserting that a
+/// sandboxed start fails closed.
+async fn session(rt: &Arc<dyn Runtime>) -> Option<Session> {
     let server = start_server(rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(rt, &server.url).await;
-    let w = Dir::new("w");
-    let outside = Dir::new("out");
-    if !require_landlock(&mut c, &w.0).await {
+    let w = TempDir::new();
+    require_landlock(&mut c, &w.0)
+        .await
+        .then_some(Session { server, c, w })
+}
+
+/// Scenario.
+pub async fn writes_outside_the_workspace_are_refused_and_flagged(rt: Arc<dyn Runtime>) {
+    let Some(Session {
+        server: _server,
+        mut c,
+        w,
+    }) = session(&rt).await
+    else {
         return;
-    }
+    };
+    let outside = TempDir::new();
     let script = format!(
         "echo in > in.txt && {{ echo out > {}/x || exit 7; }}",
         outside.0.display()
@@ -200,13 +195,14 @@ pub async fn writes_outside_the_workspace_are_refused_and_flagged(rt: Arc<dyn Ru
 
 /// Scenario.
 pub async fn git_under_the_workspace_is_read_only_even_when_created_later(rt: Arc<dyn Runtime>) {
-    let rt = &rt;
-    let server = start_server(rt, ServerConfig::default()).await;
-    let (mut c, _) = Client::session(rt, &server.url).await;
-    let w = Dir::new("git");
-    if !require_landlock(&mut c, &w.0).await {
+    let Some(Session {
+        server: _server,
+        mut c,
+        w,
+    }) = session(&rt).await
+    else {
         return;
-    }
+    };
     let sandbox = || policy(&w.0, false, "restricted", &[]);
     // No `.git` yet: the sandboxed command cannot create one (nor `.codex`).
     let o = run(&mut c, "a", &w.0, "echo ok > f; mkdir -p .git/hooks || e=1; echo x > .git/config || e=1; echo y > .codex/c || e=1; exit ${e:-0}", sandbox()).await;
@@ -239,13 +235,14 @@ pub async fn git_under_the_workspace_is_read_only_even_when_created_later(rt: Ar
 
 /// Scenario.
 pub async fn tmp_is_writable_in_workspace_write_and_not_in_read_only(rt: Arc<dyn Runtime>) {
-    let rt = &rt;
-    let server = start_server(rt, ServerConfig::default()).await;
-    let (mut c, _) = Client::session(rt, &server.url).await;
-    let w = Dir::new("tmp");
-    if !require_landlock(&mut c, &w.0).await {
+    let Some(Session {
+        server: _server,
+        mut c,
+        w,
+    }) = session(&rt).await
+    else {
         return;
-    }
+    };
     let target = PathBuf::from("/tmp").join(format!("execd-sbx-tmp-{}", std::process::id()));
     let _ = std::fs::remove_file(&target);
     let script = format!("echo t > {}", target.display());
@@ -273,13 +270,14 @@ pub async fn tmp_is_writable_in_workspace_write_and_not_in_read_only(rt: Arc<dyn
 
 /// Scenario.
 pub async fn a_deny_entry_cannot_be_read(rt: Arc<dyn Runtime>) {
-    let rt = &rt;
-    let server = start_server(rt, ServerConfig::default()).await;
-    let (mut c, _) = Client::session(rt, &server.url).await;
-    let w = Dir::new("deny");
-    if !require_landlock(&mut c, &w.0).await {
+    let Some(Session {
+        server: _server,
+        mut c,
+        w,
+    }) = session(&rt).await
+    else {
         return;
-    }
+    };
     std::fs::create_dir(w.path("secret")).expect("mkdir");
     std::fs::write(w.path("secret/key"), "k\n").expect("write");
     std::fs::write(w.path("public"), "p\n").expect("write");
@@ -311,13 +309,14 @@ pub async fn a_deny_entry_cannot_be_read(rt: Arc<dyn Runtime>) {
 
 /// Scenario.
 pub async fn network_is_unix_only_unless_enabled(rt: Arc<dyn Runtime>) {
-    let rt = &rt;
-    let server = start_server(rt, ServerConfig::default()).await;
-    let (mut c, _) = Client::session(rt, &server.url).await;
-    let w = Dir::new("net");
-    if !require_landlock(&mut c, &w.0).await {
+    let Some(Session {
+        server: _server,
+        mut c,
+        w,
+    }) = session(&rt).await
+    else {
         return;
-    }
+    };
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let tcp_port = tcp.local_addr().expect("addr").port();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
@@ -360,14 +359,15 @@ exit $e;
 
 /// Scenario.
 pub async fn a_symlink_out_of_the_workspace_cannot_be_written_through(rt: Arc<dyn Runtime>) {
-    let rt = &rt;
-    let server = start_server(rt, ServerConfig::default()).await;
-    let (mut c, _) = Client::session(rt, &server.url).await;
-    let w = Dir::new("link");
-    let outside = Dir::new("linkout");
-    if !require_landlock(&mut c, &w.0).await {
+    let Some(Session {
+        server: _server,
+        mut c,
+        w,
+    }) = session(&rt).await
+    else {
         return;
-    }
+    };
+    let outside = TempDir::new();
     std::os::unix::fs::symlink(&outside.0, w.path("link")).expect("symlink");
     std::os::unix::fs::symlink(outside.path("f2"), w.path("dangling")).expect("symlink");
     let sandbox = policy(&w.0, false, "restricted", &[]);
@@ -387,13 +387,14 @@ pub async fn a_symlink_out_of_the_workspace_cannot_be_written_through(rt: Arc<dy
 
 /// Scenario.
 pub async fn sigsys_is_flagged_as_a_denial(rt: Arc<dyn Runtime>) {
-    let rt = &rt;
-    let server = start_server(rt, ServerConfig::default()).await;
-    let (mut c, _) = Client::session(rt, &server.url).await;
-    let w = Dir::new("sys");
-    if !require_landlock(&mut c, &w.0).await {
+    let Some(Session {
+        server: _server,
+        mut c,
+        w,
+    }) = session(&rt).await
+    else {
         return;
-    }
+    };
     let o = run(
         &mut c,
         "k",
@@ -410,7 +411,7 @@ pub async fn a_sandbox_that_cannot_be_built_fails_the_start(rt: Arc<dyn Runtime>
     let rt = &rt;
     let server = start_server(rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(rt, &server.url).await;
-    let w = Dir::new("fail");
+    let w = TempDir::new();
     // Malformed: -32602 naming the field, nothing runs.
     let mut bad = policy(&w.0, false, "restricted", &[]);
     bad["permissions"]["network"] = json!("bogus");
