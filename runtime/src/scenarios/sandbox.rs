@@ -138,7 +138,7 @@ async fn require_landlock(c: &mut Client, workspace: &Path) -> bool {
 
 /// A server, a session on it and a fresh workspace.
 struct Session {
-    server: TestServer,
+    _server: TestServer,
     c: Client,
     w: TempDir,
 }
@@ -149,19 +149,16 @@ async fn session(rt: &Arc<dyn Runtime>) -> Option<Session> {
     let server = start_server(rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(rt, &server.url).await;
     let w = TempDir::new();
-    require_landlock(&mut c, &w.0)
-        .await
-        .then_some(Session { server, c, w })
+    require_landlock(&mut c, &w.0).await.then_some(Session {
+        _server: server,
+        c,
+        w,
+    })
 }
 
 /// Scenario.
 pub async fn writes_outside_the_workspace_are_refused_and_flagged(rt: Arc<dyn Runtime>) {
-    let Some(Session {
-        server: _server,
-        mut c,
-        w,
-    }) = session(&rt).await
-    else {
+    let Some(mut s) = session(&rt).await else {
         return;
     };
     let outside = TempDir::new();
@@ -170,11 +167,11 @@ pub async fn writes_outside_the_workspace_are_refused_and_flagged(rt: Arc<dyn Ru
         outside.0.display()
     );
     let o = run(
-        &mut c,
+        &mut s.c,
         "p",
-        &w.0,
+        &s.w.0,
         &script,
-        policy(&w.0, false, "restricted", &[]),
+        policy(&s.w.0, false, "restricted", &[]),
     )
     .await;
     assert_eq!(o.sandbox_type, "linuxSeccomp");
@@ -182,12 +179,12 @@ pub async fn writes_outside_the_workspace_are_refused_and_flagged(rt: Arc<dyn Ru
     assert!(o.denied, "flagged sandboxDenied: {o:?}");
     assert!(o.output.contains("Permission denied"), "{o:?}");
     assert_eq!(
-        std::fs::read_to_string(w.path("in.txt")).ok().as_deref(),
+        std::fs::read_to_string(s.w.path("in.txt")).ok().as_deref(),
         Some("in\n")
     );
     assert!(!outside.path("x").exists(), "nothing written outside");
     // The approved retry (`sandbox: null`) runs unconfined.
-    let o = run(&mut c, "q", &w.0, &script, Value::Null).await;
+    let o = run(&mut s.c, "q", &s.w.0, &script, Value::Null).await;
     assert_eq!((o.exit_code, o.denied), (0, false), "{o:?}");
     assert_eq!(o.sandbox_type, "none");
     assert!(outside.path("x").exists());
@@ -195,69 +192,59 @@ pub async fn writes_outside_the_workspace_are_refused_and_flagged(rt: Arc<dyn Ru
 
 /// Scenario.
 pub async fn git_under_the_workspace_is_read_only_even_when_created_later(rt: Arc<dyn Runtime>) {
-    let Some(Session {
-        server: _server,
-        mut c,
-        w,
-    }) = session(&rt).await
-    else {
+    let Some(mut s) = session(&rt).await else {
         return;
     };
-    let sandbox = || policy(&w.0, false, "restricted", &[]);
+    let sandbox = || policy(&s.w.0, false, "restricted", &[]);
     // No `.git` yet: the sandboxed command cannot create one (nor `.codex`).
-    let o = run(&mut c, "a", &w.0, "echo ok > f; mkdir -p .git/hooks || e=1; echo x > .git/config || e=1; echo y > .codex/c || e=1; exit ${e:-0}", sandbox()).await;
+    let o = run(&mut s.c, "a", &s.w.0, "echo ok > f; mkdir -p .git/hooks || e=1; echo x > .git/config || e=1; echo y > .codex/c || e=1; exit ${e:-0}", sandbox()).await;
     assert_ne!(o.exit_code, 0, "{o:?}");
     assert!(o.denied, "{o:?}");
     assert!(o.output.contains("Read-only file system"), "{o:?}");
-    assert!(std::fs::read_dir(w.path(".git")).map_or(true, |mut d| d.next().is_none()));
+    assert!(std::fs::read_dir(s.w.path(".git")).map_or(true, |mut d| d.next().is_none()));
     assert_eq!(
-        std::fs::read_to_string(w.path("f")).ok().as_deref(),
+        std::fs::read_to_string(s.w.path("f")).ok().as_deref(),
         Some("ok\n")
     );
     // Created later (outside the sandbox): still read-only for the next sandboxed command.
-    let _ = std::fs::remove_dir(w.path(".git"));
-    std::fs::create_dir_all(w.path(".git/hooks")).expect("mkdir .git");
-    std::fs::write(w.path(".git/config"), "real\n").expect("write config");
-    let o = run(&mut c, "b", &w.0, "echo evil > .git/config || e=1; echo evil > .git/hooks/pre-commit || e=1; rm -f .git/config || e=1; exit ${e:-0}", sandbox()).await;
+    let _ = std::fs::remove_dir(s.w.path(".git"));
+    std::fs::create_dir_all(s.w.path(".git/hooks")).expect("mkdir .git");
+    std::fs::write(s.w.path(".git/config"), "real\n").expect("write config");
+    let o = run(&mut s.c, "b", &s.w.0, "echo evil > .git/config || e=1; echo evil > .git/hooks/pre-commit || e=1; rm -f .git/config || e=1; exit ${e:-0}", sandbox()).await;
     assert_ne!(o.exit_code, 0, "{o:?}");
     assert!(
         o.denied && o.output.contains("Read-only file system"),
         "{o:?}"
     );
     assert_eq!(
-        std::fs::read_to_string(w.path(".git/config"))
+        std::fs::read_to_string(s.w.path(".git/config"))
             .ok()
             .as_deref(),
         Some("real\n")
     );
-    assert!(!w.path(".git/hooks/pre-commit").exists());
+    assert!(!s.w.path(".git/hooks/pre-commit").exists());
 }
 
 /// Scenario.
 pub async fn tmp_is_writable_in_workspace_write_and_not_in_read_only(rt: Arc<dyn Runtime>) {
-    let Some(Session {
-        server: _server,
-        mut c,
-        w,
-    }) = session(&rt).await
-    else {
+    let Some(mut s) = session(&rt).await else {
         return;
     };
     let target = PathBuf::from("/tmp").join(format!("execd-sbx-tmp-{}", std::process::id()));
     let _ = std::fs::remove_file(&target);
     let script = format!("echo t > {}", target.display());
-    let o = run(&mut c, "ro", &w.0, &script, read_only(&w.0)).await;
+    let o = run(&mut s.c, "ro", &s.w.0, &script, read_only(&s.w.0)).await;
     assert!(o.exit_code != 0 && o.denied, "{o:?}");
     assert!(!target.exists());
     // Read-only: the workspace is not writable either.
-    let o = run(&mut c, "ro2", &w.0, "echo x > f", read_only(&w.0)).await;
+    let o = run(&mut s.c, "ro2", &s.w.0, "echo x > f", read_only(&s.w.0)).await;
     assert!(o.exit_code != 0 && o.denied, "{o:?}");
     let o = run(
-        &mut c,
+        &mut s.c,
         "ww",
-        &w.0,
+        &s.w.0,
         &script,
-        policy(&w.0, true, "restricted", &[]),
+        policy(&s.w.0, true, "restricted", &[]),
     )
     .await;
     assert_eq!(o.exit_code, 0, "{o:?}");
@@ -270,23 +257,19 @@ pub async fn tmp_is_writable_in_workspace_write_and_not_in_read_only(rt: Arc<dyn
 
 /// Scenario.
 pub async fn a_deny_entry_cannot_be_read(rt: Arc<dyn Runtime>) {
-    let Some(Session {
-        server: _server,
-        mut c,
-        w,
-    }) = session(&rt).await
-    else {
+    let Some(mut s) = session(&rt).await else {
         return;
     };
-    std::fs::create_dir(w.path("secret")).expect("mkdir");
-    std::fs::write(w.path("secret/key"), "k\n").expect("write");
-    std::fs::write(w.path("public"), "p\n").expect("write");
-    let deny = json!({"path": {"type": "path", "path": uri(&w.path("secret"))}, "access": "deny"});
-    let sandbox = policy(&w.0, false, "restricted", &[deny]);
+    std::fs::create_dir(s.w.path("secret")).expect("mkdir");
+    std::fs::write(s.w.path("secret/key"), "k\n").expect("write");
+    std::fs::write(s.w.path("public"), "p\n").expect("write");
+    let deny =
+        json!({"path": {"type": "path", "path": uri(&s.w.path("secret"))}, "access": "deny"});
+    let sandbox = policy(&s.w.0, false, "restricted", &[deny]);
     let o = run(
-        &mut c,
+        &mut s.c,
         "d",
-        &w.0,
+        &s.w.0,
         "cat public && cat secret/key",
         sandbox.clone(),
     )
@@ -298,10 +281,10 @@ pub async fn a_deny_entry_cannot_be_read(rt: Arc<dyn Runtime>) {
     );
     assert!(o.output.contains("Permission denied"), "{o:?}");
     // fs/readFile under the same policy: -32600.
-    let r = c
-        .call(
+    let r =
+        s.c.call(
             "fs/readFile",
-            json!({"path": uri(&w.path("secret/key")), "sandbox": sandbox}),
+            json!({"path": uri(&s.w.path("secret/key")), "sandbox": sandbox}),
         )
         .await;
     assert_eq!(r["error"]["code"], -32600, "{r}");
@@ -309,23 +292,18 @@ pub async fn a_deny_entry_cannot_be_read(rt: Arc<dyn Runtime>) {
 
 /// Scenario.
 pub async fn network_is_unix_only_unless_enabled(rt: Arc<dyn Runtime>) {
-    let Some(Session {
-        server: _server,
-        mut c,
-        w,
-    }) = session(&rt).await
-    else {
+    let Some(mut s) = session(&rt).await else {
         return;
     };
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let tcp_port = tcp.local_addr().expect("addr").port();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
     let udp_port = udp.local_addr().expect("addr").port();
-    let unix_path = w.path("sock");
+    let unix_path = s.w.path("sock");
     let _unix = std::os::unix::net::UnixListener::bind(&unix_path).expect("bind unix");
     // Each socket kind is tried; a refused one is printed with its error and exits 3.
     std::fs::write(
-        w.path("net.pl"),
+        s.w.path("net.pl"),
         format!(
             r#"use IO::Socket::UNIX; use IO::Socket::INET; my $e = 0;
 IO::Socket::UNIX->new(Peer => "{unix}") ? print "unix ok\n" : (print "unix: $!\n", $e = 3);
@@ -337,8 +315,8 @@ exit $e;
         ),
     )
     .expect("write net.pl");
-    let restricted = policy(&w.0, false, "restricted", &[]);
-    let o = run(&mut c, "n1", &w.0, "perl net.pl", restricted).await;
+    let restricted = policy(&s.w.0, false, "restricted", &[]);
+    let o = run(&mut s.c, "n1", &s.w.0, "perl net.pl", restricted).await;
     assert!(o.output.contains("unix ok"), "AF_UNIX works: {o:?}");
     assert!(o.output.contains("tcp: Operation not permitted"), "{o:?}");
     assert!(o.output.contains("udp: Operation not permitted"), "{o:?}");
@@ -347,8 +325,8 @@ exit $e;
         (3, true),
         "own exit code, flagged: {o:?}"
     );
-    let enabled = policy(&w.0, false, "enabled", &[]);
-    let o = run(&mut c, "n2", &w.0, "perl net.pl", enabled).await;
+    let enabled = policy(&s.w.0, false, "enabled", &[]);
+    let o = run(&mut s.c, "n2", &s.w.0, "perl net.pl", enabled).await;
     assert!(o.output.contains("tcp ok"), "network enabled: {o:?}");
     assert!(o.output.contains("udp ok"), "network enabled: {o:?}");
     assert_eq!((o.exit_code, o.denied), (0, false), "{o:?}");
@@ -359,48 +337,38 @@ exit $e;
 
 /// Scenario.
 pub async fn a_symlink_out_of_the_workspace_cannot_be_written_through(rt: Arc<dyn Runtime>) {
-    let Some(Session {
-        server: _server,
-        mut c,
-        w,
-    }) = session(&rt).await
-    else {
+    let Some(mut s) = session(&rt).await else {
         return;
     };
     let outside = TempDir::new();
-    std::os::unix::fs::symlink(&outside.0, w.path("link")).expect("symlink");
-    std::os::unix::fs::symlink(outside.path("f2"), w.path("dangling")).expect("symlink");
-    let sandbox = policy(&w.0, false, "restricted", &[]);
-    let o = run(&mut c, "s", &w.0, "echo x > link/f", sandbox.clone()).await;
+    std::os::unix::fs::symlink(&outside.0, s.w.path("link")).expect("symlink");
+    std::os::unix::fs::symlink(outside.path("f2"), s.w.path("dangling")).expect("symlink");
+    let sandbox = policy(&s.w.0, false, "restricted", &[]);
+    let o = run(&mut s.c, "s", &s.w.0, "echo x > link/f", sandbox.clone()).await;
     assert!(o.exit_code != 0 && o.denied, "{o:?}");
     assert!(!outside.path("f").exists());
     let write = |path: PathBuf| json!({"path": uri(&path), "dataBase64": "eAo=", "sandbox": sandbox.clone()});
-    for path in [w.path("link/f"), w.path("dangling")] {
-        let r = c.call("fs/writeFile", write(path)).await;
+    for path in [s.w.path("link/f"), s.w.path("dangling")] {
+        let r = s.c.call("fs/writeFile", write(path)).await;
         assert_eq!(r["error"]["code"], -32603, "{r}");
         assert_eq!(r["error"]["message"], "Read-only file system (os error 30)");
     }
     assert!(!outside.path("f").exists() && !outside.path("f2").exists());
-    let r = c.call("fs/writeFile", write(w.path("ok"))).await;
+    let r = s.c.call("fs/writeFile", write(s.w.path("ok"))).await;
     assert!(r.get("result").is_some(), "{r}");
 }
 
 /// Scenario.
 pub async fn sigsys_is_flagged_as_a_denial(rt: Arc<dyn Runtime>) {
-    let Some(Session {
-        server: _server,
-        mut c,
-        w,
-    }) = session(&rt).await
-    else {
+    let Some(mut s) = session(&rt).await else {
         return;
     };
     let o = run(
-        &mut c,
+        &mut s.c,
         "k",
-        &w.0,
+        &s.w.0,
         "kill -SYS $$",
-        policy(&w.0, false, "restricted", &[]),
+        policy(&s.w.0, false, "restricted", &[]),
     )
     .await;
     assert_eq!((o.exit_code, o.denied), (159, true), "{o:?}");
