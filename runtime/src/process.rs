@@ -345,8 +345,8 @@ where
             command.process_group(0);
         }
         let leaf = self.join_new_cgroup(key, &mut command);
-        // Sandboxed starts need code in the child before exec: this hook stays on the
-        // fork + pre_exec path.
+        // A sandboxed start confines the child between fork and exec: a second `pre_exec`
+        // hook, after the child set-up above.
         let sandbox = sandbox::attach(spec.sandbox_policy.as_ref(), &spec.cwd, &mut command)?;
 
         // Everything that can fail on the server's side is set up before the fork, so a failure
