@@ -29,16 +29,7 @@ fn serve() -> (KillOnDrop, String) {
 
 /// Starts `execd serve --runtime RUNTIME` and returns it with its printed URL.
 fn serve_on(runtime: &str) -> (KillOnDrop, String) {
-    let mut cmd = Command::new(EXECD);
-    cmd.args([
-        "serve",
-        "--listen",
-        "ws://127.0.0.1:0",
-        "--runtime",
-        runtime,
-    ])
-    .stderr(Stdio::inherit());
-    common::serve_with(cmd, TIMEOUT)
+    common::serve_on(runtime, TIMEOUT)
 }
 
 fn run(url: Option<&str>, args: &[&str]) -> Output {

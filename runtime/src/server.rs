@@ -762,7 +762,12 @@ impl EventLoop {
             // The core issues a credit only while the connection is not congested.
             Command::HttpPull { ticket, .. } => self.http.grant(ticket),
             Command::HttpCancel { ticket } => self.http.cancel(ticket),
-            Command::Fs { ticket, conn, op } => self.fs.perform(ticket, conn, op),
+            Command::Fs {
+                ticket,
+                conn,
+                op,
+                sandbox,
+            } => self.fs.perform(ticket, conn, op, sandbox),
             Command::FsCloseConnection { conn } => self.fs.close_connection(conn),
             Command::WatchMissing {
                 ticket,

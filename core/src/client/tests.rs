@@ -165,6 +165,7 @@ fn start_params(pid: &str) -> StartParams {
         pipe_stdin: true,
         arg0: None,
         env_policy: None,
+        sandbox: None,
         enforce_managed_network: false,
     }
 }

@@ -344,6 +344,7 @@ impl Sim {
             pipe_stdin,
             arg0: None,
             env_policy: None,
+            sandbox: None,
             enforce_managed_network: false,
         };
         let r = self.client.start(self.now, params);

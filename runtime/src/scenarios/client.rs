@@ -77,6 +77,7 @@ pub(super) fn params(id: &str, argv: &[&str], pipe_stdin: bool) -> StartParams {
         pipe_stdin,
         arg0: None,
         env_policy: None,
+        sandbox: None,
         enforce_managed_network: false,
     }
 }
