@@ -211,15 +211,7 @@ fn shutdown_on(signo: i32) {
 #[test]
 fn sigkill_of_the_server_leaves_no_child_behind() {
     for runtime in ["smol", "tokio"] {
-        let mut cmd = Command::new(EXECD);
-        cmd.args([
-            "serve",
-            "--listen",
-            "ws://127.0.0.1:0",
-            "--runtime",
-            runtime,
-        ]);
-        let (mut server, url) = common::serve_with(cmd, TIMEOUT);
+        let (mut server, url) = common::serve_on(runtime, TIMEOUT);
         let marker = format!("1000.{}{}", std::process::id(), runtime.len());
         const N: usize = 16;
         let started = async {

@@ -51,6 +51,7 @@ use crate::pty::{self, Pty};
 use crate::runtime::{
     set_nonblocking, shared, AsyncFd, BoxFuture, ChildCommand, DefaultRuntime, Runtime,
 };
+use crate::sandbox;
 use crate::spawn::{self, Spawner};
 
 /// Bytes asked for per read; one pipe buffer on Linux.
@@ -437,7 +438,10 @@ where
             ));
         }
         let cwd = spec.cwd.clone();
-        let fast = !self.fork_only && spec.sandbox == SandboxType::None && spawn::available();
+        let fast = !self.fork_only
+            && spec.sandbox == SandboxType::None
+            && spec.sandbox_policy.is_none()
+            && spawn::available();
         let (launch, entry) = self
             .try_prepare(key, spec, fast)
             .map_err(|err| spawn_failed(key, &err, Some(&cwd)))?;
@@ -451,7 +455,7 @@ where
         spec: SpawnSpec,
         fast: bool,
     ) -> io::Result<(Launch<K>, Entry)> {
-        if spec.sandbox != SandboxType::None {
+        if spec.sandbox != SandboxType::None && spec.sandbox_policy.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!(
@@ -472,7 +476,7 @@ where
         // failure afterwards cannot leave a running child without a pump.
         let io = ChildIo::new(&*self.runtime, spec.tty, spec.pty_size, spec.pipe_stdin)?;
         let (leaf, procs) = self.new_leaf(key).unzip();
-        let how = if fast {
+        let (how, sandbox) = if fast {
             let exec = spawn::Exec::new(
                 &program,
                 std::iter::once(arg0).chain(args.iter().map(String::as_str)),
@@ -481,7 +485,7 @@ where
                 io.child.into_exec()?,
                 procs,
             )?;
-            How::Fast(exec)
+            (How::Fast(exec), None)
         } else {
             let mut command = std::process::Command::new(program);
             command
@@ -509,14 +513,19 @@ where
                     });
                 }
             }
+            // A sandboxed start confines the child between fork and exec: a further
+            // `pre_exec` hook, after the child set-up above.
+            let sandbox = sandbox::attach(spec.sandbox_policy.as_ref(), &spec.cwd, &mut command)?
+                .map(Arc::new);
             let [stdin, stdout, stderr] = io.child.into_stdio()?;
-            How::Fork(ChildCommand {
+            let command = ChildCommand {
                 command,
                 stdin,
                 stdout,
                 stderr,
                 kill_on_drop: false,
-            })
+            };
+            (How::Fork(command, sandbox.clone()), sandbox)
         };
 
         let pid = Arc::new(ChildPid::default());
@@ -550,6 +559,7 @@ where
             closed,
             leaf,
             gate,
+            _sandbox: sandbox,
         };
         Ok((launch, entry))
     }
@@ -572,8 +582,9 @@ where
 enum How {
     /// `clone(CLONE_VM | CLONE_VFORK)` and the exec shim ([`spawn`]).
     Fast(spawn::Exec),
-    /// `fork` + `pre_exec` hooks + `exec` by the runtime.
-    Fork(ChildCommand),
+    /// `fork` + `pre_exec` hooks + `exec` by the runtime; with a sandbox's set-up, which
+    /// names the failed step of a failed spawn.
+    Fork(ChildCommand, Option<Arc<sandbox::Attached>>),
 }
 
 /// A start prepared on the table's thread, to be launched there or on a spawner thread.
@@ -625,10 +636,11 @@ impl<K: Copy + fmt::Debug + Send + Sync + 'static> Launch<K> {
                 Ok((raw, Box::pin(status) as StatusFuture))
             }),
             // The child is reaped by the runtime if the pump stops waiting for it.
-            How::Fork(command) => tasks
+            How::Fork(command, sandbox) => tasks
                 .runtime
                 .spawn_child(command)
-                .map(|child| (child.pid, child.status)),
+                .map(|child| (child.pid, child.status))
+                .map_err(|err| sandbox::spawn_error(sandbox.as_deref(), err)),
         };
         match started {
             Ok((pid, status)) => {
@@ -720,6 +732,8 @@ struct Entry {
     leaf: Option<Leaf>,
     /// Whether the pump may read output.
     gate: Arc<Gate>,
+    /// A sandboxed child's set-up that must outlive it (carve-out placeholders).
+    _sandbox: Option<Arc<sandbox::Attached>>,
 }
 
 /// A child's pid, set by whichever thread spawned it, and a kill asked for before that.
@@ -1146,6 +1160,9 @@ fn spawn_failed(key: impl fmt::Debug, err: &io::Error, cwd: Option<&Path>) -> Pr
 /// What a spawn error means: a `cwd` that is not a directory wins (exec reports it as ENOENT
 /// too), then the errno of the program.
 fn spawn_error_kind(err: &io::Error, cwd: Option<&Path>) -> SpawnErrorKind {
+    if sandbox::is_setup_error(err) {
+        return SpawnErrorKind::Sandbox;
+    }
     if cwd.is_some_and(|cwd| !cwd.is_dir()) {
         return SpawnErrorKind::BadCwd;
     }

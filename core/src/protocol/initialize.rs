@@ -9,6 +9,11 @@ pub struct InitializeParams {
     /// The session to re-attach, from an earlier `initialize` result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_session_id: Option<String>,
+    /// ext: ask for lossless output (PROTOCOL.md §5.11) for the session this `initialize`
+    /// opens or resumes; absent (false) means the reference's bounded retention. The server
+    /// answers with [`InitializeResult::lossless_output`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lossless_output: bool,
 }
 
 /// `initialize` result: `{sessionId}` plus execd's negotiation fields (ext), which clients of
@@ -28,6 +33,10 @@ pub struct InitializeResult {
     /// ext: the extensions this server supports; absent from the reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
+    /// ext: present when the client asked for lossless output: the bounds of unacknowledged
+    /// output per process (PROTOCOL.md §5.11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lossless_output: Option<super::LosslessWindow>,
 }
 
 /// ext: what execd supports beyond the Codex exec-server. A client uses an extension only when
@@ -55,6 +64,10 @@ pub struct Capabilities {
     /// `bodyDelta` whose `error` is `"cancelled"`.
     #[serde(default)]
     pub http_cancel: bool,
+    /// `initialize {losslessOutput: true}` and the `process/ack` notification exist
+    /// (PROTOCOL.md §5.11).
+    #[serde(default)]
+    pub lossless_output: bool,
 }
 
 impl Capabilities {
@@ -67,6 +80,7 @@ impl Capabilities {
             process_list: true,
             retention_gaps: true,
             http_cancel: true,
+            lossless_output: true,
         }
     }
 }

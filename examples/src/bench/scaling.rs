@@ -193,7 +193,8 @@ async fn spawn_with_live(
             live = n;
             // A fresh session per point: process ids stay taken in the session that used them.
             let mut probe = Conn::open(url).await?;
-            let samples = latency::spawn_to_closed(&mut probe, sizes.iterations).await?;
+            let samples =
+                latency::spawn_to_closed(&mut probe, sizes.iterations, "true", None).await?;
             probe.close().await;
             let p50 = percentile_ms(&samples.to_closed, 0.5);
             report.scalar(

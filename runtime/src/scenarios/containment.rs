@@ -85,7 +85,8 @@ fn kill_leftovers(arg: &str) {
     }
 }
 
-fn sh(script: &str) -> SpawnSpec {
+/// `sh -c script` in `/` with only `PATH` set, no terminal, no stdin, no sandbox.
+pub(crate) fn sh(script: &str) -> SpawnSpec {
     SpawnSpec {
         argv: vec!["sh".into(), "-c".into(), script.into()],
         arg0: None,
@@ -95,6 +96,7 @@ fn sh(script: &str) -> SpawnSpec {
         pty_size: execd_core::PtySize { rows: 24, cols: 80 },
         pipe_stdin: false,
         sandbox: SandboxType::None,
+        sandbox_policy: None,
     }
 }
 

@@ -8,25 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_channel::Receiver;
-use execd_core::protocol::{SandboxType, Stream};
+use execd_core::protocol::Stream;
 use execd_core::{ExitStatus, ProcessEvent, SpawnErrorKind, SpawnSpec};
 
+use super::containment::sh;
 use super::timeout;
 use crate::process::ProcessTable;
 use crate::runtime::Runtime;
-
-fn sh(script: &str) -> SpawnSpec {
-    SpawnSpec {
-        argv: vec!["sh".into(), "-c".into(), script.into()],
-        arg0: None,
-        cwd: PathBuf::from("/"),
-        env: BTreeMap::from([("PATH".into(), "/usr/bin:/bin".into())]),
-        tty: false,
-        pty_size: execd_core::PtySize { rows: 24, cols: 80 },
-        pipe_stdin: false,
-        sandbox: SandboxType::None,
-    }
-}
 
 /// What one process reported, from its spawn answer to its close.
 #[derive(Debug, Default)]
