@@ -220,11 +220,11 @@ async fn spawn_with_live(
         ));
     }
     result?;
-    if let (Some(&(_, base)), Some(&(n, top))) = (s.rss_processes.first(), s.rss_processes.last()) {
+    if let Some((n, kib, _)) = growth_kib(&s.rss_processes) {
         report.scalar(
             "scaling_rss_per_process",
             format!("{name}: RSS per live process ({n} live)"),
-            (top - base) * 1024.0 / n.max(1.0),
+            kib,
             "KiB",
             None,
         );
@@ -254,11 +254,11 @@ async fn rss_sessions(
         s.rss_sessions.push((n as f64, mib(rss.current_kib)));
     }
     rss::close_all(conns).await;
-    if let (Some(&(_, base)), Some(&(n, top))) = (s.rss_sessions.first(), s.rss_sessions.last()) {
+    if let Some((n, kib, top)) = growth_kib(&s.rss_sessions) {
         report.scalar(
             "scaling_rss_per_session",
             format!("{name}: RSS per idle session ({n} open)"),
-            (top - base) * 1024.0 / n.max(1.0),
+            kib,
             "KiB",
             Some(format!("{top:.1} MiB in all")),
         );
@@ -272,6 +272,13 @@ async fn open(url: &str, n: usize) -> anyhow::Result<Vec<Conn>> {
 
 async fn close(conns: Vec<Conn>) {
     futures::future::join_all(conns.into_iter().map(Conn::close)).await;
+}
+
+/// From (count, RSS MiB) points: the last count, the KiB of RSS per unit between the first and
+/// the last point, and the last RSS in MiB.
+fn growth_kib(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
+    let (&(_, base), &(n, top)) = (points.first()?, points.last()?);
+    Some((n, (top - base) * 1024.0 / n.max(1.0), top))
 }
 
 fn mib(kib: u64) -> f64 {
