@@ -897,7 +897,23 @@ fn wchar(pid: u32) -> u64 {
 /// (default 2 s).
 #[test]
 fn a_detached_run_holds_its_child_and_attach_prints_everything() {
-    let (server, url) = serve();
+    let away: u64 = std::env::var("EXECD_AWAY_SECS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2);
+    // The detached session must outlive the absence (`--session-ttl`, default 30 s).
+    let mut serve = Command::new(EXECD);
+    let ttl = (away + 60).to_string();
+    serve
+        .args([
+            "serve",
+            "--listen",
+            "ws://127.0.0.1:0",
+            "--session-ttl",
+            &ttl,
+        ])
+        .stderr(Stdio::inherit());
+    let (server, url) = common::serve_with(serve, TIMEOUT);
     let server_pid = server.0.id();
     let dir = tempfile::tempdir().expect("temp dir");
     let pidfile = dir.path().join("pid");
@@ -922,10 +938,6 @@ fn a_detached_run_holds_its_child_and_attach_prints_everything() {
         assert!(started.elapsed() < TIMEOUT, "the child never started");
         std::thread::sleep(Duration::from_millis(10));
     };
-    let away: u64 = std::env::var("EXECD_AWAY_SECS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(2);
     let mut rss_max = 0;
     let mut written = Vec::new();
     for _ in 0..away * 4 {

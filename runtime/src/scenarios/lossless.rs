@@ -139,11 +139,9 @@ pub async fn a_detached_session_holds_its_child_and_loses_nothing(rt: Arc<dyn Ru
 
 /// The async client asks for lossless output by default and acknowledges as it delivers: a
 /// child writing 2 MB as fast as it can (twice the window, and far more than the retention)
-/// through a proxy that cuts the connection every 20 ms arrives complete, in order, without a
+/// through a proxy that cuts the connection every 50 ms arrives complete, in order, without a
 /// gap.
-pub async fn the_async_client_loses_nothing_through_a_proxy_cutting_every_20_ms(
-    rt: Arc<dyn Runtime>,
-) {
+pub async fn the_async_client_loses_nothing_through_a_cutting_proxy(rt: Arc<dyn Runtime>) {
     let rt = &rt;
     let server = start_server(rt, ServerConfig::default()).await;
     let proxy = Arc::new(
@@ -151,9 +149,14 @@ pub async fn the_async_client_loses_nothing_through_a_proxy_cutting_every_20_ms(
             .await
             .expect("proxy"),
     );
+    // A long recovery window: what is tested is that nothing is lost, not how fast a loaded
+    // machine reconnects (the whole suite on 2 cores can starve a current-thread runtime that
+    // runs the server, the proxy and the client for seconds).
+    let mut options = ClientOptions::default();
+    options.core.recovery_window = Duration::from_secs(120);
     let client = within(
         rt,
-        crate::Client::connect_with_runtime(rt.clone(), &proxy.url(), ClientOptions::default()),
+        crate::Client::connect_with_runtime(rt.clone(), &proxy.url(), options),
     )
     .await
     .expect("connect");
@@ -163,11 +166,12 @@ pub async fn the_async_client_loses_nothing_through_a_proxy_cutting_every_20_ms(
     )
     .await
     .expect("start");
-    // Cut from here on: the first connect and the start go through whole. Every 20 ms, not
-    // the CLI test's 3 ms: a debug build on a loaded machine can take longer than 3 ms for a
-    // handshake, and a client that never completes one ends in `ProcessLost` (no progress is
-    // possible at all, with or without lossless output).
-    proxy.cut_every(Duration::from_millis(20));
+    // Cut from here on: the first connect and the start go through whole. Every 50 ms, not
+    // the 3 ms (measured with the CLI test and a release build): a debug build on a
+    // loaded machine can take longer than a few ms for a reconnect's handshake, `initialize`
+    // and recovery read, and a client that never completes one makes no progress at all (with
+    // or without lossless output).
+    proxy.cut_every(Duration::from_millis(50));
     let got = collect(rt, &p).await;
     assert_eq!(got.gaps, 0, "lossless: no gap");
     assert!(got.lost.is_none(), "{:?}", got.lost);

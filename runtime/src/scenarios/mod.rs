@@ -234,7 +234,7 @@ macro_rules! scenario_tests {
             }
             lossless {
                 a_detached_session_holds_its_child_and_loses_nothing,
-                the_async_client_loses_nothing_through_a_proxy_cutting_every_20_ms,
+                the_async_client_loses_nothing_through_a_cutting_proxy,
             }
             sandbox {
                 writes_outside_the_workspace_are_refused_and_flagged,
