@@ -55,6 +55,9 @@ pub struct Capabilities {
     /// `bodyDelta` whose `error` is `"cancelled"`.
     #[serde(default)]
     pub http_cancel: bool,
+    /// `fs/watch`, `fs/unwatch` and the `fs/changed` notification exist.
+    #[serde(default)]
+    pub fs_watch: bool,
 }
 
 impl Capabilities {
@@ -67,6 +70,7 @@ impl Capabilities {
             process_list: true,
             retention_gaps: true,
             http_cancel: true,
+            fs_watch: true,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::protocol::{SandboxType, Stream};
 use crate::sim::Sim;
 
 mod fs_env;
+mod fs_watch;
 
 /// The shared [`Sim`] with raw connections only: the test speaks JSON-RPC itself and answers
 /// the server's commands by hand (`answer_commands` off; they are recorded).
