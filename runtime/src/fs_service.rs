@@ -18,11 +18,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use execd_core::protocol::fs::WatchMissingResult;
-use execd_core::protocol::{FsError, FsOp, FsResult};
+use execd_core::protocol::{FsChangeKind, FsError, FsOp, FsResult};
 use execd_core::{ConnId, FsTicket};
 use tracing::{debug, trace};
 
 use crate::fs::{self, FsHandles};
+use crate::fs_watch::FsWatches;
 use crate::runtime::{Runtime, Task};
 
 /// Hands an [`FsDone`] to the event loop (from a blocking thread or a task); never blocks.
@@ -45,6 +46,20 @@ pub(crate) enum FsDone {
     },
     /// Watch `watch_id` of `conn` fired (it is already forgotten).
     WatchFired(ConnId, u64),
+    /// An `fs/watch` install finished.
+    WatchInstalled {
+        ticket: FsTicket,
+        conn: ConnId,
+        watch_id: u64,
+        result: Result<FsResult, FsError>,
+    },
+    /// `fs/watch` watch `watch_id` of `conn` saw `paths` change.
+    Changed {
+        conn: ConnId,
+        watch_id: u64,
+        kind: FsChangeKind,
+        paths: Vec<PathBuf>,
+    },
 }
 
 /// The paths of one installed watch and what they looked like when it was installed.
@@ -63,6 +78,8 @@ pub(crate) struct FsService {
     conns: HashMap<ConnId, Arc<ConnFs>>,
     watches: Arc<Mutex<BTreeMap<(ConnId, u64), Watch>>>,
     poller: Option<Task>,
+    /// `fs/watch` watches (ext).
+    changes: FsWatches,
 }
 
 /// One connection's handles and its queue of handle operations.
@@ -84,6 +101,7 @@ impl FsService {
     pub(crate) fn new(runtime: Arc<dyn Runtime>, done: Report) -> Self {
         FsService {
             runtime,
+            changes: FsWatches::new(Arc::clone(&done)),
             done,
             conns: HashMap::new(),
             watches: Arc::default(),
@@ -163,8 +181,45 @@ impl FsService {
     pub(crate) fn close_connection(&mut self, conn: ConnId) {
         if self.conns.remove(&conn).is_some() {
             debug!(%conn, "fs handles dropped");
+            self.changes.submit_remove(&*self.runtime, conn, None);
         }
         lock(&self.watches).retain(|(c, _), _| *c != conn);
+    }
+
+    /// `Command::FsWatch` (ext): installs the watch off the loop and reports
+    /// [`FsDone::WatchInstalled`].
+    pub(crate) fn fs_watch(
+        &mut self,
+        ticket: FsTicket,
+        conn: ConnId,
+        watch_id: u64,
+        path: PathBuf,
+        recursive: bool,
+    ) {
+        self.conns.entry(conn).or_default();
+        self.changes
+            .submit_install(&*self.runtime, ticket, conn, watch_id, path, recursive);
+    }
+
+    /// An `fs/watch` install finished: a watch whose connection closed meanwhile is removed
+    /// again. Returns the answer for the core.
+    pub(crate) fn fs_watch_installed(
+        &mut self,
+        conn: ConnId,
+        watch_id: u64,
+        result: Result<FsResult, FsError>,
+    ) -> Result<FsResult, FsError> {
+        if result.is_ok() && !self.conns.contains_key(&conn) {
+            self.changes
+                .submit_remove(&*self.runtime, conn, Some(watch_id));
+        }
+        result
+    }
+
+    /// `Command::FsUnwatch` (ext).
+    pub(crate) fn fs_unwatch(&mut self, conn: ConnId, watch_id: u64) {
+        self.changes
+            .submit_remove(&*self.runtime, conn, Some(watch_id));
     }
 
     /// Starts the watch poller on first use; it lives as long as the service.
@@ -283,6 +338,6 @@ fn nearest_existing(path: &Path) -> Option<PathBuf> {
 }
 
 /// Locks `m`, ignoring poisoning: the guarded tables stay consistent across a panicking op.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

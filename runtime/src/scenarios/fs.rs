@@ -17,10 +17,10 @@ use crate::runtime::Runtime;
 use crate::{ClientOptions, Executor, LocalExecutor, RemoteExecutor, ServerOptions};
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new() -> TempDir {
+    pub(super) fn new() -> TempDir {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("execd-fs-{}-{n}", std::process::id()));
@@ -29,11 +29,11 @@ impl TempDir {
         TempDir(dir)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(super) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 
-    fn uri(&self, name: &str) -> String {
+    pub(super) fn uri(&self, name: &str) -> String {
         PathUri::from_host_path(&self.path(name))
             .expect("absolute")
             .as_str()
@@ -47,7 +47,7 @@ impl Drop for TempDir {
     }
 }
 
-fn error_code(r: &Value) -> i64 {
+pub(super) fn error_code(r: &Value) -> i64 {
     r["error"]["code"]
         .as_i64()
         .unwrap_or_else(|| panic!("an error: {r}"))
