@@ -88,8 +88,11 @@ pub trait Executor: Send + Sync {
     ///
     /// # Errors
     /// As [`Client::watch`] (`-32004` for a missing path).
-    fn watch<'a>(&'a self, path: &'a Path, recursive: bool)
-        -> BoxFuture<'a, Result<FsWatch, Error>>;
+    fn watch<'a>(
+        &'a self,
+        path: &'a Path,
+        recursive: bool,
+    ) -> BoxFuture<'a, Result<FsWatch, Error>>;
 }
 
 /// Every call of [`Executor`], forwarded to a [`Client`] (the same calls for both

@@ -95,7 +95,9 @@ mod tests {
         let p: WatchParams =
             serde_json::from_value(json!({"watchId": 3, "path": "file:///t"})).expect("decodes");
         assert!(!p.recursive);
-        assert!(serde_json::from_value::<WatchParams>(json!({"watchId": 3, "path": "/t"})).is_err());
+        assert!(
+            serde_json::from_value::<WatchParams>(json!({"watchId": 3, "path": "/t"})).is_err()
+        );
         let n = ChangedNotification {
             watch_id: 3,
             kind: FsChangeKind::Create,

@@ -182,12 +182,7 @@ impl Server {
     /// The runtime finished the fs operation (or watch install) `ticket`: answer the request
     /// that asked for it, if its connection still holds its session. Unknown tickets (their
     /// connection is gone) are ignored.
-    pub fn handle_fs(
-        &mut self,
-        now: Instant,
-        ticket: FsTicket,
-        result: Result<FsResult, FsError>,
-    ) {
+    pub fn handle_fs(&mut self, now: Instant, ticket: FsTicket, result: Result<FsResult, FsError>) {
         let Some(p) = self.fs.pending.remove(&ticket) else {
             return;
         };

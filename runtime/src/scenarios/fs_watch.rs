@@ -32,7 +32,11 @@ async fn until_reported(c: &mut Client, watch_id: u64, uri: &str) -> Vec<Value> 
 fn paths(n: &Value) -> Vec<String> {
     n["params"]["paths"]
         .as_array()
-        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -52,11 +56,17 @@ pub async fn a_file_created_after_the_watch_is_reported_recursively_or_not(rt: A
     let server = start_server(rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(rt, &server.url).await;
     let r = c
-        .call("fs/watch", json!({"watchId": 1, "path": dir.uri(""), "recursive": false}))
+        .call(
+            "fs/watch",
+            json!({"watchId": 1, "path": dir.uri(""), "recursive": false}),
+        )
         .await;
     assert_eq!(r["result"], json!({}), "{r}");
     let r = c
-        .call("fs/watch", json!({"watchId": 2, "path": dir.uri(""), "recursive": true}))
+        .call(
+            "fs/watch",
+            json!({"watchId": 2, "path": dir.uri(""), "recursive": true}),
+        )
         .await;
     assert_eq!(r["result"], json!({}), "{r}");
 
@@ -96,7 +106,10 @@ pub async fn unwatch_stops_notifications_and_the_limit_is_named(rt: Arc<dyn Runt
     let server = start_server(rt, config).await;
     let (mut c, _) = Client::session(rt, &server.url).await;
     let r = c
-        .call("fs/watch", json!({"watchId": 5, "path": dir.uri("missing")}))
+        .call(
+            "fs/watch",
+            json!({"watchId": 5, "path": dir.uri("missing")}),
+        )
         .await;
     assert_eq!(error_code(&r), -32004, "{r}");
     for id in [1, 2] {

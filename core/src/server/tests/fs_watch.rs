@@ -103,7 +103,10 @@ fn zero_window_sends_at_once_and_the_path_bound_truncates() {
     let (conn, _) = h.session();
     h.installed_watch(conn, 1, "file:///w");
     h.change(conn, 1, FsChangeKind::Create, &["/w/a", "/w/b", "/w/c"]);
-    assert_eq!(h.take(conn), vec![changed(1, "create", &["/w/a", "/w/b"], true)]);
+    assert_eq!(
+        h.take(conn),
+        vec![changed(1, "create", &["/w/a", "/w/b"], true)]
+    );
     h.change(conn, 1, FsChangeKind::Rescan, &[]);
     assert_eq!(h.take(conn), vec![changed(1, "rescan", &[], false)]);
 }
@@ -128,18 +131,33 @@ fn bad_watch_requests_are_refused_without_a_command() {
         r[0]["error"]["message"],
         "'file://otherhost/w' is invalid on 'linux'"
     );
-    let r = h.call(conn, 3, "fs/watch", json!({"watchId": "x", "path": "file:///w"}));
+    let r = h.call(
+        conn,
+        3,
+        "fs/watch",
+        json!({"watchId": "x", "path": "file:///w"}),
+    );
     assert_eq!(r[0]["error"]["code"], -32602, "a string id: {r:?}");
     assert!(h.take_commands().is_empty());
 
     h.installed_watch(conn, 1, "file:///w");
-    let r = h.call(conn, 4, "fs/watch", json!({"watchId": 1, "path": "file:///v"}));
+    let r = h.call(
+        conn,
+        4,
+        "fs/watch",
+        json!({"watchId": 1, "path": "file:///v"}),
+    );
     assert_eq!(
         r[0]["error"]["message"],
         "fs/watch id 1 is already live on this connection"
     );
     h.installed_watch(conn, 2, "file:///w");
-    let r = h.call(conn, 5, "fs/watch", json!({"watchId": 3, "path": "file:///v"}));
+    let r = h.call(
+        conn,
+        5,
+        "fs/watch",
+        json!({"watchId": 3, "path": "file:///v"}),
+    );
     assert_eq!(r[0]["error"]["code"], -32600);
     assert_eq!(
         r[0]["error"]["message"],
@@ -162,7 +180,10 @@ fn a_failed_install_is_answered_and_frees_the_id() {
     h.answer(ticket, Err(FsError::from_io(&not_found)));
     let r = h.response(conn, 1);
     assert_eq!(r["error"]["code"], -32004);
-    assert_eq!(r["error"]["message"], "No such file or directory (os error 2)");
+    assert_eq!(
+        r["error"]["message"],
+        "No such file or directory (os error 2)"
+    );
     assert_eq!(h.server.fs_watch_count(conn), 0);
     h.change(conn, 4, FsChangeKind::Create, &["/missing"]);
     h.advance(Duration::from_secs(1));
