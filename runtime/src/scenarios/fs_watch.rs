@@ -8,7 +8,8 @@ use execd_core::protocol::FsChangeKind;
 use execd_core::ServerConfig;
 use serde_json::{json, Value};
 
-use super::fs::{error_code, TempDir};
+use super::fs::error_code;
+use super::TempDir;
 use super::server::{start_server, Client};
 use super::within;
 use crate::runtime::Runtime;
