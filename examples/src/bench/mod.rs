@@ -27,6 +27,11 @@
 //!   handshakes, no resumption), and the differences. Runs by default only against a local
 //!   server (it measures execd, not the target).
 //!
+//! - `fs`: `fs/readFile` and block-read throughput of a `--fs-bytes` file (256 MiB),
+//!   `fs/writeFile` of up to 32 MiB, `fs/getMetadata` round trips and a burst of 1,000, and
+//!   `fs/walk` of 10,000 files, next to a local `cat`, write, `stat` and walk (`fs.rs`; its
+//!   floors run unless `--no-floor`).
+//!
 //! - `--soak SECONDS` runs only the soak (`soak.rs`): hostile clients against the server while
 //!   a bystander measures echo round trips; reports echo p50/p99 and the server's peak RSS.
 //!
@@ -34,6 +39,7 @@
 
 mod client;
 mod floor;
+mod fs;
 mod http;
 mod latency;
 mod report;
@@ -61,6 +67,7 @@ pub(crate) enum Scenario {
     Throughput,
     Http,
     Tls,
+    Fs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,6 +108,9 @@ pub(crate) struct BenchArgs {
     /// Bytes of the `http` scenario's streamed download.
     #[arg(long, default_value_t = 1 << 30)]
     http_bytes: u64,
+    /// Bytes of the file the `fs` scenario reads (and writes, up to 32 MiB).
+    #[arg(long, default_value_t = 256 << 20)]
+    fs_bytes: usize,
     /// Skip the local floor measurements (same as leaving `floor` out of --only).
     #[arg(long)]
     no_floor: bool,
@@ -174,6 +184,16 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.selected(Scenario::Http) {
         http_download(&target, args.http_bytes, &mut report)?;
+    }
+    if args.selected(Scenario::Fs) {
+        let server = target.start()?;
+        let fs_args = fs::FsArgs {
+            bytes: args.fs_bytes,
+            iterations: args.iterations,
+            floor: !args.no_floor,
+        };
+        smol::block_on(fs::run(&server.url, &fs_args, &mut report))?;
+        drop(server);
     }
     let tls_selected = if args.only.is_empty() {
         matches!(target, Target::Local)

@@ -9,9 +9,9 @@ use execd_core::ServerConfig;
 use serde_json::{json, Value};
 
 use super::fs::error_code;
-use super::TempDir;
 use super::server::{start_server, Client};
 use super::within;
+use super::TempDir;
 use crate::runtime::Runtime;
 use crate::{ClientOptions, Executor, LocalExecutor, RemoteExecutor, ServerOptions};
 
