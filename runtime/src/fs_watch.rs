@@ -1,6 +1,6 @@
-//! The server's `fs/watch` watches (ext) on one notify watcher (inotify on Linux), shared by
-//! every connection: an inotify instance is a scarce per-user resource (`max_user_instances`,
-//! 128 by default), a watch descriptor is not.
+//! The server's `fs/watch` watches (ext) and the directories `fs/watchMissing` watches look at,
+//! on one notify watcher (inotify on Linux) shared by every connection: an inotify instance is a
+//! scarce per-user resource (`max_user_instances`, 128 by default), a watch descriptor is not.
 //!
 //! notify keeps one entry per watched directory, so watches of one connection or of several
 //! that overlap (a recursive watch of `/w` and a plain one of `/w/sub`) share entries. Adding
@@ -10,15 +10,16 @@
 //! watch of a path drops the events queued for it, so it is done only when no other watch
 //! needs that path: while another watch has the same path, or a recursive watch covers it, the
 //! OS watch stays (a recursive tree left under a remaining plain watch stays watched until that
-//! one goes too). Events are routed to each watch whose path covers them; the core coalesces
-//! them.
+//! one goes too). Events are routed to each watch whose path covers them: an `fs/watch` gets
+//! them as [`FsDone::Changed`] (the core coalesces them), an `fs/watchMissing` watch is only
+//! told that it was touched (its owner checks whether it fired).
 //!
 //! Install and removal block (notify's own thread walks recursive trees): they run on the
 //! runtime's blocking pool, one at a time and in the order the core asked for them (one job
 //! drains the queue). The notify thread delivers events under the `routes` lock only, which no
 //! install holds while it waits on notify.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -38,16 +39,52 @@ pub(crate) struct FsWatches {
     inner: Arc<Inner>,
 }
 
+/// What a route belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Sub {
+    /// `fs/watch` watch `watchId`.
+    Watch(u64),
+    /// Directory number `.1` of `fs/watchMissing` watch `.0`.
+    Missing(u64, usize),
+}
+
+/// The routes of a connection that [`FsWatches::submit_remove`] removes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Which {
+    /// Every route of the connection.
+    All,
+    /// `fs/watch` watch `watchId`.
+    Watch(u64),
+    /// Every directory of `fs/watchMissing` watch `watchId`.
+    Missing(u64),
+}
+
+impl Which {
+    fn selects(self, sub: Sub) -> bool {
+        match (self, sub) {
+            (Which::All, _) => true,
+            (Which::Watch(a), Sub::Watch(b)) | (Which::Missing(a), Sub::Missing(b, _)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Tells the owner of `fs/watchMissing` watch `watchId` of a connection that one of its
+/// directories changed; called on notify's thread, never blocks.
+pub(crate) type Touched = Arc<dyn Fn(ConnId, u64) + Send + Sync>;
+
 struct Inner {
     /// The OS watcher, created on first use.
     os: Mutex<Option<RecommendedWatcher>>,
     /// Which watch sees which paths.
-    routes: Mutex<BTreeMap<(ConnId, u64), Route>>,
+    routes: Mutex<BTreeMap<(ConnId, Sub), Route>>,
     done: Report,
+    touched: Touched,
     queue: Mutex<Queue>,
 }
 
-type Job = Box<dyn FnOnce(&FsWatches) + Send>;
+/// A blocking job run in the order of the install and removal queue.
+pub(crate) type Job = Box<dyn FnOnce(&FsWatches) + Send>;
 
 #[derive(Default)]
 struct Queue {
@@ -80,13 +117,15 @@ impl Route {
 }
 
 impl FsWatches {
-    /// No watches yet; changes are reported on `done`.
-    pub(crate) fn new(done: Report) -> Self {
+    /// No watches yet; `fs/watch` changes are reported on `done`, touched `fs/watchMissing`
+    /// watches on `touched`.
+    pub(crate) fn new(done: Report, touched: Touched) -> Self {
         FsWatches {
             inner: Arc::new(Inner {
                 os: Mutex::new(None),
                 routes: Mutex::new(BTreeMap::new()),
                 done,
+                touched,
                 queue: Mutex::default(),
             }),
         }
@@ -107,7 +146,7 @@ impl FsWatches {
             runtime,
             Box::new(move |w| {
                 let result = w
-                    .install(conn, watch_id, path, recursive)
+                    .install(conn, Sub::Watch(watch_id), path, recursive)
                     .map(|()| FsResult::Empty(EmptyResult {}));
                 (w.inner.done)(FsDone::WatchInstalled {
                     ticket,
@@ -119,16 +158,16 @@ impl FsWatches {
         );
     }
 
-    /// Removes the watches of `conn` (`watch_id`, or all of them for `None`) off the loop.
-    pub(crate) fn submit_remove(&self, runtime: &dyn Runtime, conn: ConnId, watch_id: Option<u64>) {
+    /// Removes the routes of `conn` that `which` selects, off the loop.
+    pub(crate) fn submit_remove(&self, runtime: &dyn Runtime, conn: ConnId, which: Which) {
         self.submit(
             runtime,
-            Box::new(move |w| w.remove(conn, |id| watch_id.is_none_or(|w| w == id))),
+            Box::new(move |w| w.remove(conn, |sub| which.selects(sub))),
         );
     }
 
-    /// Queues `job`; starts a blocking drain unless one runs.
-    fn submit(&self, runtime: &dyn Runtime, job: Job) {
+    /// Runs `job` off the loop after every install and removal queued before it (blocking).
+    pub(crate) fn submit(&self, runtime: &dyn Runtime, job: Job) {
         let start = {
             let mut q = lock(&self.inner.queue);
             q.jobs.push_back(job);
@@ -152,15 +191,15 @@ impl FsWatches {
         }
     }
 
-    /// Installs watch `watch_id` of `conn` (blocking; replaces a watch of the same key).
+    /// Installs route `sub` of `conn` (blocking; replaces a route of the same key).
     ///
     /// # Errors
     /// The path's stat error (`-32004` when missing); `-32603` when the OS refuses the watch
     /// (e.g. the inotify limits).
-    fn install(
+    pub(crate) fn install(
         &self,
         conn: ConnId,
-        watch_id: u64,
+        sub: Sub,
         path: PathBuf,
         recursive: bool,
     ) -> Result<(), FsError> {
@@ -170,7 +209,7 @@ impl FsWatches {
             path: path.clone(),
             recursive,
         };
-        lock(&self.inner.routes).insert((conn, watch_id), route.clone());
+        lock(&self.inner.routes).insert((conn, sub), route.clone());
         let mut os = lock(&self.inner.os);
         let result = match os.as_mut() {
             Some(w) => add(w, &route),
@@ -181,7 +220,7 @@ impl FsWatches {
             }),
         };
         if let Err(e) = result {
-            lock(&self.inner.routes).remove(&(conn, watch_id));
+            lock(&self.inner.routes).remove(&(conn, sub));
             if let Some(w) = os.as_mut() {
                 self.release(w, &path);
             }
@@ -190,15 +229,15 @@ impl FsWatches {
         if let (Some(w), false) = (os.as_mut(), recursive) {
             self.readd(w, &path, |r| r.recursive);
         }
-        debug!(%conn, watch_id, path = %path.display(), recursive, "fs/watch installed");
+        debug!(%conn, ?sub, path = %path.display(), recursive, "fs watch installed");
         Ok(())
     }
 
-    /// Removes the watches of `conn` whose ids `which` accepts (blocking).
-    fn remove(&self, conn: ConnId, which: impl Fn(u64) -> bool) {
+    /// Removes the routes of `conn` that `which` accepts (blocking).
+    pub(crate) fn remove(&self, conn: ConnId, which: impl Fn(Sub) -> bool) {
         let mut gone = Vec::new();
-        lock(&self.inner.routes).retain(|(c, id), r| {
-            let keep = *c != conn || !which(*id);
+        lock(&self.inner.routes).retain(|(c, sub), r| {
+            let keep = *c != conn || !which(*sub);
             if !keep {
                 gone.push(r.path.clone());
             }
@@ -268,36 +307,46 @@ impl Inner {
                 return;
             }
         };
-        let routes = lock(&self.routes);
-        if event.need_rescan() {
-            for &(conn, watch_id) in routes.keys() {
-                (self.done)(FsDone::Changed {
-                    conn,
-                    watch_id,
-                    kind: FsChangeKind::Rescan,
-                    paths: Vec::new(),
-                });
+        let kind = if event.need_rescan() {
+            FsChangeKind::Rescan
+        } else {
+            match change_kind(&event.kind) {
+                Some(kind) => kind,
+                None => return,
             }
-            return;
-        }
-        let Some(kind) = change_kind(&event.kind) else {
-            return;
         };
-        for (&(conn, watch_id), r) in routes.iter() {
-            let paths: Vec<PathBuf> = event
-                .paths
-                .iter()
-                .filter(|p| r.covers(p))
-                .cloned()
-                .collect();
-            if !paths.is_empty() {
-                (self.done)(FsDone::Changed {
+        let mut touched = BTreeSet::new();
+        for (&(conn, sub), r) in lock(&self.routes).iter() {
+            let paths: Vec<PathBuf> = match kind {
+                // Events were lost: every watch may have missed its change.
+                FsChangeKind::Rescan => Vec::new(),
+                _ => {
+                    let paths: Vec<PathBuf> = event
+                        .paths
+                        .iter()
+                        .filter(|p| r.covers(p))
+                        .cloned()
+                        .collect();
+                    if paths.is_empty() {
+                        continue;
+                    }
+                    paths
+                }
+            };
+            match sub {
+                Sub::Watch(watch_id) => (self.done)(FsDone::Changed {
                     conn,
                     watch_id,
                     kind,
                     paths,
-                });
+                }),
+                Sub::Missing(watch_id, _) => {
+                    touched.insert((conn, watch_id));
+                }
             }
+        }
+        for (conn, watch_id) in touched {
+            (self.touched)(conn, watch_id);
         }
     }
 }

@@ -214,6 +214,33 @@ pub async fn handles_are_bounded_at_128_per_connection(rt: Arc<dyn Runtime>) {
     assert!(r.get("result").is_some(), "{r}");
 }
 
+/// `fs/watchMissing` watch `id` with `params` (`missing`, `present`); its `watching`.
+async fn watch_missing(c: &mut Client, id: u64, mut params: Value) -> bool {
+    params["watchId"] = json!(id);
+    let r = c.call("fs/watchMissing", params).await;
+    r["result"]["watching"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("watch {id}: {r}"))
+}
+
+/// The next notification is `fs/missingChanged` for watch `id`.
+async fn expect_fired(c: &mut Client, id: u64) {
+    let n = c.notification().await;
+    assert_eq!(
+        n,
+        json!({"method": "fs/missingChanged", "params": {"watchId": id}}),
+        "watch {id}"
+    );
+}
+
+/// No notification arrives within three poll periods; the connection keeps working.
+async fn expect_quiet(rt: &Arc<dyn Runtime>, c: &mut Client) {
+    super::sleep(rt, crate::fs_service::WATCH_POLL * 3).await;
+    let r = c.call("environment/status", json!(null)).await;
+    assert_eq!(r["result"]["status"], "ready");
+    assert!(c.notifications.is_empty(), "{:?}", c.notifications);
+}
+
 /// Scenario.
 pub async fn watch_missing_fires_when_the_path_appears(rt: Arc<dyn Runtime>) {
     let rt = &rt;
@@ -221,45 +248,84 @@ pub async fn watch_missing_fires_when_the_path_appears(rt: Arc<dyn Runtime>) {
     std::fs::write(dir.path("exists"), b"").expect("write");
     let server = start_server(rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(rt, &server.url).await;
-    let r = c
-        .call(
-            "fs/watchMissing",
-            json!({"watchId": 9, "missing": [dir.uri("exists")]}),
-        )
-        .await;
-    assert_eq!(r["result"], json!({"watching": false}), "already there");
-    let r = c
-        .call(
-            "fs/watchMissing",
-            json!({"watchId": 7, "missing": [dir.uri("later")], "present": dir.uri("exists")}),
-        )
-        .await;
-    assert_eq!(r["result"], json!({"watching": true}), "{r}");
+    let params = json!({"missing": [dir.uri("exists")]});
+    assert!(!watch_missing(&mut c, 9, params).await, "already there");
+    let params = json!({"missing": [dir.uri("later")], "present": dir.uri("exists")});
+    assert!(watch_missing(&mut c, 7, params).await);
     std::fs::write(dir.path("later"), b"now").expect("create");
-    let n = c.notification().await;
-    assert_eq!(
-        n,
-        json!({"method": "fs/missingChanged", "params": {"watchId": 7}})
-    );
+    expect_fired(&mut c, 7).await;
     // Cleared watches stay silent; the connection keeps working.
-    let r = c
-        .call(
-            "fs/watchMissing",
-            json!({"watchId": 8, "missing": [dir.uri("x")]}),
-        )
-        .await;
-    assert_eq!(r["result"], json!({"watching": true}));
-    let r = c
-        .call("fs/watchMissing", json!({"watchId": 8, "missing": []}))
-        .await;
-    assert_eq!(r["result"], json!({"watching": false}));
+    assert!(watch_missing(&mut c, 8, json!({"missing": [dir.uri("x")]})).await);
+    assert!(!watch_missing(&mut c, 8, json!({"missing": []})).await);
     std::fs::write(dir.path("x"), b"").expect("create");
-    let r = c.call("environment/status", json!(null)).await;
-    assert_eq!(r["result"]["status"], "ready");
-    super::sleep(rt, crate::fs_service::WATCH_POLL * 3).await;
-    let r = c.call("environment/status", json!(null)).await;
-    assert_eq!(r["result"]["status"], "ready");
-    assert!(c.notifications.is_empty(), "{:?}", c.notifications);
+    expect_quiet(rt, &mut c).await;
+}
+
+/// Scenario: each `fs/watchMissing` watch fires on its own change only: a parent directory
+/// created, a sibling of another watch's path created in a directory both watch, `present`
+/// changed, the watched ancestor removed.
+pub async fn watch_missing_fires_for_parents_present_and_shared_directories(rt: Arc<dyn Runtime>) {
+    let rt = &rt;
+    let dir = TempDir::new();
+    for d in ["shared", "repo", "gone"] {
+        std::fs::create_dir(dir.path(d)).expect("mkdir");
+    }
+    let server = start_server(rt, ServerConfig::default()).await;
+    let (mut c, _) = Client::session(rt, &server.url).await;
+    let watches = [
+        (1, json!({"missing": [dir.uri("a/b/c")]})),
+        (2, json!({"missing": [dir.uri("shared/x")]})),
+        (3, json!({"missing": [dir.uri("shared/y")]})),
+        (
+            4,
+            json!({"missing": [dir.uri("repo/.git")], "present": dir.uri("repo")}),
+        ),
+        (5, json!({"missing": [dir.uri("gone/z")]})),
+    ];
+    for (id, params) in watches {
+        assert!(watch_missing(&mut c, id, params).await, "watch {id}");
+    }
+    let steps: [(u64, Box<dyn Fn()>); 5] = [
+        (
+            1,
+            Box::new(|| std::fs::create_dir(dir.path("a")).expect("mkdir a")),
+        ),
+        (
+            2,
+            Box::new(|| std::fs::write(dir.path("shared/x"), b"").expect("x")),
+        ),
+        (
+            4,
+            Box::new(|| std::fs::write(dir.path("repo/other"), b"").expect("other")),
+        ),
+        (
+            5,
+            Box::new(|| std::fs::remove_dir(dir.path("gone")).expect("rmdir")),
+        ),
+        // Watch 3 shares `shared` with watch 2, which fired and was removed: still watched.
+        (
+            3,
+            Box::new(|| std::fs::write(dir.path("shared/y"), b"").expect("y")),
+        ),
+    ];
+    for (id, step) in steps {
+        // Nothing fired early (every earlier notification was taken).
+        let r = c.call("environment/status", json!(null)).await;
+        assert_eq!(r["result"]["status"], "ready");
+        assert!(
+            c.notifications.is_empty(),
+            "before {id}: {:?}",
+            c.notifications
+        );
+        step();
+        expect_fired(&mut c, id).await;
+    }
+    // Each watch fired once; a fired id can be watched again.
+    std::fs::create_dir(dir.path("a/b")).expect("mkdir b");
+    assert!(watch_missing(&mut c, 1, json!({"missing": [dir.uri("shared/w")]})).await);
+    std::fs::write(dir.path("shared/w"), b"").expect("w");
+    expect_fired(&mut c, 1).await;
+    expect_quiet(rt, &mut c).await;
 }
 
 /// Scenario.

@@ -197,6 +197,7 @@ macro_rules! scenario_tests {
                 files_round_trip_byte_exact_whole_and_in_blocks,
                 handles_are_bounded_at_128_per_connection,
                 watch_missing_fires_when_the_path_appears,
+                watch_missing_fires_for_parents_present_and_shared_directories,
                 bad_fs_inputs_leave_the_connection_working,
                 local_and_remote_executors_agree_on_files,
             }
