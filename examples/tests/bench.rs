@@ -154,7 +154,7 @@ fn fs_reports_reads_writes_metadata_and_walk() {
         "fs_write_file",
         "floor_fs_stat",
         "fs_get_metadata",
-        "fs_get_metadata_burst",
+        "fs_get_metadata_pipelined",
         "floor_fs_walk",
         "fs_walk",
     ] {

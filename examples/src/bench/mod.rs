@@ -28,7 +28,7 @@
 //!   server (it measures execd, not the target).
 //!
 //! - `fs`: `fs/readFile` and block-read throughput of a `--fs-bytes` file (256 MiB),
-//!   `fs/writeFile` of up to 32 MiB, `fs/getMetadata` round trips and a burst of 1,000, and
+//!   `fs/writeFile` of up to 32 MiB, `fs/getMetadata` round trips and 1,000 pipelined, and
 //!   `fs/walk` of 10,000 files, next to a local `cat`, write, `stat` and walk (`fs.rs`; its
 //!   floors run unless `--no-floor`).
 //!
