@@ -168,6 +168,12 @@ pub async fn files_round_trip_byte_exact_whole_and_in_blocks(rt: Arc<dyn Runtime
     }
     assert_eq!(eofs, [false, false, true]);
     assert!(read == big, "2 MiB read back exactly");
+    // Whole: a 2.7 MiB answer goes out in WebSocket fragments.
+    let r = c.call("fs/readFile", json!({"path": dir.uri("big")})).await;
+    let whole = STANDARD
+        .decode(r["result"]["dataBase64"].as_str().expect("data"))
+        .expect("base64");
+    assert!(whole == big, "2 MiB read back whole");
     let r = c.call("fs/close", json!({"handleId": "r"})).await;
     assert_eq!(r["result"], json!({}));
     let r = c.call("fs/close", json!({"handleId": "r"})).await;
