@@ -28,7 +28,7 @@
 //!   server (it measures execd, not the target).
 //!
 //! - `fs`: `fs/readFile` and block-read throughput of a `--fs-bytes` file (256 MiB),
-//!   `fs/writeFile` of up to 32 MiB, `fs/getMetadata` round trips and 1,000 pipelined, and
+//!   `fs/writeFile` of up to 8 MiB, `fs/getMetadata` round trips and 1,000 pipelined, and
 //!   `fs/walk` of 10,000 files, next to a local `cat`, write, `stat` and walk (`fs.rs`; its
 //!   floors run unless `--no-floor`).
 //!
@@ -108,7 +108,7 @@ pub(crate) struct BenchArgs {
     /// Bytes of the `http` scenario's streamed download.
     #[arg(long, default_value_t = 1 << 30)]
     http_bytes: u64,
-    /// Bytes of the file the `fs` scenario reads (and writes, up to 32 MiB).
+    /// Bytes of the file the `fs` scenario reads (and writes, up to 8 MiB).
     #[arg(long, default_value_t = 256 << 20)]
     fs_bytes: usize,
     /// Skip the local floor measurements (same as leaving `floor` out of --only).
