@@ -478,6 +478,7 @@ impl<R> Copy<R> {
             arg0: None,
             env_policy: None,
             enforce_managed_network: false,
+            sandbox: None,
         };
         let process = self.client.start(params).await?;
         let (mut stdout, mut stderr, mut code) = (Vec::new(), Vec::new(), None);

@@ -25,6 +25,11 @@ pub(crate) struct ServeLimitsArgs {
     /// Most requests awaiting a deferred answer per connection (default 256).
     #[arg(long, value_name = "N")]
     max_inflight_requests: Option<usize>,
+    /// Lossless output (clients that ask for it): unacknowledged output bytes per process at
+    /// which its pipes stop being read until the client acknowledges (default 1048576;
+    /// capped at the retention of 1 MiB).
+    #[arg(long, value_name = "BYTES")]
+    lossless_window_bytes: Option<usize>,
     /// Seconds without input before a WebSocket client is pinged (default 30; 0 disables
     /// pings and the pong timeout).
     #[arg(long, value_name = "SECONDS")]
@@ -50,6 +55,7 @@ impl ServeLimitsArgs {
                 &mut core.max_processes_per_session,
             ),
             (self.max_inflight_requests, &mut core.max_inflight_requests),
+            (self.lossless_window_bytes, &mut core.lossless_window_bytes),
         ];
         for (flag, field) in counts {
             if let Some(value) = flag {

@@ -52,8 +52,13 @@ impl ServerOptions {
 }
 
 /// Process events queued between the pumps and the loop before pumps wait (backpressure from
-/// the loop to the children's pipes).
-const PROCESS_EVENT_QUEUE: usize = 256;
+/// the loop to the children's pipes). Each output event holds up to 64 KiB, so with
+/// [`EVENT_BATCH`] this bounds how much output is read ahead of the core's decisions: a
+/// process held at its lossless window (PROTOCOL.md §5.11) has at most (32 + 64 + 1) × 64 KiB
+/// ≈ 6 MiB more read from its pipes, once per server and not per process, before its pump
+/// sees the pause (the loop drains the queue faster than a pump fills it whenever it is not
+/// busy sending, so a deeper queue adds memory, not throughput).
+const PROCESS_EVENT_QUEUE: usize = 32;
 /// Frames one connection may have read and queued for the loop, not yet handled; its reader
 /// waits (leaving later frames in the socket) until the loop catches up. Keeps a flooding
 /// client from queueing unbounded frames ahead of everyone else's.
@@ -774,7 +779,12 @@ impl EventLoop {
             // The core issues a credit only while the connection is not congested.
             Command::HttpPull { ticket, .. } => self.http.grant(ticket),
             Command::HttpCancel { ticket } => self.http.cancel(ticket),
-            Command::Fs { ticket, conn, op } => self.fs.perform(ticket, conn, op),
+            Command::Fs {
+                ticket,
+                conn,
+                op,
+                sandbox,
+            } => self.fs.perform(ticket, conn, op, sandbox),
             Command::FsCloseConnection { conn } => self.fs.close_connection(conn),
             Command::WatchMissing {
                 ticket,

@@ -55,6 +55,7 @@ impl Client {
             }
         }
         self.session_id = Some(init.session_id.clone());
+        self.lossless = init.lossless_output;
         self.recovery = None;
         self.retry_at = None;
         self.phase = Phase::Ready;
@@ -94,6 +95,7 @@ impl Client {
         let params = InitializeParams {
             client_name: self.config.client_name.clone(),
             resume_session_id: self.session_id.clone(),
+            lossless_output: self.config.lossless_output,
         };
         let id = self.alloc_id();
         let text = rpc::encode_request(&RequestId::Int(id), method::INITIALIZE, &params);

@@ -9,6 +9,11 @@ pub struct InitializeParams {
     /// The session to re-attach, from an earlier `initialize` result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_session_id: Option<String>,
+    /// ext: ask for lossless output (PROTOCOL.md §5.11) for the session this `initialize`
+    /// opens or resumes; absent (false) means the reference's bounded retention. The server
+    /// answers with [`InitializeResult::lossless_output`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lossless_output: bool,
 }
 
 /// `initialize` result: `{sessionId}` plus execd's negotiation fields (ext), which clients of
@@ -28,6 +33,10 @@ pub struct InitializeResult {
     /// ext: the extensions this server supports; absent from the reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
+    /// ext: present when the client asked for lossless output: the bounds of unacknowledged
+    /// output per process (PROTOCOL.md §5.11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lossless_output: Option<super::LosslessWindow>,
 }
 
 /// ext: what execd supports beyond the Codex exec-server. A client uses an extension only when
@@ -58,6 +67,10 @@ pub struct Capabilities {
     /// `fs/watch`, `fs/unwatch` and the `fs/changed` notification exist.
     #[serde(default)]
     pub fs_watch: bool,
+    /// `initialize {losslessOutput: true}` and the `process/ack` notification exist
+    /// (PROTOCOL.md §5.11).
+    #[serde(default)]
+    pub lossless_output: bool,
 }
 
 impl Capabilities {
@@ -71,6 +84,7 @@ impl Capabilities {
             retention_gaps: true,
             http_cancel: true,
             fs_watch: true,
+            lossless_output: true,
         }
     }
 }

@@ -317,6 +317,8 @@ pub enum Notification {
     HttpBodyDelta(HttpBodyDeltaNotification),
     /// ext: `fs/changed`.
     FsChanged(ChangedNotification),
+    /// ext: `process/ack` (lossless output).
+    ProcessAck(super::AckParams),
     /// A method this side does not know, or known with params that do not decode.
     Unknown(String),
 }
@@ -341,6 +343,9 @@ impl Notification {
             }
             method::FS_CHANGED => {
                 rpc::decode_params(params).map_or_else(|_| unknown(), Notification::FsChanged)
+            }
+            method::PROCESS_ACK => {
+                rpc::decode_params(params).map_or_else(|_| unknown(), Notification::ProcessAck)
             }
             _ => unknown(),
         }

@@ -26,6 +26,7 @@ impl Server {
         p.push_output(stream, bytes);
         self.notify(session, text);
         self.wake_reads(key);
+        self.check_ack_window(key);
     }
 
     /// `ProcessEvent::Eof`: the last EOF after the exit closes the process; the last EOF of a

@@ -88,6 +88,7 @@ impl Server {
                 c.phase = ConnPhase::Ready(sid);
             }
             (ConnPhase::Ready(_), Notification::Initialized) => {}
+            (ConnPhase::Ready(sid), Notification::ProcessAck(params)) => self.on_ack(sid, params),
             _ => self.close(conn),
         }
     }
@@ -105,6 +106,7 @@ impl Server {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.phase = ConnPhase::Initializing(sid);
         }
+        let lossless_output = self.negotiate_lossless(sid, params.lossless_output);
         ok(&InitializeResult {
             session_id: sid.to_string(),
             environment_info: self
@@ -114,6 +116,7 @@ impl Server {
                 .and_then(|info| serde_json::to_value(info).ok()),
             protocol_version: Some(PROTOCOL_VERSION.to_owned()),
             capabilities: Some(Capabilities::all()),
+            lossless_output,
         })
     }
 }

@@ -21,6 +21,8 @@
 //! - `outbound`: replies, notifications and closes queued as [`Output`]s;
 //! - `congestion`: unsent bytes per connection, pausing the processes whose output waits for a
 //!   congested connection, and dropping connections that stay congested or do not close (§2.4);
+//! - `lossless`: lossless output (ext): acknowledgements and the window that holds a process
+//!   instead of evicting what its client has not received (§5.11);
 //! - `limits`: the resource bounds of §2.3 (ids, processes, retention, sessions, connections,
 //!   requests in flight).
 
@@ -37,6 +39,7 @@ mod fs_watch;
 mod handshake;
 mod http;
 mod limits;
+mod lossless;
 mod outbound;
 mod output_log;
 mod process;
