@@ -13,12 +13,15 @@
 //! - `execd completions SHELL`, `execd man`: completion scripts and the man page.
 //! - `execd fetch [--url URL] [-X METHOD] [-H 'Name: value']… [--data BODY] [--fail] URL`
 //!   fetches URL from the server's host: status on stderr, body streamed to stdout.
+//! - `execd cp [--url URL] [-r] SOURCE DEST` copies files and trees between this host and the
+//!   server's (`:PATH` names the server side), like scp.
 
 mod attach;
 mod bench;
 mod bridge;
 mod cli_errors;
 mod completions;
+mod cp;
 mod fetch;
 mod help;
 mod logging;
@@ -66,6 +69,9 @@ enum Cmd {
     Run(run::RunArgs),
     /// Fetch a URL from the server's host, like curl (status on stderr, body on stdout).
     Fetch(fetch::FetchArgs),
+    /// Copy files and directories between this host and the server's, like scp (`:PATH`).
+    #[command(after_help = cp::HELP)]
+    Cp(cp::CpArgs),
     /// List the processes of a detached session.
     #[command(after_help = help::PS)]
     Ps(ps::PsArgs),
@@ -145,6 +151,7 @@ fn main() -> ExitCode {
         }
         Cmd::Run(args) => run::run(args),
         Cmd::Fetch(args) => fetch::fetch(args),
+        Cmd::Cp(args) => cp::cp(args),
         Cmd::Ps(args) => ps::ps(args),
         Cmd::Attach(args) => attach::attach(args),
         Cmd::Bench(args) => bench::bench(args).map(|()| ExitCode::SUCCESS),

@@ -132,3 +132,51 @@ fn tls_reports_plain_and_tls_connects() {
     }
     assert_eq!(stdout.matches("(n=5)").count(), 4, "{stdout}");
 }
+
+#[test]
+fn fs_reports_reads_writes_metadata_and_walk() {
+    let out = bench(&[
+        "--json",
+        "--only",
+        "fs",
+        "--fs-bytes",
+        "3000000",
+        "--iterations",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let metrics = report["metrics"].as_array().expect("metrics array");
+    for key in [
+        "floor_fs_cat",
+        "fs_read_file",
+        "fs_read_blocks",
+        "floor_fs_write",
+        "fs_write_file",
+        "floor_fs_stat",
+        "fs_get_metadata",
+        "fs_get_metadata_pipelined",
+        "floor_fs_walk",
+        "fs_walk",
+    ] {
+        let m = metrics
+            .iter()
+            .find(|m| m["key"] == key)
+            .unwrap_or_else(|| panic!("{key} missing from {metrics:?}"));
+        assert!(
+            m["p50_ms"].is_number() || m["value"].is_number(),
+            "{key} has no number: {m}"
+        );
+    }
+    let metadata = metrics.iter().find(|m| m["key"] == "fs_get_metadata");
+    assert_eq!(metadata.and_then(|m| m["n"].as_u64()), Some(3));
+    let walk = metrics.iter().find(|m| m["key"] == "fs_walk");
+    assert_eq!(
+        walk.and_then(|m| m["detail"].as_str()),
+        Some("10100 entries listed")
+    );
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 use execd_core::protocol::fs::{DirectoryEntry, GetMetadataResult};
 use execd_core::protocol::{HttpRequestParams, HttpRequestResult, StartParams};
 
-use crate::client::{Client, ClientOptions, ConnectError, Error, HttpBody, Process};
+use crate::client::{Client, ClientOptions, ConnectError, Error, FsWatch, HttpBody, Process};
 use crate::runtime::{shared, BoxFuture, DefaultRuntime, Runtime};
 use crate::server::{serve_connection, ServerOptions};
 use crate::transport::{memory_pair, Limits};
@@ -83,6 +83,16 @@ pub trait Executor: Send + Sync {
     /// # Errors
     /// As [`read_file`](Self::read_file).
     fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// ext `fs/watch`: the changes under `path` as a stream: see [`Client::watch`].
+    ///
+    /// # Errors
+    /// As [`Client::watch`] (`-32004` for a missing path).
+    fn watch<'a>(
+        &'a self,
+        path: &'a Path,
+        recursive: bool,
+    ) -> BoxFuture<'a, Result<FsWatch, Error>>;
 }
 
 /// Every call of [`Executor`], forwarded to a [`Client`] (the same calls for both
@@ -135,6 +145,14 @@ macro_rules! executor_calls {
 
         fn remove<'a>(&'a self, path: &'a Path) -> BoxFuture<'a, Result<(), Error>> {
             Box::pin(self.client.remove(path, true, true))
+        }
+
+        fn watch<'a>(
+            &'a self,
+            path: &'a Path,
+            recursive: bool,
+        ) -> BoxFuture<'a, Result<FsWatch, Error>> {
+            Box::pin(self.client.watch(path, recursive))
         }
     };
 }

@@ -1,36 +1,44 @@
 //! The server's fs worker: performs [`Command::Fs`](execd_core::Command::Fs) operations on the
-//! runtime's blocking pool, keeps each connection's [`FsHandles`], and polls the paths of
-//! `fs/watchMissing` watches.
+//! runtime's blocking pool, keeps each connection's [`FsHandles`], and checks `fs/watchMissing`
+//! watches when inotify reports a change of the directories they look at.
 //!
 //! Ordering: operations on file handles (`fs/open`, `fs/readBlock`, `fs/writeBlock`,
 //! `fs/close`) of one connection run one at a time, in the order the core gave them, on one
 //! blocking job that drains the connection's queue; path operations (`fs/readFile`,
 //! `fs/walk`, …) run concurrently. Results come back to the event loop as [`FsDone`].
 //!
-//! Watches are polled every [`WATCH_POLL`] on the blocking pool (no inotify dependency). A watch
-//! fires once, when a `missing` path exists, when the nearest existing ancestor of one gets
-//! deeper (a parent directory was created), or when `present` changes its modification time
-//! (the reference fires on the same changes of the watched directories).
+//! A `fs/watchMissing` watch fires once, when a `missing` path exists, when the nearest existing
+//! ancestor of one changes (a parent directory was created or removed), or when `present`
+//! changes its modification time (the reference fires on the same changes of the watched
+//! directories). Each watch puts a plain (non-recursive) route on the shared notify watcher
+//! ([`FsWatches`]) for the nearest existing ancestor of every `missing` path and for `present`:
+//! every change that can fire it happens in one of them. An event there wakes the checker task,
+//! which checks the touched watches on the blocking pool (the same stat comparison as ever: an
+//! event only says where to look). A watch is also checked right after its routes are in place,
+//! which catches a change between its install check and its routes. When the OS refuses a route
+//! (the inotify limits), that watch is polled every [`WATCH_POLL`] instead. Not seen by inotify
+//! (the poll would see it): a rename of a directory above a watched ancestor.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use execd_core::protocol::fs::WatchMissingResult;
-use execd_core::protocol::{FsError, FsOp, FsResult};
+use execd_core::protocol::{FsChangeKind, FsError, FsOp, FsResult};
 use execd_core::sandbox::SandboxPolicy;
 use execd_core::{ConnId, FsTicket};
 use tracing::{debug, trace};
 
 use crate::fs::FsHandles;
+use crate::fs_watch::{FsWatches, Sub, Which};
 use crate::runtime::{Runtime, Task};
 use crate::sandbox;
 
 /// Hands an [`FsDone`] to the event loop (from a blocking thread or a task); never blocks.
 pub(crate) type Report = Arc<dyn Fn(FsDone) + Send + Sync>;
 
-/// How often watched paths are checked.
+/// How often the paths of a `fs/watchMissing` watch that inotify cannot follow are checked.
 pub(crate) const WATCH_POLL: Duration = Duration::from_millis(100);
 
 /// What the fs worker reports to the event loop.
@@ -47,6 +55,20 @@ pub(crate) enum FsDone {
     },
     /// Watch `watch_id` of `conn` fired (it is already forgotten).
     WatchFired(ConnId, u64),
+    /// An `fs/watch` install finished.
+    WatchInstalled {
+        ticket: FsTicket,
+        conn: ConnId,
+        watch_id: u64,
+        result: Result<FsResult, FsError>,
+    },
+    /// `fs/watch` watch `watch_id` of `conn` saw `paths` change.
+    Changed {
+        conn: ConnId,
+        watch_id: u64,
+        kind: FsChangeKind,
+        paths: Vec<PathBuf>,
+    },
 }
 
 /// The paths of one installed watch and what they looked like when it was installed.
@@ -56,6 +78,8 @@ pub(crate) struct Watch {
     /// The nearest existing ancestor of each `missing` path at install time.
     ancestors: Vec<Option<PathBuf>>,
     present: Option<(PathBuf, Option<SystemTime>)>,
+    /// Its routes could not be installed: checked every [`WATCH_POLL`].
+    polled: bool,
 }
 
 /// The fs state of the event loop.
@@ -64,7 +88,13 @@ pub(crate) struct FsService {
     done: Report,
     conns: HashMap<ConnId, Arc<ConnFs>>,
     watches: Arc<Mutex<BTreeMap<(ConnId, u64), Watch>>>,
-    poller: Option<Task>,
+    /// Wakes the checker with a watch to check.
+    touched: async_channel::Sender<(ConnId, u64)>,
+    touched_rx: async_channel::Receiver<(ConnId, u64)>,
+    /// The checker task, started with the first watch.
+    checker: Option<Task>,
+    /// `fs/watch` watches (ext).
+    changes: FsWatches,
 }
 
 /// One connection's handles and its queue of handle operations.
@@ -84,12 +114,20 @@ struct HandleQueue {
 impl FsService {
     /// A worker reporting on `done`.
     pub(crate) fn new(runtime: Arc<dyn Runtime>, done: Report) -> Self {
+        let (touched, touched_rx) = async_channel::unbounded();
+        let tx = touched.clone();
+        let on_touch = Arc::new(move |conn, watch_id| {
+            let _ = tx.try_send((conn, watch_id));
+        });
         FsService {
             runtime,
+            changes: FsWatches::new(Arc::clone(&done), on_touch),
             done,
             conns: HashMap::new(),
             watches: Arc::default(),
-            poller: None,
+            touched,
+            touched_rx,
+            checker: None,
         }
     }
 
@@ -122,8 +160,8 @@ impl FsService {
         }
     }
 
-    /// `Command::WatchMissing`: checks the paths off the loop and reports
-    /// [`FsDone::WatchChecked`].
+    /// `Command::WatchMissing`: checks the paths and installs the watch's routes off the loop
+    /// (in order with the other installs and removals), and reports [`FsDone::WatchChecked`].
     pub(crate) fn watch(
         &mut self,
         ticket: FsTicket,
@@ -134,15 +172,21 @@ impl FsService {
     ) {
         self.conns.entry(conn).or_default();
         let done = Arc::clone(&self.done);
-        self.runtime.spawn_blocking(Box::new(move || {
-            let watch = Watch::install(missing, present);
-            done(FsDone::WatchChecked {
-                ticket,
-                conn,
-                watch_id,
-                watch,
-            });
-        }));
+        self.changes.submit(
+            &*self.runtime,
+            Box::new(move |changes| {
+                let watch = Watch::install(missing, present).map(|mut w| {
+                    w.polled = w.route(changes, conn, watch_id).is_err();
+                    w
+                });
+                done(FsDone::WatchChecked {
+                    ticket,
+                    conn,
+                    watch_id,
+                    watch,
+                });
+            }),
+        );
     }
 
     /// The install check of a watch came back: keep it (unless its connection is gone) and
@@ -154,16 +198,28 @@ impl FsService {
         watch: Option<Watch>,
     ) -> Result<FsResult, FsError> {
         let watching = watch.is_some() && self.conns.contains_key(&conn);
-        if let (true, Some(watch)) = (watching, watch) {
-            lock(&self.watches).insert((conn, watch_id), watch);
-            self.start_poller();
+        match (watching, watch) {
+            (true, Some(watch)) => {
+                lock(&self.watches).insert((conn, watch_id), watch);
+                self.start_checker();
+                // The first check: a change before the routes were in place.
+                let _ = self.touched.try_send((conn, watch_id));
+            }
+            (false, Some(_)) => {
+                self.changes
+                    .submit_remove(&*self.runtime, conn, Which::Missing(watch_id));
+            }
+            (_, None) => {}
         }
         Ok(FsResult::WatchMissing(WatchMissingResult { watching }))
     }
 
     /// `Command::UnwatchMissing`.
     pub(crate) fn unwatch(&mut self, conn: ConnId, watch_id: u64) {
-        lock(&self.watches).remove(&(conn, watch_id));
+        if lock(&self.watches).remove(&(conn, watch_id)).is_some() {
+            self.changes
+                .submit_remove(&*self.runtime, conn, Which::Missing(watch_id));
+        }
     }
 
     /// `Command::FsCloseConnection`: drops the handles (once queued operations finish) and
@@ -171,51 +227,137 @@ impl FsService {
     pub(crate) fn close_connection(&mut self, conn: ConnId) {
         if self.conns.remove(&conn).is_some() {
             debug!(%conn, "fs handles dropped");
+            self.changes.submit_remove(&*self.runtime, conn, Which::All);
         }
         lock(&self.watches).retain(|(c, _), _| *c != conn);
     }
 
-    /// Starts the watch poller on first use; it lives as long as the service.
-    fn start_poller(&mut self) {
-        if self.poller.is_some() {
+    /// `Command::FsWatch` (ext): installs the watch off the loop and reports
+    /// [`FsDone::WatchInstalled`].
+    pub(crate) fn fs_watch(
+        &mut self,
+        ticket: FsTicket,
+        conn: ConnId,
+        watch_id: u64,
+        path: PathBuf,
+        recursive: bool,
+    ) {
+        self.conns.entry(conn).or_default();
+        self.changes
+            .submit_install(&*self.runtime, ticket, conn, watch_id, path, recursive);
+    }
+
+    /// An `fs/watch` install finished: a watch whose connection closed meanwhile is removed
+    /// again. Returns the answer for the core.
+    pub(crate) fn fs_watch_installed(
+        &mut self,
+        conn: ConnId,
+        watch_id: u64,
+        result: Result<FsResult, FsError>,
+    ) -> Result<FsResult, FsError> {
+        if result.is_ok() && !self.conns.contains_key(&conn) {
+            self.changes
+                .submit_remove(&*self.runtime, conn, Which::Watch(watch_id));
+        }
+        result
+    }
+
+    /// `Command::FsUnwatch` (ext).
+    pub(crate) fn fs_unwatch(&mut self, conn: ConnId, watch_id: u64) {
+        self.changes
+            .submit_remove(&*self.runtime, conn, Which::Watch(watch_id));
+    }
+
+    /// Starts the checker on first use; it lives as long as the service.
+    fn start_checker(&mut self) {
+        if self.checker.is_some() {
             return;
         }
-        let runtime = Arc::clone(&self.runtime);
-        let watches = Arc::clone(&self.watches);
-        let done = Arc::clone(&self.done);
-        self.poller = Some(self.runtime.spawn(Box::pin(async move {
-            loop {
-                runtime
-                    .sleep_until(runtime.now() + WATCH_POLL)
-                    .as_mut()
-                    .await;
-                let snapshot: Vec<((ConnId, u64), Watch)> = lock(&watches)
-                    .iter()
-                    .map(|(k, w)| (*k, w.clone()))
-                    .collect();
-                if snapshot.is_empty() {
-                    continue;
-                }
-                let (tx, rx) = async_channel::bounded(1);
-                runtime.spawn_blocking(Box::new(move || {
-                    let fired: Vec<(ConnId, u64)> = snapshot
-                        .into_iter()
-                        .filter(|(_, w)| w.fired())
-                        .map(|(k, _)| k)
-                        .collect();
-                    let _ = tx.send_blocking(fired);
-                }));
-                let Ok(fired) = rx.recv().await else {
-                    continue;
+        let checker = Checker {
+            runtime: Arc::clone(&self.runtime),
+            watches: Arc::clone(&self.watches),
+            done: Arc::clone(&self.done),
+            changes: self.changes.clone(),
+            touched: self.touched_rx.clone(),
+        };
+        self.checker = Some(self.runtime.spawn(Box::pin(checker.run())));
+    }
+}
+
+/// The task that checks touched (and polled) `fs/watchMissing` watches.
+struct Checker {
+    runtime: Arc<dyn Runtime>,
+    watches: Arc<Mutex<BTreeMap<(ConnId, u64), Watch>>>,
+    done: Report,
+    changes: FsWatches,
+    touched: async_channel::Receiver<(ConnId, u64)>,
+}
+
+impl Checker {
+    async fn run(self) {
+        loop {
+            let polled: BTreeSet<(ConnId, u64)> = lock(&self.watches)
+                .iter()
+                .filter(|(_, w)| w.polled)
+                .map(|(k, _)| *k)
+                .collect();
+            let mut keys = if polled.is_empty() {
+                let Ok(key) = self.touched.recv().await else {
+                    return;
                 };
-                for key in fired {
-                    // Only a watch still installed fires (not one removed meanwhile).
-                    if lock(&watches).remove(&key).is_some() {
-                        done(FsDone::WatchFired(key.0, key.1));
-                    }
-                }
+                BTreeSet::from([key])
+            } else {
+                let tick = async {
+                    self.runtime
+                        .sleep_until(self.runtime.now() + WATCH_POLL)
+                        .as_mut()
+                        .await;
+                    None
+                };
+                let touched = async { self.touched.recv().await.ok() };
+                let mut keys = polled;
+                keys.extend(futures_lite::future::or(touched, tick).await);
+                keys
+            };
+            while let Ok(key) = self.touched.try_recv() {
+                keys.insert(key);
             }
-        })));
+            self.check(keys).await;
+        }
+    }
+
+    /// Checks the watches `keys` (those still installed) on the blocking pool; fires and
+    /// forgets the ones that changed.
+    async fn check(&self, keys: BTreeSet<(ConnId, u64)>) {
+        let snapshot: Vec<((ConnId, u64), Watch)> = {
+            let watches = lock(&self.watches);
+            keys.iter()
+                .filter_map(|k| watches.get(k).map(|w| (*k, w.clone())))
+                .collect()
+        };
+        if snapshot.is_empty() {
+            return;
+        }
+        let (tx, rx) = async_channel::bounded(1);
+        self.runtime.spawn_blocking(Box::new(move || {
+            let fired: Vec<(ConnId, u64)> = snapshot
+                .into_iter()
+                .filter(|(_, w)| w.fired())
+                .map(|(k, _)| k)
+                .collect();
+            let _ = tx.send_blocking(fired);
+        }));
+        let Ok(fired) = rx.recv().await else {
+            return;
+        };
+        for (conn, watch_id) in fired {
+            // Only a watch still installed fires (not one removed meanwhile).
+            if lock(&self.watches).remove(&(conn, watch_id)).is_some() {
+                self.changes
+                    .submit_remove(&*self.runtime, conn, Which::Missing(watch_id));
+                (self.done)(FsDone::WatchFired(conn, watch_id));
+            }
+        }
     }
 }
 
@@ -238,7 +380,28 @@ impl Watch {
             missing,
             ancestors,
             present,
+            polled: false,
         })
+    }
+
+    /// Installs a plain route on `changes` for every directory whose changes can fire the
+    /// watch: the nearest existing ancestors and `present` (blocking).
+    ///
+    /// # Errors
+    /// The first route the OS refused; the routes installed before it stay (harmless: they
+    /// only wake a check) until the watch goes.
+    fn route(&self, changes: &FsWatches, conn: ConnId, watch_id: u64) -> Result<(), FsError> {
+        let mut dirs: BTreeSet<&Path> = self
+            .ancestors
+            .iter()
+            .flatten()
+            .map(|p| p.as_path())
+            .collect();
+        dirs.extend(self.present.as_ref().map(|(p, _)| p.as_path()));
+        for (i, dir) in dirs.into_iter().enumerate() {
+            changes.install(conn, Sub::Missing(watch_id, i), dir.to_path_buf(), false)?;
+        }
+        Ok(())
     }
 
     /// Whether something watched changed since the install.
@@ -291,6 +454,6 @@ fn nearest_existing(path: &Path) -> Option<PathBuf> {
 }
 
 /// Locks `m`, ignoring poisoning: the guarded tables stay consistent across a panicking op.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

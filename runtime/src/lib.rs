@@ -44,6 +44,7 @@ pub mod client;
 mod executor;
 pub mod fs;
 mod fs_service;
+mod fs_watch;
 pub mod host;
 pub mod http;
 mod os;

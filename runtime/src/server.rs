@@ -592,6 +592,23 @@ impl EventLoop {
                     FsDone::WatchFired(conn, watch_id) => {
                         self.server.handle_fs_watch_event(now, conn, watch_id);
                     }
+                    FsDone::WatchInstalled {
+                        ticket,
+                        conn,
+                        watch_id,
+                        result,
+                    } => {
+                        let result = self.fs.fs_watch_installed(conn, watch_id, result);
+                        self.server.handle_fs(now, ticket, result);
+                    }
+                    FsDone::Changed {
+                        conn,
+                        watch_id,
+                        kind,
+                        paths,
+                    } => self
+                        .server
+                        .handle_fs_change(now, conn, watch_id, kind, paths),
                 }
                 false
             }
@@ -779,6 +796,14 @@ impl EventLoop {
                 present,
             } => self.fs.watch(ticket, conn, watch_id, missing, present),
             Command::UnwatchMissing { conn, watch_id } => self.fs.unwatch(conn, watch_id),
+            Command::FsWatch {
+                ticket,
+                conn,
+                watch_id,
+                path,
+                recursive,
+            } => self.fs.fs_watch(ticket, conn, watch_id, path, recursive),
+            Command::FsUnwatch { conn, watch_id } => self.fs.fs_unwatch(conn, watch_id),
             Command::PauseOutput { key } => self.processes.set_output_paused(key, true),
             Command::ResumeOutput { key } => self.processes.set_output_paused(key, false),
             Command::PauseReading { conn } => self.set_reading_paused(conn, true),

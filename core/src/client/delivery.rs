@@ -12,12 +12,16 @@ use crate::rpc::RequestId;
 
 impl Client {
     /// A `process/output`, `process/exited` or `process/closed` notification, or an
-    /// `http/request/bodyDelta` (passed on as it is); anything else (and a notification of an
+    /// `http/request/bodyDelta` or `fs/changed` (passed on as they are); anything else (and a notification of an
     /// untracked process) is dropped.
     pub(super) fn handle_notification(&mut self, now: Instant, notification: Notification) {
         let (process_id, event) = match notification {
             Notification::HttpBodyDelta(delta) => {
                 self.events.push_back(ClientEvent::HttpBodyDelta(delta));
+                return;
+            }
+            Notification::FsChanged(changed) => {
+                self.events.push_back(ClientEvent::FsChanged(changed));
                 return;
             }
             Notification::ProcessOutput(n) => (

@@ -3,7 +3,7 @@
 #[cfg(doc)]
 use super::Client;
 use crate::ids::Seq;
-use crate::protocol::{HttpBodyDeltaNotification, Stream};
+use crate::protocol::{ChangedNotification, HttpBodyDeltaNotification, Stream};
 use crate::rpc::{RequestId, RpcError};
 
 /// Why a call could not be made at all.
@@ -131,6 +131,9 @@ pub enum ClientEvent {
     /// sends them in seq order on one connection). Not tracked across reconnects: the server
     /// cancels a streamed request when its connection drops.
     HttpBodyDelta(HttpBodyDeltaNotification),
+    /// ext: an `fs/changed` of an `fs/watch` watch, in arrival order. Not tracked across
+    /// reconnects: the server drops a connection's watches with it.
+    FsChanged(ChangedNotification),
     /// Runtime: open a new transport, then call [`Client::handle_connected`] or
     /// [`Client::handle_connect_failed`].
     Reconnect,

@@ -537,6 +537,8 @@ impl Expect {
             ClientEvent::SessionLost { reason } => self.on_session_lost(&reason, w),
             // The model sends no `http/request`.
             ClientEvent::HttpBodyDelta(delta) => Err(format!("unexpected {delta:?}")),
+            // Nor `fs/watch`.
+            ClientEvent::FsChanged(changed) => Err(format!("unexpected {changed:?}")),
         }
     }
 

@@ -38,14 +38,23 @@ impl<'de> Deserialize<'de> for Base64Bytes {
     /// offending symbol and offset. Both accept exactly the same strings (tested below).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        if let Ok(bytes) = base64_simd::STANDARD.decode_to_vec(s.as_bytes()) {
-            return Ok(Base64Bytes(bytes));
-        }
-        STANDARD
-            .decode(s.as_bytes())
+        decode_base64(s.as_bytes())
             .map(Base64Bytes)
             .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
     }
+}
+
+/// Decodes standard base64 (with padding) with the SIMD decoder; on failure the `base64` crate
+/// decodes again, for its error (the offending symbol and offset, the reference's words). Both
+/// accept exactly the same strings (tested below).
+///
+/// # Errors
+/// The `base64` crate's error for `s`.
+pub(crate) fn decode_base64(s: &[u8]) -> Result<Vec<u8>, base64::DecodeError> {
+    if let Ok(bytes) = base64_simd::STANDARD.decode_to_vec(s) {
+        return Ok(bytes);
+    }
+    STANDARD.decode(s)
 }
 
 impl From<Vec<u8>> for Base64Bytes {

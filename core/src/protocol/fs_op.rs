@@ -5,11 +5,10 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::bytes::decode_base64;
 use super::fs::{
     CanonicalizeParams, CanonicalizeResult, CopyParams, CreateDirectoryParams, EmptyResult,
     GetMetadataParams, GetMetadataResult, HandleParams, OpenMode, OpenParams, ReadBlockParams,
@@ -340,7 +339,7 @@ pub fn decode_fs_request(
         }),
         "fs/writeFile" => decode(params, |p: WriteFileParams| {
             let path = host_path(&p.path)?;
-            let data = STANDARD.decode(p.data_base64.as_bytes()).map_err(|e| {
+            let data = decode_base64(p.data_base64.as_bytes()).map_err(|e| {
                 FsError::invalid_input(format!(
                     "fs/writeFile requires valid base64 dataBase64: {e}"
                 ))

@@ -64,6 +64,9 @@ pub struct Capabilities {
     /// `bodyDelta` whose `error` is `"cancelled"`.
     #[serde(default)]
     pub http_cancel: bool,
+    /// `fs/watch`, `fs/unwatch` and the `fs/changed` notification exist.
+    #[serde(default)]
+    pub fs_watch: bool,
     /// `initialize {losslessOutput: true}` and the `process/ack` notification exist
     /// (PROTOCOL.md §5.11).
     #[serde(default)]
@@ -80,6 +83,7 @@ impl Capabilities {
             process_list: true,
             retention_gaps: true,
             http_cancel: true,
+            fs_watch: true,
             lossless_output: true,
         }
     }

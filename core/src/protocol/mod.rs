@@ -6,6 +6,7 @@ mod environment;
 pub mod fs;
 mod fs_error;
 mod fs_op;
+mod fs_watch;
 mod http;
 mod initialize;
 mod lossless;
@@ -30,6 +31,7 @@ pub use fs_op::{
     FsRequest, FsResult, WalkLimits, FS_OP_METHODS, MAX_BLOCK_LEN, MAX_HANDLES,
     MAX_HANDLE_ID_BYTES, WALK_MAX, WALK_MAX_RESPONSE_BYTES,
 };
+pub use fs_watch::{ChangedNotification, FsChangeKind, UnwatchParams, WatchParams};
 pub use http::{
     body_failed_message, request_failed_message, BodyStream, BodyStreams,
     HttpBodyDeltaNotification, HttpCancelParams, HttpHeader, HttpHeaderParam, HttpRequest,
@@ -84,6 +86,12 @@ pub mod method {
     pub const FS_WATCH_MISSING: &str = "fs/watchMissing";
     /// Notification: a path watched with `fs/watchMissing` changed.
     pub const FS_MISSING_CHANGED: &str = "fs/missingChanged";
+    /// ext request: watch a file or tree for changes.
+    pub const FS_WATCH: &str = "fs/watch";
+    /// ext request: remove an `fs/watch` watch.
+    pub const FS_UNWATCH: &str = "fs/unwatch";
+    /// ext notification: changes seen by an `fs/watch` watch.
+    pub const FS_CHANGED: &str = "fs/changed";
     /// Request: perform an HTTP request.
     pub const HTTP_REQUEST: &str = "http/request";
     /// Notification: a chunk (or the end) of a streamed `http/request` body.

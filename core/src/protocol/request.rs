@@ -4,6 +4,7 @@
 use serde_json::value::RawValue;
 
 use super::fs::WatchMissingParams;
+use super::fs_watch::{ChangedNotification, UnwatchParams, WatchParams};
 use super::{
     decode_fs_request, method, ClosedNotification, ExitedNotification, FsPolicy, FsRequest,
     HttpBodyDeltaNotification, HttpCancelParams, HttpRequestParams, InitializeParams,
@@ -44,6 +45,10 @@ pub enum Method {
     EnvironmentStatus,
     /// `fs/watchMissing`.
     FsWatchMissing,
+    /// ext: `fs/watch`.
+    FsWatch,
+    /// ext: `fs/unwatch`.
+    FsUnwatch,
     /// One of the fs methods that decode to an [`FsOp`](super::FsOp): the wire name, one of
     /// [`FS_OP_METHODS`].
     Fs(&'static str),
@@ -67,6 +72,8 @@ impl Method {
             method::ENVIRONMENT_INFO => Method::EnvironmentInfo,
             method::ENVIRONMENT_STATUS => Method::EnvironmentStatus,
             method::FS_WATCH_MISSING => Method::FsWatchMissing,
+            method::FS_WATCH => Method::FsWatch,
+            method::FS_UNWATCH => Method::FsUnwatch,
             other => {
                 return FS_OP_METHODS
                     .iter()
@@ -93,6 +100,8 @@ impl Method {
             Method::EnvironmentInfo => method::ENVIRONMENT_INFO,
             Method::EnvironmentStatus => method::ENVIRONMENT_STATUS,
             Method::FsWatchMissing => method::FS_WATCH_MISSING,
+            Method::FsWatch => method::FS_WATCH,
+            Method::FsUnwatch => method::FS_UNWATCH,
             Method::Fs(name) => name,
         }
     }
@@ -103,7 +112,9 @@ impl Method {
         match self {
             Method::EnvironmentInfo => "environment info methods",
             Method::EnvironmentStatus => "environment status methods",
-            Method::FsWatchMissing | Method::Fs(_) => "filesystem methods",
+            Method::FsWatchMissing | Method::FsWatch | Method::FsUnwatch | Method::Fs(_) => {
+                "filesystem methods"
+            }
             Method::Initialize
             | Method::ProcessStart
             | Method::ProcessRead
@@ -166,6 +177,10 @@ pub enum Request {
     EnvironmentStatus,
     /// `fs/watchMissing {watchId, missing, present?}`.
     FsWatchMissing(WatchMissingParams),
+    /// ext: `fs/watch {watchId, path, recursive}`.
+    FsWatch(WatchParams),
+    /// ext: `fs/unwatch {watchId}`.
+    FsUnwatch(UnwatchParams),
     /// Every other `fs/*` request, validated ([`decode_fs_request`]).
     Fs(FsRequest),
 }
@@ -211,6 +226,8 @@ impl Request {
                 Request::EnvironmentStatus
             }
             Method::FsWatchMissing => Request::FsWatchMissing(rpc::decode_params(params)?),
+            Method::FsWatch => Request::FsWatch(rpc::decode_params(params)?),
+            Method::FsUnwatch => Request::FsUnwatch(rpc::decode_params(params)?),
             Method::Fs(name) => match decode_fs_request(name, params, fs_policy) {
                 Some(request) => Request::Fs(request?),
                 // `Method::Fs` only holds names of FS_OP_METHODS, which all decode.
@@ -250,6 +267,8 @@ impl Request {
             Request::EnvironmentInfo => Method::EnvironmentInfo,
             Request::EnvironmentStatus => Method::EnvironmentStatus,
             Request::FsWatchMissing(_) => Method::FsWatchMissing,
+            Request::FsWatch(_) => Method::FsWatch,
+            Request::FsUnwatch(_) => Method::FsUnwatch,
             Request::Fs(r) => Method::Fs(r.op.method()),
         }
     }
@@ -296,6 +315,8 @@ pub enum Notification {
     ProcessClosed(ClosedNotification),
     /// `http/request/bodyDelta`.
     HttpBodyDelta(HttpBodyDeltaNotification),
+    /// ext: `fs/changed`.
+    FsChanged(ChangedNotification),
     /// ext: `process/ack` (lossless output).
     ProcessAck(super::AckParams),
     /// A method this side does not know, or known with params that do not decode.
@@ -319,6 +340,9 @@ impl Notification {
             }
             method::HTTP_REQUEST_BODY_DELTA => {
                 rpc::decode_params(params).map_or_else(|_| unknown(), Notification::HttpBodyDelta)
+            }
+            method::FS_CHANGED => {
+                rpc::decode_params(params).map_or_else(|_| unknown(), Notification::FsChanged)
             }
             method::PROCESS_ACK => {
                 rpc::decode_params(params).map_or_else(|_| unknown(), Notification::ProcessAck)
@@ -349,6 +373,8 @@ mod tests {
             Method::EnvironmentInfo,
             Method::EnvironmentStatus,
             Method::FsWatchMissing,
+            Method::FsWatch,
+            Method::FsUnwatch,
         ] {
             assert_eq!(Method::from_name(m.name()), Some(m));
         }

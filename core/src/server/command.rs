@@ -133,8 +133,8 @@ pub enum Command {
         /// canonical paths (symlinks resolved) just before performing `op`.
         sandbox: Option<crate::sandbox::SandboxPolicy>,
     },
-    /// `conn` is gone: drop its file handles (closing the files) and its `fs/watchMissing`
-    /// watches. Answers to its operations still in flight are ignored.
+    /// `conn` is gone: drop its file handles (closing the files), its `fs/watchMissing`
+    /// watches and its `fs/watch` watches. Answers to its operations still in flight are ignored.
     FsCloseConnection {
         /// The connection.
         conn: ConnId,
@@ -160,6 +160,30 @@ pub enum Command {
     /// Remove watch `watch_id` of `conn` (`fs/watchMissing` with an empty list); nothing
     /// when it is not installed.
     UnwatchMissing {
+        /// The connection.
+        conn: ConnId,
+        /// The watch.
+        watch_id: u64,
+    },
+    /// ext: install `fs/watch` watch `watch_id` of `conn` on `path` (which must exist: else
+    /// answer with the error, e.g. not found). Answer with [`crate::Server::handle_fs`] and
+    /// [`FsResult::Empty`](crate::protocol::FsResult::Empty); from then on report every change
+    /// under it with [`crate::Server::handle_fs_change`] until [`Command::FsUnwatch`] or
+    /// [`Command::FsCloseConnection`]. A second install of a live id replaces the first.
+    FsWatch {
+        /// Names the install answer.
+        ticket: FsTicket,
+        /// The connection that owns the watch.
+        conn: ConnId,
+        /// The client-chosen id.
+        watch_id: u64,
+        /// The host path.
+        path: PathBuf,
+        /// Watch the whole tree below a directory (else the path and its direct entries).
+        recursive: bool,
+    },
+    /// ext: remove `fs/watch` watch `watch_id` of `conn`; nothing when it is not installed.
+    FsUnwatch {
         /// The connection.
         conn: ConnId,
         /// The watch.

@@ -55,6 +55,17 @@ pub struct ServerConfig {
     /// in flight; more are refused with `-32600`. Default 64 (the reference serves one
     /// request at a time per connection, so it needs no bound).
     pub max_fs_in_flight: usize,
+    /// ext: most live `fs/watch` watches per connection (installing or installed); one more is
+    /// refused with `-32600`. Each recursive watch costs one inotify watch per directory of its
+    /// tree (the kernel's `max_user_watches` is shared by the user). Default 64.
+    pub max_fs_watches: usize,
+    /// ext: how long an `fs/watch` watch gathers changes before sending them as `fs/changed`
+    /// notifications (one per kind); the window opens at the first change. Zero sends each
+    /// change at once. Default 50 ms.
+    pub fs_watch_coalesce: Duration,
+    /// ext: most paths one coalescing window of one `fs/watch` watch reports, over all kinds;
+    /// past it paths are left out and the notification says `truncated: true`. Default 1,024.
+    pub max_fs_watch_paths: usize,
     /// Most `http/request`s in flight per session (buffered ones until their response,
     /// streamed ones until their terminal delta); one more is refused with `-32600`. Default 64.
     pub max_http_requests: usize,
@@ -120,6 +131,9 @@ impl Default for ServerConfig {
             max_http_requests: 64,
             fs_policy: FsPolicy::default(),
             max_fs_in_flight: 64,
+            max_fs_watches: 64,
+            fs_watch_coalesce: Duration::from_millis(50),
+            max_fs_watch_paths: 1024,
             congestion_high_bytes: 16 << 20,
             congestion_low_bytes: 4 << 20,
             congestion_timeout: Duration::from_secs(30),
@@ -213,6 +227,8 @@ impl ServerConfig {
             ("maxSessions", self.max_sessions),
             ("maxConnections", self.max_connections),
             ("maxInflightRequests", self.max_inflight_requests),
+            ("maxFsWatches", self.max_fs_watches),
+            ("maxFsWatchPaths", self.max_fs_watch_paths),
         ];
         if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
@@ -237,6 +253,7 @@ impl ServerConfig {
             ("sandboxGrace", self.sandbox_grace),
             ("congestionTimeout", self.congestion_timeout),
             ("closeGrace", self.close_grace),
+            ("fsWatchCoalesce", self.fs_watch_coalesce),
         ];
         if let Some((name, value)) = durations.iter().find(|(_, d)| *d > MAX_CONFIG_DURATION) {
             return Err(ConfigError::TooLong {

@@ -66,8 +66,18 @@ pub(super) struct FsState {
 struct Pending {
     conn: ConnId,
     id: RequestId,
-    /// The watch this ticket installs (`fs/watchMissing`).
-    watch: Option<u64>,
+    install: Install,
+}
+
+/// What a ticket installs besides answering its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Install {
+    /// Nothing: a plain fs operation.
+    Nothing,
+    /// `fs/watchMissing` watch `watchId`.
+    Missing(u64),
+    /// `fs/watch` watch `watchId` (ext; `server/fs_watch.rs`).
+    Watch(u64),
 }
 
 /// One connection's fs state.
@@ -92,7 +102,7 @@ impl Server {
     /// [`max_fs_in_flight`](super::ServerConfig::max_fs_in_flight) requests in flight.
     pub(super) fn fs_request(&mut self, conn: ConnId, id: &RequestId, req: FsRequest) -> Reply {
         let sandbox = self.fs_sandbox(&req)?;
-        let ticket = self.fs_ticket(conn, id, None)?;
+        let ticket = self.fs_ticket(conn, id, Install::Nothing)?;
         self.out.push_back(Output::Command(Command::Fs {
             ticket,
             conn,
@@ -158,7 +168,7 @@ impl Server {
             Some(Ok(path)) => Some(path),
             Some(Err(_)) => return not_watching(),
         };
-        let ticket = self.fs_ticket(conn, id, Some(watch_id))?;
+        let ticket = self.fs_ticket(conn, id, Install::Missing(watch_id))?;
         self.fs
             .conns
             .entry(conn)
@@ -178,20 +188,19 @@ impl Server {
     /// The runtime finished the fs operation (or watch install) `ticket`: answer the request
     /// that asked for it, if its connection still holds its session. Unknown tickets (their
     /// connection is gone) are ignored.
-    pub fn handle_fs(
-        &mut self,
-        _now: Instant,
-        ticket: FsTicket,
-        result: Result<FsResult, FsError>,
-    ) {
+    pub fn handle_fs(&mut self, now: Instant, ticket: FsTicket, result: Result<FsResult, FsError>) {
         let Some(p) = self.fs.pending.remove(&ticket) else {
             return;
         };
         if let Some(c) = self.fs.conns.get_mut(&p.conn) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
-        if let Some(watch_id) = p.watch {
-            self.on_watch_installed(p.conn, watch_id, &result);
+        match p.install {
+            Install::Nothing => {}
+            Install::Missing(watch_id) => self.on_watch_installed(p.conn, watch_id, &result),
+            Install::Watch(watch_id) => {
+                self.on_fs_watch_installed(p.conn, watch_id, ticket, result.is_ok());
+            }
         }
         if self.owns_session(p.conn) {
             let reply = match result {
@@ -200,6 +209,7 @@ impl Server {
             };
             self.reply(p.conn, &p.id, reply);
         }
+        self.settle(now);
     }
 
     /// A path watched by `watch_id` of `conn` appeared (or its watched ancestor changed):
@@ -230,6 +240,7 @@ impl Server {
     /// handles and watches (only when it used fs at all).
     pub(super) fn drop_fs_of(&mut self, conn: ConnId) {
         self.fs.pending.retain(|_, p| p.conn != conn);
+        self.drop_fs_watches_of(conn);
         if self.fs.conns.remove(&conn).is_some() {
             self.out
                 .push_back(Output::Command(Command::FsCloseConnection { conn }));
@@ -254,11 +265,11 @@ impl Server {
     }
 
     /// A fresh ticket for a request of `conn`, counted against its in-flight bound.
-    fn fs_ticket(
+    pub(super) fn fs_ticket(
         &mut self,
         conn: ConnId,
         id: &RequestId,
-        watch: Option<u64>,
+        install: Install,
     ) -> Result<FsTicket, RpcError> {
         let limit = self.config.max_fs_in_flight;
         let c = self.fs.conns.entry(conn).or_default();
@@ -275,7 +286,7 @@ impl Server {
             Pending {
                 conn,
                 id: id.clone(),
-                watch,
+                install,
             },
         );
         Ok(ticket)
@@ -304,7 +315,7 @@ impl Server {
     }
 
     /// Whether `conn` is open and its session is attached to it.
-    fn owns_session(&self, conn: ConnId) -> bool {
+    pub(super) fn owns_session(&self, conn: ConnId) -> bool {
         let Some(c) = self.conns.get(&conn) else {
             return false;
         };

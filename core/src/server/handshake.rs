@@ -70,6 +70,8 @@ impl Server {
             (Request::EnvironmentInfo, Some(_)) => self.environment_info(),
             (Request::EnvironmentStatus, Some(_)) => self.environment_status(),
             (Request::FsWatchMissing(params), Some(_)) => self.watch_missing(conn, id, params),
+            (Request::FsWatch(params), Some(_)) => self.fs_watch(conn, id, params),
+            (Request::FsUnwatch(params), Some(_)) => self.fs_unwatch(conn, params),
             (Request::Fs(request), Some(_)) => self.fs_request(conn, id, request),
         }
     }

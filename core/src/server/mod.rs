@@ -35,6 +35,7 @@ mod denial_grace;
 mod environment;
 mod events;
 mod fs;
+mod fs_watch;
 mod handshake;
 mod http;
 mod limits;
@@ -126,6 +127,7 @@ pub struct Server {
     http: http::HttpState,
     timers: BTreeSet<(Instant, Timer)>,
     fs: fs::FsState,
+    fs_watches: fs_watch::WatchState,
     out: VecDeque<Output>,
     /// Connections that crossed a congestion mark or were closed during the current
     /// `handle_*` call; their timers start in [`Server::settle`], which knows `now`.
@@ -204,6 +206,7 @@ impl Server {
             http: http::HttpState::default(),
             timers: BTreeSet::new(),
             fs: fs::FsState::default(),
+            fs_watches: fs_watch::WatchState::default(),
             out: VecDeque::new(),
             unsettled: BTreeSet::new(),
         }

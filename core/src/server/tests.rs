@@ -11,6 +11,7 @@ use crate::protocol::{SandboxType, Stream};
 use crate::sim::Sim;
 
 mod fs_env;
+mod fs_watch;
 mod lossless;
 mod sandbox;
 

@@ -27,6 +27,8 @@ pub(super) enum Timer {
     Congestion(ConnId),
     /// A closed connection's grace before it is dropped (§3.4).
     CloseGrace(ConnId),
+    /// The coalescing window of an `fs/watch` watch (ext, §13.2).
+    FsWatchFlush(ConnId, u64),
 }
 
 impl Server {
@@ -59,6 +61,7 @@ impl Server {
                 Timer::Forget(key) => self.on_forget_timer(at, key),
                 Timer::Congestion(conn) => self.on_congestion_timer(now, at, conn),
                 Timer::CloseGrace(conn) => self.on_close_grace_timer(at, conn),
+                Timer::FsWatchFlush(conn, watch_id) => self.on_fs_watch_flush(conn, watch_id),
             }
         }
     }

@@ -376,6 +376,67 @@ impl Conn {
     }
 }
 
+/// Sends requests `0..n` on `c` with at most `window` unanswered: `request(i)` gives request
+/// `i`'s method and params. Every frame that arrives goes to `on_frame` with the index of the
+/// request it answers (`None` for a notification). An error response is an error.
+///
+/// The window matters for the reference: with a few hundred requests pipelined on one
+/// connection, codex exec-server 0.169 stops answering (seen at ~230–370 responses).
+pub(crate) async fn windowed(
+    c: &mut Conn,
+    n: usize,
+    window: usize,
+    mut request: impl FnMut(usize) -> (&'static str, Value),
+    mut on_frame: impl FnMut(Option<usize>, &Frame) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut in_flight = std::collections::BTreeMap::new();
+    let (mut sent, mut answered) = (0, 0);
+    while answered < n {
+        while sent < n && in_flight.len() < window {
+            let (method, params) = request(sent);
+            in_flight.insert(c.queue_request(method, params).await?, sent);
+            sent += 1;
+        }
+        c.flush().await?;
+        let frame = c
+            .frame()
+            .await
+            .with_context(|| format!("{answered} of {n} answered"))?;
+        let index = match response_id(&frame)? {
+            Some(id) => {
+                answered += 1;
+                Some(
+                    in_flight
+                        .remove(&id)
+                        .with_context(|| format!("unexpected response {id}"))?,
+                )
+            }
+            None => None,
+        };
+        on_frame(index, &frame)?;
+    }
+    Ok(())
+}
+
+/// The id of a successful response; `None` for a notification; an error response is an error.
+/// Only the head of a frame that starts with `{"id":N,"result"` is looked at (big results).
+pub(crate) fn response_id(frame: &[u8]) -> anyhow::Result<Option<i64>> {
+    let head = &frame[..frame.len().min(40)];
+    let fast = std::str::from_utf8(head)
+        .ok()
+        .and_then(|s| s.strip_prefix(r#"{"id":"#))
+        .and_then(|r| r.split_once(r#","result""#))
+        .and_then(|(n, _)| n.parse::<i64>().ok());
+    if fast.is_some() {
+        return Ok(fast);
+    }
+    let m = parse(frame)?;
+    if let Some(e) = m.error {
+        bail!("request {:?} failed: {e}", m.id);
+    }
+    Ok(m.id.filter(|_| m.is_response()))
+}
+
 /// `process/start` params for a non-PTY process in `/tmp` with a minimal `PATH`.
 pub(crate) fn start_params(process_id: &str, argv: &[&str], pipe_stdin: bool) -> Value {
     json!({

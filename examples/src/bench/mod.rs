@@ -38,6 +38,11 @@
 //!   (`plot.rs`); with `--server-cmd` the run measures a local execd too, so each plot shows
 //!   both servers.
 //!
+//! - `fs`: `fs/readFile` and block-read throughput of a `--fs-bytes` file (256 MiB),
+//!   `fs/writeFile` of up to 8 MiB, `fs/getMetadata` round trips and 1,000 pipelined, and
+//!   `fs/walk` of 10,000 files, next to a local `cat`, write, `stat` and walk (`fs.rs`; its
+//!   floors run unless `--no-floor`).
+//!
 //! - `--soak SECONDS` runs only the soak (`soak.rs`): hostile clients against the server while
 //!   a bystander measures echo round trips; reports echo p50/p99 and the server's peak RSS.
 //!
@@ -45,6 +50,7 @@
 
 mod client;
 mod floor;
+mod fs;
 mod http;
 mod latency;
 mod plot;
@@ -77,6 +83,7 @@ pub(crate) enum Scenario {
     Http,
     Tls,
     Scaling,
+    Fs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +124,9 @@ pub(crate) struct BenchArgs {
     /// Bytes of the `http` scenario's streamed download.
     #[arg(long, default_value_t = 1 << 30)]
     http_bytes: u64,
+    /// Bytes of the file the `fs` scenario reads (and writes, up to 8 MiB).
+    #[arg(long, default_value_t = 256 << 20)]
+    fs_bytes: usize,
     /// Skip the local floor measurements (same as leaving `floor` out of --only).
     #[arg(long)]
     no_floor: bool,
@@ -210,6 +220,16 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.selected(Scenario::Http) {
         http_download(&target, args.http_bytes, &mut report)?;
+    }
+    if args.selected(Scenario::Fs) {
+        let server = target.start()?;
+        let fs_args = fs::FsArgs {
+            bytes: args.fs_bytes,
+            iterations: args.iterations,
+            floor: !args.no_floor,
+        };
+        smol::block_on(fs::run(&server.url, &fs_args, &mut report))?;
+        drop(server);
     }
     let tls_selected = if args.only.is_empty() {
         matches!(target, Target::Local)

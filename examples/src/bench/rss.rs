@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _};
 use futures::StreamExt as _;
 use serde_json::json;
 
-use super::client::{check_response, parse, start_params, Conn};
+use super::client::{parse, start_params, windowed, Conn};
 
 /// Parallel connection attempts while opening idle sessions.
 const CONNECT_PARALLELISM: usize = 32;
@@ -103,11 +103,8 @@ pub(crate) async fn close_all(conns: Vec<Conn>) {
         .await;
 }
 
-/// Starts `n` `sleep 600` processes on `c`, at most `WINDOW` requests in flight, and waits for
-/// every start response.
-///
-/// The window matters for the reference: with a few hundred requests pipelined on one
-/// connection, codex exec-server 0.169 stopped answering (seen at ~255 responses).
+/// Starts `n` `sleep 600` processes on `c`, at most `WINDOW` requests in flight (see
+/// [`windowed`] for why), and waits for every start response.
 pub(crate) async fn start_sleepers(c: &mut Conn, n: usize) -> anyhow::Result<()> {
     start_sleepers_from(c, 0, n).await
 }
@@ -115,28 +112,19 @@ pub(crate) async fn start_sleepers(c: &mut Conn, n: usize) -> anyhow::Result<()>
 /// [`start_sleepers`] for sleepers `from..n` (ids `live-{from}` onwards), when `from` are
 /// running already.
 pub(crate) async fn start_sleepers_from(c: &mut Conn, from: usize, n: usize) -> anyhow::Result<()> {
-    let mut sent = from;
-    let mut answered = from;
-    while answered < n {
-        while sent < n && sent - answered < WINDOW {
-            let params = start_params(&format!("live-{sent}"), &["sleep", "600"], false);
-            c.queue_request("process/start", params).await?;
-            sent += 1;
-        }
-        c.flush().await?;
-        let f = c
-            .frame()
-            .await
-            .with_context(|| format!("{answered} of {n} started"))?;
-        let m = parse(&f)?;
-        if m.is_response() {
-            check_response(&m, "process/start of a sleeper")?;
-            answered += 1;
-        } else if m.method == Some("process/closed") {
+    let request = |i| {
+        let params = start_params(&format!("live-{}", from + i), &["sleep", "600"], false);
+        ("process/start", params)
+    };
+    windowed(c, n.saturating_sub(from), WINDOW, request, |_, f| {
+        let m = parse(f)?;
+        if m.method == Some("process/closed") {
             bail!("a sleeper closed early: {:?}", m.process_id());
         }
-    }
-    Ok(())
+        Ok(())
+    })
+    .await
+    .context("process/start of a sleeper")
 }
 
 /// Terminates the `n` sleepers (at most `WINDOW` requests in flight) and waits for their

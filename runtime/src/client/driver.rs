@@ -14,6 +14,7 @@ use execd_core::RequestId;
 use futures_lite::future;
 use tracing::{debug, info, trace};
 
+use super::fs_watch::{ChangeItem, FsChange};
 use super::http::DeltaItem;
 use super::process::Event;
 use super::{with_timeout, Error, Status};
@@ -38,6 +39,14 @@ pub(super) enum Cmd {
     Write {
         process_id: String,
         bytes: Vec<u8>,
+        reply: Reply,
+    },
+    /// ext `fs/watch`: the watch's changes go to `changes` until it is removed or the
+    /// connection drops.
+    FsWatch {
+        watch_id: u64,
+        params: serde_json::Value,
+        changes: Sender<ChangeItem>,
         reply: Reply,
     },
     /// A streamed `http/request`: its deltas go to `deltas` until the terminal one.
@@ -118,6 +127,10 @@ pub(super) struct Driver {
     http_streams: HashMap<String, Sender<DeltaItem>>,
     /// Their calls, until answered: an error answer ends the stream.
     http_calls: HashMap<RequestId, String>,
+    /// `fs/watch` watches by `watchId`, from the call until removed or the connection drops.
+    fs_watches: HashMap<u64, Sender<ChangeItem>>,
+    /// Their calls, until answered: an error answer ends the stream.
+    fs_watch_calls: HashMap<RequestId, u64>,
     reader: Option<FrameReader>,
     writer: Option<FrameWriter>,
     connecting: Option<BoxFuture<'static, io::Result<(FrameReader, FrameWriter)>>>,
@@ -158,6 +171,8 @@ impl Driver {
             processes: HashMap::new(),
             http_streams: HashMap::new(),
             http_calls: HashMap::new(),
+            fs_watches: HashMap::new(),
+            fs_watch_calls: HashMap::new(),
             reader: None,
             writer: None,
             connecting: None,
@@ -314,13 +329,28 @@ impl Driver {
                 }
                 Err(e) => answer_refused(&reply, e),
             },
+            Cmd::FsWatch {
+                watch_id,
+                params,
+                changes,
+                reply,
+            } => match self.core.call(now, method::FS_WATCH, params) {
+                Ok(id) => {
+                    // Registered before the call goes out, so no change is missed.
+                    self.fs_watches.insert(watch_id, changes);
+                    self.fs_watch_calls.insert(id.clone(), watch_id);
+                    self.calls.insert(id, reply);
+                }
+                Err(e) => answer_refused(&reply, e),
+            },
             Cmd::Close => self.core.close(),
         }
     }
 
     fn disconnected(&mut self, now: Instant) {
         self.drop_transport();
-        // The server cancels a streamed request when its connection drops.
+        // The server cancels a streamed request, and drops the watches, when its connection
+        // drops.
         self.end_http_streams();
         self.core.handle_disconnect(now);
     }
@@ -377,6 +407,11 @@ impl Driver {
                     if let Some(process_id) = self.starts.remove(&id) {
                         if result.is_err() {
                             self.processes.remove(&process_id);
+                        }
+                    }
+                    if let Some(watch_id) = self.fs_watch_calls.remove(&id) {
+                        if result.is_err() {
+                            self.fs_watches.remove(&watch_id);
                         }
                     }
                     if let Some(request_id) = self.http_calls.remove(&id) {
@@ -451,6 +486,16 @@ impl Driver {
                         let _ = ready.try_send(Err(reason));
                     }
                 }
+                ClientEvent::FsChanged(changed) => {
+                    let Some(changes) = self.fs_watches.get(&changed.watch_id) else {
+                        continue;
+                    };
+                    let watch_id = changed.watch_id;
+                    // Waits while the watch's queue is full: backpressure onto the connection.
+                    if changes.send(Ok(FsChange::from(changed))).await.is_err() {
+                        self.fs_watches.remove(&watch_id);
+                    }
+                }
                 ClientEvent::HttpBodyDelta(delta) => {
                     let Some(deltas) = self.http_streams.get(&delta.request_id) else {
                         continue;
@@ -467,11 +512,16 @@ impl Driver {
         }
     }
 
-    /// Every streamed `http/request` body fails with [`Error::Closed`].
+    /// Every streamed `http/request` body, and every `fs/watch` stream, fails with
+    /// [`Error::Closed`].
     fn end_http_streams(&mut self) {
         self.http_calls.clear();
         for (_, deltas) in self.http_streams.drain() {
             let _ = deltas.try_send(Err(Error::Closed));
+        }
+        self.fs_watch_calls.clear();
+        for (_, changes) in self.fs_watches.drain() {
+            let _ = changes.try_send(Err(Error::Closed));
         }
     }
 

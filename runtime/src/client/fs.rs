@@ -188,7 +188,7 @@ impl<R> FileHandle<R> {
 }
 
 /// `path` as a PathUri string.
-fn uri(path: &Path) -> Result<String, Error> {
+pub(super) fn uri(path: &Path) -> Result<String, Error> {
     PathUri::from_host_path(path)
         .map(|u| u.as_str().to_owned())
         .map_err(|e| Error::InvalidPath(format!("{}: {e}", path.display())))

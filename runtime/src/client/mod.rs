@@ -15,6 +15,7 @@
 
 mod driver;
 mod fs;
+mod fs_watch;
 mod http;
 mod process;
 mod ssh;
@@ -42,6 +43,7 @@ use crate::transport::{self, FrameReader, FrameWriter, Limits};
 use driver::{Cmd, Connector, Driver};
 pub use execd_core::client::LostReason;
 pub use fs::FileHandle;
+pub use fs_watch::{FsChange, FsWatch};
 pub use http::HttpBody;
 pub use process::{Event, Process};
 pub use ssh::SshOptions;

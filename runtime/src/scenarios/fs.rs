@@ -16,7 +16,7 @@ use crate::runtime::Runtime;
 use crate::{ClientOptions, Executor, LocalExecutor, RemoteExecutor, ServerOptions};
 
 impl TempDir {
-    fn uri(&self, name: &str) -> String {
+    pub(super) fn uri(&self, name: &str) -> String {
         PathUri::from_host_path(&self.path(name))
             .expect("absolute")
             .as_str()
@@ -24,7 +24,7 @@ impl TempDir {
     }
 }
 
-fn error_code(r: &Value) -> i64 {
+pub(super) fn error_code(r: &Value) -> i64 {
     r["error"]["code"]
         .as_i64()
         .unwrap_or_else(|| panic!("an error: {r}"))
@@ -168,6 +168,12 @@ pub async fn files_round_trip_byte_exact_whole_and_in_blocks(rt: Arc<dyn Runtime
     }
     assert_eq!(eofs, [false, false, true]);
     assert!(read == big, "2 MiB read back exactly");
+    // Whole: a 2.7 MiB answer goes out in WebSocket fragments.
+    let r = c.call("fs/readFile", json!({"path": dir.uri("big")})).await;
+    let whole = STANDARD
+        .decode(r["result"]["dataBase64"].as_str().expect("data"))
+        .expect("base64");
+    assert!(whole == big, "2 MiB read back whole");
     let r = c.call("fs/close", json!({"handleId": "r"})).await;
     assert_eq!(r["result"], json!({}));
     let r = c.call("fs/close", json!({"handleId": "r"})).await;
@@ -214,6 +220,33 @@ pub async fn handles_are_bounded_at_128_per_connection(rt: Arc<dyn Runtime>) {
     assert!(r.get("result").is_some(), "{r}");
 }
 
+/// `fs/watchMissing` watch `id` with `params` (`missing`, `present`); its `watching`.
+async fn watch_missing(c: &mut Client, id: u64, mut params: Value) -> bool {
+    params["watchId"] = json!(id);
+    let r = c.call("fs/watchMissing", params).await;
+    r["result"]["watching"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("watch {id}: {r}"))
+}
+
+/// The next notification is `fs/missingChanged` for watch `id`.
+async fn expect_fired(c: &mut Client, id: u64) {
+    let n = c.notification().await;
+    assert_eq!(
+        n,
+        json!({"method": "fs/missingChanged", "params": {"watchId": id}}),
+        "watch {id}"
+    );
+}
+
+/// No notification arrives within three poll periods; the connection keeps working.
+async fn expect_quiet(rt: &Arc<dyn Runtime>, c: &mut Client) {
+    super::sleep(rt, crate::fs_service::WATCH_POLL * 3).await;
+    let r = c.call("environment/status", json!(null)).await;
+    assert_eq!(r["result"]["status"], "ready");
+    assert!(c.notifications.is_empty(), "{:?}", c.notifications);
+}
+
 /// Scenario.
 pub async fn watch_missing_fires_when_the_path_appears(rt: Arc<dyn Runtime>) {
     let rt = &rt;
@@ -221,45 +254,84 @@ pub async fn watch_missing_fires_when_the_path_appears(rt: Arc<dyn Runtime>) {
     std::fs::write(dir.path("exists"), b"").expect("write");
     let server = start_server(rt, ServerConfig::default()).await;
     let (mut c, _) = Client::session(rt, &server.url).await;
-    let r = c
-        .call(
-            "fs/watchMissing",
-            json!({"watchId": 9, "missing": [dir.uri("exists")]}),
-        )
-        .await;
-    assert_eq!(r["result"], json!({"watching": false}), "already there");
-    let r = c
-        .call(
-            "fs/watchMissing",
-            json!({"watchId": 7, "missing": [dir.uri("later")], "present": dir.uri("exists")}),
-        )
-        .await;
-    assert_eq!(r["result"], json!({"watching": true}), "{r}");
+    let params = json!({"missing": [dir.uri("exists")]});
+    assert!(!watch_missing(&mut c, 9, params).await, "already there");
+    let params = json!({"missing": [dir.uri("later")], "present": dir.uri("exists")});
+    assert!(watch_missing(&mut c, 7, params).await);
     std::fs::write(dir.path("later"), b"now").expect("create");
-    let n = c.notification().await;
-    assert_eq!(
-        n,
-        json!({"method": "fs/missingChanged", "params": {"watchId": 7}})
-    );
+    expect_fired(&mut c, 7).await;
     // Cleared watches stay silent; the connection keeps working.
-    let r = c
-        .call(
-            "fs/watchMissing",
-            json!({"watchId": 8, "missing": [dir.uri("x")]}),
-        )
-        .await;
-    assert_eq!(r["result"], json!({"watching": true}));
-    let r = c
-        .call("fs/watchMissing", json!({"watchId": 8, "missing": []}))
-        .await;
-    assert_eq!(r["result"], json!({"watching": false}));
+    assert!(watch_missing(&mut c, 8, json!({"missing": [dir.uri("x")]})).await);
+    assert!(!watch_missing(&mut c, 8, json!({"missing": []})).await);
     std::fs::write(dir.path("x"), b"").expect("create");
-    let r = c.call("environment/status", json!(null)).await;
-    assert_eq!(r["result"]["status"], "ready");
-    super::sleep(rt, crate::fs_service::WATCH_POLL * 3).await;
-    let r = c.call("environment/status", json!(null)).await;
-    assert_eq!(r["result"]["status"], "ready");
-    assert!(c.notifications.is_empty(), "{:?}", c.notifications);
+    expect_quiet(rt, &mut c).await;
+}
+
+/// Scenario: each `fs/watchMissing` watch fires on its own change only: a parent directory
+/// created, a sibling of another watch's path created in a directory both watch, `present`
+/// changed, the watched ancestor removed.
+pub async fn watch_missing_fires_for_parents_present_and_shared_directories(rt: Arc<dyn Runtime>) {
+    let rt = &rt;
+    let dir = TempDir::new();
+    for d in ["shared", "repo", "gone"] {
+        std::fs::create_dir(dir.path(d)).expect("mkdir");
+    }
+    let server = start_server(rt, ServerConfig::default()).await;
+    let (mut c, _) = Client::session(rt, &server.url).await;
+    let watches = [
+        (1, json!({"missing": [dir.uri("a/b/c")]})),
+        (2, json!({"missing": [dir.uri("shared/x")]})),
+        (3, json!({"missing": [dir.uri("shared/y")]})),
+        (
+            4,
+            json!({"missing": [dir.uri("repo/.git")], "present": dir.uri("repo")}),
+        ),
+        (5, json!({"missing": [dir.uri("gone/z")]})),
+    ];
+    for (id, params) in watches {
+        assert!(watch_missing(&mut c, id, params).await, "watch {id}");
+    }
+    let steps: [(u64, Box<dyn Fn()>); 5] = [
+        (
+            1,
+            Box::new(|| std::fs::create_dir(dir.path("a")).expect("mkdir a")),
+        ),
+        (
+            2,
+            Box::new(|| std::fs::write(dir.path("shared/x"), b"").expect("x")),
+        ),
+        (
+            4,
+            Box::new(|| std::fs::write(dir.path("repo/other"), b"").expect("other")),
+        ),
+        (
+            5,
+            Box::new(|| std::fs::remove_dir(dir.path("gone")).expect("rmdir")),
+        ),
+        // Watch 3 shares `shared` with watch 2, which fired and was removed: still watched.
+        (
+            3,
+            Box::new(|| std::fs::write(dir.path("shared/y"), b"").expect("y")),
+        ),
+    ];
+    for (id, step) in steps {
+        // Nothing fired early (every earlier notification was taken).
+        let r = c.call("environment/status", json!(null)).await;
+        assert_eq!(r["result"]["status"], "ready");
+        assert!(
+            c.notifications.is_empty(),
+            "before {id}: {:?}",
+            c.notifications
+        );
+        step();
+        expect_fired(&mut c, id).await;
+    }
+    // Each watch fired once; a fired id can be watched again.
+    std::fs::create_dir(dir.path("a/b")).expect("mkdir b");
+    assert!(watch_missing(&mut c, 1, json!({"missing": [dir.uri("shared/w")]})).await);
+    std::fs::write(dir.path("shared/w"), b"").expect("w");
+    expect_fired(&mut c, 1).await;
+    expect_quiet(rt, &mut c).await;
 }
 
 /// Scenario.

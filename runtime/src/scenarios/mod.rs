@@ -31,6 +31,7 @@
 pub mod client;
 pub mod containment;
 pub mod fs;
+pub mod fs_watch;
 pub mod hostile;
 pub mod http;
 pub mod lossless;
@@ -208,8 +209,14 @@ macro_rules! scenario_tests {
                 files_round_trip_byte_exact_whole_and_in_blocks,
                 handles_are_bounded_at_128_per_connection,
                 watch_missing_fires_when_the_path_appears,
+                watch_missing_fires_for_parents_present_and_shared_directories,
                 bad_fs_inputs_leave_the_connection_working,
                 local_and_remote_executors_agree_on_files,
+            }
+            fs_watch {
+                a_file_created_after_the_watch_is_reported_recursively_or_not,
+                unwatch_stops_notifications_and_the_limit_is_named,
+                executors_stream_watch_changes,
             }
             client {
                 a_process_streams_its_events_in_order_with_its_exit_code,

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::handshake::client::Request;
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use async_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
+use async_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
@@ -856,15 +856,44 @@ impl WsReader {
     }
 }
 
+/// Outbound messages longer than this many bytes are sent as fragments of this size.
+/// tungstenite moves the unwritten rest of its output buffer to the front after every partial
+/// socket write, so a message sent as one frame costs a copy of its rest per socket write:
+/// quadratic, seconds of `memmove` for a 256 MiB `fs/readFile` result. Fragments bound each
+/// copy by their size; they also stay under a peer's frame limit (tungstenite's default 16
+/// MiB, which the reference client keeps).
+pub(super) const OUT_FRAGMENT: usize = 256 << 10;
+
 /// Writing half.
 pub(super) struct WsWriter {
     shared: Arc<Shared>,
 }
 
 impl WsWriter {
+    /// Sends `text` as one text message; one longer than [`OUT_FRAGMENT`] goes out as
+    /// fragments of that size (RFC 6455 §5.4; control frames may come between them).
     pub(super) async fn send(&mut self, text: String) -> io::Result<()> {
         tracing::trace!(len = text.len(), "websocket send");
-        let mut message = Some(Message::text(text));
+        if text.len() <= OUT_FRAGMENT {
+            return self.send_message(Message::text(text)).await;
+        }
+        let bytes = Bytes::from(text);
+        let parts = bytes.len().div_ceil(OUT_FRAGMENT);
+        for i in 0..parts {
+            let part = bytes.slice(i * OUT_FRAGMENT..((i + 1) * OUT_FRAGMENT).min(bytes.len()));
+            let opcode = if i == 0 {
+                OpCode::Data(OpData::Text)
+            } else {
+                OpCode::Data(OpData::Continue)
+            };
+            let frame = Frame::message(part, opcode, i + 1 == parts);
+            self.send_message(Message::Frame(frame)).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_message(&mut self, message: Message) -> io::Result<()> {
+        let mut message = Some(message);
         poll_fn(|cx| {
             self.with_write_cx(cx, |mut ws, write_cx| {
                 match ws.as_mut().poll_ready(write_cx) {
