@@ -94,6 +94,7 @@ impl Client {
         let params = InitializeParams {
             client_name: self.config.client_name.clone(),
             resume_session_id: self.session_id.clone(),
+            binary_frames: self.config.binary_frames,
         };
         let id = self.alloc_id();
         let text = rpc::encode_request(&RequestId::Int(id), method::INITIALIZE, &params);

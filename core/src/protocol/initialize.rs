@@ -9,6 +9,10 @@ pub struct InitializeParams {
     /// The session to re-attach, from an earlier `initialize` result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_session_id: Option<String>,
+    /// ext: ask for binary `process/output` frames on this connection (PROTOCOL.md §2.5);
+    /// absent (false) in the reference's dialect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary_frames: bool,
 }
 
 /// `initialize` result: `{sessionId}` plus execd's negotiation fields (ext), which clients of
@@ -28,6 +32,10 @@ pub struct InitializeResult {
     /// ext: the extensions this server supports; absent from the reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
+    /// ext: `true` when this connection now carries `process/output` as binary frames
+    /// (asked for with `binaryFrames` and possible on its transport); absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary_frames: bool,
 }
 
 /// ext: what execd supports beyond the Codex exec-server. A client uses an extension only when
@@ -55,6 +63,10 @@ pub struct Capabilities {
     /// `bodyDelta` whose `error` is `"cancelled"`.
     #[serde(default)]
     pub http_cancel: bool,
+    /// Binary `process/output` and `process/write` frames can be negotiated on this
+    /// connection (`initialize {binaryFrames: true}`, PROTOCOL.md §2.5); false on stdio.
+    #[serde(default)]
+    pub binary_frames: bool,
 }
 
 impl Capabilities {
@@ -67,6 +79,7 @@ impl Capabilities {
             process_list: true,
             retention_gaps: true,
             http_cancel: true,
+            binary_frames: true,
         }
     }
 }
