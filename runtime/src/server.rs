@@ -350,6 +350,8 @@ struct ConnHandle {
 
 enum WriterMsg {
     Frame(String),
+    /// ext: a binary frame (PROTOCOL.md §2.5).
+    Binary(Vec<u8>),
     Close,
     /// Close with 1001 "going away" (the loop waits for the writer task to end).
     GoingAway,
@@ -510,6 +512,9 @@ impl EventLoop {
         match ev {
             LoopEvent::Accepted(reader, writer, principal) => {
                 let conn = self.server.handle_connect_as(now, principal);
+                if writer.carries_binary() {
+                    self.server.allow_binary_frames(conn);
+                }
                 info!(%conn, "connection opened");
                 self.start_connection(conn, reader, writer);
                 false
@@ -620,6 +625,10 @@ impl EventLoop {
                                 written += text.len();
                                 writer.send(text).await?;
                             }
+                            WriterMsg::Binary(frame) => {
+                                written += frame.len();
+                                writer.send_binary(frame).await?;
+                            }
                             WriterMsg::Close => {
                                 writer.close().await?;
                                 return Ok(());
@@ -672,6 +681,11 @@ impl EventLoop {
                 Output::Transmit { conn, text } => {
                     if let Some(w) = self.writers.get(&conn) {
                         let _ = w.tx.try_send(WriterMsg::Frame(text));
+                    }
+                }
+                Output::TransmitBinary { conn, frame } => {
+                    if let Some(w) = self.writers.get(&conn) {
+                        let _ = w.tx.try_send(WriterMsg::Binary(frame));
                     }
                 }
                 Output::Close { conn } => {

@@ -755,7 +755,17 @@ pub(super) struct WsWriter {
 impl WsWriter {
     pub(super) async fn send(&mut self, text: String) -> io::Result<()> {
         tracing::trace!(len = text.len(), "websocket send");
-        let mut message = Some(Message::text(text));
+        self.send_message(Message::text(text)).await
+    }
+
+    pub(super) async fn send_binary(&mut self, frame: Vec<u8>) -> io::Result<()> {
+        tracing::trace!(len = frame.len(), "websocket send binary");
+        // `Bytes::from(Vec)` takes the allocation over: no copy.
+        self.send_message(Message::Binary(Bytes::from(frame))).await
+    }
+
+    async fn send_message(&mut self, message: Message) -> io::Result<()> {
+        let mut message = Some(message);
         poll_fn(|cx| {
             self.with_write_cx(cx, |mut ws, write_cx| {
                 match ws.as_mut().poll_ready(write_cx) {
