@@ -40,6 +40,7 @@
 mod auth;
 mod cgroup;
 pub mod client;
+mod coalesce;
 mod executor;
 pub mod fs;
 mod fs_service;

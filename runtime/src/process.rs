@@ -51,12 +51,9 @@ use crate::runtime::{
     set_nonblocking, shared, AsyncFd, BoxFuture, ChildCommand, DefaultRuntime, Runtime,
 };
 
-/// Bytes asked for per read; one pipe buffer on Linux.
+/// Default largest chunk, in bytes: one pipe buffer on Linux. The server sets the core's
+/// `max_chunk_bytes` ([`ProcessTable::set_chunk_bytes`]).
 const CHUNK: usize = 64 * 1024;
-/// Reads of at least this many bytes hand the read buffer itself to the event (no copy) and
-/// allocate a new one; smaller reads are copied out so a retained chunk never holds more than
-/// twice its length.
-const HANDOFF_MIN: usize = CHUNK / 2;
 /// Consecutive ready steps a pump takes before yielding to the executor.
 const PUMP_BUDGET: u32 = 32;
 /// Reads per stream when draining after exit. Bounds the drain when a grandchild keeps writing;
@@ -103,6 +100,8 @@ pub struct ProcessTable<K = ProcessKey, R = Arc<dyn Runtime>> {
     entries: BTreeMap<K, Entry>,
     /// `None`: process groups only. Declared after `entries`, so it is dropped after them.
     cgroups: Option<CgroupDir>,
+    /// Largest output chunk a pump reads (see [`ProcessTable::set_chunk_bytes`]).
+    chunk_bytes: usize,
     _runtime: PhantomData<fn() -> R>,
 }
 
@@ -146,8 +145,19 @@ where
             events,
             entries: BTreeMap::new(),
             cgroups,
+            chunk_bytes: CHUNK,
             _runtime: PhantomData,
         }
+    }
+
+    /// Largest [`ProcessEvent::Output`] chunk, in bytes, for processes started from now on
+    /// (default 64 KiB; the server passes the core's
+    /// [`max_chunk_bytes`](execd_core::ServerConfig::max_chunk_bytes)). A pump that reads
+    /// some bytes reads again at once, without waiting, while more is in the pipe and the
+    /// chunk has room: under load chunks grow to this size, an idle pipe's bytes go out at
+    /// once. At least 1.
+    pub fn set_chunk_bytes(&mut self, bytes: usize) {
+        self.chunk_bytes = bytes.max(1);
     }
 
     /// Contains process trees in process groups only, even where cgroups are available. Call
@@ -381,7 +391,8 @@ where
             sources: io.sources,
             gate: gate.clone(),
             next: 0,
-            buf: Vec::with_capacity(CHUNK),
+            buf: Vec::new(),
+            chunk: self.chunk_bytes,
         };
         self.runtime
             .spawn(Box::pin(pump.run(child.status, closed.clone(), done_tx)))
@@ -610,8 +621,10 @@ struct Pump<K> {
     /// The source to try first in the next step (round robin, so one busy stream cannot
     /// starve the other).
     next: usize,
-    /// The read buffer: empty between steps, with at least `CHUNK` bytes of capacity.
+    /// The read buffer: empty between steps.
     buf: Vec<u8>,
+    /// Largest chunk, in bytes.
+    chunk: usize,
 }
 
 type StatusFuture = BoxFuture<'static, io::Result<std::process::ExitStatus>>;
@@ -664,11 +677,21 @@ impl<K: Copy + fmt::Debug + Send + 'static> Pump<K> {
                 continue;
             };
             self.buf.clear();
-            self.buf.reserve(CHUNK);
+            self.buf.reserve(self.chunk);
             let result = match os::poll_read(&*source.io, &mut self.buf, cx) {
                 Poll::Pending => continue,
                 Poll::Ready(result) => result,
             };
+            if matches!(result, Ok(n) if n > 0) {
+                // Coalescing: take what else is already in the pipe, without waiting. A
+                // failure or end of file is seen by the next step's read.
+                while self.buf.len() < self.chunk {
+                    match os::try_read(&*source.io, &mut self.buf) {
+                        Ok(Some(n)) if n > 0 => {}
+                        _ => break,
+                    }
+                }
+            }
             self.next = i + 1;
             return Poll::Ready(self.read_step(i, result));
         }
@@ -693,7 +716,7 @@ impl<K: Copy + fmt::Debug + Send + 'static> Pump<K> {
     fn read_step(&mut self, i: usize, result: io::Result<usize>) -> Step {
         match result {
             Ok(0) => Step::Eof(i),
-            Ok(_) => Step::Chunk(i, take_chunk(&mut self.buf)),
+            Ok(_) => Step::Chunk(i, take_chunk(&mut self.buf, self.chunk)),
             // A PTY master reads EIO once every slave descriptor is closed: its end of file.
             Err(err) if err.raw_os_error() == Some(libc::EIO) => Step::Eof(i),
             Err(err) => {
@@ -712,7 +735,7 @@ impl<K: Copy + fmt::Debug + Send + 'static> Pump<K> {
                     break;
                 };
                 self.buf.clear();
-                self.buf.reserve(CHUNK);
+                self.buf.reserve(self.chunk);
                 let result = match os::try_read(&*source.io, &mut self.buf) {
                     Ok(None) => break,
                     Ok(Some(n)) => Ok(n),
@@ -788,11 +811,12 @@ async fn stdin_writer<K: Copy + fmt::Debug>(
     trace!(?key, "stdin writer finished");
 }
 
-/// The bytes in `buf` as an owned chunk of exactly that length, leaving `buf` empty with at
-/// least `CHUNK` capacity.
-fn take_chunk(buf: &mut Vec<u8>) -> Vec<u8> {
-    if buf.len() >= HANDOFF_MIN {
-        std::mem::replace(buf, Vec::with_capacity(CHUNK))
+/// The bytes in `buf` as an owned chunk, leaving `buf` empty. Reads of at least half of
+/// `chunk` bytes hand the read buffer itself over (no copy; the next step allocates anew);
+/// smaller ones are copied out, so a retained chunk never holds more than twice its length.
+fn take_chunk(buf: &mut Vec<u8>, chunk: usize) -> Vec<u8> {
+    if buf.len() >= chunk / 2 {
+        std::mem::take(buf)
     } else {
         let chunk = buf.as_slice().to_vec();
         buf.clear();
@@ -840,14 +864,21 @@ mod tests {
     fn large_reads_hand_off_the_buffer_and_small_ones_are_copied() {
         let mut buf = Vec::with_capacity(CHUNK);
         buf.extend_from_slice(&[7; 10]);
-        let small = take_chunk(&mut buf);
+        let small = take_chunk(&mut buf, CHUNK);
         assert_eq!(small, vec![7; 10]);
         assert_eq!(small.capacity(), 10);
-        assert!(buf.is_empty() && buf.capacity() >= CHUNK);
+        assert!(
+            buf.is_empty() && buf.capacity() >= CHUNK,
+            "the buffer is kept"
+        );
 
-        buf.extend_from_slice(&[1; HANDOFF_MIN]);
-        let large = take_chunk(&mut buf);
-        assert_eq!(large.len(), HANDOFF_MIN);
-        assert!(buf.is_empty() && buf.capacity() >= CHUNK);
+        buf.extend_from_slice(&[1; CHUNK / 2]);
+        let large = take_chunk(&mut buf, CHUNK);
+        assert_eq!(large.len(), CHUNK / 2);
+        assert!(
+            large.capacity() >= CHUNK,
+            "the buffer itself was handed over"
+        );
+        assert!(buf.is_empty());
     }
 }

@@ -19,6 +19,7 @@ use execd_core::{
 use futures_lite::future;
 use tracing::{debug, info, trace, warn};
 
+use crate::coalesce::Coalescer;
 use crate::fs_service::{FsDone, FsService};
 use crate::http::{HttpRunner, HttpService};
 use crate::process::ProcessTable;
@@ -363,6 +364,8 @@ struct EventLoop {
     processes: ProcessTable,
     fs: FsService,
     process_rx: Receiver<(ProcessKey, ProcessEvent)>,
+    /// Merges output chunks queued in `process_rx` (coalescing under load).
+    coalescer: Coalescer<ProcessKey>,
     http: HttpService,
     http_rx: Receiver<(HttpTicket, HttpEvent)>,
     loop_tx: Sender<LoopEvent>,
@@ -406,11 +409,14 @@ impl EventLoop {
                 let _ = fs_tx.try_send(LoopEvent::Fs(done));
             }),
         );
+        let mut processes = ProcessTable::with_runtime(Arc::clone(&runtime), process_tx);
+        processes.set_chunk_bytes(core.max_chunk_bytes);
         Ok(EventLoop {
             fs,
             http,
             http_rx,
-            processes: ProcessTable::with_runtime(Arc::clone(&runtime), process_tx),
+            processes,
+            coalescer: Coalescer::new(core.max_chunk_bytes),
             runtime,
             server: execd_core::Server::new(core, seed),
             process_rx,
@@ -447,8 +453,15 @@ impl EventLoop {
                 }
                 Wake::Timer
             };
+            // An event the coalescer read ahead is handed on before anything is awaited.
+            let held = self.coalescer.has_held();
             let wake = future::or(
-                async { loop_rx.recv().await.map_or(Wake::Stop, Wake::Loop) },
+                async {
+                    if held {
+                        return Wake::Held;
+                    }
+                    loop_rx.recv().await.map_or(Wake::Stop, Wake::Loop)
+                },
                 future::or(
                     async {
                         self.process_rx
@@ -472,13 +485,18 @@ impl EventLoop {
             let now = self.runtime.now();
             match wake {
                 Wake::Stop => break,
+                // Handed on by the batch below.
+                Wake::Held => {}
                 Wake::Timer => self.server.handle_timeout(now),
                 Wake::Loop(ev) => {
                     if self.on_loop_event(now, ev) {
                         break;
                     }
                 }
-                Wake::Process(key, ev) => self.server.handle_process(now, key, ev),
+                Wake::Process(key, ev) => {
+                    let (key, ev) = self.coalescer.merge((key, ev), &self.process_rx);
+                    self.server.handle_process(now, key, ev);
+                }
                 Wake::Http(ticket, ev) => {
                     self.http.on_event(ticket, &ev);
                     self.server.handle_http(now, ticket, ev);
@@ -486,7 +504,7 @@ impl EventLoop {
             }
             // Take what else is ready before flushing, so bursts go out as bursts.
             for _ in 0..EVENT_BATCH {
-                if let Ok((key, ev)) = self.process_rx.try_recv() {
+                if let Some((key, ev)) = self.coalescer.next(&self.process_rx) {
                     self.server.handle_process(now, key, ev);
                     continue;
                 }
@@ -793,6 +811,8 @@ impl EventLoop {
 }
 
 enum Wake {
+    /// The coalescer holds a process event: take it without waiting.
+    Held,
     Loop(LoopEvent),
     Process(ProcessKey, ProcessEvent),
     Http(HttpTicket, HttpEvent),
