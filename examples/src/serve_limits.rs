@@ -25,6 +25,10 @@ pub(crate) struct ServeLimitsArgs {
     /// Most requests awaiting a deferred answer per connection (default 256).
     #[arg(long, value_name = "N")]
     max_inflight_requests: Option<usize>,
+    /// Largest output chunk in bytes: pipes are read, and queued chunks merged, up to it
+    /// (default 262144).
+    #[arg(long, value_name = "BYTES")]
+    max_chunk_bytes: Option<usize>,
     /// Seconds without input before a WebSocket client is pinged (default 30; 0 disables
     /// pings and the pong timeout).
     #[arg(long, value_name = "SECONDS")]
@@ -50,6 +54,7 @@ impl ServeLimitsArgs {
                 &mut core.max_processes_per_session,
             ),
             (self.max_inflight_requests, &mut core.max_inflight_requests),
+            (self.max_chunk_bytes, &mut core.max_chunk_bytes),
         ];
         for (flag, field) in counts {
             if let Some(value) = flag {
