@@ -12,6 +12,7 @@ Examples:
   execd serve                                  loopback, a free port (printed first on stdout)
   execd serve --listen ws://127.0.0.1:7000 --session-ttl 300
   execd serve --listen stdio                   one connection on stdin/stdout
+  execd serve --listen unix:$XDG_RUNTIME_DIR/execd.sock    a 0600 Unix socket
   execd serve --listen ws://0.0.0.0:7000 --ws-auth capability-token \\
       --ws-token-file token --tls-cert cert.pem --tls-key key.pem
 
@@ -24,10 +25,20 @@ Examples:
   seq 1 5 | execd run --url ws://127.0.0.1:7000 cat
   execd run -t --cwd /srv/app --env RUST_LOG=debug cargo run    PTY, raw mode
   execd run --url ws://127.0.0.1:7000 --detach long-job         prints SESSION PROCESS
+  execd run --ssh alice@build1 -- make -j8     over ssh; survives ssh dying (resumes)
+  execd run --ssh build1 --ssh-opt=-p2222 --ssh-execd '~/bin/execd' uname -a
 
 Exit code: the command's; 128+n when signal n killed it; 127 not found; 126 cannot run;
 255 when execd itself failed. Ctrl-C, SIGTERM and SIGHUP are forwarded to the command's
 process group (a third Ctrl-C kills it).";
+
+pub(crate) const BRIDGE: &str = "\
+Examples:
+  ssh host execd bridge                        what `execd run --ssh host` runs
+
+The daemon: `execd serve --listen unix:DIR/serve.sock`, started by the first bridge (under
+DIR/serve.lock, so two bridges start one daemon), in a session of its own, logging to
+DIR/serve.log, its pid in DIR/serve.pid. DIR is $XDG_RUNTIME_DIR/execd, else ~/.execd (0700).";
 
 pub(crate) const PS: &str = "\
 Examples:

@@ -8,12 +8,15 @@
 //!   and talks to it over its stdin/stdout. `--detach` leaves it running in a detached session.
 //! - `execd ps --url URL [SESSION]` and `execd attach --url URL SESSION PROCESS` list and
 //!   re-attach to the processes of a detached session.
+//! - `execd run --ssh [USER@]HOST …` runs it on HOST through `ssh HOST execd bridge`, which
+//!   relays to (and first starts) a per-user `execd serve --listen unix:…` daemon there.
 //! - `execd completions SHELL`, `execd man`: completion scripts and the man page.
 //! - `execd fetch [--url URL] [-X METHOD] [-H 'Name: value']… [--data BODY] [--fail] URL`
 //!   fetches URL from the server's host: status on stderr, body streamed to stdout.
 
 mod attach;
 mod bench;
+mod bridge;
 mod cli_errors;
 mod completions;
 mod fetch;
@@ -25,6 +28,7 @@ mod run;
 mod serve_auth;
 mod serve_limits;
 mod shutdown;
+mod ssh;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -70,6 +74,10 @@ enum Cmd {
     /// Measure latency, throughput and memory of a server, and the local floor.
     #[command(after_help = help::BENCH)]
     Bench(bench::BenchArgs),
+    /// Relay stdin/stdout to this user's `execd serve` daemon, starting it if needed (what
+    /// `execd run --ssh HOST` runs on HOST through ssh).
+    #[command(after_help = help::BRIDGE)]
+    Bridge(bridge::BridgeArgs),
     /// Print a shell completion script.
     #[command(after_help = help::COMPLETIONS)]
     Completions(completions::CompletionsArgs),
@@ -81,11 +89,12 @@ enum Cmd {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Where to listen: `ws://IP:PORT` (port 0 picks a free one; the bound URL is the first
-    /// stdout line) or `stdio` (one connection on stdin/stdout, newline-delimited JSON).
+    /// stdout line), `unix:PATH` (WebSocket on a new `0600` Unix socket file, removed at exit)
+    /// or `stdio` (one connection on stdin/stdout, newline-delimited JSON).
     #[arg(
         long,
         default_value = "ws://127.0.0.1:0",
-        value_name = "ws://IP:PORT|stdio"
+        value_name = "ws://IP:PORT|unix:PATH|stdio"
     )]
     listen: String,
     /// Seconds a detached session lives before its processes are killed.
@@ -94,6 +103,10 @@ struct ServeArgs {
     /// Largest inbound message, in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
     max_frame_bytes: usize,
+    /// Output retained per process for clients that reconnect, in bytes (older output is
+    /// evicted; the reference keeps 1 MiB).
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    retained_bytes: usize,
     /// Allow binding a non-loopback address without --ws-auth: anyone who can reach the port
     /// can then run commands as this user.
     #[arg(long)]
@@ -134,6 +147,7 @@ fn main() -> ExitCode {
         Cmd::Ps(args) => ps::ps(args),
         Cmd::Attach(args) => attach::attach(args),
         Cmd::Bench(args) => bench::bench(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Bridge(args) => bridge::bridge(&args),
         Cmd::Completions(args) => {
             completions::completions(&args);
             Ok(ExitCode::SUCCESS)
@@ -155,6 +169,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut core = ServerConfig::default();
     core.session_ttl = Duration::from_secs(args.session_ttl);
     core.max_frame_bytes = args.max_frame_bytes;
+    core.retained_bytes = args.retained_bytes;
     let http_ca = match &args.http_ca_file {
         Some(path) => Some(
             std::fs::read(path)
@@ -169,9 +184,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits,
         ..ServerOptions::default()
     };
-    let addr = match args.listen.as_str() {
-        "stdio" => None,
-        listen => Some(parse_listen(listen)?),
+    let listen = match args.listen.as_str() {
+        "stdio" => Listen::Stdio,
+        listen => match listen.strip_prefix("unix:") {
+            Some(path) => Listen::Unix(PathBuf::from(path)),
+            None => Listen::Ws(parse_listen(listen)?),
+        },
+    };
+    let addr = match listen {
+        Listen::Ws(addr) => Some(addr),
+        Listen::Stdio | Listen::Unix(_) => None,
     };
     let options = ServerOptions {
         security: args
@@ -180,30 +202,38 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..options
     };
     match args.runtime {
-        RuntimeKind::Smol => serve_on::<SmolRuntime>(addr, options),
+        RuntimeKind::Smol => serve_on::<SmolRuntime>(listen, options),
         // One thread runs the event loop, pumps and connections (the loop is the serial part
         // anyway); measured cheaper and faster than a multi-threaded runtime here. It forks the
         // children, and lives as long as they may (PDEATHSIG).
-        RuntimeKind::Tokio => serve_on::<TokioRuntime>(addr, options),
+        RuntimeKind::Tokio => serve_on::<TokioRuntime>(listen, options),
     }
 }
 
-/// Serves on `addr` (or stdio when `None`) on runtime `R`, on this thread until the server
-/// stops.
-fn serve_on<R: DefaultRuntime>(
-    addr: Option<SocketAddr>,
-    options: ServerOptions,
-) -> anyhow::Result<()> {
+/// What `execd serve --listen` names.
+enum Listen {
+    Stdio,
+    Ws(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// Serves on `listen` on runtime `R`, on this thread until the server stops.
+fn serve_on<R: DefaultRuntime>(listen: Listen, options: ServerOptions) -> anyhow::Result<()> {
     R::block_on(async {
         let shutdown = shutdown::on_signal().context("cannot catch SIGTERM, SIGINT and SIGHUP")?;
-        let Some(addr) = addr else {
-            return Server::<R>::serve_stdio_until(options, shutdown)
+        let server = match listen {
+            Listen::Stdio => {
+                return Server::<R>::serve_stdio_until(options, shutdown)
+                    .await
+                    .context("stdio server failed")
+            }
+            Listen::Ws(addr) => WsServer::<R>::bind(addr, options)
                 .await
-                .context("stdio server failed");
+                .with_context(|| format!("cannot listen on {addr}"))?,
+            Listen::Unix(path) => WsServer::<R>::bind_unix(&path, options)
+                .await
+                .with_context(|| format!("cannot listen on unix:{}", path.display()))?,
         };
-        let server = WsServer::<R>::bind(addr, options)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
         // Nobody reading the URL (stdout closed) is no reason to stop serving.
         let mut stdout = std::io::stdout().lock();
         if let Err(e) = writeln!(stdout, "{}", server.url()).and_then(|()| stdout.flush()) {
@@ -220,9 +250,9 @@ fn serve_on<R: DefaultRuntime>(
 }
 
 fn parse_listen(listen: &str) -> anyhow::Result<SocketAddr> {
-    let rest = listen
-        .strip_prefix("ws://")
-        .with_context(|| format!("--listen takes ws://IP:PORT or stdio, not {listen:?}"))?;
+    let rest = listen.strip_prefix("ws://").with_context(|| {
+        format!("--listen takes ws://IP:PORT, unix:PATH or stdio, not {listen:?}")
+    })?;
     let rest = rest.trim_end_matches('/');
     let rest = rest
         .strip_prefix("localhost:")

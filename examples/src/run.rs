@@ -35,8 +35,8 @@ const NO_PTY_WARNING: &str =
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
-    /// Server URL (`ws://HOST:PORT` or `wss://…`). Without it, a local `execd serve --listen
-    /// stdio` child is started and used.
+    /// Server URL (`ws://HOST:PORT`, `wss://…` or `unix:PATH`). Without it (and without
+    /// `--ssh`), a local `execd serve --listen stdio` child is started and used.
     #[arg(long, value_name = "URL")]
     pub(crate) url: Option<String>,
     /// Run the command on a PTY (its output arrives as one merged stream) and put this
@@ -56,7 +56,7 @@ pub(crate) struct RunArgs {
     /// Start from an empty environment instead of this one's.
     #[arg(long)]
     clear_env: bool,
-    /// Seconds to keep reconnecting after the connection drops (`--url` only); 0 turns
+    /// Seconds to keep reconnecting after the connection drops (`--url` and `--ssh`); 0 turns
     /// recovery off.
     #[arg(long, default_value_t = 25, value_name = "SECONDS")]
     recovery_window: u64,
@@ -77,6 +77,8 @@ pub(crate) struct RunArgs {
     runtime: RuntimeKind,
     #[command(flatten)]
     security: crate::serve_auth::RunSecurityArgs,
+    #[command(flatten)]
+    ssh: crate::ssh::SshArgs,
     /// The command and its arguments. Everything from the first argument that is not an
     /// execd option on belongs to the command (`--` before it is optional).
     #[arg(
@@ -106,13 +108,25 @@ impl RunArgs {
     }
 
     fn target(&self) -> Target {
-        match &self.url {
-            Some(url) => Target::Url {
-                url: url.clone(),
-                recovery_window: self.recovery_window,
-            },
-            None => Target::Local,
+        // A host is named as ssh's URI form in messages: `ssh://alice@build1`.
+        let url = match (&self.url, &self.ssh.ssh) {
+            (Some(url), _) => url.clone(),
+            (None, Some(host)) => format!("ssh://{host}"),
+            (None, None) => return Target::Local,
+        };
+        Target::Url {
+            url,
+            recovery_window: self.recovery_window,
         }
+    }
+
+    /// The client's options for `--url` and `--ssh`: recovery per `--recovery-window`.
+    fn client_options(&self) -> ClientOptions {
+        let mut options = ClientOptions::default();
+        options.core.client_name = "execd-run".to_owned();
+        options.core.recovery = self.recovery_window > 0;
+        options.core.recovery_window = Duration::from_secs(self.recovery_window);
+        options
     }
 }
 
@@ -129,18 +143,20 @@ fn run_on<R: DefaultRuntime>(args: RunArgs) -> anyhow::Result<ExitCode> {
     let tty = args.wants_tty();
     R::block_on(async {
         let target = args.target();
-        let client = match &args.url {
-            Some(url) => {
-                let mut options = ClientOptions::default();
-                options.core.client_name = "execd-run".to_owned();
-                options.core.recovery = args.recovery_window > 0;
-                options.core.recovery_window = Duration::from_secs(args.recovery_window);
+        let client = match (&args.url, &args.ssh.ssh) {
+            (Some(url), _) => {
+                let mut options = args.client_options();
                 options.security = args.security.client_security(url)?;
                 Client::<R>::connect_with(url, options)
                     .await
                     .map_err(|e| cli_errors::connect_failed(&target, &e))?
             }
-            None => Client::<R>::spawn_stdio_command(local_server()?)
+            (None, Some(host)) => {
+                Client::<R>::connect_ssh(host, args.ssh.options(args.client_options()))
+                    .await
+                    .map_err(|e| cli_errors::connect_failed(&target, &e))?
+            }
+            (None, None) => Client::<R>::spawn_stdio_command(local_server()?)
                 .await
                 .map_err(|e| cli_errors::connect_failed(&target, &e))?,
         };
@@ -193,7 +209,12 @@ impl Run {
         started: Instant,
     ) -> anyhow::Result<ExitCode> {
         let Run { args, tty, report } = self;
-        let params = start_params(&args, tty)?;
+        let mut params = start_params(&args, tty)?;
+        if args.ssh.ssh.is_some() {
+            let env = env_overrides(&args)?;
+            crate::ssh::remote_params(&client, &mut params, args.cwd.as_ref(), env, args.clear_env)
+                .await?;
+        }
         // Caught from before the start: a Ctrl-C as soon as the command runs is forwarded,
         // never the default action (killing execd).
         let signals = forwarded_signals();
@@ -286,12 +307,7 @@ fn start_params(args: &RunArgs, tty: bool) -> anyhow::Result<StartParams> {
     } else {
         std::env::vars().collect()
     };
-    for kv in &args.env {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--env takes K=V, not {kv:?}"))?;
-        env.insert(k.to_owned(), v.to_owned());
-    }
+    env.extend(env_overrides(args)?);
     let cwd = match &args.cwd {
         Some(dir) => std::path::absolute(dir)?,
         None => std::env::current_dir().context("no current directory")?,
@@ -307,6 +323,19 @@ fn start_params(args: &RunArgs, tty: bool) -> anyhow::Result<StartParams> {
         env_policy: None,
         enforce_managed_network: false,
     })
+}
+
+/// The `--env K=V` flags.
+fn env_overrides(args: &RunArgs) -> anyhow::Result<BTreeMap<String, String>> {
+    args.env
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--env takes K=V, not {kv:?}"))?;
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect()
 }
 
 enum Outcome {

@@ -113,7 +113,7 @@ impl ServeSecurityArgs {
         let Some(addr) = addr else {
             if auth.is_some() || tls.is_some() {
                 return Err(Refusal(
-                    "--ws-auth and --tls-* apply to WebSocket listeners, not --listen stdio"
+                    "--ws-auth and --tls-* apply to ws:// listeners, not --listen stdio or unix:"
                         .to_owned(),
                 )
                 .into());

@@ -24,7 +24,7 @@ fn json_report_has_every_selected_metric() {
     let out = bench(&[
         "--json",
         "--only",
-        "rss,spawn,concurrent,echo,throughput,floor",
+        "rss,spawn,concurrent,echo,throughput,http,floor",
         "--iterations",
         "3",
         "--concurrent",
@@ -35,6 +35,8 @@ fn json_report_has_every_selected_metric() {
         "4",
         "--bytes",
         "300000",
+        "--http-bytes",
+        "3000000",
     ]);
     assert!(
         out.status.success(),
@@ -62,6 +64,9 @@ fn json_report_has_every_selected_metric() {
         "echo",
         "throughput",
         "throughput_server_cpu",
+        "http_floor",
+        "http_stream",
+        "http_stream_peak_rss",
     ] {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use std::time::Instant;
 
 use execd_runtime::{
     AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand, DefaultRuntime,
-    Runtime, Sleep, Task, TaskHandle, TcpListener,
+    Interest, IoOp, IoPoll, Runtime, Sleep, Task, TaskHandle,
 };
 use smol::net::TcpStream;
 use smol::{Async, Timer, Unblock};
@@ -56,10 +55,8 @@ impl Runtime for SmolRuntime {
         })
     }
 
-    fn tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn TcpListener>> {
-        Ok(Box::new(SmolListener(smol::net::TcpListener::try_from(
-            listener,
-        )?)))
+    fn tcp_stream(&self, stream: std::net::TcpStream) -> io::Result<Box<dyn AsyncStream>> {
+        Ok(with_nodelay(TcpStream::from(Async::new(stream)?)))
     }
 
     fn tcp_connect(
@@ -154,56 +151,25 @@ impl Sleep for SmolSleep {
 }
 
 #[derive(Debug)]
-struct SmolListener(smol::net::TcpListener);
-
-impl TcpListener for SmolListener {
-    fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn AsyncStream>, SocketAddr)>> {
-        Box::pin(async move {
-            let (stream, peer) = self.0.accept().await?;
-            Ok((with_nodelay(stream), peer))
-        })
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
-#[derive(Debug)]
 struct SmolFd(Async<OwnedFd>);
 
 impl AsyncFd for SmolFd {
+    fn poll_io(&self, cx: &mut Context<'_>, interest: Interest, op: &mut IoOp<'_>) -> IoPoll {
+        // Try first: the descriptor is often ready already (a busy pipe), and async-io reports
+        // readiness only once per event.
+        loop {
+            match op(self.fd()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+            ready!(match interest {
+                Interest::Read => self.0.poll_readable(cx),
+                Interest::Write => self.0.poll_writable(cx),
+            })?;
+        }
+    }
+
     fn fd(&self) -> BorrowedFd<'_> {
         self.0.get_ref().as_fd()
-    }
-
-    fn poll_read_with(
-        &self,
-        cx: &mut Context<'_>,
-        read: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
-    ) -> Poll<io::Result<usize>> {
-        // Try first: the descriptor is often readable already (a busy pipe), and async-io
-        // reports readiness only once per event.
-        loop {
-            match read(self.fd()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(result),
-            }
-            ready!(self.0.poll_readable(cx))?;
-        }
-    }
-
-    fn poll_write_with(
-        &self,
-        cx: &mut Context<'_>,
-        write: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            match write(self.fd()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(result),
-            }
-            ready!(self.0.poll_writable(cx))?;
-        }
     }
 }

@@ -485,6 +485,24 @@ fn keep_alive_connections_are_reused() {
     );
 }
 
+#[test]
+fn a_connection_whose_body_was_not_read_to_the_end_is_not_reused() {
+    let body = vec![b'x'; 256 << 10];
+    let server = Server::start(move |_, s| respond(s, "200 OK", &[], &body));
+    let runner = runner();
+    let response = block_on(runner.request(get(&server.url("/dropped")))).expect("response");
+    drop(response);
+    let result = block_on(runner.request_buffered(get(&server.url("/next")))).expect("response");
+    assert_eq!(result.status, 200);
+    assert_eq!(server.next_seen().target, "/dropped");
+    assert_eq!(server.next_seen().target, "/next");
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        2,
+        "the unread body took its connection with it"
+    );
+}
+
 struct Tls {
     ca_pem: String,
     server: Arc<rustls::ServerConfig>,

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use execd_runtime::{
     AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand, DefaultRuntime,
-    Runtime, Sleep, Task, TaskHandle, TcpListener,
+    Interest, IoOp, IoPoll, Runtime, Sleep, Task, TaskHandle,
 };
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
@@ -85,10 +84,9 @@ impl Runtime for TokioRuntime {
         Box::pin(TokioSleep { inner })
     }
 
-    fn tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn TcpListener>> {
+    fn tcp_stream(&self, stream: std::net::TcpStream) -> io::Result<Box<dyn AsyncStream>> {
         let _context = self.handle.enter();
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        Ok(Box::new(TokioListener(listener)))
+        Ok(with_nodelay(TcpStream::from_std(stream)?))
     }
 
     fn tcp_connect(
@@ -185,53 +183,23 @@ impl Sleep for TokioSleep {
 }
 
 #[derive(Debug)]
-struct TokioListener(tokio::net::TcpListener);
-
-impl TcpListener for TokioListener {
-    fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn AsyncStream>, SocketAddr)>> {
-        Box::pin(async move {
-            let (stream, peer) = self.0.accept().await?;
-            Ok((with_nodelay(stream), peer))
-        })
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
-#[derive(Debug)]
 struct TokioFd(tokio::io::unix::AsyncFd<OwnedFd>);
 
 impl AsyncFd for TokioFd {
+    fn poll_io(&self, cx: &mut Context<'_>, interest: Interest, op: &mut IoOp<'_>) -> IoPoll {
+        loop {
+            let mut guard = ready!(match interest {
+                Interest::Read => self.0.poll_read_ready(cx),
+                Interest::Write => self.0.poll_write_ready(cx),
+            })?;
+            // `try_io` clears the cached readiness when `op` would block.
+            if let Ok(result) = guard.try_io(|fd| op(fd.get_ref().as_fd())) {
+                return Poll::Ready(result);
+            }
+        }
+    }
+
     fn fd(&self) -> BorrowedFd<'_> {
         self.0.get_ref().as_fd()
-    }
-
-    fn poll_read_with(
-        &self,
-        cx: &mut Context<'_>,
-        read: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let mut guard = ready!(self.0.poll_read_ready(cx))?;
-            // `try_io` clears the cached readiness when `read` would block.
-            if let Ok(result) = guard.try_io(|fd| read(fd.get_ref().as_fd())) {
-                return Poll::Ready(result);
-            }
-        }
-    }
-
-    fn poll_write_with(
-        &self,
-        cx: &mut Context<'_>,
-        write: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let mut guard = ready!(self.0.poll_write_ready(cx))?;
-            if let Ok(result) = guard.try_io(|fd| write(fd.get_ref().as_fd())) {
-                return Poll::Ready(result);
-            }
-        }
     }
 }

@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+mod aliases;
 mod auth;
 mod cgroup;
 pub mod client;
@@ -54,19 +55,23 @@ mod runtime;
 pub mod scenarios;
 mod server;
 pub mod shutdown;
+mod tcp;
 pub mod transport;
 
 pub use auth::{
     AuthConfig, AuthConfigError, AuthMode, AuthSettings, Principal, Unauthorized,
     DEFAULT_MAX_CLOCK_SKEW_SECS, MIN_SHARED_SECRET_BYTES,
 };
-pub use client::{Client, ClientOptions, ConnectError, Error, Event, HttpBody, Process};
+pub use client::{
+    Client, ClientOptions, ConnectError, Error, Event, HttpBody, Process, SshOptions,
+};
 pub use executor::{Executor, LocalExecutor, RemoteExecutor};
 pub use host::host_environment_info;
 pub use runtime::{
     set_nonblocking, AsyncFd, AsyncStream, BoxFuture, BoxRead, BoxWrite, Child, ChildCommand,
-    DefaultRuntime, FdStream, Runtime, Sleep, Task, TaskHandle, TcpListener,
+    DefaultRuntime, FdStream, Interest, IoOp, IoPoll, Runtime, Sleep, Task, TaskHandle,
 };
 pub use server::{
     serve_connection, serve_stdio, serve_stdio_until, Server, ServerOptions, WsServer,
 };
+pub use tcp::TcpListener;

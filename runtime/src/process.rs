@@ -37,12 +37,13 @@ use std::task::{Context, Poll};
 use async_channel::{Receiver, Sender};
 use execd_core::protocol::{SandboxType, Signal, Stream};
 use execd_core::server::{PtySize, SpawnErrorKind};
-use execd_core::{ExitStatus, ProcessEvent, ProcessKey, SpawnSpec};
+use execd_core::{ExitStatus, ProcessEvent, SpawnSpec};
 use futures_lite::future;
 use rustix::process::Pid;
 use tracing::{debug, trace, warn};
 
 pub use crate::cgroup::Containment;
+pub use execd_core::ProcessKey;
 
 use crate::cgroup::{CgroupDir, Leaf};
 use crate::os;

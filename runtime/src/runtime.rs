@@ -12,7 +12,6 @@ use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
@@ -57,13 +56,12 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     /// with [`Sleep::reset`].
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>>;
 
-    /// Registers a bound, listening, non-blocking TCP socket with the reactor.
-    ///
-    /// Accepted streams have `TCP_NODELAY` set.
+    /// Registers a connected, non-blocking TCP stream (one a [`TcpListener`](crate::TcpListener) accepted) with
+    /// the reactor and sets `TCP_NODELAY`.
     ///
     /// # Errors
     /// The registration error.
-    fn tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn TcpListener>>;
+    fn tcp_stream(&self, stream: std::net::TcpStream) -> io::Result<Box<dyn AsyncStream>>;
 
     /// Connects to `host:port` (a name is resolved first; each address is tried in turn) and
     /// sets `TCP_NODELAY`.
@@ -119,8 +117,8 @@ impl<R: Runtime + ?Sized> Runtime for Arc<R> {
         (**self).sleep_until(deadline)
     }
 
-    fn tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Box<dyn TcpListener>> {
-        (**self).tcp_listener(listener)
+    fn tcp_stream(&self, stream: std::net::TcpStream) -> io::Result<Box<dyn AsyncStream>> {
+        (**self).tcp_stream(stream)
     }
 
     fn tcp_connect(
@@ -188,22 +186,6 @@ pub trait Sleep: Future<Output = ()> + Send {
     fn reset(self: Pin<&mut Self>, deadline: Instant);
 }
 
-/// A listening TCP socket registered with a runtime.
-pub trait TcpListener: Send + Sync + fmt::Debug {
-    /// Waits for the next connection; returns the stream (with `TCP_NODELAY` set) and the peer.
-    /// Cancel-safe.
-    ///
-    /// # Errors
-    /// The `accept(2)` error (e.g. `ECONNABORTED`, `EMFILE`); the listener stays usable.
-    fn accept(&self) -> BoxFuture<'_, io::Result<(Box<dyn AsyncStream>, SocketAddr)>>;
-
-    /// The bound address.
-    ///
-    /// # Errors
-    /// The `getsockname(2)` error.
-    fn local_addr(&self) -> io::Result<SocketAddr>;
-}
-
 /// A non-blocking file descriptor registered with a runtime's reactor.
 ///
 /// The operations take a closure that does one non-blocking system call on the descriptor and
@@ -214,21 +196,35 @@ pub trait AsyncFd: Send + Sync + fmt::Debug {
     /// not wait).
     fn fd(&self) -> BorrowedFd<'_>;
 
-    /// Polls `read` until it does not return `WouldBlock`, waiting for readability in between.
-    /// Pending registers `cx` to be woken when the descriptor may be readable.
-    fn poll_read_with(
-        &self,
-        cx: &mut Context<'_>,
-        read: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
-    ) -> Poll<io::Result<usize>>;
+    /// Polls `op` until it does not return `WouldBlock`, waiting for the `interest` readiness
+    /// in between. Pending registers `cx` to be woken when the descriptor may be ready.
+    fn poll_io(&self, cx: &mut Context<'_>, interest: Interest, op: &mut IoOp<'_>) -> IoPoll;
 
-    /// Polls `write` until it does not return `WouldBlock`, waiting for writability in
-    /// between. Pending registers `cx` to be woken when the descriptor may be writable.
-    fn poll_write_with(
-        &self,
-        cx: &mut Context<'_>,
-        write: &mut dyn FnMut(BorrowedFd<'_>) -> io::Result<usize>,
-    ) -> Poll<io::Result<usize>>;
+    /// [`poll_io`](AsyncFd::poll_io) waiting for readability.
+    fn poll_read_with(&self, cx: &mut Context<'_>, read: &mut IoOp<'_>) -> IoPoll {
+        self.poll_io(cx, Interest::Read, read)
+    }
+
+    /// [`poll_io`](AsyncFd::poll_io) waiting for writability.
+    fn poll_write_with(&self, cx: &mut Context<'_>, write: &mut IoOp<'_>) -> IoPoll {
+        self.poll_io(cx, Interest::Write, write)
+    }
+}
+
+/// One non-blocking system call on an [`AsyncFd`]'s descriptor: bytes moved, or
+/// `ErrorKind::WouldBlock` to wait for readiness and be called again.
+pub type IoOp<'a> = dyn FnMut(BorrowedFd<'_>) -> io::Result<usize> + 'a;
+
+/// What [`AsyncFd::poll_io`] returns: the result of the [`IoOp`] that did not block.
+pub type IoPoll = Poll<io::Result<usize>>;
+
+/// The readiness an [`AsyncFd`] operation waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// The descriptor may be read (or, for a listening socket, accepted from).
+    Read,
+    /// The descriptor may be written.
+    Write,
 }
 
 /// A spawned task. Dropping it cancels the task; [`Task::detach`] lets it run to completion.

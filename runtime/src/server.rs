@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,15 +113,59 @@ impl<R: Runtime> WsServer<R> {
     }
 }
 
+impl<R: DefaultRuntime> WsServer<R> {
+    /// Binds a Unix-domain socket file at `path` (see [`bind_unix_with_runtime`]); the
+    /// server's tasks run on the default runtime.
+    ///
+    /// [`bind_unix_with_runtime`]: Self::bind_unix_with_runtime
+    ///
+    /// # Errors
+    /// As [`bind_unix_with_runtime`](Self::bind_unix_with_runtime); no default runtime.
+    pub async fn bind_unix(path: &Path, options: ServerOptions) -> io::Result<Self> {
+        Self::bind_unix_with_runtime(R::default_runtime()?, path, options).await
+    }
+}
+
+impl<R: Runtime> WsServer<R> {
+    /// Serves WebSocket connections on a Unix-domain socket file at `path` (created `0600`,
+    /// so only this user can connect; removed when the server stops), the tasks on `runtime`:
+    /// what `execd bridge` reaches over ssh. `options.security` is not applied (no TLS, no
+    /// tokens: the file's permissions decide who connects). [`url`](Self::url) is
+    /// `unix:PATH`.
+    ///
+    /// # Errors
+    /// The `bind(2)` error (`AddrInUse` when `path` exists), the `chmod` or registration error.
+    pub async fn bind_unix_with_runtime(
+        runtime: R,
+        path: &Path,
+        options: ServerOptions,
+    ) -> io::Result<Self> {
+        let runtime = shared(runtime);
+        let listener =
+            WsListener::bind_unix_with_runtime(Arc::clone(&runtime), path, options.limits())
+                .await?;
+        Ok(WsServer {
+            runtime,
+            listener,
+            options,
+            _runtime: PhantomData,
+        })
+    }
+}
+
 impl<R> WsServer<R> {
-    /// The bound address.
+    /// The bound address (`0.0.0.0:0` for a Unix-domain socket).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
     }
 
-    /// `ws://IP:PORT` of the bound address (`wss://` when serving TLS).
+    /// `ws://IP:PORT` of the bound address (`wss://` when serving TLS), or `unix:PATH` for a
+    /// Unix-domain socket (a URL [`Client::connect`](crate::Client::connect) takes).
     pub fn url(&self) -> String {
-        format!("{}://{}", self.listener.scheme(), self.local_addr())
+        match self.listener.unix_path() {
+            Some(path) => format!("unix:{}", path.display()),
+            None => format!("{}://{}", self.listener.scheme(), self.local_addr()),
+        }
     }
 
     /// Serves until the listener fails. Children die with the server (PDEATHSIG: with the

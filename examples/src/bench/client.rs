@@ -160,13 +160,18 @@ impl Frame {
     /// result and splits again without it if that was wrong. Otherwise it ends at the next
     /// quote (base64 holds no quote or backslash).
     pub(crate) fn split_chunk(&self, chunk_last: bool) -> Option<(&str, String)> {
-        const KEY: &str = r#""chunk":""#;
+        self.split_string(r#""chunk":""#, chunk_last)
+    }
+
+    /// [`split_chunk`](Frame::split_chunk) for the string member whose opening is `key`
+    /// (`"name":"`).
+    pub(crate) fn split_string(&self, key: &str, last: bool) -> Option<(&str, String)> {
         let Frame::Text(text) = self else {
             return None;
         };
         let text = text.as_str();
-        let start = text.find(KEY)? + KEY.len();
-        let end = if chunk_last {
+        let start = text.find(key)? + key.len();
+        let end = if last {
             text.rfind('"').filter(|end| *end >= start)?
         } else {
             start + text[start..].find('"')?

@@ -17,6 +17,10 @@
 //!   also the server's CPU time (user + system, `/proc/<pid>/stat`) per GiB when its pid is
 //!   known.
 //!
+//! - `http`: a `--http-bytes` streamed download (`http/request`, `streamResponse: true`) from a
+//!   local HTTP source, every byte and delta seq checked, next to the same download read
+//!   directly over loopback TCP (its floor), with the server's peak RSS during the download.
+//!
 //! - `tls`: what TLS adds to a connect, on two local `execd serve` (this binary, whatever the
 //!   target), one plain and one with `--tls-cert/--tls-key` from a throwaway CA: TCP connect +
 //!   WebSocket handshake, and that + `initialize` round trip, for `ws://` and `wss://` (full
@@ -30,6 +34,7 @@
 
 mod client;
 mod floor;
+mod http;
 mod latency;
 mod report;
 mod rss;
@@ -54,6 +59,7 @@ pub(crate) enum Scenario {
     Concurrent,
     Echo,
     Throughput,
+    Http,
     Tls,
 }
 
@@ -92,6 +98,9 @@ pub(crate) struct BenchArgs {
     /// Bytes of stdout for the throughput measurement.
     #[arg(long, default_value_t = 1 << 30)]
     bytes: u64,
+    /// Bytes of the `http` scenario's streamed download.
+    #[arg(long, default_value_t = 1 << 30)]
+    http_bytes: u64,
     /// Skip the local floor measurements (same as leaving `floor` out of --only).
     #[arg(long)]
     no_floor: bool,
@@ -163,6 +172,9 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         smol::block_on(through(&server.url, server.pid, &args, &mut report))?;
         drop(server);
     }
+    if args.selected(Scenario::Http) {
+        http_download(&target, args.http_bytes, &mut report)?;
+    }
     let tls_selected = if args.only.is_empty() {
         matches!(target, Target::Local)
     } else {
@@ -172,6 +184,88 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         tls_cost(&args, &mut report)?;
     }
     report.finish()
+}
+
+/// Reports the CPU (user + system) the server spent per GiB of `bytes` since `before`: its
+/// efficiency, whatever else loads the machine. Skipped when the pid is unknown.
+fn cpu_per_gib(
+    report: &mut Report,
+    (key, label): (&'static str, &str),
+    pid_and_before: Option<(u32, Duration)>,
+    bytes: u64,
+) -> anyhow::Result<()> {
+    match pid_and_before {
+        Some((pid, before)) => {
+            let cpu = rss::cpu_time(pid)?.saturating_sub(before).as_secs_f64();
+            let gib = bytes as f64 / f64::from(1u32 << 30);
+            report.scalar(key, label, cpu / gib, "s/GiB", None);
+        }
+        None => report.skipped(
+            key,
+            label,
+            "the server's pid is unknown (pass --server-pid)",
+        ),
+    }
+    Ok(())
+}
+
+/// The `http` scenario.
+fn http_download(target: &Target, bytes: u64, report: &mut Report) -> anyhow::Result<()> {
+    let source = http::Source::start(bytes)?;
+    let floor = http::floor(&source, bytes)?;
+    report.scalar(
+        "http_floor",
+        "HTTP download read directly over loopback TCP (floor)",
+        mib_s(bytes, floor),
+        "MiB/s",
+        None,
+    );
+    let server = target.start()?;
+    let peak_reset = server.pid.is_some_and(Rss::reset_peak);
+    let cpu_before = server.pid.map(rss::cpu_time).transpose()?;
+    let d = smol::block_on(async {
+        let mut c = Conn::open(&server.url).await?;
+        let d = http::download(&mut c, &source, bytes).await;
+        c.close().await;
+        d
+    })?;
+    report.scalar(
+        "http_stream",
+        "http/request streamed download (bodyDelta)",
+        mib_s(bytes, d.secs),
+        "MiB/s",
+        Some(format!(
+            "{bytes} bytes in {:.3} s, {} deltas of {} bytes on average",
+            d.secs,
+            d.deltas,
+            bytes / d.deltas.max(1)
+        )),
+    );
+    cpu_per_gib(
+        report,
+        (
+            "http_stream_server_cpu",
+            "server CPU per GiB downloaded (user+sys)",
+        ),
+        server.pid.zip(cpu_before),
+        bytes,
+    )?;
+    match server.pid.map(Rss::read).transpose()? {
+        Some(rss) => report.scalar(
+            "http_stream_peak_rss",
+            "server peak RSS during the download",
+            rss.peak_kib as f64 / 1024.0,
+            "MiB",
+            (!peak_reset).then(|| "peak since the server started".to_owned()),
+        ),
+        None => report.skipped(
+            "http_stream_peak_rss",
+            "server peak RSS during the download",
+            "the server's pid is unknown (pass --server-pid)",
+        ),
+    }
+    drop(server);
+    Ok(())
 }
 
 /// The `tls` scenario.
@@ -324,18 +418,7 @@ async fn throughput(
         "throughput_binary_server_cpu"
     };
     let label = format!("server CPU per GiB of stdout (user+sys){what}");
-    match (pid, cpu_before) {
-        (Some(pid), Some(before)) => {
-            let cpu = rss::cpu_time(pid)?.saturating_sub(before).as_secs_f64();
-            let gib = args.bytes as f64 / f64::from(1u32 << 30);
-            report.scalar(cpu_key, label, cpu / gib, "s/GiB", None);
-        }
-        _ => report.skipped(
-            cpu_key,
-            label,
-            "the server's pid is unknown (pass --server-pid)",
-        ),
-    }
+    cpu_per_gib(report, (cpu_key, &label), pid.zip(cpu_before), args.bytes)?;
     Ok(())
 }
 

@@ -58,6 +58,8 @@ pub(super) enum Connector {
         timeout: Duration,
         security: transport::ClientSecurity,
     },
+    /// A new `ssh HOST execd bridge` child per connection.
+    Ssh(super::ssh::SshConnector),
     /// Nothing to reconnect to (stdio child, in-process pair).
     None,
 }
@@ -83,6 +85,7 @@ impl Connector {
                     format!("no WebSocket handshake from {url} within {timeout:?}"),
                 ))
             }),
+            Connector::Ssh(ssh) => ssh.connect().await,
             Connector::None => Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "this transport cannot be reopened",

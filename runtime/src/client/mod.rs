@@ -17,6 +17,7 @@ mod driver;
 mod fs;
 mod http;
 mod process;
+mod ssh;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -43,6 +44,7 @@ pub use execd_core::client::LostReason;
 pub use fs::FileHandle;
 pub use http::HttpBody;
 pub use process::{Event, Process};
+pub use ssh::SshOptions;
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -226,6 +228,16 @@ impl<R: DefaultRuntime> Client<R> {
         Self::connect_with_runtime(R::default_runtime()?, url, options).await
     }
 
+    /// Reaches `host` (`[USER@]HOST`, as ssh takes it) over ssh and opens a session on the
+    /// per-user `execd serve` daemon there (started by the first connection), the driver on the
+    /// default runtime; see [`connect_ssh_with_runtime`](Self::connect_ssh_with_runtime).
+    ///
+    /// # Errors
+    /// As [`connect_ssh_with_runtime`](Self::connect_ssh_with_runtime); no default runtime.
+    pub async fn connect_ssh(host: &str, options: SshOptions) -> Result<Self, ConnectError> {
+        Self::connect_ssh_with_runtime(R::default_runtime()?, host, options).await
+    }
+
     /// Launches a server child and opens a session over its pipes; see
     /// [`spawn_stdio_with_runtime`](Self::spawn_stdio_with_runtime). The driver runs on the
     /// default runtime.
@@ -280,6 +292,32 @@ impl<R: Runtime> Client<R> {
         options: ClientOptions,
     ) -> Result<Self, ConnectError> {
         connect(shared(runtime), url, options)
+            .await
+            .map(Client::from_shared)
+    }
+
+    /// Reaches `host` (`[USER@]HOST`) over ssh, the driver on `runtime`: each connection is an
+    /// `ssh HOST execd bridge` child (see [`SshOptions`]) whose pipes carry a WebSocket to the
+    /// per-user `execd serve` daemon on `host`; the first bridge starts that daemon. With
+    /// recovery on (the default), when ssh dies or the network drops, a new ssh child is
+    /// started and the session resumed: the processes keep running on `host` and their output
+    /// and stdin stay exact, as with [`connect`](Self::connect). Each ssh child is killed when
+    /// its connection is dropped.
+    ///
+    /// # Errors
+    /// [`ConnectError::Io`] when ssh cannot be started, exits before the handshake (the message
+    /// names its exit status; ssh's own message went to stderr) or no handshake completes
+    /// within `options.client.connect_timeout`; [`ConnectError::Session`] when the daemon
+    /// refuses `initialize`.
+    pub async fn connect_ssh_with_runtime(
+        runtime: R,
+        host: &str,
+        options: SshOptions,
+    ) -> Result<Self, ConnectError> {
+        let rt = shared(runtime);
+        let core = options.client.core.clone();
+        let connector = Connector::Ssh(ssh::SshConnector::new(rt.clone(), host, options));
+        connect_via(rt, connector, core)
             .await
             .map(Client::from_shared)
     }
@@ -474,9 +512,19 @@ async fn connect(
         timeout: options.connect_timeout,
         security: options.security.clone(),
     };
+    connect_via(rt, connector, options.core).await
+}
+
+/// Opens the first connection through `connector` (retried as the core decides) and starts
+/// the driver, which reconnects through it.
+async fn connect_via(
+    rt: Arc<dyn Runtime>,
+    connector: Connector,
+    config: ClientConfig,
+) -> Result<Arc<Shared>, ConnectError> {
     // Whether and when a failed first connect is retried is the core's decision
     // (`first_connect_failed`); this only classifies the error, connects and sleeps.
-    let mut core = core_client(options.core)?;
+    let mut core = core_client(config)?;
     let (reader, writer) = loop {
         match connector.connect().await {
             Ok(pair) => break pair,

@@ -3,7 +3,7 @@ use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use execd_core::protocol::{HttpRequest, HttpRequestResult};
@@ -24,6 +24,34 @@ use crate::{Runtime, Sleep};
 /// Idle connections kept per target.
 const IDLE_PER_TARGET: usize = 4;
 
+/// How long a pooled connection whose last body was read to the end may take to become ready
+/// for the next request (its connection task finishing the response) before a new connection
+/// is made instead.
+const POOLED_READY_WAIT: Duration = Duration::from_secs(1);
+
+/// Idle keep-alive connections per target: only connections whose last response body was read
+/// to the end go back here.
+type Pool = Mutex<HashMap<Target, Vec<SendRequest<Body>>>>;
+
+/// A connection waiting for its response body to be read to the end before it goes back to
+/// the pool (a body dropped early takes the connection with it).
+struct Reuse {
+    pool: Arc<Pool>,
+    target: Target,
+    sender: SendRequest<Body>,
+}
+
+impl Reuse {
+    fn checkin(self) {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        let senders = pool.entry(self.target).or_default();
+        senders.retain(|s| !s.is_closed());
+        if senders.len() < IDLE_PER_TARGET {
+            senders.push(self.sender);
+        }
+    }
+}
+
 /// Performs `http/request`s: HTTP/1.1 over [`Runtime::tcp_connect`], https with rustls,
 /// redirects, proxies and the `timeoutMs` deadline. Keeps idle keep-alive connections per
 /// scheme, host, port and proxy for reuse. Cheap to share (`&self` methods; put it in an `Arc`).
@@ -31,7 +59,7 @@ pub struct HttpRunner {
     runtime: Arc<dyn Runtime>,
     tls: Arc<rustls::ClientConfig>,
     proxies: ProxyConfig,
-    pool: Mutex<HashMap<Target, Vec<SendRequest<Body>>>>,
+    pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for HttpRunner {
@@ -53,6 +81,7 @@ pub struct HttpResponse {
     body: Incoming,
     deadline: Option<(Pin<Box<dyn Sleep>>, u64)>,
     done: bool,
+    reuse: Option<Reuse>,
 }
 
 impl std::fmt::Debug for HttpResponse {
@@ -79,7 +108,7 @@ impl HttpRunner {
             runtime,
             tls: connect::tls_config(extra_ca)?,
             proxies: ProxyConfig::from_process_env(),
-            pool: Mutex::new(HashMap::new()),
+            pool: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -102,16 +131,17 @@ impl HttpRunner {
     /// failed: …" cases).
     pub async fn request(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let mut deadline = request.timeout_ms.map(|ms| {
-            let at = Instant::now() + Duration::from_millis(ms);
+            let at = self.runtime.now() + Duration::from_millis(ms);
             (self.runtime.sleep_until(at), ms)
         });
-        let head = with_deadline(&mut deadline, self.follow(request)).await?;
+        let (head, reuse) = with_deadline(&mut deadline, self.follow(request)).await?;
         Ok(HttpResponse {
             status: head.status(),
             headers: head.headers().clone(),
             body: head.into_body(),
             deadline,
             done: false,
+            reuse: Some(reuse),
         })
     }
 
@@ -127,7 +157,10 @@ impl HttpRunner {
         self.request(request).await?.collect().await
     }
 
-    async fn follow(&self, request: HttpRequest) -> Result<hyper::Response<Incoming>, HttpError> {
+    async fn follow(
+        &self,
+        request: HttpRequest,
+    ) -> Result<(hyper::Response<Incoming>, Reuse), HttpError> {
         let HttpRequest {
             mut method,
             mut url,
@@ -139,11 +172,11 @@ impl HttpRunner {
         let mut body = Bytes::from(body);
         let mut referer: Option<HeaderValue> = None;
         for redirects in 0.. {
-            let response = self
+            let (response, reuse) = self
                 .send_once(&method, &url, &headers, referer.take(), body.clone())
                 .await?;
             if !follow_redirects || !redirect::is_redirect(response.status()) {
-                return Ok(response);
+                return Ok((response, reuse));
             }
             if redirects == redirect::MAX_REDIRECTS {
                 return Err(HttpError::TooManyRedirects);
@@ -154,7 +187,7 @@ impl HttpRunner {
                 .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
             let Some(location) = location else {
                 // A 3xx without `Location` is the final response (as in reqwest).
-                return Ok(response);
+                return Ok((response, reuse));
             };
             let next = redirect::resolve(&url, &location)
                 .ok_or_else(|| HttpError::RedirectLocation(location.clone()))?;
@@ -182,7 +215,8 @@ impl HttpRunner {
         unreachable!("the loop returns by MAX_REDIRECTS")
     }
 
-    /// One request on a pooled or new connection.
+    /// One request on a pooled or new connection; the connection comes back with the response,
+    /// to return to the pool once the body has been read to the end.
     async fn send_once(
         &self,
         method: &Method,
@@ -190,7 +224,7 @@ impl HttpRunner {
         headers: &[(header::HeaderName, HeaderValue)],
         referer: Option<HeaderValue>,
         body: Bytes,
-    ) -> Result<hyper::Response<Incoming>, HttpError> {
+    ) -> Result<(hyper::Response<Incoming>, Reuse), HttpError> {
         let https = url.scheme() == Some(&Scheme::HTTPS);
         let raw_host = url.host().unwrap_or_default();
         let host = raw_host
@@ -258,12 +292,9 @@ impl HttpRunner {
 
         // A pooled connection the server closed meanwhile hands the request back unsent; then
         // one new connection is tried.
-        if let Some(mut sender) = self.checkout(&target) {
+        if let Some(mut sender) = self.checkout(&target).await {
             match sender.try_send_request(request).await {
-                Ok(response) => {
-                    self.checkin(target, sender);
-                    return Ok(response);
-                }
+                Ok(response) => return Ok((response, self.reuse(target, sender))),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => request = unsent,
                     None => {
@@ -284,29 +315,40 @@ impl HttpRunner {
                 url: url_text,
                 source,
             })?;
-        self.checkin(target, sender);
-        Ok(response)
+        Ok((response, self.reuse(target, sender)))
     }
 
-    /// An idle connection to `target`, dropping closed ones; busy ones (a body still being
-    /// read) stay in the pool.
-    fn checkout(&self, target: &Target) -> Option<SendRequest<Body>> {
-        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
-        let senders = pool.get_mut(target)?;
-        senders.retain(|s| !s.is_closed());
-        let ready = senders.iter().position(SendRequest::is_ready)?;
-        trace!("http: reusing a connection");
-        Some(senders.swap_remove(ready))
-    }
-
-    /// Keeps `sender` for reuse once its response is done.
-    fn checkin(&self, target: Target, sender: SendRequest<Body>) {
-        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
-        let senders = pool.entry(target).or_default();
-        senders.retain(|s| !s.is_closed());
-        if senders.len() < IDLE_PER_TARGET {
-            senders.push(sender);
+    fn reuse(&self, target: Target, sender: SendRequest<Body>) -> Reuse {
+        Reuse {
+            pool: Arc::clone(&self.pool),
+            target,
+            sender,
         }
+    }
+
+    /// A pooled connection to `target` once it is ready for a request (its last response
+    /// finished on its connection task), dropping closed ones; `None` when there is none, or
+    /// when it is not ready within [`POOLED_READY_WAIT`].
+    async fn checkout(&self, target: &Target) -> Option<SendRequest<Body>> {
+        let mut sender = {
+            let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+            let senders = pool.get_mut(target)?;
+            senders.retain(|s| !s.is_closed());
+            let ready = senders.iter().position(SendRequest::is_ready);
+            senders.swap_remove(ready.unwrap_or(senders.len().checked_sub(1)?))
+        };
+        let wait = self
+            .runtime
+            .sleep_until(self.runtime.now() + POOLED_READY_WAIT);
+        let ready = futures_lite::future::or(async { sender.ready().await.is_ok() }, async {
+            wait.await;
+            false
+        })
+        .await;
+        ready.then(|| {
+            trace!("http: reusing a connection");
+            sender
+        })
     }
 }
 
@@ -338,7 +380,13 @@ impl HttpResponse {
                     self.done = true;
                     return Err(e);
                 }
-                Ok(None) => self.done = true,
+                Ok(None) => {
+                    self.done = true;
+                    // Read to the end: the connection may serve the next request.
+                    if let Some(reuse) = self.reuse.take() {
+                        reuse.checkin();
+                    }
+                }
                 Ok(Some(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         if !data.is_empty() {

@@ -10,7 +10,7 @@ use execd_core::protocol::{StartParams, Stream, WriteStatus};
 use execd_core::PathUri;
 
 use super::proxy::CuttingProxy;
-use super::{sleep, timeout, within};
+use super::{sleep, timeout, within, TempDir};
 use crate::client::LostReason;
 use crate::runtime::{DefaultRuntime, Runtime, Task};
 use crate::{
@@ -502,4 +502,62 @@ pub fn default_runtime_constructors_serve_and_connect<R: DefaultRuntime>() {
         }
     })
     .expect("the runtime starts");
+}
+
+/// Scenario.
+pub async fn a_unix_socket_server_is_private_serves_sessions_and_removes_its_file(
+    rt: Arc<dyn Runtime>,
+) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let rt = &rt;
+    let dir = TempDir::new();
+    let path = dir.path("serve.sock");
+    let server = within(
+        rt,
+        WsServer::bind_unix_with_runtime(rt.clone(), &path, ServerOptions::default()),
+    )
+    .await
+    .expect("bind");
+    let url = server.url();
+    assert_eq!(url, format!("unix:{}", path.display()));
+    let mode = std::fs::metadata(&path)
+        .expect("socket file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "only this user may connect");
+    let task = rt.spawn(Box::pin(async move {
+        let _ = server.run().await;
+    }));
+    let again = within(
+        rt,
+        WsServer::bind_unix_with_runtime(rt.clone(), &path, ServerOptions::default()),
+    )
+    .await;
+    assert_eq!(
+        again.map(drop).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::AddrInUse)
+    );
+    let client = within(
+        rt,
+        Client::connect_with_runtime(rt.clone(), &url, ClientOptions::default()),
+    )
+    .await
+    .expect("connect");
+    let p = within(
+        rt,
+        client.start(params("p", &["sh", "-c", "seq 1 20000; exit 3"], false)),
+    )
+    .await
+    .expect("start");
+    let got = collect(rt, &p).await;
+    assert_eq!(got.stdout, expected_seq(20_000));
+    assert_eq!(got.exit_code, Some(3));
+    drop(client);
+    drop(task);
+    timeout(rt, "the socket file to go with the server", async {
+        while path.exists() {
+            sleep(rt, Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 }

@@ -2,8 +2,7 @@
 //! WebSockets and real temporary directories. Every await has a timeout.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
@@ -12,38 +11,16 @@ use execd_core::{PathUri, ServerConfig};
 use serde_json::{json, Value};
 
 use super::server::{start_server, Client};
-use super::within;
+use super::{within, TempDir};
 use crate::runtime::Runtime;
 use crate::{ClientOptions, Executor, LocalExecutor, RemoteExecutor, ServerOptions};
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
 impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("execd-fs-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
     fn uri(&self, name: &str) -> String {
         PathUri::from_host_path(&self.path(name))
             .expect("absolute")
             .as_str()
             .to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -80,6 +80,31 @@ pub async fn sleep(rt: &Arc<dyn Runtime>, duration: Duration) {
     rt.sleep_until(rt.now() + duration).await;
 }
 
+/// A fresh directory under the system temp dir, removed on drop.
+pub(crate) struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub(crate) fn new() -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("execd-scenario-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    /// `name` inside the directory.
+    pub(crate) fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Connects to `addr` over `rt` (a raw TCP stream, for speaking HTTP by hand).
 ///
 /// # Errors
@@ -185,6 +210,7 @@ macro_rules! scenario_tests {
                 recovery_gives_up_with_closed_errors_when_the_server_stays_dead,
                 local_and_remote_executors_give_the_same_results,
                 dropping_a_local_executor_kills_its_processes,
+                a_unix_socket_server_is_private_serves_sessions_and_removes_its_file,
             }
             http {
                 buffered_get_and_post_reach_the_peer,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::runtime::{AsyncStream, Runtime, Task};
+use crate::tcp::TcpListener;
 
 /// A loopback TCP proxy in front of `target` that drops every open connection when told to.
 ///
@@ -41,10 +42,8 @@ impl CuttingProxy {
     /// # Errors
     /// The bind error.
     pub async fn start(rt: Arc<dyn Runtime>, target: SocketAddr) -> io::Result<CuttingProxy> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let listener = rt.tcp_listener(listener)?;
-        let addr = listener.local_addr()?;
+        let listener = TcpListener::bind(rt.clone(), SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let addr = listener.local_addr();
         let shared = Arc::new(Shared::default());
         let accept_shared = shared.clone();
         let accept_rt = rt.clone();

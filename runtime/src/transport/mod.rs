@@ -10,9 +10,11 @@
 //! Constructors:
 //!
 //! - Server: [`WsListener::bind`] then [`WsListener::accept`] (WebSocket, with `GET /readyz`
-//!   and the `Origin` refusal on the same port), or [`stdio_transport`] over the server's own
+//!   and the `Origin` refusal on the same port; [`WsListener::bind_unix_with_runtime`] on a
+//!   `0600` Unix-domain socket file), or [`stdio_transport`] over the server's own
 //!   stdin/stdout.
-//! - Client: [`ws_connect`], or [`stdio_transport`] over a child's pipes.
+//! - Client: [`ws_connect`] (`ws://`, `wss://`, `unix:PATH`), or [`stdio_transport`] over a
+//!   child's pipes.
 //! - In process: [`memory_pair`], two connected ends without a socket.
 //!
 //! Rules from PROTOCOL.md "Transport": one JSON-RPC message per WebSocket message; text and
@@ -26,6 +28,7 @@ mod memory;
 mod security;
 mod stdio;
 mod tls;
+mod unix;
 mod ws;
 
 use std::io;
@@ -35,6 +38,7 @@ pub use memory::memory_pair;
 pub use security::{ClientSecurity, Peer, ServerSecurity};
 pub use stdio::stdio_transport;
 pub use tls::{TlsClientConfig, TlsConfigError, TlsServerConfig};
+pub(crate) use ws::ws_handshake_over;
 pub use ws::{ws_connect, ws_connect_with, WsListener};
 
 /// Size and timing limits of a transport.

@@ -6,6 +6,7 @@ use std::future::poll_fn;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::error::ProtocolError;
+use async_tungstenite::tungstenite::handshake::client::Request;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -26,8 +28,10 @@ use super::frame_guard::{FrameGuard, Violation, CHUNK};
 use super::http::{self, Prefixed, Route};
 use super::security::{ClientSecurity, Peer, ServerSecurity};
 use super::tls::TlsClientConfig;
+use super::unix::{unix_connect, UnixListener, UNIX_PEER};
 use super::{FrameReader, FrameWriter, Inbound, Limits, ReaderInner, WriterInner};
-use crate::runtime::{shared, AsyncStream, DefaultRuntime, Runtime, Sleep, Task, TcpListener};
+use crate::runtime::{shared, AsyncStream, DefaultRuntime, Runtime, Sleep, Task};
+use crate::tcp::TcpListener;
 
 /// Accepted connections waiting for [`WsListener::accept`]; handshakes block when it is full.
 const READY_QUEUE: usize = 64;
@@ -53,6 +57,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// [`bind_with_runtime`](Self::bind_with_runtime) takes any [`Runtime`].
 pub struct WsListener<R = Arc<dyn Runtime>> {
     local_addr: SocketAddr,
+    /// The socket file, when bound with [`bind_unix_with_runtime`](Self::bind_unix_with_runtime).
+    unix_path: Option<PathBuf>,
     tls: bool,
     ready: async_channel::Receiver<(FrameReader, FrameWriter, Peer)>,
     _accept_loop: Task,
@@ -96,11 +102,56 @@ impl<R: Runtime> WsListener<R> {
         security: ServerSecurity,
     ) -> io::Result<Self> {
         let runtime = shared(runtime);
+        let listener = TcpListener::bind(Arc::clone(&runtime), addr)?;
+        let local_addr = listener.local_addr();
+        tracing::info!(%local_addr, tls = security.tls.is_some(), "websocket listener bound");
+        Ok(Self::start(
+            runtime,
+            Listener::Tcp(listener),
+            limits,
+            security,
+            None,
+        ))
+    }
+
+    /// Binds a Unix-domain socket file at `path` (made `0600`: only this user may connect;
+    /// removed when the listener drops) and serves WebSocket connections on it as on TCP,
+    /// without TLS or authentication (the file's permissions decide who connects), on
+    /// `runtime`. [`local_addr`](Self::local_addr) and the peers' addresses are the
+    /// unspecified `0.0.0.0:0`; [`unix_path`](Self::unix_path) names the file.
+    ///
+    /// # Errors
+    /// The `bind(2)` error (`AddrInUse` when `path` exists), the `chmod` or registration error.
+    pub async fn bind_unix_with_runtime(
+        runtime: R,
+        path: &Path,
+        limits: Limits,
+    ) -> io::Result<Self> {
+        let runtime = shared(runtime);
+        let listener = UnixListener::bind(Arc::clone(&runtime), path)?;
+        tracing::info!(path = %path.display(), "websocket listener bound to a unix socket");
+        Ok(Self::start(
+            runtime,
+            Listener::Unix(listener),
+            limits,
+            ServerSecurity::default(),
+            Some(path.to_owned()),
+        ))
+    }
+
+    /// Starts the accept loop on a bound listener.
+    fn start(
+        runtime: Arc<dyn Runtime>,
+        listener: Listener,
+        limits: Limits,
+        security: ServerSecurity,
+        unix_path: Option<PathBuf>,
+    ) -> Self {
+        let local_addr = match &listener {
+            Listener::Tcp(tcp) => tcp.local_addr(),
+            Listener::Unix(_) => UNIX_PEER,
+        };
         let tls = security.tls.is_some();
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let listener = runtime.tcp_listener(listener)?;
-        let local_addr = listener.local_addr()?;
         let (tx, rx) = async_channel::bounded(READY_QUEUE);
         let accept_loop = runtime.spawn(Box::pin(accept_loop(
             Arc::clone(&runtime),
@@ -109,14 +160,14 @@ impl<R: Runtime> WsListener<R> {
             Arc::new(limits),
             Arc::new(security),
         )));
-        tracing::info!(%local_addr, tls, "websocket listener bound");
-        Ok(Self {
+        Self {
             local_addr,
+            unix_path,
             tls,
             ready: rx,
             _accept_loop: accept_loop,
             _runtime: PhantomData,
-        })
+        }
     }
 }
 
@@ -144,6 +195,11 @@ impl<R> WsListener<R> {
             .recv()
             .await
             .map_err(|_| io::Error::other("websocket accept task stopped"))
+    }
+
+    /// The socket file of a listener bound to a Unix-domain socket; `None` on TCP.
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.unix_path.as_deref()
     }
 
     /// `wss` when serving TLS, else `ws`.
@@ -176,8 +232,9 @@ pub async fn ws_connect(
 }
 
 /// Connects to a `ws://host:port/path` or `wss://host:port/path` URL (default ports 80 and
-/// 443) over `runtime` and performs the client handshake, sending `security`'s bearer token and
-/// verifying a `wss://` server with its roots.
+/// 443), or to `unix:PATH` (a WebSocket on the Unix-domain socket file PATH, e.g. one bound by
+/// [`WsListener::bind_unix_with_runtime`]), over `runtime` and performs the client handshake,
+/// sending `security`'s bearer token and verifying a `wss://` server with its roots.
 ///
 /// Sets TCP_NODELAY. No `Origin` header is sent (the server would refuse it). Errors: the URL
 /// parse error or another scheme (`InvalidInput`), the connect error, the TLS error (a
@@ -191,18 +248,14 @@ pub async fn ws_connect_with(
     security: &ClientSecurity,
 ) -> io::Result<(FrameReader, FrameWriter)> {
     let runtime = shared(runtime);
+    if let Some(path) = url.strip_prefix("unix:") {
+        let stream = unix_connect(&*runtime, Path::new(path))?;
+        return ws_handshake_over(&runtime, stream, limits, security).await;
+    }
     let mut request = url
         .into_client_request()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    if let Some(token) = &security.bearer_token {
-        let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the bearer token is not a valid header value",
-            )
-        })?;
-        request.headers_mut().insert("authorization", value);
-    }
+    authorize(&mut request, security)?;
     let uri = request.uri();
     let tls = match uri.scheme_str() {
         Some("ws") => false,
@@ -233,13 +286,53 @@ pub async fn ws_connect_with(
             }
         };
     }
-    let stream = guard(stream, &limits);
+    let connection = client_handshake(&runtime, request, stream, &limits).await?;
+    tracing::debug!(%host, port, tls, "websocket client connected");
+    Ok(connection)
+}
+
+/// Performs the client handshake over an already-open byte stream (a Unix socket, or the
+/// pipes of an `ssh HOST execd bridge` child), sending `security`'s bearer token; the request
+/// names `ws://localhost/`. TLS is not applied: the stream is trusted as it is.
+pub(crate) async fn ws_handshake_over(
+    runtime: &Arc<dyn Runtime>,
+    stream: Box<dyn AsyncStream>,
+    limits: Limits,
+    security: &ClientSecurity,
+) -> io::Result<(FrameReader, FrameWriter)> {
+    let mut request = "ws://localhost/"
+        .into_client_request()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    authorize(&mut request, security)?;
+    client_handshake(runtime, request, stream, &limits).await
+}
+
+/// Adds `security`'s bearer token to a client handshake request.
+fn authorize(request: &mut Request, security: &ClientSecurity) -> io::Result<()> {
+    if let Some(token) = &security.bearer_token {
+        let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the bearer token is not a valid header value",
+            )
+        })?;
+        request.headers_mut().insert("authorization", value);
+    }
+    Ok(())
+}
+
+async fn client_handshake(
+    runtime: &Arc<dyn Runtime>,
+    request: Request,
+    stream: Box<dyn AsyncStream>,
+    limits: &Limits,
+) -> io::Result<(FrameReader, FrameWriter)> {
+    let stream = guard(stream, limits);
     let (ws, _response) =
-        async_tungstenite::client_async_with_config(request, stream, Some(ws_config(&limits)))
+        async_tungstenite::client_async_with_config(request, stream, Some(ws_config(limits)))
             .await
             .map_err(handshake_to_io)?;
-    tracing::debug!(%host, port, tls, "websocket client connected");
-    Ok(split(&runtime, ws, &limits))
+    Ok(split(runtime, ws, limits))
 }
 
 /// The byte stream under a WebSocket: TCP (with a replayed request head on the server side),
@@ -272,9 +365,25 @@ fn ws_config(limits: &Limits) -> WebSocketConfig {
 /// tungstenite's per-read buffer, in bytes.
 const READ_BUFFER: usize = 8 << 10;
 
+/// The socket a [`WsListener`] accepts on.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// The next connection and its peer's address ([`UNIX_PEER`] on a Unix socket).
+    async fn accept(&self) -> io::Result<(Box<dyn AsyncStream>, SocketAddr)> {
+        match self {
+            Listener::Tcp(tcp) => tcp.accept().await,
+            Listener::Unix(unix) => Ok((unix.accept().await?, UNIX_PEER)),
+        }
+    }
+}
+
 async fn accept_loop(
     runtime: Arc<dyn Runtime>,
-    listener: Box<dyn TcpListener>,
+    listener: Listener,
     ready: async_channel::Sender<(FrameReader, FrameWriter, Peer)>,
     limits: Arc<Limits>,
     security: Arc<ServerSecurity>,
