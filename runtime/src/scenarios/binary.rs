@@ -10,6 +10,7 @@ use execd_core::ServerConfig;
 use serde_json::{json, Value};
 
 use super::server::{start_server, Client};
+use super::within;
 use crate::runtime::Runtime;
 
 impl Client {
@@ -135,4 +136,123 @@ pub async fn binary_writes_reach_stdin_and_malformed_ones_get_errors(rt: Arc<dyn
         "written once, echoed binary"
     );
     assert!(run.binary_outputs > 0);
+}
+
+/// A Codex client (its `initialize` does not ask for binary frames) on a transport that could
+/// carry them sees exactly the reference's frames: an `initialize` answer without
+/// `binaryFrames`, and every `process/output` a WebSocket text message with the reference's
+/// JSON and base64 chunk, byte for byte. The client is a bare WebSocket, so the message types
+/// are the ones on the wire.
+pub async fn a_client_that_does_not_ask_gets_the_reference_json_in_text_messages(
+    rt: Arc<dyn Runtime>,
+) {
+    use async_tungstenite::tungstenite::Message;
+    use futures::StreamExt as _;
+
+    let server = start_server(&rt, ServerConfig::default()).await;
+    let tcp = within(&rt, super::tcp_connect(&rt, server.addr))
+        .await
+        .expect("tcp");
+    let (mut ws, _) = within(&rt, async_tungstenite::client_async(&server.url, tcp))
+        .await
+        .expect("websocket handshake");
+    let init = json!({"id": 1, "method": "initialize", "params": {"clientName": "codex"}});
+    within(&rt, ws.send(Message::text(init.to_string())))
+        .await
+        .expect("send");
+    let mut texts = Vec::new();
+    let mut binary_messages = 0;
+    // Everything up to the `process/closed` of the process started below.
+    let mut started = false;
+    while !texts.iter().any(|t: &String| t.contains("process/closed")) {
+        let msg = within(&rt, ws.next())
+            .await
+            .expect("the server keeps the connection")
+            .expect("websocket message");
+        let text = match msg {
+            Message::Text(text) => text.to_string(),
+            Message::Binary(_) => {
+                binary_messages += 1;
+                continue;
+            }
+            _ => continue,
+        };
+        if !started {
+            let init: Value = serde_json::from_str(&text).expect("JSON");
+            assert_eq!(init["id"], json!(1), "{init}");
+            assert!(init["result"]["sessionId"].is_string(), "{init}");
+            assert!(
+                init["result"].get("binaryFrames").is_none(),
+                "no binaryFrames for a client that did not ask: {init}"
+            );
+            let initialized = json!({"method": "initialized", "params": {}});
+            let start = json!({"id": 2, "method": "process/start", "params": {
+                "processId": "p", "argv": ["printf", "a\\377b"], "cwd": "file:///tmp",
+                "env": {"PATH": "/usr/bin:/bin"}, "tty": false,
+            }});
+            for v in [initialized, start] {
+                within(&rt, ws.send(Message::text(v.to_string())))
+                    .await
+                    .expect("send");
+            }
+            started = true;
+            continue;
+        }
+        texts.push(text);
+    }
+    assert_eq!(
+        binary_messages, 0,
+        "no binary message reached a JSON client"
+    );
+    let outputs: Vec<&String> = texts
+        .iter()
+        .filter(|t| t.contains("process/output"))
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            r#"{"method":"process/output","params":{"processId":"p","seq":1,"stream":"stdout","chunk":"Yf9i"}}"#
+        ],
+        "the reference's process/output: {texts:?}"
+    );
+    let _ = within(&rt, ws.close(None)).await;
+}
+
+/// Coalescing adds no latency: small writes to `cat` on a binary-frames connection come back
+/// one by one, each before the next is written, the echo of each write in its own binary
+/// frame (nothing waits for more output to fill a chunk), and the fastest of the round trips
+/// takes under 10 ms.
+pub async fn idle_small_chunks_go_out_at_once(rt: Arc<dyn Runtime>) {
+    let server = start_server(&rt, ServerConfig::default()).await;
+    let (mut c, _) = Client::binary_session(&rt, &server.url).await;
+    let r = c.start("cat", &["cat"], json!({"pipeStdin": true})).await;
+    assert!(r.get("result").is_some(), "{r}");
+    let mut fastest = std::time::Duration::MAX;
+    for i in 0..20_i64 {
+        let line = format!("line {i}\n");
+        let sent = rt.now();
+        let r = c
+            .binary_call(encode_write(
+                100 + i,
+                "cat",
+                &format!("w{i}"),
+                line.as_bytes(),
+            ))
+            .await;
+        assert_eq!(r["result"]["status"], json!("accepted"), "{r}");
+        let n = c.notification().await;
+        fastest = fastest.min(rt.now().saturating_duration_since(sent));
+        assert_eq!(n["binary"], json!(true), "{n}");
+        assert_eq!(n["params"]["seq"], json!(i + 1), "{n}");
+        let chunk = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            n["params"]["chunk"].as_str().expect("chunk"),
+        )
+        .expect("base64");
+        assert_eq!(chunk, line.as_bytes(), "one write, one frame");
+    }
+    assert!(
+        fastest < std::time::Duration::from_millis(10),
+        "fastest echo took {fastest:?}"
+    );
 }

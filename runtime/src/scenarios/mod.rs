@@ -224,6 +224,8 @@ macro_rules! scenario_tests {
             binary {
                 binary_client_gets_every_byte_and_a_json_client_beside_it_gets_json,
                 binary_writes_reach_stdin_and_malformed_ones_get_errors,
+                a_client_that_does_not_ask_gets_the_reference_json_in_text_messages,
+                idle_small_chunks_go_out_at_once,
             }
             containment {
                 kill_after_close_reaches_a_redirected_background_job,
