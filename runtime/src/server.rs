@@ -53,8 +53,19 @@ impl ServerOptions {
 }
 
 /// Process events queued between the pumps and the loop before pumps wait (backpressure from
-/// the loop to the children's pipes).
+/// the loop to the children's pipes), at most; see [`process_event_queue`].
 const PROCESS_EVENT_QUEUE: usize = 256;
+/// Output bytes the queue between the pumps and the loop may hold, at most: the core sees
+/// output (and can pause a congested session's processes) only once the loop takes it, so
+/// this bounds what a process writes past a pause. 16 MiB: 256 chunks of 64 KiB.
+const PROCESS_QUEUE_BYTES: usize = 16 << 20;
+
+/// The capacity, in events, of the queue between the pumps and the loop for chunks of up to
+/// `max_chunk_bytes`: [`PROCESS_QUEUE_BYTES`] of full chunks, between 16 and
+/// [`PROCESS_EVENT_QUEUE`] events (256 KiB chunks: 64 events).
+fn process_event_queue(max_chunk_bytes: usize) -> usize {
+    (PROCESS_QUEUE_BYTES / max_chunk_bytes.max(1)).clamp(16, PROCESS_EVENT_QUEUE)
+}
 /// Frames one connection may have read and queued for the loop, not yet handled; its reader
 /// waits (leaving later frames in the socket) until the loop catches up. Keeps a flooding
 /// client from queueing unbounded frames ahead of everyone else's.
@@ -431,8 +442,9 @@ impl EventLoop {
         // Without OS randomness session ids would be guessable; refuse to run that way.
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
-        let (process_tx, process_rx) = async_channel::bounded(PROCESS_EVENT_QUEUE);
         let mut core = options.core;
+        let (process_tx, process_rx) =
+            async_channel::bounded(process_event_queue(core.max_chunk_bytes));
         if core.environment_info.is_none() {
             core.environment_info = Some(crate::host::host_environment_info());
         }
