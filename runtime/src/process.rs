@@ -57,6 +57,10 @@ use crate::runtime::{
 const CHUNK: usize = 64 * 1024;
 /// Consecutive ready steps a pump takes before yielding to the executor.
 const PUMP_BUDGET: u32 = 32;
+/// Bytes a pump reads before yielding to the executor, whatever its chunk size: 32 chunks of
+/// 64 KiB, so larger chunks do not let one busy pump hold an executor thread longer (and
+/// delay other processes' output and connections' frames).
+const PUMP_BUDGET_BYTES: usize = 32 * CHUNK;
 /// Reads per stream when draining after exit. Bounds the drain when a grandchild keeps writing;
 /// the child's own leftovers fit in one pipe buffer.
 const EXIT_DRAIN_READS: usize = 16;
@@ -637,10 +641,14 @@ impl<K: Copy + fmt::Debug + Send + 'static> Pump<K> {
         let mut status = Some(status);
         let mut exited = false;
         let mut budget = PUMP_BUDGET;
+        let mut budget_bytes = PUMP_BUDGET_BYTES;
         while !(exited && self.sources.iter().all(|s| !s.open)) {
             let step = poll_fn(|cx| self.poll_step(cx, &mut status)).await;
             let sent = match step {
-                Step::Chunk(i, bytes) => self.send_chunk(i, bytes).await,
+                Step::Chunk(i, bytes) => {
+                    budget_bytes = budget_bytes.saturating_sub(bytes.len());
+                    self.send_chunk(i, bytes).await
+                }
                 Step::Eof(i) => self.send_eof(i).await,
                 Step::Exited(exit) => {
                     exited = true;
@@ -656,8 +664,9 @@ impl<K: Copy + fmt::Debug + Send + 'static> Pump<K> {
                 return;
             }
             budget -= 1;
-            if budget == 0 {
+            if budget == 0 || budget_bytes == 0 {
                 budget = PUMP_BUDGET;
+                budget_bytes = PUMP_BUDGET_BYTES;
                 future::yield_now().await;
             }
         }
