@@ -17,6 +17,7 @@ pub mod fuzzing;
 pub mod ids;
 pub mod protocol;
 pub mod rpc;
+pub mod sandbox;
 pub mod server;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod sim;

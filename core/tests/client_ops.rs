@@ -30,6 +30,56 @@ proptest! {
         ops.ops = all;
         fuzzing::check_client_ops(&ops);
     }
+
+    /// Lossless output (PROTOCOL.md §5.11) with a retention of at most 64 bytes / 8 chunks:
+    /// the server holds children at the window instead of evicting, and no gap ever reaches
+    /// the client.
+    #[test]
+    fn lossless_client_never_sees_a_gap(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let ops = lossless(&data);
+        let stats = fuzzing::check_client_ops(&ops);
+        prop_assert!(stats.tainted || stats.gaps == 0, "{stats:?}");
+    }
+}
+
+/// `data` decoded as operations, after the prologue, with lossless output and a small
+/// retention.
+fn lossless(data: &[u8]) -> ClientOps {
+    let mut ops = ClientOps::from_bytes(data);
+    ops.config.flags |= 64;
+    ops.config.retained_bytes |= 128;
+    ops.config.retained_chunks |= 128;
+    let mut all = prologue();
+    all.append(&mut ops.ops);
+    ops.ops = all;
+    ops
+}
+
+/// The lossless runs do reach the window: over a fixed set of inputs, children are held and
+/// writes blocked, and output still flows.
+#[test]
+fn lossless_runs_hold_children_at_the_window() {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let (mut holds, mut blocked, mut outputs) = (0, 0, 0);
+    for _ in 0..64 {
+        let data: Vec<u8> = (0..2048)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let stats = fuzzing::check_client_ops(&lossless(&data));
+        assert!(stats.tainted || stats.gaps == 0, "{stats:?}");
+        holds += stats.holds;
+        blocked += stats.blocked_writes;
+        outputs += stats.outputs;
+    }
+    assert!(
+        holds > 0 && blocked > 0 && outputs > 0,
+        "{holds} {blocked} {outputs}"
+    );
 }
 
 /// Connect, start three processes, answer their spawns, deliver everything.

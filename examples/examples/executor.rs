@@ -22,6 +22,7 @@ async fn uname(executor: &dyn Executor) -> anyhow::Result<(String, i32)> {
         pipe_stdin: false,
         arg0: None,
         env_policy: None,
+        sandbox: None,
         enforce_managed_network: false,
     };
     let process = executor.start(params).await?;

@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
                 pipe_stdin: true,
                 arg0: None,
                 env_policy: None,
+                sandbox: None,
                 enforce_managed_network: false,
             })
             .await?;

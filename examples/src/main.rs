@@ -25,6 +25,7 @@ mod logging;
 mod ps;
 mod remote_session;
 mod run;
+mod run_sandbox;
 mod serve_auth;
 mod serve_limits;
 mod shutdown;

@@ -88,7 +88,8 @@ impl RemoteSession {
             session_id: String::new(),
             _reader: Arc::new(reader),
         };
-        let params = json!({"clientName": "execd-attach", "resumeSessionId": session});
+        // Lossless output (PROTOCOL.md §5.11): the reads below acknowledge by `afterSeq`.
+        let params = json!({"clientName": "execd-attach", "resumeSessionId": session, "losslessOutput": true});
         let deadline = Instant::now() + ATTACHED_RETRY;
         let result = loop {
             match remote.call(method::INITIALIZE, params.clone()).await {

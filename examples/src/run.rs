@@ -79,6 +79,8 @@ pub(crate) struct RunArgs {
     security: crate::serve_auth::RunSecurityArgs,
     #[command(flatten)]
     ssh: crate::ssh::SshArgs,
+    #[command(flatten)]
+    sandbox: crate::run_sandbox::RunSandboxArgs,
     /// The command and its arguments. Everything from the first argument that is not an
     /// execd option on belongs to the command (`--` before it is optional).
     #[arg(
@@ -126,6 +128,9 @@ impl RunArgs {
         options.core.client_name = "execd-run".to_owned();
         options.core.recovery = self.recovery_window > 0;
         options.core.recovery_window = Duration::from_secs(self.recovery_window);
+        // A detached command's output is for `execd attach`: this client never prints it, so
+        // it must not acknowledge it either (the server keeps it all, holding the command).
+        options.core.acknowledge_output = !self.detach;
         options
     }
 }
@@ -215,6 +220,9 @@ impl Run {
             crate::ssh::remote_params(&client, &mut params, args.cwd.as_ref(), env, args.clear_env)
                 .await?;
         }
+        // Built from the final `cwd` (the remote home directory with `--ssh`): its workspace.
+        params.sandbox = args.sandbox.params(&params.cwd)?;
+        params.env.extend(args.sandbox.env());
         // Caught from before the start: a Ctrl-C as soon as the command runs is forwarded,
         // never the default action (killing execd).
         let signals = forwarded_signals();
@@ -280,7 +288,19 @@ impl Run {
         let outcome = print_events(&process, &report).await;
         drop(raw);
         let code = match outcome {
-            Ok(Outcome::Exited(code)) => u8::try_from(code & 0xff).unwrap_or(EXIT_EXECD_ERROR),
+            Ok(Outcome::Exited {
+                code,
+                sandbox_denied,
+            }) => {
+                if sandbox_denied && args.sandbox.enabled() {
+                    eprintln!(
+                        "execd: {:?} exited with {code}, probably blocked by the sandbox \
+                         (the server flagged it sandboxDenied)",
+                        args.argv[0]
+                    );
+                }
+                u8::try_from(code & 0xff).unwrap_or(EXIT_EXECD_ERROR)
+            }
             Ok(Outcome::BrokenPipe) => {
                 let _ = process.terminate().await;
                 EXIT_BROKEN_PIPE
@@ -321,6 +341,7 @@ fn start_params(args: &RunArgs, tty: bool) -> anyhow::Result<StartParams> {
         pipe_stdin: !tty,
         arg0: None,
         env_policy: None,
+        sandbox: None,
         enforce_managed_network: false,
     })
 }
@@ -339,14 +360,18 @@ fn env_overrides(args: &RunArgs) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 enum Outcome {
-    Exited(i32),
+    /// The exit code and whether the server classified the exit as a sandbox denial.
+    Exited {
+        code: i32,
+        sandbox_denied: bool,
+    },
     BrokenPipe,
 }
 
 /// Writes the process's output to ours until it closes; reports reconnects.
 async fn print_events(process: &Process, report: &Report) -> anyhow::Result<Outcome> {
     let mut stdout = io::stdout().lock();
-    let mut exit_code = None;
+    let mut exited = None;
     while let Some(event) = process.next_event().await {
         match event {
             Event::Output { stream, chunk, .. } => {
@@ -363,7 +388,16 @@ async fn print_events(process: &Process, report: &Report) -> anyhow::Result<Outc
                     other => other.context("cannot write the output")?,
                 }
             }
-            Event::Exited { exit_code: c, .. } => exit_code = Some(c),
+            Event::Exited {
+                exit_code: code,
+                sandbox_denied,
+                ..
+            } => {
+                exited = Some(Outcome::Exited {
+                    code,
+                    sandbox_denied,
+                });
+            }
             Event::Closed { .. } => break,
             Event::Gap { lost_chunks, .. } => {
                 eprintln!("execd: {lost_chunks} chunks of output were lost (evicted on the server while disconnected)");
@@ -381,9 +415,7 @@ async fn print_events(process: &Process, report: &Report) -> anyhow::Result<Outc
             _ => {}
         }
     }
-    exit_code
-        .map(Outcome::Exited)
-        .context("the process closed without an exit code")
+    exited.context("the process closed without an exit code")
 }
 
 /// Forwards our stdin as writes; EOF closes the child's stdin (on a PTY: sends ^D).

@@ -29,6 +29,11 @@ pub(crate) struct ServeLimitsArgs {
     /// (default 262144).
     #[arg(long, value_name = "BYTES")]
     max_chunk_bytes: Option<usize>,
+    /// Lossless output (clients that ask for it): unacknowledged output bytes per process at
+    /// which its pipes stop being read until the client acknowledges (default 1048576;
+    /// capped at the retention of 1 MiB).
+    #[arg(long, value_name = "BYTES")]
+    lossless_window_bytes: Option<usize>,
     /// Seconds without input before a WebSocket client is pinged (default 30; 0 disables
     /// pings and the pong timeout).
     #[arg(long, value_name = "SECONDS")]
@@ -55,6 +60,7 @@ impl ServeLimitsArgs {
             ),
             (self.max_inflight_requests, &mut core.max_inflight_requests),
             (self.max_chunk_bytes, &mut core.max_chunk_bytes),
+            (self.lossless_window_bytes, &mut core.lossless_window_bytes),
         ];
         for (flag, field) in counts {
             if let Some(value) = flag {

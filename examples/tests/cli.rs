@@ -29,16 +29,7 @@ fn serve() -> (KillOnDrop, String) {
 
 /// Starts `execd serve --runtime RUNTIME` and returns it with its printed URL.
 fn serve_on(runtime: &str) -> (KillOnDrop, String) {
-    let mut cmd = Command::new(EXECD);
-    cmd.args([
-        "serve",
-        "--listen",
-        "ws://127.0.0.1:0",
-        "--runtime",
-        runtime,
-    ])
-    .stderr(Stdio::inherit());
-    common::serve_with(cmd, TIMEOUT)
+    common::serve_on(runtime, TIMEOUT)
 }
 
 fn run(url: Option<&str>, args: &[&str]) -> Output {
@@ -825,4 +816,168 @@ fn detach_ps_attach_round_trip_delivers_detached_output_once() {
     // attach detached the session again: it can be resumed.
     assert_eq!(ps("closed"), "3");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Lossless output (docs/PROTOCOL.md §5.11), `execd run`'s default: `seq 1 2000000` written as
+/// fast as it can through a proxy that cuts the connection every 20 ms arrives complete and in
+/// order, with no gap. `EXECD_LOSSLESS_RUNS=N` repeats it N times and `EXECD_LOSSLESS_CUT_MS`
+/// sets the period: the issue's target, 20 of 20 at 3 ms, is measured that way with a release
+/// build (`cargo test --release`). The default is 20 ms because a debug build on a loaded
+/// machine cannot always finish a WebSocket handshake, `initialize` and a read within 3 ms, and
+/// a client that never completes one makes no progress at all (lossless or not).
+#[test]
+fn run_lossless_output_survives_a_cutting_proxy() {
+    let _one_at_a_time = PROXY_TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (_server, url) = serve();
+    let cut_ms: u64 = std::env::var("EXECD_LOSSLESS_CUT_MS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    let proxy = cutting_proxy(&url, Duration::from_millis(cut_ms));
+    let runs: u32 = std::env::var("EXECD_LOSSLESS_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let want = seq_text(1, 2_000_000);
+    for i in 1..=runs {
+        let mut cmd = Command::new(EXECD);
+        cmd.args([
+            "run",
+            "--stats",
+            "--url",
+            &proxy.url(),
+            "--",
+            "seq",
+            "1",
+            "2000000",
+        ]);
+        let started = std::time::Instant::now();
+        let out = common::output_within(cmd, Duration::from_secs(180));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "run {i}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("lost"), "run {i}: {stderr}");
+        assert!(
+            out.stdout == want.as_bytes(),
+            "run {i}: output differs: {} bytes",
+            out.stdout.len()
+        );
+        eprintln!(
+            "run {i}/{runs}: complete in {:?}, {} reconnects",
+            started.elapsed(),
+            reconnects(&out.stderr)
+        );
+    }
+}
+
+/// Resident memory of `pid` in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes `pid` has written so far (`wchar`).
+fn wchar(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// A session left by `execd run --detach` is lossless: its child, writing as fast as it can
+/// while no client is attached, blocks after the 1 MiB window (plus the read-ahead) and the server's memory
+/// stays flat; `execd attach` then prints every byte. `EXECD_AWAY_SECS` sets the absence
+/// (default 2 s).
+#[test]
+fn a_detached_run_holds_its_child_and_attach_prints_everything() {
+    let away: u64 = std::env::var("EXECD_AWAY_SECS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2);
+    // The detached session must outlive the absence (`--session-ttl`, default 30 s).
+    let mut serve = Command::new(EXECD);
+    let ttl = (away + 60).to_string();
+    serve
+        .args([
+            "serve",
+            "--listen",
+            "ws://127.0.0.1:0",
+            "--session-ttl",
+            &ttl,
+        ])
+        .stderr(Stdio::inherit());
+    let (server, url) = common::serve_with(serve, TIMEOUT);
+    let server_pid = server.0.id();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pidfile = dir.path().join("pid");
+    let rss_before = rss_kib(server_pid);
+    let script = format!("echo $$ > {}; exec seq 1 3000000", pidfile.display());
+    let out = run(Some(&url), &["--detach", "--", "sh", "-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut words = printed.split_whitespace();
+    let (session, process) = (
+        words.next().expect("session").to_owned(),
+        words.next().expect("process").to_owned(),
+    );
+    let started = std::time::Instant::now();
+    let child: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(started.elapsed() < TIMEOUT, "the child never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut rss_max = 0;
+    let mut written = Vec::new();
+    for _ in 0..away * 4 {
+        std::thread::sleep(Duration::from_millis(250));
+        rss_max = rss_max.max(rss_kib(server_pid));
+        written.push(wchar(child));
+    }
+    let blocked = written.last().copied().unwrap_or(u64::MAX);
+    eprintln!(
+        "away {away} s: server RSS {rss_before} KiB before, at most {rss_max} KiB; \
+         the child wrote {blocked} bytes of its 22888896"
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{child}")).exists(),
+        "the child finished while nobody read"
+    );
+    // The 1 MiB window plus what the server may read ahead of its decision (at most about
+    // 6 MiB, `PROCESS_EVENT_QUEUE` in runtime/src/server.rs) plus the pipe.
+    assert!(blocked < 8 << 20, "the child was not held: {written:?}");
+    assert_eq!(
+        written[written.len() / 2],
+        blocked,
+        "the child stays blocked: {written:?}"
+    );
+    assert!(
+        rss_max < rss_before + 32 * 1024,
+        "server RSS grew from {rss_before} to {rss_max} KiB"
+    );
+    let mut cmd = Command::new(EXECD);
+    cmd.args(["attach", "--url", &url, &session, &process]);
+    let out = common::output_within(cmd, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == seq_text(1, 3_000_000).as_bytes(),
+        "attach printed {} bytes",
+        out.stdout.len()
+    );
 }

@@ -19,11 +19,13 @@ use std::time::{Duration, SystemTime};
 
 use execd_core::protocol::fs::WatchMissingResult;
 use execd_core::protocol::{FsError, FsOp, FsResult};
+use execd_core::sandbox::SandboxPolicy;
 use execd_core::{ConnId, FsTicket};
 use tracing::{debug, trace};
 
-use crate::fs::{self, FsHandles};
+use crate::fs::FsHandles;
 use crate::runtime::{Runtime, Task};
+use crate::sandbox;
 
 /// Hands an [`FsDone`] to the event loop (from a blocking thread or a task); never blocks.
 pub(crate) type Report = Arc<dyn Fn(FsDone) + Send + Sync>;
@@ -74,7 +76,7 @@ struct ConnFs {
 
 #[derive(Default)]
 struct HandleQueue {
-    jobs: VecDeque<(FsTicket, FsOp)>,
+    jobs: VecDeque<(FsTicket, FsOp, Option<SandboxPolicy>)>,
     /// A blocking job is draining `jobs`.
     running: bool,
 }
@@ -92,12 +94,18 @@ impl FsService {
     }
 
     /// `Command::Fs`: runs `op` off the loop and reports [`FsDone::Op`].
-    pub(crate) fn perform(&mut self, ticket: FsTicket, conn: ConnId, op: FsOp) {
+    pub(crate) fn perform(
+        &mut self,
+        ticket: FsTicket,
+        conn: ConnId,
+        op: FsOp,
+        sandbox: Option<SandboxPolicy>,
+    ) {
         trace!(%conn, %ticket, method = op.method(), "fs op");
         let done = Arc::clone(&self.done);
         if op.handle().is_none() {
             self.runtime.spawn_blocking(Box::new(move || {
-                let result = fs::perform(op, &mut FsHandles::new());
+                let result = sandbox::perform(op, sandbox.as_ref(), &mut FsHandles::new());
                 done(FsDone::Op(ticket, result));
             }));
             return;
@@ -105,7 +113,7 @@ impl FsService {
         let c = Arc::clone(self.conns.entry(conn).or_default());
         let start = {
             let mut q = lock(&c.queue);
-            q.jobs.push_back((ticket, op));
+            q.jobs.push_back((ticket, op, sandbox));
             !std::mem::replace(&mut q.running, true)
         };
         if start {
@@ -263,8 +271,8 @@ fn drain_handle_queue(c: &ConnFs, done: &Report) {
                 }
             }
         };
-        let (ticket, op) = job;
-        let result = fs::perform(op, &mut lock(&c.handles));
+        let (ticket, op, policy) = job;
+        let result = sandbox::perform(op, policy.as_ref(), &mut lock(&c.handles));
         done(FsDone::Op(ticket, result));
     }
 }

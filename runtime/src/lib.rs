@@ -51,6 +51,7 @@ mod os;
 pub mod process;
 mod pty;
 mod runtime;
+mod sandbox;
 #[cfg(feature = "test-support")]
 pub mod scenarios;
 mod server;

@@ -51,6 +51,7 @@ use crate::pty::{self, Pty};
 use crate::runtime::{
     set_nonblocking, shared, AsyncFd, BoxFuture, ChildCommand, DefaultRuntime, Runtime,
 };
+use crate::sandbox;
 
 /// Default largest chunk, in bytes: one pipe buffer on Linux. The server sets the core's
 /// `max_chunk_bytes` ([`ProcessTable::set_chunk_bytes`]).
@@ -327,7 +328,7 @@ where
     }
 
     fn try_spawn(&mut self, key: K, spec: SpawnSpec) -> io::Result<(u32, Entry)> {
-        if spec.sandbox != SandboxType::None {
+        if spec.sandbox != SandboxType::None && spec.sandbox_policy.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!(
@@ -358,6 +359,9 @@ where
             command.process_group(0);
         }
         let leaf = self.join_new_cgroup(key, &mut command);
+        // A sandboxed start confines the child between fork and exec: a second `pre_exec`
+        // hook, after the child set-up above.
+        let sandbox = sandbox::attach(spec.sandbox_policy.as_ref(), &spec.cwd, &mut command)?;
 
         // Everything that can fail on the server's side is set up before the fork, so a failure
         // afterwards cannot leave a running child without a pump.
@@ -365,13 +369,16 @@ where
         // The runtime drops the command, and with it the server's copies of the child's ends
         // (the PTY slave included: the master reports EIO once every slave descriptor is
         // closed). The child is reaped by the runtime if the pump stops waiting for it.
-        let child = self.runtime.spawn_child(ChildCommand {
-            command,
-            stdin: io.child_stdin.take().unwrap_or_else(Stdio::null),
-            stdout: io.child_stdout.take().unwrap_or_else(Stdio::null),
-            stderr: io.child_stderr.take().unwrap_or_else(Stdio::null),
-            kill_on_drop: false,
-        })?;
+        let child = self
+            .runtime
+            .spawn_child(ChildCommand {
+                command,
+                stdin: io.child_stdin.take().unwrap_or_else(Stdio::null),
+                stdout: io.child_stdout.take().unwrap_or_else(Stdio::null),
+                stderr: io.child_stderr.take().unwrap_or_else(Stdio::null),
+                kill_on_drop: false,
+            })
+            .map_err(|err| sandbox::spawn_error(sandbox.as_ref(), err))?;
         let pid = child.pid;
 
         let closed = Arc::new(AtomicBool::new(false));
@@ -411,6 +418,7 @@ where
             closed,
             leaf,
             gate,
+            _sandbox: sandbox,
         };
         Ok((pid, entry))
     }
@@ -477,6 +485,8 @@ struct Entry {
     leaf: Option<Leaf>,
     /// Whether the pump may read output.
     gate: Arc<Gate>,
+    /// A sandboxed child's set-up that must outlive it (carve-out placeholders).
+    _sandbox: Option<sandbox::Attached>,
 }
 
 /// A pause switch the pump checks before every read: set by the event loop, it wakes the pump
@@ -845,6 +855,9 @@ fn spawn_failed(key: impl fmt::Debug, err: &io::Error, cwd: Option<&Path>) -> Pr
 /// What a spawn error means: a `cwd` that is not a directory wins (exec reports it as ENOENT
 /// too), then the errno of the program.
 fn spawn_error_kind(err: &io::Error, cwd: Option<&Path>) -> SpawnErrorKind {
+    if sandbox::is_setup_error(err) {
+        return SpawnErrorKind::Sandbox;
+    }
     if cwd.is_some_and(|cwd| !cwd.is_dir()) {
         return SpawnErrorKind::BadCwd;
     }

@@ -53,18 +53,24 @@ impl ServerOptions {
 }
 
 /// Process events queued between the pumps and the loop before pumps wait (backpressure from
-/// the loop to the children's pipes), at most; see [`process_event_queue`].
-const PROCESS_EVENT_QUEUE: usize = 256;
+/// the loop to the children's pipes), at most; see [`process_event_queue`]. With 64 KiB
+/// chunks and [`EVENT_BATCH`] this bounds how much output is read ahead of the core's
+/// decisions: a process held at its lossless window (PROTOCOL.md §5.11) has at most
+/// (32 + 64 + 1) × 64 KiB ≈ 6 MiB more read from its pipes, once per server and not per
+/// process, before its pump sees the pause (the loop drains the queue faster than a pump fills
+/// it whenever it is not busy sending, so a deeper queue adds memory, not throughput).
+const PROCESS_EVENT_QUEUE: usize = 32;
 /// Output bytes the queue between the pumps and the loop may hold, at most: the core sees
-/// output (and can pause a congested session's processes) only once the loop takes it, so
-/// this bounds what a process writes past a pause. 16 MiB: 256 chunks of 64 KiB.
-const PROCESS_QUEUE_BYTES: usize = 16 << 20;
+/// output (and can pause a process) only once the loop takes it, so this bounds what a
+/// process writes past a pause. 2 MiB: 32 chunks of 64 KiB.
+const PROCESS_QUEUE_BYTES: usize = 2 << 20;
 
 /// The capacity, in events, of the queue between the pumps and the loop for chunks of up to
-/// `max_chunk_bytes`: [`PROCESS_QUEUE_BYTES`] of full chunks, between 16 and
-/// [`PROCESS_EVENT_QUEUE`] events (256 KiB chunks: 64 events).
+/// `max_chunk_bytes`: [`PROCESS_QUEUE_BYTES`] of full chunks, between 4 and
+/// [`PROCESS_EVENT_QUEUE`] events (256 KiB chunks: 8 events), so larger chunks do not let a
+/// process write further past a pause.
 fn process_event_queue(max_chunk_bytes: usize) -> usize {
-    (PROCESS_QUEUE_BYTES / max_chunk_bytes.max(1)).clamp(16, PROCESS_EVENT_QUEUE)
+    (PROCESS_QUEUE_BYTES / max_chunk_bytes.max(1)).clamp(4, PROCESS_EVENT_QUEUE)
 }
 /// Frames one connection may have read and queued for the loop, not yet handled; its reader
 /// waits (leaving later frames in the socket) until the loop catches up. Keeps a flooding
@@ -801,7 +807,12 @@ impl EventLoop {
             // The core issues a credit only while the connection is not congested.
             Command::HttpPull { ticket, .. } => self.http.grant(ticket),
             Command::HttpCancel { ticket } => self.http.cancel(ticket),
-            Command::Fs { ticket, conn, op } => self.fs.perform(ticket, conn, op),
+            Command::Fs {
+                ticket,
+                conn,
+                op,
+                sandbox,
+            } => self.fs.perform(ticket, conn, op, sandbox),
             Command::FsCloseConnection { conn } => self.fs.close_connection(conn),
             Command::WatchMissing {
                 ticket,

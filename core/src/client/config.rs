@@ -36,6 +36,17 @@ pub struct ClientConfig {
     /// server turns them on only where its transport can carry them (not stdio) and says so
     /// in its answer; the client decodes both forms either way. Default `false`.
     pub binary_frames: bool,
+    /// Whether `initialize` asks for lossless output (ext, PROTOCOL.md §5.11): the server then
+    /// never evicts output this client has not acknowledged, pausing the process instead, and
+    /// the client acknowledges delivered output with `process/ack` (every half window). A
+    /// server without the extension ignores the request. Default `true`.
+    pub lossless_output: bool,
+    /// Whether delivered output is acknowledged with `process/ack` (lossless output only).
+    /// `false` leaves it unacknowledged, so the server keeps all of it for a later reader and
+    /// holds the process once the window is full: `execd run --detach` starts a process this
+    /// way and leaves, and `execd attach` then reads everything from seq 1. (The client's own
+    /// recovery reads still acknowledge by their `afterSeq`.) Default `true`.
+    pub acknowledge_output: bool,
 }
 
 impl Default for ClientConfig {
@@ -49,6 +60,8 @@ impl Default for ClientConfig {
             close_retention: Duration::from_secs(30),
             recovery_read_bytes: 256 * 1024,
             binary_frames: false,
+            lossless_output: true,
+            acknowledge_output: true,
         }
     }
 }

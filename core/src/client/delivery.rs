@@ -68,6 +68,7 @@ impl Client {
 
     /// Turns a tracker's deliveries into events; stops tracking after `Closed`.
     pub(super) fn emit(&mut self, process_id: &str, out: Vec<Delivery>) {
+        self.ack_delivered(process_id, &out);
         for d in out {
             let process_id = process_id.to_owned();
             self.events.push_back(match d {

@@ -55,6 +55,7 @@ impl Client {
             }
         }
         self.session_id = Some(init.session_id.clone());
+        self.lossless = init.lossless_output;
         self.recovery = None;
         self.retry_at = None;
         self.phase = Phase::Ready;
@@ -95,6 +96,7 @@ impl Client {
             client_name: self.config.client_name.clone(),
             resume_session_id: self.session_id.clone(),
             binary_frames: self.config.binary_frames,
+            lossless_output: self.config.lossless_output,
         };
         let id = self.alloc_id();
         let text = rpc::encode_request(&RequestId::Int(id), method::INITIALIZE, &params);

@@ -6,6 +6,7 @@
 //! - `handshake`: `initialize` (fresh or `resumeSessionId`) and `initialized` (PROTOCOL.md
 //!   §4, §6);
 //! - `recovery`: backoff, the recovery window, giving up (§6.1);
+//! - `ack`: lossless output: `process/ack` as output is delivered (§5.11);
 //! - `calls`: request ids, queued and in-flight calls, answers, the resent-write rule;
 //! - `resume`: after a resume, the recovery reads of tracked processes and the settlement of
 //!   starts cut off by the disconnect (§6.1);
@@ -13,6 +14,7 @@
 //! - `delivery`: notifications and read results delivered per process in seq order, gaps;
 //! - `pending`, `tracker`: the tables behind them.
 
+mod ack;
 mod binary;
 mod calls;
 mod config;
@@ -132,6 +134,9 @@ pub struct Client {
     /// The first connect's retries (see [`first_connect_failed`](Self::first_connect_failed)).
     first_connect: FirstConnect,
     session_id: Option<String>,
+    /// The lossless window the server granted at the last `initialize` (`None`: not asked or
+    /// not granted: output past the server's retention may be evicted).
+    lossless: Option<crate::protocol::LosslessWindow>,
     pending: Pending,
     trackers: BTreeMap<String, Tracker>,
     transmits: VecDeque<String>,
@@ -189,6 +194,7 @@ impl Client {
             retry_at: None,
             first_connect,
             session_id: None,
+            lossless: None,
             pending: Pending::default(),
             trackers: BTreeMap::new(),
             transmits: VecDeque::new(),

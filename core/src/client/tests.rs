@@ -28,6 +28,17 @@ fn sim_with(recovery: bool, server_config: ServerConfig) -> Sim {
     Sim::with(server_config, config)
 }
 
+/// As [`sim_with`], the client not asking for lossless output: the reference's eviction.
+fn lossy_sim_with(recovery: bool, server_config: ServerConfig) -> Sim {
+    let config = ClientConfig {
+        recovery,
+        client_name: "sim".to_owned(),
+        lossless_output: false,
+        ..ClientConfig::default()
+    };
+    Sim::with(server_config, config)
+}
+
 /// A connected sim with a ready session.
 fn ready(recovery: bool) -> Sim {
     let mut sim = sim(recovery);
@@ -154,6 +165,7 @@ fn start_params(pid: &str) -> StartParams {
         pipe_stdin: true,
         arg0: None,
         env_policy: None,
+        sandbox: None,
         enforce_managed_network: false,
     }
 }
@@ -683,7 +695,7 @@ fn evicted_output_is_reported_as_a_gap() {
         retained_chunks: 2,
         ..ServerConfig::default()
     };
-    let mut sim = sim_with(true, config);
+    let mut sim = lossy_sim_with(true, config);
     sim.connect();
     sim.drive();
     let key = sim.start("p");
@@ -782,6 +794,7 @@ fn paged_recovery_reads_report_evicted_output_exactly() {
     let client = ClientConfig {
         client_name: "sim".to_owned(),
         recovery_read_bytes: 1,
+        lossless_output: false,
         ..ClientConfig::default()
     };
     let mut sim = Sim::with(config, client);
@@ -1397,4 +1410,78 @@ fn binary_output_frames_are_delivered_like_json_ones() {
     assert_eq!(sim.binary_frames.len(), 2, "output went out binary");
     assert_eq!(sim.trail("cat"), ["o1:hi\n", "o2:\u{fffd}\u{0}"]);
     assert_eq!(sim.delivered_bytes("cat"), b"hi\n\xff\x00");
+}
+
+/// Lossless output (PROTOCOL.md §5.11): the child is held instead of having its output evicted
+/// while the client is away, and the client acknowledges as it delivers.
+#[test]
+fn lossless_output_holds_the_child_while_away_and_delivers_everything() {
+    let config = ServerConfig {
+        retained_chunks: 4,
+        ..ServerConfig::default()
+    };
+    let mut sim = sim_with(true, config);
+    sim.connect();
+    sim.drive();
+    let key = sim.start("p");
+    sim.drop_link(true);
+    // The fake children keep writing when paused: the test writes only while not paused,
+    // as a blocked child would.
+    let mut written = 0;
+    while !sim.procs[&key].paused {
+        assert!(written < 10, "never held: {:?}", sim.take_commands());
+        written += 1;
+        sim.output(key, format!("{written},").as_bytes());
+        sim.pump();
+    }
+    assert_eq!(written, 4, "held at the chunk window");
+    sim.drive();
+    assert!(sim.client.is_ready(), "resumed");
+    assert!(!sim.procs[&key].paused, "the recovery read acknowledged");
+    for n in written + 1..=40 {
+        assert!(!sim.procs[&key].paused, "acks keep up: {n}");
+        sim.output(key, format!("{n},").as_bytes());
+        sim.pump();
+        sim.drive();
+    }
+    sim.finish(key, ExitStatus::Code(0));
+    sim.drive();
+    let want: String = (1..=40).map(|n| format!("{n},")).collect();
+    assert_eq!(sim.delivered_bytes("p"), want.as_bytes());
+    assert_eq!(sim.count(|e| matches!(e, ClientEvent::Gap { .. })), 0);
+}
+
+/// A client that does not acknowledge (`acknowledge_output: false`, as `execd run --detach`)
+/// leaves its output to a later reader: the server holds the child at the window even while
+/// this client is connected and receiving, and evicts nothing.
+#[test]
+fn a_client_that_does_not_acknowledge_leaves_the_window_full() {
+    let server = ServerConfig {
+        retained_chunks: 4,
+        ..ServerConfig::default()
+    };
+    let client = ClientConfig {
+        client_name: "sim".to_owned(),
+        acknowledge_output: false,
+        ..ClientConfig::default()
+    };
+    let mut sim = Sim::with(server, client);
+    sim.connect();
+    sim.drive();
+    let key = sim.start("p");
+    let mut written = 0;
+    while !sim.procs[&key].paused {
+        assert!(written < 10, "never held: {:?}", sim.take_commands());
+        written += 1;
+        sim.output(key, format!("{written},").as_bytes());
+        sim.pump();
+        sim.drive();
+    }
+    assert_eq!(
+        written, 4,
+        "held at the chunk window though every chunk was delivered"
+    );
+    let want: String = (1..=4).map(|n| format!("{n},")).collect();
+    assert_eq!(sim.delivered_bytes("p"), want.as_bytes());
+    assert_eq!(sim.count(|e| matches!(e, ClientEvent::Gap { .. })), 0);
 }

@@ -73,6 +73,8 @@ pub(crate) struct Tracker {
     pub(crate) read_paged: bool,
     /// The `process/start` request that created this tracker, until it succeeds.
     pub(crate) start_request: Option<i64>,
+    /// Output delivered since the last `process/ack` (lossless output).
+    pub(crate) since_ack: super::ack::SinceAck,
 }
 
 impl Tracker {

@@ -39,6 +39,8 @@ pub(crate) struct FakeProc {
     pub(crate) evicted_through: u64,
     /// The write calls whose bytes reached stdin, in arrival order.
     pub(crate) stdin_calls: Vec<i64>,
+    /// The server paused reading its output (`PauseOutput`, until `ResumeOutput`).
+    pub(crate) paused: bool,
 }
 
 /// One event the server published for a process.
@@ -73,6 +75,7 @@ impl FakeProc {
             retained_bytes: 0,
             evicted_through: 0,
             stdin_calls: Vec::new(),
+            paused: false,
         }
     }
 

@@ -41,7 +41,7 @@ pub struct ClientConfigChoice {
     /// holds spawns until an operation answers them; bits 3 and 5 both set leave `Reconnect`
     /// requests to operations instead of answering them at once; bit 4 allows hostile frames
     /// that could pass for the server's own (they end the content checks, so most runs go
-    /// without).
+    /// without); bit 6 asks for lossless output.
     pub flags: u8,
     /// Recovery window in units of 250 ms (plus one unit, modulo 32).
     pub window_units: u8,
@@ -65,6 +65,12 @@ impl ClientConfigChoice {
     /// Whether the client recovers dropped connections.
     pub fn recovery(&self) -> bool {
         self.flags & 3 != 3
+    }
+
+    /// Whether the client asks for lossless output (bit 6; off by default, so older corpus
+    /// entries keep their meaning).
+    pub fn lossless(&self) -> bool {
+        self.flags & 64 != 0
     }
 
     /// Whether spawns wait for a [`ClientOp::SpawnResult`] (else they succeed at once).

@@ -49,6 +49,11 @@ pub struct ClientStats {
     pub attached_races: usize,
     /// Writes that reached a child.
     pub writes_reached: usize,
+    /// Lossless output: times the server held a child at its window (`PauseOutput`), and
+    /// outputs a held child could not write (it is blocked).
+    pub holds: usize,
+    /// See [`holds`](Self::holds).
+    pub blocked_writes: usize,
     /// Whether a hostile frame made the run skip the content checks.
     pub tainted: bool,
     /// Why the session was lost, if it was.
@@ -169,6 +174,8 @@ impl Sim {
             close_retention: cfg.closed_retention(),
             recovery_read_bytes: cfg.recovery_read_bytes(),
             binary_frames: false,
+            lossless_output: cfg.lossless(),
+            acknowledge_output: true,
         };
         let now = Instant::now();
         let mut sim = Sim {
@@ -338,6 +345,7 @@ impl Sim {
             pipe_stdin,
             arg0: None,
             env_policy: None,
+            sandbox: None,
             enforce_managed_network: false,
         };
         let r = self.client.start(self.now, params);
@@ -361,7 +369,9 @@ impl Sim {
                 wait,
             } => {
                 let mut p = json!({ "processId": pool_id(pid) });
-                if let Some(a) = after_seq {
+                // With lossless output an `afterSeq` acknowledges: a user read past what the
+                // client delivered would (rightly) let the server evict undelivered output.
+                if let Some(a) = after_seq.filter(|_| !self.cfg.lossless()) {
                     p["afterSeq"] = json!(a);
                 }
                 if let Some(w) = wait {
@@ -452,9 +462,21 @@ impl Sim {
     }
 
     fn child_output(&mut self, key: ProcessKey, stream: Stream, bytes: &[u8]) {
-        let limits = self.limits;
+        // With lossless output nothing is evicted before the client acknowledged it, and the
+        // client acknowledges only what it delivered (user reads carry no `afterSeq` then):
+        // the mirror never evicts, so any `Gap` fails the checks.
+        let limits = if self.cfg.lossless() {
+            (usize::MAX, usize::MAX)
+        } else {
+            self.limits
+        };
         let p = self.procs.get_mut(&key).expect("spawned key");
         if !p.live() || bytes.is_empty() || !p.open.contains(&stream) {
+            return;
+        }
+        if p.paused {
+            // Held at the window: the child is blocked in `write`; this output never happens.
+            self.stats.blocked_writes += 1;
             return;
         }
         p.publish_output(stream, bytes, limits);
@@ -740,9 +762,22 @@ impl Sim {
                 self.finish_child(key, ExitStatus::Signal(signal.number()));
             }
             Command::Kill { key } => self.finish_child(key, ExitStatus::Signal(9)),
+            Command::PauseOutput { key } => self.set_paused(key, true),
+            Command::ResumeOutput { key } => self.set_paused(key, false),
             _ => {}
         }
         Ok(())
+    }
+
+    /// The server paused or resumed reading the child's output (congestion cannot happen
+    /// here, so only a lossless hold does it).
+    fn set_paused(&mut self, key: ProcessKey, paused: bool) {
+        if let Some(p) = self.procs.get_mut(&key) {
+            if paused && !p.paused {
+                self.stats.holds += 1;
+            }
+            p.paused = paused;
+        }
     }
 
     // ----- the network -------------------------------------------------------------------

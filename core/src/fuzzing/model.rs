@@ -724,6 +724,7 @@ impl Model {
                     pty_size: self.cfg.pty_size,
                     pipe_stdin: *pipe_stdin,
                     sandbox: self.cfg.sandbox,
+                    sandbox_policy: None,
                 };
                 let proc = MProc {
                     session: s,

@@ -1,7 +1,7 @@
 //! Params and results of the `fs/*` methods, field for field as in the Codex exec-server.
 //!
 //! Every path is a [`PathUri`]. Every request may carry `sandbox` (the fs variant of the
-//! process sandbox); it is kept as raw JSON here. Results that carry nothing are `{}`
+//! process sandbox), decoded as [`crate::sandbox::SandboxParams`]. Results that carry nothing are `{}`
 //! ([`EmptyResult`]). Validation beyond decoding (foreign hosts, handle-id and block sizes,
 //! walk limits, `dataBase64`) lives in `fs_op.rs` ([`super::decode_fs_request`]).
 
@@ -29,7 +29,7 @@ pub struct ReadFileParams {
     pub follow_symlinks: bool,
     /// The fs sandbox policy, `null` = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<serde_json::Value>,
+    pub sandbox: Option<crate::sandbox::SandboxParams>,
 }
 
 /// `fs/readFile` result: `{dataBase64}`.
@@ -57,7 +57,7 @@ pub struct WriteFileParams {
     pub follow_symlinks: bool,
     /// The fs sandbox policy, `null` = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<serde_json::Value>,
+    pub sandbox: Option<crate::sandbox::SandboxParams>,
 }
 
 /// `fs/createDirectory {path, recursive = true, followSymlinks = true, sandbox?}` → `{}`.
@@ -74,7 +74,7 @@ pub struct CreateDirectoryParams {
     pub follow_symlinks: bool,
     /// The fs sandbox policy, `null` = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<serde_json::Value>,
+    pub sandbox: Option<crate::sandbox::SandboxParams>,
 }
 
 /// `fs/getMetadata {path, followSymlinks = true, sandbox?}`.
@@ -89,7 +89,7 @@ pub struct GetMetadataParams {
     pub follow_symlinks: bool,
     /// The fs sandbox policy, `null` = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<serde_json::Value>,
+    pub sandbox: Option<crate::sandbox::SandboxParams>,
 }
 
 /// `fs/getMetadata` result: `{isDirectory, isFile, isSymlink, size, createdAtMs,
@@ -120,7 +120,7 @@ pub struct CanonicalizeParams {
     pub path: PathUri,
     /// The fs sandbox policy, `null` = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<serde_json::Value>,
+    pub sandbox: Option<crate::sandbox::SandboxParams>,
 }
 
 /// `fs/canonicalize` result: `{path}`.
@@ -139,7 +139,7 @@ pub struct ReadDirectoryParams {
     pub path: PathUri,
     /// The fs sandbox policy, `null` = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<serde_json::Value>,
+    pub sandbox: Option<crate::sandbox::SandboxParams>,
 }
 
 /// `fs/readDirectory` result: `{entries}`, in directory order (unsorted), without `.`/`..`.
@@ -172,7 +172,7 @@ pub struct WalkParams {
     pub options: WalkOptions,
     /// The fs sandbox policy, `null` = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<serde_json::Value>,
+    pub sandbox: Option<crate::sandbox::SandboxParams>,
 }
 
 /// `fs/walk` `options`: all required but `pruneHiddenDirectories`.
@@ -253,7 +253,7 @@ pub struct RemoveParams {
     pub follow_symlinks: bool,
     /// The fs sandbox policy, `null` = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<serde_json::Value>,
+    pub sandbox: Option<crate::sandbox::SandboxParams>,
 }
 
 /// `fs/copy {sourcePath, destinationPath, recursive, sandbox?}` → `{}`; `recursive` is
@@ -269,7 +269,7 @@ pub struct CopyParams {
     pub recursive: bool,
     /// The fs sandbox policy, `null` = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<serde_json::Value>,
+    pub sandbox: Option<crate::sandbox::SandboxParams>,
 }
 
 /// `fs/open {handleId, path, mode = "read", sandbox?}`.
@@ -285,7 +285,7 @@ pub struct OpenParams {
     pub mode: OpenMode,
     /// The fs sandbox policy, `null` = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<serde_json::Value>,
+    pub sandbox: Option<crate::sandbox::SandboxParams>,
 }
 
 /// `fs/open` `mode`; a bad one is "unknown variant `x`, expected `read` or `replace`".

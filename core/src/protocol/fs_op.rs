@@ -267,7 +267,7 @@ pub struct FsRequest {
     /// The operation.
     pub op: FsOp,
     /// The raw fs sandbox policy.
-    pub sandbox: Option<serde_json::Value>,
+    pub sandbox: Option<crate::sandbox::SandboxParams>,
 }
 
 /// The result of an [`FsOp`]; serializes to the method's result shape.
@@ -444,7 +444,7 @@ pub fn decode_fs_request(
 /// Decodes `params` as `T`, then validates with `f`.
 fn decode<'a, T: serde::Deserialize<'a>>(
     params: Option<&'a RawValue>,
-    f: impl FnOnce(T) -> Result<(FsOp, Option<serde_json::Value>), FsError>,
+    f: impl FnOnce(T) -> Result<(FsOp, Option<crate::sandbox::SandboxParams>), FsError>,
 ) -> Result<FsRequest, RpcError> {
     let p = decode_params::<T>(params)?;
     let (op, sandbox) = f(p).map_err(|e| e.to_rpc_error())?;
@@ -579,7 +579,7 @@ mod tests {
         ));
         let r = req(
             "fs/getMetadata",
-            r#"{"path":"file:///t","sandbox":{"x":1}}"#,
+            r#"{"path":"file:///t","sandbox":{"permissions":{"type":"disabled"},"windowsSandboxLevel":"disabled"}}"#,
         )
         .expect("valid");
         assert!(r.sandbox.is_some());

@@ -13,6 +13,11 @@ pub struct InitializeParams {
     /// absent (false) in the reference's dialect.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub binary_frames: bool,
+    /// ext: ask for lossless output (PROTOCOL.md §5.11) for the session this `initialize`
+    /// opens or resumes; absent (false) means the reference's bounded retention. The server
+    /// answers with [`InitializeResult::lossless_output`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lossless_output: bool,
 }
 
 /// `initialize` result: `{sessionId}` plus execd's negotiation fields (ext), which clients of
@@ -36,6 +41,10 @@ pub struct InitializeResult {
     /// (asked for with `binaryFrames` and possible on its transport); absent otherwise.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub binary_frames: bool,
+    /// ext: present when the client asked for lossless output: the bounds of unacknowledged
+    /// output per process (PROTOCOL.md §5.11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lossless_output: Option<super::LosslessWindow>,
 }
 
 /// ext: what execd supports beyond the Codex exec-server. A client uses an extension only when
@@ -67,6 +76,10 @@ pub struct Capabilities {
     /// connection (`initialize {binaryFrames: true}`, PROTOCOL.md §2.5); false on stdio.
     #[serde(default)]
     pub binary_frames: bool,
+    /// `initialize {losslessOutput: true}` and the `process/ack` notification exist
+    /// (PROTOCOL.md §5.11).
+    #[serde(default)]
+    pub lossless_output: bool,
 }
 
 impl Capabilities {
@@ -80,6 +93,7 @@ impl Capabilities {
             retention_gaps: true,
             http_cancel: true,
             binary_frames: true,
+            lossless_output: true,
         }
     }
 }

@@ -9,6 +9,7 @@ mod fs_error;
 mod fs_op;
 mod http;
 mod initialize;
+mod lossless;
 mod path_uri;
 mod process;
 mod request;
@@ -36,6 +37,7 @@ pub use http::{
     HttpRequestError, HttpRequestParams, HttpRequestResult, RedirectPolicy,
 };
 pub use initialize::{Capabilities, InitializeParams, InitializeResult};
+pub use lossless::{AckParams, LosslessWindow};
 pub use path_uri::{PathUri, PathUriError};
 pub use process::{
     ClosedNotification, ExitedNotification, ListResult, OutputNotification, ProcessIdParams,
@@ -89,4 +91,7 @@ pub mod method {
     pub const HTTP_REQUEST_BODY_DELTA: &str = "http/request/bodyDelta";
     /// ext request: cancel a streamed `http/request`.
     pub const HTTP_CANCEL: &str = "http/cancel";
+    /// ext notification (client to server): acknowledge a process's events up to a seq
+    /// (lossless output).
+    pub const PROCESS_ACK: &str = "process/ack";
 }

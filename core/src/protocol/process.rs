@@ -6,9 +6,9 @@ use super::{EnvPolicy, PathUri, SandboxType, Stream};
 use crate::protocol::bytes::Base64Bytes;
 
 /// `process/start` params: `{processId, argv, cwd, env, tty, pipeStdin?, arg0?, envPolicy?,
-/// enforceManagedNetwork?}`. The other fields the Codex client may send (`sandbox`,
-/// `metadata`, `managedNetwork`, `networkProxy`, `shellSnapshot`) are accepted and ignored:
-/// execd enforces no sandbox yet (`sandboxType: "none"`), and `metadata` is telemetry.
+/// sandbox?, enforceManagedNetwork?}`. The other fields the Codex client may send
+/// (`metadata`, `managedNetwork`, `networkProxy`, `shellSnapshot`) are accepted and ignored
+/// (`metadata` is telemetry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartParams {
@@ -34,6 +34,10 @@ pub struct StartParams {
     /// exactly `env`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_policy: Option<EnvPolicy>,
+    /// The sandbox to run under (`None`: absent or `null`, unsandboxed); a malformed object is
+    /// `-32602` naming the field (docs/SANDBOX.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<crate::sandbox::SandboxParams>,
     /// Require the managed network proxy; execd has none, so `true` is refused (fail closed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enforce_managed_network: bool,

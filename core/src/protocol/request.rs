@@ -296,6 +296,8 @@ pub enum Notification {
     ProcessClosed(ClosedNotification),
     /// `http/request/bodyDelta`.
     HttpBodyDelta(HttpBodyDeltaNotification),
+    /// ext: `process/ack` (lossless output).
+    ProcessAck(super::AckParams),
     /// A method this side does not know, or known with params that do not decode.
     Unknown(String),
 }
@@ -317,6 +319,9 @@ impl Notification {
             }
             method::HTTP_REQUEST_BODY_DELTA => {
                 rpc::decode_params(params).map_or_else(|_| unknown(), Notification::HttpBodyDelta)
+            }
+            method::PROCESS_ACK => {
+                rpc::decode_params(params).map_or_else(|_| unknown(), Notification::ProcessAck)
             }
             _ => unknown(),
         }

@@ -9,6 +9,10 @@ pub enum SandboxType {
     /// No sandbox (`"none"`); such processes are never reported as sandbox-denied.
     #[default]
     None,
+    /// The `sandbox` object of the start is enforced (`"linuxSeccomp"`, the reference's name
+    /// for its Linux sandbox): Landlock, a mount namespace for read-only carve-outs, seccomp
+    /// and no-new-privileges, applied between fork and exec (docs/SANDBOX.md).
+    LinuxSeccomp,
     /// Linux landlock filesystem rules applied before exec (`"linuxLandlock"`, ext).
     LinuxLandlock,
 }
@@ -18,6 +22,7 @@ impl SandboxType {
     pub fn as_str(self) -> &'static str {
         match self {
             SandboxType::None => "none",
+            SandboxType::LinuxSeccomp => "linuxSeccomp",
             SandboxType::LinuxLandlock => "linuxLandlock",
         }
     }

@@ -137,6 +137,10 @@ pub enum Command {
         conn: ConnId,
         /// The validated operation.
         op: FsOp,
+        /// The request's resolved `sandbox`, already checked on the paths as given
+        /// ([`check_fs_op`](crate::sandbox::check_fs_op)); the runtime checks it again on the
+        /// canonical paths (symlinks resolved) just before performing `op`.
+        sandbox: Option<crate::sandbox::SandboxPolicy>,
     },
     /// `conn` is gone: drop its file handles (closing the files) and its `fs/watchMissing`
     /// watches. Answers to its operations still in flight are ignored.
@@ -225,8 +229,12 @@ pub struct SpawnSpec {
     pub pty_size: PtySize,
     /// Keep a stdin pipe open for writes (non-PTY). Without it stdin is `/dev/null`.
     pub pipe_stdin: bool,
-    /// The sandbox to apply before exec.
+    /// The sandbox reported for the process: [`SandboxType::LinuxSeccomp`] when
+    /// [`sandbox_policy`](Self::sandbox_policy) is set.
     pub sandbox: SandboxType,
+    /// The resolved `sandbox` of the start, to apply between fork and exec. The runtime must
+    /// enforce all of it or fail the spawn with [`SpawnErrorKind::Sandbox`] (fail closed).
+    pub sandbox_policy: Option<crate::sandbox::SandboxPolicy>,
 }
 
 /// Something that happened to a process, reported by the runtime.
@@ -286,6 +294,9 @@ pub enum SpawnErrorKind {
     PermissionDenied,
     /// The working directory does not exist or is not a directory (wire `"badCwd"`).
     BadCwd,
+    /// The requested sandbox could not be built (wire `"sandbox"`); the start is answered
+    /// `-32602` "failed to prepare process sandbox: …", as the reference answers it.
+    Sandbox,
     /// Anything else (wire `"other"`).
     Other,
 }
@@ -297,6 +308,7 @@ impl SpawnErrorKind {
             SpawnErrorKind::NotFound => "notFound",
             SpawnErrorKind::PermissionDenied => "permissionDenied",
             SpawnErrorKind::BadCwd => "badCwd",
+            SpawnErrorKind::Sandbox => "sandbox",
             SpawnErrorKind::Other => "other",
         }
     }
@@ -307,6 +319,7 @@ impl SpawnErrorKind {
             "notFound" => SpawnErrorKind::NotFound,
             "permissionDenied" => SpawnErrorKind::PermissionDenied,
             "badCwd" => SpawnErrorKind::BadCwd,
+            "sandbox" => SpawnErrorKind::Sandbox,
             _ => SpawnErrorKind::Other,
         }
     }

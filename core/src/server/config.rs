@@ -20,6 +20,12 @@ pub struct ServerConfig {
     pub retained_bytes: usize,
     /// Retained output per process, in chunks (reference: 50,000).
     pub retained_chunks: usize,
+    /// ext, lossless output (PROTOCOL.md §5.11): unacknowledged output bytes per process at
+    /// which a lossless session's process stops being read until its client acknowledges.
+    /// Capped at [`retained_bytes`](Self::retained_bytes), so lossless output needs no more
+    /// memory than the retention (plus what the runtime had already read when the pause came:
+    /// one read per stream, and the pipes' contents after an exit). Default 1 MiB.
+    pub lossless_window_bytes: usize,
     /// Accepted write ids remembered per process (reference: 4,096).
     pub write_id_window: usize,
     /// Largest inbound frame, in bytes; larger frames are answered with `-32600`. Default
@@ -108,6 +114,7 @@ impl Default for ServerConfig {
             closed_retention: Duration::from_secs(30),
             retained_bytes: 1024 * 1024,
             retained_chunks: 50_000,
+            lossless_window_bytes: 1024 * 1024,
             write_id_window: 4096,
             max_frame_bytes: 64 * 1024 * 1024,
             max_json_values: 262_144,
@@ -197,6 +204,7 @@ impl ServerConfig {
         let counts = [
             ("retainedBytes", self.retained_bytes),
             ("retainedChunks", self.retained_chunks),
+            ("losslessWindowBytes", self.lossless_window_bytes),
             ("writeIdWindow", self.write_id_window),
             ("maxFrameBytes", self.max_frame_bytes),
             ("maxJsonValues", self.max_json_values),

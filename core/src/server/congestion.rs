@@ -152,21 +152,12 @@ impl Server {
         let Some(session) = self.sessions.get(&sid) else {
             return;
         };
-        for key in session.processes.values() {
-            let Some(p) = self.processes.get_mut(key) else {
-                continue;
-            };
-            if p.output_paused == paused || (paused && p.all_streams_eof()) {
-                continue;
+        let keys: Vec<_> = session.processes.values().copied().collect();
+        for key in keys {
+            if let Some(p) = self.processes.get_mut(&key) {
+                p.congestion_hold = paused;
+                self.sync_output_pause(key);
             }
-            p.output_paused = paused;
-            let key = *key;
-            let cmd = if paused {
-                Command::PauseOutput { key }
-            } else {
-                Command::ResumeOutput { key }
-            };
-            self.out.push_back(Output::Command(cmd));
         }
     }
 

@@ -35,6 +35,7 @@ impl Server {
             self.transmit_wire(conn, wire);
         }
         self.wake_reads(key);
+        self.check_ack_window(key);
     }
 
     /// `ProcessEvent::Eof`: the last EOF after the exit closes the process; the last EOF of a

@@ -12,12 +12,15 @@
 //! watch ([`Command::UnwatchMissing`]), and each watch fires `fs/missingChanged {watchId}`
 //! at most once ([`Server::handle_fs_watch_event`]), as observed on the reference.
 //!
-//! The `sandbox` field of fs requests is decoded (a malformed one is `-32602`) but not
-//! enforced: execd does not sandbox yet, and runs every fs operation as the server user, as
-//! it runs every process (`sandboxType: "none"`).
+//! The `sandbox` field of fs requests is decoded exactly (a malformed one is `-32602`) and
+//! enforced (PROTOCOL.md, Sandbox): the resolved policy is checked here on the paths as given
+//! ([`crate::sandbox::check_fs_op`]: a refused write `-32603` "Read-only file system (os error
+//! 30)", a refused read `-32600` "Permission denied (os error 13)"), and travels with the
+//! [`Command::Fs`] so the runtime checks the canonical paths again (no symlink escape).
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use super::outbound::{ok, Reply};
@@ -26,6 +29,7 @@ use crate::ids::ConnId;
 use crate::protocol::fs::{MissingChangedNotification, WatchMissingParams, WatchMissingResult};
 use crate::protocol::{host_path, method, FsError, FsRequest, FsResult};
 use crate::rpc::{self, RequestId, RpcError};
+use crate::sandbox::{check_fs_op, ResolveContext, SandboxPolicy};
 
 /// Most live `fs/watchMissing` watches per connection; more are refused with `-32600`. The
 /// reference publishes no bound.
@@ -87,11 +91,13 @@ impl Server {
     /// Errors: `-32600` when the connection already has
     /// [`max_fs_in_flight`](super::ServerConfig::max_fs_in_flight) requests in flight.
     pub(super) fn fs_request(&mut self, conn: ConnId, id: &RequestId, req: FsRequest) -> Reply {
+        let sandbox = self.fs_sandbox(&req)?;
         let ticket = self.fs_ticket(conn, id, None)?;
         self.out.push_back(Output::Command(Command::Fs {
             ticket,
             conn,
             op: req.op,
+            sandbox,
         }));
         Ok(None)
     }
@@ -228,6 +234,23 @@ impl Server {
             self.out
                 .push_back(Output::Command(Command::FsCloseConnection { conn }));
         }
+    }
+
+    /// The resolved `sandbox` of an fs request, after checking its paths against it.
+    fn fs_sandbox(&self, req: &FsRequest) -> Result<Option<SandboxPolicy>, RpcError> {
+        let Some(params) = req.sandbox.as_ref() else {
+            return Ok(None);
+        };
+        let ctx = ResolveContext {
+            cwd: None,
+            tmpdir: self.config.host_env.get("TMPDIR").map(PathBuf::from),
+        };
+        let policy = SandboxPolicy::resolve(params, &ctx)
+            .map_err(|e| RpcError::invalid_params(e.to_string()))?;
+        if let Some(policy) = &policy {
+            check_fs_op(policy, &req.op).map_err(|e| e.to_rpc_error())?;
+        }
+        Ok(policy)
     }
 
     /// A fresh ticket for a request of `conn`, counted against its in-flight bound.

@@ -86,6 +86,7 @@ impl Server {
                 c.phase = ConnPhase::Ready(sid);
             }
             (ConnPhase::Ready(_), Notification::Initialized) => {}
+            (ConnPhase::Ready(sid), Notification::ProcessAck(params)) => self.on_ack(sid, params),
             _ => self.close(conn),
         }
     }
@@ -109,6 +110,7 @@ impl Server {
             binary_frames: self.binary_available(conn),
             ..Capabilities::all()
         };
+        let lossless_output = self.negotiate_lossless(sid, params.lossless_output);
         ok(&InitializeResult {
             session_id: sid.to_string(),
             environment_info: self
@@ -119,6 +121,7 @@ impl Server {
             protocol_version: Some(PROTOCOL_VERSION.to_owned()),
             capabilities: Some(capabilities),
             binary_frames,
+            lossless_output,
         })
     }
 }

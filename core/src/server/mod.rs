@@ -23,6 +23,8 @@
 //!   congested connection, and dropping connections that stay congested or do not close (§2.4);
 //! - `binary`: ext binary frames: negotiation, binary `process/output`, binary
 //!   `process/write` (§2.5);
+//! - `lossless`: lossless output (ext): acknowledgements and the window that holds a process
+//!   instead of evicting what its client has not received (§5.11);
 //! - `limits`: the resource bounds of §2.3 (ids, processes, retention, sessions, connections,
 //!   requests in flight).
 
@@ -39,6 +41,7 @@ mod fs;
 mod handshake;
 mod http;
 mod limits;
+mod lossless;
 mod outbound;
 mod output_log;
 mod process;

@@ -64,8 +64,13 @@ pub(crate) struct Process {
     pub(crate) dedupe: WriteDedupe,
     /// When the entry may be forgotten (set on close).
     pub(crate) forget_at: Option<Instant>,
-    /// A [`Command::PauseOutput`](crate::Command::PauseOutput) is in force.
+    /// A [`Command::PauseOutput`](crate::Command::PauseOutput) is in force (for either hold
+    /// below; see `Server::sync_output_pause`).
     pub(crate) output_paused: bool,
+    /// Held because the session's connection is congested (`congestion`).
+    pub(crate) congestion_hold: bool,
+    /// Held because its unacknowledged output reached the lossless window (`lossless`).
+    pub(crate) ack_hold: bool,
     /// Bytes given in [`Command::WriteStdin`](crate::Command::WriteStdin) not yet reported
     /// written.
     pub(crate) stdin_queued: usize,
@@ -118,6 +123,8 @@ impl Process {
             dedupe: WriteDedupe::new(limits.write_ids),
             forget_at: None,
             output_paused: false,
+            congestion_hold: false,
+            ack_hold: false,
             stdin_queued: 0,
         }
     }
@@ -126,6 +133,11 @@ impl Process {
         let seq = self.next_seq;
         self.next_seq = seq.next();
         seq
+    }
+
+    /// The last seq assigned (`Seq(0)` before the first event).
+    pub(crate) fn last_seq(&self) -> Seq {
+        Seq(self.next_seq.0 - 1)
     }
 
     /// The seq the next event will get.

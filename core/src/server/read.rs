@@ -24,6 +24,10 @@ impl Server {
         params: ReadParams,
     ) -> Reply {
         let key = self.lookup(sid, &params.process_id)?;
+        if let Some(after) = params.after_seq {
+            // The reader holds everything up to `afterSeq` (lossless output).
+            self.ack(key, Seq(after));
+        }
         let p = &self.processes[&key];
         if p.phase == Phase::Starting {
             return Err(RpcError::invalid_request(format!(

@@ -42,6 +42,8 @@ pub(crate) struct Session {
     pub(crate) processes: BTreeMap<String, ProcessKey>,
     /// Who opened it; only the same principal may resume it.
     pub(crate) principal: Option<Principal>,
+    /// Lossless output, as the last `initialize` that opened or resumed it asked (`lossless`).
+    pub(crate) lossless: bool,
 }
 
 impl Session {
@@ -51,6 +53,7 @@ impl Session {
             expires_at: None,
             processes: BTreeMap::new(),
             principal,
+            lossless: false,
         }
     }
 }

@@ -3,14 +3,15 @@
 //! [`Command::Spawn`]; the request
 //! is answered when the runtime reports [`ProcessEvent::Spawned`](super::ProcessEvent) (the
 //! process id and sandbox type) or `SpawnFailed` (`-32603` with the OS error and its kind, and
-//! no entry).
+//! no entry; `-32602` when the sandbox could not be built). A `sandbox` object is resolved
+//! here ([`crate::sandbox::start_policy`]) and travels in the [`SpawnSpec`].
 
 use super::outbound::Reply;
 use super::process::{Limits, Phase, Process};
 use super::session::session_gone;
 use super::{Command, Output, Server, SessionId, SpawnErrorKind, SpawnSpec};
 use crate::ids::{ConnId, ProcessKey};
-use crate::protocol::{build_child_env, validate_env, StartParams, StartResult};
+use crate::protocol::{build_child_env, validate_env, SandboxType, StartParams, StartResult};
 use crate::rpc::{self, ErrorCode, RequestId, RpcError};
 
 impl Server {
@@ -36,6 +37,9 @@ impl Server {
                 "failed to prepare process sandbox: enforceManagedNetwork requires a managed network proxy, which execd does not run",
             ));
         }
+        let sandbox_policy =
+            crate::sandbox::start_policy(params.sandbox.as_ref(), &cwd, &self.config.host_env)
+                .map_err(|e| RpcError::invalid_params(e.to_string()))?;
         let env = build_child_env(
             &self.config.host_env,
             params.env_policy.as_ref(),
@@ -60,7 +64,10 @@ impl Server {
             retained_chunks: self.config.retained_chunks,
             write_ids: self.config.write_id_window,
         };
-        let sandbox = self.config.sandbox;
+        let sandbox = match sandbox_policy {
+            Some(_) => SandboxType::LinuxSeccomp,
+            None => self.config.sandbox,
+        };
         let process = Process::new(
             sid,
             params.process_id,
@@ -72,6 +79,7 @@ impl Server {
             limits,
         );
         self.processes.insert(key, process);
+        self.lossless_on_start(sid, key);
         let spec = SpawnSpec {
             argv: params.argv,
             arg0: params.arg0,
@@ -81,16 +89,16 @@ impl Server {
             pty_size: self.config.pty_size,
             pipe_stdin: params.pipe_stdin,
             sandbox,
+            sandbox_policy,
         };
         self.out
             .push_back(Output::Command(Command::Spawn { key, spec }));
         // A start read before the connection's reading paused: its output waits too.
         if self.is_congested(conn) && self.attached_session(conn) == Some(sid) {
             if let Some(p) = self.processes.get_mut(&key) {
-                p.output_paused = true;
+                p.congestion_hold = true;
             }
-            self.out
-                .push_back(Output::Command(Command::PauseOutput { key }));
+            self.sync_output_pause(key);
         }
         // Answered when the runtime reports Spawned or SpawnFailed.
         Ok(None)
@@ -125,7 +133,12 @@ impl Server {
         let reply = p.start_reply.take();
         self.forget(key, false);
         if let Some((conn, id)) = reply {
-            let mut err = RpcError::new(ErrorCode::Internal, error);
+            // A sandbox that cannot be built is the reference's `-32602` (fail closed).
+            let code = match kind {
+                SpawnErrorKind::Sandbox => ErrorCode::InvalidParams,
+                _ => ErrorCode::Internal,
+            };
+            let mut err = RpcError::new(code, error);
             err.data = Some(serde_json::json!({ "kind": kind.as_str() }));
             self.deferred_answered(conn);
             self.transmit(conn, rpc::encode_error(&id, &err));

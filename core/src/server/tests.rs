@@ -12,6 +12,8 @@ use crate::sim::Sim;
 
 mod binary;
 mod fs_env;
+mod lossless;
+mod sandbox;
 
 /// The shared [`Sim`] with raw connections only: the test speaks JSON-RPC itself and answers
 /// the server's commands by hand (`answer_commands` off; they are recorded).
@@ -445,7 +447,7 @@ fn start_builds_the_spawn_spec() {
     let (conn, _) = h.session();
     let params = json!({
         "processId": "p", "argv": ["echo", "hi"], "cwd": "file:///tmp/a%20b",
-        "env": {"A": "1"}, "tty": true, "arg0": "zero", "sandbox": {"ignored": true},
+        "env": {"A": "1"}, "tty": true, "arg0": "zero", "sandbox": null,
     });
     h.call(conn, 1, "process/start", params);
     match h.take_commands().as_slice() {
@@ -457,6 +459,8 @@ fn start_builds_the_spawn_spec() {
             assert!(spec.tty);
             assert_eq!(spec.pty_size, PtySize { rows: 24, cols: 80 });
             assert_eq!(spec.arg0.as_deref(), Some("zero"));
+            assert_eq!(spec.sandbox, SandboxType::None);
+            assert_eq!(spec.sandbox_policy, None);
         }
         other => panic!("{other:?}"),
     }

@@ -107,6 +107,7 @@ pub(crate) struct Msg<'a> {
     pub(crate) params: Option<Params<'a>>,
     #[serde(default)]
     pub(crate) error: Option<Value>,
+    /// A response's result (`sandboxType` of a start is checked).
     #[serde(default)]
     pub(crate) result: Option<Value>,
 }
@@ -119,6 +120,9 @@ pub(crate) struct Params<'a> {
     pub(crate) process_id: &'a str,
     #[serde(default)]
     pub(crate) seq: u64,
+    /// `process/exited`'s exit code.
+    #[serde(default)]
+    pub(crate) exit_code: Option<i64>,
 }
 
 impl Msg<'_> {

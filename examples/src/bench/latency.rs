@@ -20,24 +20,48 @@ pub(crate) struct SpawnSamples {
     pub(crate) to_closed: Vec<Duration>,
 }
 
-pub(crate) async fn spawn_to_closed(c: &mut Conn, n: usize) -> anyhow::Result<SpawnSamples> {
+/// `n` sequential starts of `/bin/true`, each with `sandbox` as its `sandbox` member when
+/// given: then each start must answer `sandboxType: "linuxSeccomp"` and exit 0 (a server
+/// that cannot build the sandbox fails the run instead of being timed).
+pub(crate) async fn spawn_to_closed(
+    c: &mut Conn,
+    n: usize,
+    tag: &str,
+    sandbox: Option<&serde_json::Value>,
+) -> anyhow::Result<SpawnSamples> {
     let mut out = SpawnSamples {
         to_response: Vec::with_capacity(n),
         to_closed: Vec::with_capacity(n),
     };
     for i in 0..n {
-        let pid = format!("true-{i}");
+        let pid = format!("{tag}-{i}");
+        let mut params = start_params(&pid, &["/bin/true"], false);
+        if let Some(sandbox) = sandbox {
+            params["sandbox"] = sandbox.clone();
+        }
         let t0 = Instant::now();
-        let id = c
-            .request("process/start", start_params(&pid, &["/bin/true"], false))
-            .await?;
+        let id = c.request("process/start", params).await?;
         loop {
             let f = c.frame().await?;
             let m = parse(&f)?;
             if m.is_response() && m.id == Some(id) {
                 check_response(&m, "process/start")?;
                 out.to_response.push(t0.elapsed());
-            } else if m.method == Some("process/closed") && m.process_id() == Some(pid.as_str()) {
+                let kind = m.result.as_ref().and_then(|r| r.get("sandboxType"));
+                ensure!(
+                    sandbox.is_none() || kind.is_some_and(|k| k == "linuxSeccomp"),
+                    "a sandboxed start answered sandboxType {kind:?}"
+                );
+            } else if m.process_id() != Some(pid.as_str()) {
+                continue;
+            } else if m.method == Some("process/exited") {
+                let code = m.params.as_ref().and_then(|p| p.exit_code);
+                ensure!(
+                    code == Some(0),
+                    "/bin/true exited {code:?} (sandbox: {}): the server did not run it",
+                    sandbox.is_some()
+                );
+            } else if m.method == Some("process/closed") {
                 break;
             }
         }

@@ -17,6 +17,10 @@
 //!   also the server's CPU time (user + system, `/proc/<pid>/stat`) per GiB when its pid is
 //!   known.
 //!
+//! - `sandbox`: sequential starts of `/bin/true` → `process/closed` without a sandbox and under
+//!   Codex's read-only and workspace-write `sandbox` objects, and the ratios of the p50s
+//!   (`sandbox.rs`; the server must run on this machine).
+//!
 //! - `http`: a `--http-bytes` streamed download (`http/request`, `streamResponse: true`) from a
 //!   local HTTP source, every byte and delta seq checked, next to the same download read
 //!   directly over loopback TCP (its floor), with the server's peak RSS during the download.
@@ -38,6 +42,7 @@ mod http;
 mod latency;
 mod report;
 mod rss;
+mod sandbox;
 mod soak;
 mod target;
 mod tls;
@@ -59,6 +64,7 @@ pub(crate) enum Scenario {
     Concurrent,
     Echo,
     Throughput,
+    Sandbox,
     Http,
     Tls,
 }
@@ -166,6 +172,7 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Concurrent,
         Scenario::Echo,
         Scenario::Throughput,
+        Scenario::Sandbox,
     ];
     if through_server.iter().any(|s| args.selected(*s)) {
         let server = target.start()?;
@@ -327,7 +334,7 @@ async fn through(
 ) -> anyhow::Result<()> {
     let mut c = Conn::open(url).await?;
     if args.selected(Scenario::Spawn) {
-        let s = latency::spawn_to_closed(&mut c, args.iterations).await?;
+        let s = latency::spawn_to_closed(&mut c, args.iterations, "true", None).await?;
         report.latency(
             "spawn_response",
             "process/start /bin/true -> start response",
@@ -380,6 +387,9 @@ async fn through(
                 "the server did not negotiate binary frames",
             ),
         }
+    }
+    if args.selected(Scenario::Sandbox) {
+        sandbox::measure(&mut c, args.iterations, report).await?;
     }
     c.close().await;
     Ok(())

@@ -79,3 +79,18 @@ pub(crate) fn serve_with(mut cmd: Command, timeout: Duration) -> (KillOnDrop, St
     assert!(url.starts_with("ws://127.0.0.1:"), "{url:?}");
     (guard, url)
 }
+
+/// Starts `execd serve --listen ws://127.0.0.1:0 --runtime RUNTIME` (stderr inherited) and
+/// returns it with its printed URL.
+pub(crate) fn serve_on(runtime: &str, timeout: Duration) -> (KillOnDrop, String) {
+    let mut cmd = Command::new(EXECD);
+    cmd.args([
+        "serve",
+        "--listen",
+        "ws://127.0.0.1:0",
+        "--runtime",
+        runtime,
+    ])
+    .stderr(Stdio::inherit());
+    serve_with(cmd, timeout)
+}

@@ -30,7 +30,8 @@ pub(super) enum Cmd {
         reply: Reply,
     },
     Start {
-        params: StartParams,
+        /// Boxed: the `sandbox` object makes it far larger than the other commands.
+        params: Box<StartParams>,
         events: Sender<Event>,
         reply: Reply,
     },
@@ -279,7 +280,7 @@ impl Driver {
                 reply,
             } => {
                 let process_id = params.process_id.clone();
-                match self.core.start(now, params) {
+                match self.core.start(now, *params) {
                     Ok(id) => {
                         // Registered before any event can arrive, so none is missed.
                         self.processes.insert(process_id.clone(), events);

@@ -152,6 +152,7 @@ pub enum ConnectError {
 ///         pipe_stdin: false,
 ///         arg0: None,
 ///         env_policy: None,
+///         sandbox: None,
 ///         enforce_managed_network: false,
 ///     })
 ///     .await?;
@@ -441,7 +442,7 @@ impl<R> Client<R> {
         let (events_tx, events) = async_channel::bounded(process::EVENT_QUEUE);
         let (reply, rx) = async_channel::bounded(1);
         self.send(Cmd::Start {
-            params,
+            params: Box::new(params),
             events: events_tx,
             reply,
         })

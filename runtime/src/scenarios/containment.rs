@@ -95,6 +95,7 @@ fn sh(script: &str) -> SpawnSpec {
         pty_size: execd_core::PtySize { rows: 24, cols: 80 },
         pipe_stdin: false,
         sandbox: SandboxType::None,
+        sandbox_policy: None,
     }
 }
 

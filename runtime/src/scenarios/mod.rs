@@ -34,8 +34,10 @@ pub mod containment;
 pub mod fs;
 pub mod hostile;
 pub mod http;
+pub mod lossless;
 pub mod process;
 mod proxy;
+pub mod sandbox;
 pub mod security;
 pub mod server;
 pub mod transport;
@@ -90,7 +92,8 @@ impl TempDir {
         let dir = std::env::temp_dir().join(format!("execd-scenario-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
+        // Canonical: the sandbox scenarios compare it with paths the kernel resolved.
+        TempDir(dir.canonicalize().expect("canonical temp dir"))
     }
 
     /// `name` inside the directory.
@@ -226,6 +229,20 @@ macro_rules! scenario_tests {
                 binary_writes_reach_stdin_and_malformed_ones_get_errors,
                 a_client_that_does_not_ask_gets_the_reference_json_in_text_messages,
                 idle_small_chunks_go_out_at_once,
+            }
+            lossless {
+                a_detached_session_holds_its_child_and_loses_nothing,
+                the_async_client_loses_nothing_through_a_cutting_proxy,
+            }
+            sandbox {
+                writes_outside_the_workspace_are_refused_and_flagged,
+                git_under_the_workspace_is_read_only_even_when_created_later,
+                tmp_is_writable_in_workspace_write_and_not_in_read_only,
+                a_deny_entry_cannot_be_read,
+                network_is_unix_only_unless_enabled,
+                a_symlink_out_of_the_workspace_cannot_be_written_through,
+                sigsys_is_flagged_as_a_denial,
+                a_sandbox_that_cannot_be_built_fails_the_start,
             }
             containment {
                 kill_after_close_reaches_a_redirected_background_job,

@@ -378,7 +378,7 @@ pub async fn resume_while_attached_is_refused_with_32010(rt: Arc<dyn Runtime>) {
     assert_eq!(r["error"]["code"], -32010);
 }
 
-pub(super) fn pid_alive(pid: u64) -> bool {
+pub(crate) fn pid_alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()

@@ -39,7 +39,9 @@ impl Harness {
     /// The single `Command::Fs` the last input asked for.
     fn take_fs(&mut self) -> (FsTicket, ConnId, FsOp) {
         match self.take_commands().as_slice() {
-            [Command::Fs { ticket, conn, op }] => (*ticket, *conn, op.clone()),
+            [Command::Fs {
+                ticket, conn, op, ..
+            }] => (*ticket, *conn, op.clone()),
             other => panic!("expected one fs command, got {other:?}"),
         }
     }
