@@ -25,6 +25,10 @@ pub(crate) struct ServeLimitsArgs {
     /// Most requests awaiting a deferred answer per connection (default 256).
     #[arg(long, value_name = "N")]
     max_inflight_requests: Option<usize>,
+    /// Largest output chunk in bytes: pipes are read, and queued chunks merged, up to it
+    /// (default 262144).
+    #[arg(long, value_name = "BYTES")]
+    max_chunk_bytes: Option<usize>,
     /// Lossless output (clients that ask for it): unacknowledged output bytes per process at
     /// which its pipes stop being read until the client acknowledges (default 1048576;
     /// capped at the retention of 1 MiB).
@@ -55,6 +59,7 @@ impl ServeLimitsArgs {
                 &mut core.max_processes_per_session,
             ),
             (self.max_inflight_requests, &mut core.max_inflight_requests),
+            (self.max_chunk_bytes, &mut core.max_chunk_bytes),
             (self.lossless_window_bytes, &mut core.lossless_window_bytes),
         ];
         for (flag, field) in counts {

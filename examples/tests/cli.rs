@@ -955,7 +955,7 @@ fn a_detached_run_holds_its_child_and_attach_prints_everything() {
         "the child finished while nobody read"
     );
     // The 1 MiB window plus what the server may read ahead of its decision (at most about
-    // 6 MiB, `PROCESS_EVENT_QUEUE` in runtime/src/server.rs) plus the pipe.
+    // 4 MiB plus a chunk, `PROCESS_QUEUE_BYTES` in runtime/src/server.rs) plus the pipe.
     assert!(blocked < 8 << 20, "the child was not held: {written:?}");
     assert_eq!(
         written[written.len() / 2],

@@ -41,6 +41,7 @@ mod aliases;
 mod auth;
 mod cgroup;
 pub mod client;
+mod coalesce;
 mod executor;
 pub mod fs;
 mod fs_service;

@@ -54,14 +54,15 @@ use crate::runtime::{
 use crate::sandbox;
 use crate::spawn::{self, Spawner};
 
-/// Bytes asked for per read; one pipe buffer on Linux.
+/// Default largest chunk, in bytes: one pipe buffer on Linux. The server sets the core's
+/// `max_chunk_bytes` ([`ProcessTable::set_chunk_bytes`]).
 const CHUNK: usize = 64 * 1024;
-/// Reads of at least this many bytes hand the read buffer itself to the event (no copy) and
-/// allocate a new one; smaller reads are copied out so a retained chunk never holds more than
-/// twice its length.
-const HANDOFF_MIN: usize = CHUNK / 2;
 /// Consecutive ready steps a pump takes before yielding to the executor.
 const PUMP_BUDGET: u32 = 32;
+/// Bytes a pump reads before yielding to the executor, whatever its chunk size: 32 chunks of
+/// 64 KiB, so larger chunks do not let one busy pump hold an executor thread longer (and
+/// delay other processes' output and connections' frames).
+const PUMP_BUDGET_BYTES: usize = 32 * CHUNK;
 /// Reads per stream when draining after exit. Bounds the drain when a grandchild keeps writing;
 /// the child's own leftovers fit in one pipe buffer.
 const EXIT_DRAIN_READS: usize = 16;
@@ -118,6 +119,8 @@ pub struct ProcessTable<K = ProcessKey, R = Arc<dyn Runtime>> {
     failed: Arc<Mutex<Vec<K>>>,
     /// Never use the fast spawn path.
     fork_only: bool,
+    /// Largest output chunk a pump reads (see [`ProcessTable::set_chunk_bytes`]).
+    chunk_bytes: usize,
     _runtime: PhantomData<fn() -> R>,
 }
 
@@ -171,8 +174,19 @@ where
                 .min(SPAWN_THREADS_MAX),
             failed: Arc::new(Mutex::new(Vec::new())),
             fork_only: false,
+            chunk_bytes: CHUNK,
             _runtime: PhantomData,
         }
+    }
+
+    /// Largest [`ProcessEvent::Output`] chunk, in bytes, for processes started from now on
+    /// (default 64 KiB; the server passes the core's
+    /// [`max_chunk_bytes`](execd_core::ServerConfig::max_chunk_bytes)). A pump that reads
+    /// some bytes reads again at once, without waiting, while more is in the pipe and the
+    /// chunk has room: under load chunks grow to this size, an idle pipe's bytes go out at
+    /// once. At least 1.
+    pub fn set_chunk_bytes(&mut self, bytes: usize) {
+        self.chunk_bytes = bytes.max(1);
     }
 
     /// Contains process trees in process groups only, even where cgroups are available. Call
@@ -550,6 +564,7 @@ where
                 stdin_writer,
                 closed: Arc::clone(&closed),
                 gate: Arc::clone(&gate),
+                chunk: self.chunk_bytes,
             },
         };
         let entry = Entry {
@@ -604,6 +619,8 @@ struct Tasks<K> {
     stdin_writer: Option<StdinWriter>,
     closed: Arc<AtomicBool>,
     gate: Arc<Gate>,
+    /// Largest output chunk the pump reads, in bytes.
+    chunk: usize,
 }
 
 /// The stdin writer's descriptor and queue.
@@ -667,6 +684,7 @@ impl<K: Copy + fmt::Debug + Send + Sync + 'static> Running<K> {
             stdin_writer: writer,
             closed,
             gate,
+            chunk,
         } = self.tasks;
         let (done_tx, done_rx) = async_channel::bounded::<()>(1);
         if let Some((io, queue)) = writer {
@@ -686,7 +704,8 @@ impl<K: Copy + fmt::Debug + Send + Sync + 'static> Running<K> {
             sources,
             gate,
             next: 0,
-            buf: Vec::with_capacity(CHUNK),
+            buf: Vec::with_capacity(chunk),
+            chunk,
         };
         runtime
             .spawn(Box::pin(pump.run(self.status, closed, done_tx)))
@@ -959,8 +978,10 @@ struct Pump<K> {
     /// The source to try first in the next step (round robin, so one busy stream cannot
     /// starve the other).
     next: usize,
-    /// The read buffer: empty between steps, with at least `CHUNK` bytes of capacity.
+    /// The read buffer: empty between steps.
     buf: Vec<u8>,
+    /// Largest chunk, in bytes.
+    chunk: usize,
 }
 
 type StatusFuture = BoxFuture<'static, io::Result<std::process::ExitStatus>>;
@@ -972,10 +993,14 @@ impl<K: Copy + fmt::Debug + Send + 'static> Pump<K> {
         let mut status = Some(status);
         let mut exited = false;
         let mut budget = PUMP_BUDGET;
+        let mut budget_bytes = PUMP_BUDGET_BYTES;
         while !(exited && self.sources.iter().all(|s| !s.open)) {
             let step = poll_fn(|cx| self.poll_step(cx, &mut status)).await;
             let sent = match step {
-                Step::Chunk(i, bytes) => self.send_chunk(i, bytes).await,
+                Step::Chunk(i, bytes) => {
+                    budget_bytes = budget_bytes.saturating_sub(bytes.len());
+                    self.send_chunk(i, bytes).await
+                }
                 Step::Eof(i) => self.send_eof(i).await,
                 Step::Exited(exit) => {
                     exited = true;
@@ -991,8 +1016,9 @@ impl<K: Copy + fmt::Debug + Send + 'static> Pump<K> {
                 return;
             }
             budget -= 1;
-            if budget == 0 {
+            if budget == 0 || budget_bytes == 0 {
                 budget = PUMP_BUDGET;
+                budget_bytes = PUMP_BUDGET_BYTES;
                 future::yield_now().await;
             }
         }
@@ -1013,11 +1039,21 @@ impl<K: Copy + fmt::Debug + Send + 'static> Pump<K> {
                 continue;
             };
             self.buf.clear();
-            self.buf.reserve(CHUNK);
+            self.buf.reserve(self.chunk);
             let result = match os::poll_read(&*source.io, &mut self.buf, cx) {
                 Poll::Pending => continue,
                 Poll::Ready(result) => result,
             };
+            if matches!(result, Ok(n) if n > 0) {
+                // Coalescing: take what else is already in the pipe, without waiting. A
+                // failure or end of file is seen by the next step's read.
+                while self.buf.len() < self.chunk {
+                    match os::try_read(&*source.io, &mut self.buf) {
+                        Ok(Some(n)) if n > 0 => {}
+                        _ => break,
+                    }
+                }
+            }
             self.next = i + 1;
             return Poll::Ready(self.read_step(i, result));
         }
@@ -1042,7 +1078,7 @@ impl<K: Copy + fmt::Debug + Send + 'static> Pump<K> {
     fn read_step(&mut self, i: usize, result: io::Result<usize>) -> Step {
         match result {
             Ok(0) => Step::Eof(i),
-            Ok(_) => Step::Chunk(i, take_chunk(&mut self.buf)),
+            Ok(_) => Step::Chunk(i, take_chunk(&mut self.buf, self.chunk)),
             // A PTY master reads EIO once every slave descriptor is closed: its end of file.
             Err(err) if err.raw_os_error() == Some(libc::EIO) => Step::Eof(i),
             Err(err) => {
@@ -1061,7 +1097,7 @@ impl<K: Copy + fmt::Debug + Send + 'static> Pump<K> {
                     break;
                 };
                 self.buf.clear();
-                self.buf.reserve(CHUNK);
+                self.buf.reserve(self.chunk);
                 let result = match os::try_read(&*source.io, &mut self.buf) {
                     Ok(None) => break,
                     Ok(Some(n)) => Ok(n),
@@ -1137,11 +1173,12 @@ async fn stdin_writer<K: Copy + fmt::Debug>(
     trace!(?key, "stdin writer finished");
 }
 
-/// The bytes in `buf` as an owned chunk of exactly that length, leaving `buf` empty with at
-/// least `CHUNK` capacity.
-fn take_chunk(buf: &mut Vec<u8>) -> Vec<u8> {
-    if buf.len() >= HANDOFF_MIN {
-        std::mem::replace(buf, Vec::with_capacity(CHUNK))
+/// The bytes in `buf` as an owned chunk, leaving `buf` empty. Reads of at least half of
+/// `chunk` bytes hand the read buffer itself over (no copy; the next step allocates anew);
+/// smaller ones are copied out, so a retained chunk never holds more than twice its length.
+fn take_chunk(buf: &mut Vec<u8>, chunk: usize) -> Vec<u8> {
+    if buf.len() >= chunk / 2 {
+        std::mem::take(buf)
     } else {
         let chunk = buf.as_slice().to_vec();
         buf.clear();
@@ -1192,14 +1229,21 @@ mod tests {
     fn large_reads_hand_off_the_buffer_and_small_ones_are_copied() {
         let mut buf = Vec::with_capacity(CHUNK);
         buf.extend_from_slice(&[7; 10]);
-        let small = take_chunk(&mut buf);
+        let small = take_chunk(&mut buf, CHUNK);
         assert_eq!(small, vec![7; 10]);
         assert_eq!(small.capacity(), 10);
-        assert!(buf.is_empty() && buf.capacity() >= CHUNK);
+        assert!(
+            buf.is_empty() && buf.capacity() >= CHUNK,
+            "the buffer is kept"
+        );
 
-        buf.extend_from_slice(&[1; HANDOFF_MIN]);
-        let large = take_chunk(&mut buf);
-        assert_eq!(large.len(), HANDOFF_MIN);
-        assert!(buf.is_empty() && buf.capacity() >= CHUNK);
+        buf.extend_from_slice(&[1; CHUNK / 2]);
+        let large = take_chunk(&mut buf, CHUNK);
+        assert_eq!(large.len(), CHUNK / 2);
+        assert!(
+            large.capacity() >= CHUNK,
+            "the buffer itself was handed over"
+        );
+        assert!(buf.is_empty());
     }
 }

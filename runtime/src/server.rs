@@ -20,6 +20,7 @@ use execd_core::{
 use futures_lite::future;
 use tracing::{debug, info, trace, warn};
 
+use crate::coalesce::Coalescer;
 use crate::fs_service::{FsDone, FsService};
 use crate::http::{HttpRunner, HttpService};
 use crate::process::ProcessTable;
@@ -52,13 +53,25 @@ impl ServerOptions {
 }
 
 /// Process events queued between the pumps and the loop before pumps wait (backpressure from
-/// the loop to the children's pipes). Each output event holds up to 64 KiB, so with
-/// [`EVENT_BATCH`] this bounds how much output is read ahead of the core's decisions: a
-/// process held at its lossless window (PROTOCOL.md §5.11) has at most (32 + 64 + 1) × 64 KiB
-/// ≈ 6 MiB more read from its pipes, once per server and not per process, before its pump
-/// sees the pause (the loop drains the queue faster than a pump fills it whenever it is not
-/// busy sending, so a deeper queue adds memory, not throughput).
+/// the loop to the children's pipes), at most; see [`process_event_queue`]. With the loop's
+/// batch (at most [`EVENT_BATCH`] events and [`PROCESS_QUEUE_BYTES`] of output) this bounds
+/// how much output is read ahead of the core's decisions: a process held at its lossless
+/// window (PROTOCOL.md §5.11) has at most about 2 + 2 MiB plus one chunk more read from its
+/// pipes, once per server and not per process, before its pump sees the pause (the loop drains the queue faster than a pump fills
+/// it whenever it is not busy sending, so a deeper queue adds memory, not throughput).
 const PROCESS_EVENT_QUEUE: usize = 32;
+/// Output bytes the queue between the pumps and the loop may hold, at most: the core sees
+/// output (and can pause a process) only once the loop takes it, so this bounds what a
+/// process writes past a pause. 2 MiB: 32 chunks of 64 KiB.
+const PROCESS_QUEUE_BYTES: usize = 2 << 20;
+
+/// The capacity, in events, of the queue between the pumps and the loop for chunks of up to
+/// `max_chunk_bytes`: [`PROCESS_QUEUE_BYTES`] of full chunks, between 4 and
+/// [`PROCESS_EVENT_QUEUE`] events (256 KiB chunks: 8 events), so larger chunks do not let a
+/// process write further past a pause.
+fn process_event_queue(max_chunk_bytes: usize) -> usize {
+    (PROCESS_QUEUE_BYTES / max_chunk_bytes.max(1)).clamp(4, PROCESS_EVENT_QUEUE)
+}
 /// Frames one connection may have read and queued for the loop, not yet handled; its reader
 /// waits (leaving later frames in the socket) until the loop catches up. Keeps a flooding
 /// client from queueing unbounded frames ahead of everyone else's.
@@ -400,6 +413,8 @@ struct ConnHandle {
 
 enum WriterMsg {
     Frame(String),
+    /// ext: a binary frame (PROTOCOL.md §2.5).
+    Binary(Vec<u8>),
     Close,
     /// Close with 1001 "going away" (the loop waits for the writer task to end).
     GoingAway,
@@ -411,6 +426,8 @@ struct EventLoop {
     processes: ProcessTable,
     fs: FsService,
     process_rx: Receiver<(ProcessKey, ProcessEvent)>,
+    /// Merges output chunks queued in `process_rx` (coalescing under load).
+    coalescer: Coalescer<ProcessKey>,
     http: HttpService,
     http_rx: Receiver<(HttpTicket, HttpEvent)>,
     loop_tx: Sender<LoopEvent>,
@@ -431,8 +448,9 @@ impl EventLoop {
         // Without OS randomness session ids would be guessable; refuse to run that way.
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
-        let (process_tx, process_rx) = async_channel::bounded(PROCESS_EVENT_QUEUE);
         let mut core = options.core;
+        let (process_tx, process_rx) =
+            async_channel::bounded(process_event_queue(core.max_chunk_bytes));
         if core.environment_info.is_none() {
             core.environment_info = Some(crate::host::host_environment_info());
         }
@@ -454,11 +472,14 @@ impl EventLoop {
                 let _ = fs_tx.try_send(LoopEvent::Fs(done));
             }),
         );
+        let mut processes = ProcessTable::with_runtime(Arc::clone(&runtime), process_tx);
+        processes.set_chunk_bytes(core.max_chunk_bytes);
         Ok(EventLoop {
             fs,
             http,
             http_rx,
-            processes: ProcessTable::with_runtime(Arc::clone(&runtime), process_tx),
+            processes,
+            coalescer: Coalescer::new(core.max_chunk_bytes),
             runtime,
             server: execd_core::Server::new(core, seed),
             process_rx,
@@ -495,8 +516,15 @@ impl EventLoop {
                 }
                 Wake::Timer
             };
+            // An event the coalescer read ahead is handed on before anything is awaited.
+            let held = self.coalescer.has_held();
             let wake = future::or(
-                async { loop_rx.recv().await.map_or(Wake::Stop, Wake::Loop) },
+                async {
+                    if held {
+                        return Wake::Held;
+                    }
+                    loop_rx.recv().await.map_or(Wake::Stop, Wake::Loop)
+                },
                 future::or(
                     async {
                         self.process_rx
@@ -520,23 +548,36 @@ impl EventLoop {
             let now = self.runtime.now();
             match wake {
                 Wake::Stop => break,
+                // Handed on by the batch below.
+                Wake::Held => {}
                 Wake::Timer => self.server.handle_timeout(now),
                 Wake::Loop(ev) => {
                     if self.on_loop_event(now, ev) {
                         break;
                     }
                 }
-                Wake::Process(key, ev) => self.server.handle_process(now, key, ev),
+                Wake::Process(key, ev) => {
+                    let (key, ev) = self.coalescer.merge((key, ev), &self.process_rx);
+                    self.server.handle_process(now, key, ev);
+                }
                 Wake::Http(ticket, ev) => {
                     self.http.on_event(ticket, &ev);
                     self.server.handle_http(now, ticket, ev);
                 }
             }
-            // Take what else is ready before flushing, so bursts go out as bursts.
+            // Take what else is ready before flushing, so bursts go out as bursts; at most
+            // `PROCESS_QUEUE_BYTES` of output, so a pause the core decided in this batch
+            // reaches the pumps before they read much further.
+            let mut output_bytes = 0;
             for _ in 0..EVENT_BATCH {
-                if let Ok((key, ev)) = self.process_rx.try_recv() {
-                    self.server.handle_process(now, key, ev);
-                    continue;
+                if output_bytes < PROCESS_QUEUE_BYTES {
+                    if let Some((key, ev)) = self.coalescer.next(&self.process_rx) {
+                        if let ProcessEvent::Output { bytes, .. } = &ev {
+                            output_bytes += bytes.len();
+                        }
+                        self.server.handle_process(now, key, ev);
+                        continue;
+                    }
                 }
                 match loop_rx.try_recv() {
                     Ok(ev) => {
@@ -560,6 +601,9 @@ impl EventLoop {
         match ev {
             LoopEvent::Accepted(reader, writer, principal) => {
                 let conn = self.server.handle_connect_as(now, principal);
+                if writer.carries_binary() {
+                    self.server.allow_binary_frames(conn);
+                }
                 info!(%conn, "connection opened");
                 self.start_connection(conn, reader, writer);
                 false
@@ -687,6 +731,10 @@ impl EventLoop {
                                 written += text.len();
                                 writer.send(text).await?;
                             }
+                            WriterMsg::Binary(frame) => {
+                                written += frame.len();
+                                writer.send_binary(frame).await?;
+                            }
                             WriterMsg::Close => {
                                 writer.close().await?;
                                 return Ok(());
@@ -739,6 +787,11 @@ impl EventLoop {
                 Output::Transmit { conn, text } => {
                     if let Some(w) = self.writers.get(&conn) {
                         let _ = w.tx.try_send(WriterMsg::Frame(text));
+                    }
+                }
+                Output::TransmitBinary { conn, frame } => {
+                    if let Some(w) = self.writers.get(&conn) {
+                        let _ = w.tx.try_send(WriterMsg::Binary(frame));
                     }
                 }
                 Output::Close { conn } => {
@@ -861,6 +914,8 @@ impl EventLoop {
 }
 
 enum Wake {
+    /// The coalescer holds a process event: take it without waiting.
+    Held,
     Loop(LoopEvent),
     Process(ProcessKey, ProcessEvent),
     Http(HttpTicket, HttpEvent),

@@ -32,6 +32,10 @@ pub struct ClientConfig {
     /// with each page instead of asking for all retained output (up to 1 MiB, ~1.4 MB of
     /// JSON) again and again. Default 256 KiB.
     pub recovery_read_bytes: u64,
+    /// ext: ask for binary `process/output` frames at `initialize` (PROTOCOL.md §2.5). The
+    /// server turns them on only where its transport can carry them (not stdio) and says so
+    /// in its answer; the client decodes both forms either way. Default `false`.
+    pub binary_frames: bool,
     /// Whether `initialize` asks for lossless output (ext, PROTOCOL.md §5.11): the server then
     /// never evicts output this client has not acknowledged, pausing the process instead, and
     /// the client acknowledges delivered output with `process/ack` (every half window). A
@@ -55,6 +59,7 @@ impl Default for ClientConfig {
             backoff_max: Duration::from_secs(2),
             close_retention: Duration::from_secs(30),
             recovery_read_bytes: 256 * 1024,
+            binary_frames: false,
             lossless_output: true,
             acknowledge_output: true,
         }

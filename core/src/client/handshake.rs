@@ -95,6 +95,7 @@ impl Client {
         let params = InitializeParams {
             client_name: self.config.client_name.clone(),
             resume_session_id: self.session_id.clone(),
+            binary_frames: self.config.binary_frames,
             lossless_output: self.config.lossless_output,
         };
         let id = self.alloc_id();

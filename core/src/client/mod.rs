@@ -10,10 +10,12 @@
 //! - `calls`: request ids, queued and in-flight calls, answers, the resent-write rule;
 //! - `resume`: after a resume, the recovery reads of tracked processes and the settlement of
 //!   starts cut off by the disconnect (§6.1);
+//! - `binary`: ext binary `process/output` frames (§2.5);
 //! - `delivery`: notifications and read results delivered per process in seq order, gaps;
 //! - `pending`, `tracker`: the tables behind them.
 
 mod ack;
+mod binary;
 mod calls;
 mod config;
 mod delivery;
@@ -263,6 +265,12 @@ impl Client {
             self.phase,
             Phase::Handshaking | Phase::InitRetry | Phase::Ready
         ) {
+            return;
+        }
+        // Only a client that asked can receive binary frames (possibly just ahead of the
+        // `initialize` answer that confirms them).
+        if self.config.binary_frames && crate::protocol::binary::is_binary_frame(text) {
+            self.handle_binary(now, text);
             return;
         }
         match rpc::decode(text) {

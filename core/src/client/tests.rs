@@ -1382,6 +1382,36 @@ proptest! {
     }
 }
 
+#[test]
+fn binary_output_frames_are_delivered_like_json_ones() {
+    let config = ClientConfig {
+        binary_frames: true,
+        ..ClientConfig::default()
+    };
+    let mut sim = Sim::with(ServerConfig::default(), config);
+    sim.connect();
+    let link = sim.link.expect("connected");
+    sim.server.allow_binary_frames(link);
+    sim.drive();
+    assert!(sim.client.is_ready());
+    sim.start("cat");
+    let id = sim
+        .client
+        .write(sim.now, "cat", b"hi\n".to_vec())
+        .expect("open");
+    sim.drive();
+    assert!(sim.take_response(&id).is_ok());
+    let id = sim
+        .client
+        .write(sim.now, "cat", b"\xff\x00".to_vec())
+        .expect("open");
+    sim.drive();
+    assert!(sim.take_response(&id).is_ok());
+    assert_eq!(sim.binary_frames.len(), 2, "output went out binary");
+    assert_eq!(sim.trail("cat"), ["o1:hi\n", "o2:\u{fffd}\u{0}"]);
+    assert_eq!(sim.delivered_bytes("cat"), b"hi\n\xff\x00");
+}
+
 /// Lossless output (PROTOCOL.md §5.11): the child is held instead of having its output evicted
 /// while the client is away, and the client acknowledges as it delivers.
 #[test]

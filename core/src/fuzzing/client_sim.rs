@@ -173,6 +173,7 @@ impl Sim {
             backoff_max: cfg.backoff_max(),
             close_retention: cfg.closed_retention(),
             recovery_read_bytes: cfg.recovery_read_bytes(),
+            binary_frames: false,
             lossless_output: cfg.lossless(),
             acknowledge_output: true,
         };
@@ -683,6 +684,10 @@ impl Sim {
                         self.stale.retain(|(c, _)| *c != conn);
                         self.server.handle_disconnect(self.now, conn).ok();
                     }
+                }
+                Output::TransmitBinary { conn, .. } => {
+                    // No connection here negotiates binary frames.
+                    return Err(format!("binary frame sent on {conn} without negotiation"));
                 }
                 Output::Drop { conn } => {
                     if Some(conn) == self.link {

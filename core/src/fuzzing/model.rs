@@ -1237,6 +1237,10 @@ impl Model {
                         ));
                     }
                 }
+                Output::TransmitBinary { conn, .. } => {
+                    // The model's connections never negotiate binary frames.
+                    return Err(format!("binary frame sent on {conn} without negotiation"));
+                }
                 Output::Close { conn } => closes.push(conn),
                 Output::Drop { conn } => drops.push(conn),
                 Output::Command(Command::Spawn { key, spec }) => spawns.push((key, spec)),

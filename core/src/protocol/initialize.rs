@@ -9,6 +9,10 @@ pub struct InitializeParams {
     /// The session to re-attach, from an earlier `initialize` result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_session_id: Option<String>,
+    /// ext: ask for binary `process/output` frames on this connection (PROTOCOL.md §2.5);
+    /// absent (false) in the reference's dialect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary_frames: bool,
     /// ext: ask for lossless output (PROTOCOL.md §5.11) for the session this `initialize`
     /// opens or resumes; absent (false) means the reference's bounded retention. The server
     /// answers with [`InitializeResult::lossless_output`].
@@ -33,6 +37,10 @@ pub struct InitializeResult {
     /// ext: the extensions this server supports; absent from the reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
+    /// ext: `true` when this connection now carries `process/output` as binary frames
+    /// (asked for with `binaryFrames` and possible on its transport); absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary_frames: bool,
     /// ext: present when the client asked for lossless output: the bounds of unacknowledged
     /// output per process (PROTOCOL.md §5.11).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,6 +75,10 @@ pub struct Capabilities {
     /// `fs/watch`, `fs/unwatch` and the `fs/changed` notification exist.
     #[serde(default)]
     pub fs_watch: bool,
+    /// Binary `process/output` and `process/write` frames can be negotiated on this
+    /// connection (`initialize {binaryFrames: true}`, PROTOCOL.md §2.5); false on stdio.
+    #[serde(default)]
+    pub binary_frames: bool,
     /// `initialize {losslessOutput: true}` and the `process/ack` notification exist
     /// (PROTOCOL.md §5.11).
     #[serde(default)]
@@ -84,6 +96,7 @@ impl Capabilities {
             retention_gaps: true,
             http_cancel: true,
             fs_watch: true,
+            binary_frames: true,
             lossless_output: true,
         }
     }

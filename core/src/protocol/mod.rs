@@ -1,5 +1,6 @@
 //! Wire types of the Codex exec-server dialect, one file per concept.
 
+pub mod binary;
 mod bytes;
 mod env_policy;
 mod environment;

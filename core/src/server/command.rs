@@ -18,6 +18,15 @@ pub enum Output {
         /// The frame: one JSON text, without a trailing newline.
         text: String,
     },
+    /// ext: send one binary frame on `conn` (a WebSocket binary message): a `process/output`
+    /// frame of PROTOCOL.md §2.5, given only to connections that negotiated binary frames
+    /// (see [`Server::allow_binary_frames`](crate::Server::allow_binary_frames)).
+    TransmitBinary {
+        /// The connection to send on.
+        conn: ConnId,
+        /// The whole message: header and raw bytes.
+        frame: Vec<u8>,
+    },
     /// Close `conn` after flushing what was transmitted before (e.g. after a protocol violation
     /// that the reference answers by closing).
     Close {

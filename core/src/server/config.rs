@@ -110,6 +110,12 @@ pub struct ServerConfig {
     pub max_inflight_requests: usize,
     /// The terminal size of a new PTY process (rows, columns). Default 24 × 80.
     pub pty_size: crate::server::PtySize,
+    /// Largest output chunk, in bytes: the runtime reads a process's pipe in chunks of up to
+    /// this many bytes when that much is waiting, and merges consecutive chunks of one stream
+    /// that queued up behind a busy event loop, up to it (coalescing under load; an idle
+    /// pipe's few bytes still go out at once). Each chunk is one `process/output` with one
+    /// seq. Default 256 KiB (reference: 8 KiB).
+    pub max_chunk_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -147,6 +153,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_inflight_requests: 256,
             pty_size: crate::server::PtySize { rows: 24, cols: 80 },
+            max_chunk_bytes: 256 << 10,
         }
     }
 }
@@ -229,6 +236,7 @@ impl ServerConfig {
             ("maxInflightRequests", self.max_inflight_requests),
             ("maxFsWatches", self.max_fs_watches),
             ("maxFsWatchPaths", self.max_fs_watch_paths),
+            ("maxChunkBytes", self.max_chunk_bytes),
         ];
         if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));

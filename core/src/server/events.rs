@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::outbound::output_frame;
+use super::binary::encode_output;
 use super::timers::Timer;
 use super::{Command, ExitStatus, Output, Server};
 use crate::ids::ProcessKey;
@@ -15,16 +15,25 @@ use crate::rpc;
 impl Server {
     /// `ProcessEvent::Output`: retain the chunk under the next seq and notify it.
     pub(super) fn on_output(&mut self, key: ProcessKey, stream: Stream, bytes: Vec<u8>) {
-        let Some(p) = self.processes.get_mut(&key) else {
+        let Some(p) = self.processes.get(&key) else {
             return;
         };
         if bytes.is_empty() || p.closed_seq.is_some() {
             return;
         }
-        let session = p.session;
-        let text = output_frame(&p.id_json, p.peek_seq(), stream, &bytes);
+        // Encoded only for an attached session, in the form its connection negotiated.
+        let target = self.output_target(p.session);
+        let Some(p) = self.processes.get_mut(&key) else {
+            return;
+        };
+        let wire = target.map(|(conn, binary)| {
+            let frame = encode_output(binary, &p.id, &p.id_json, p.peek_seq(), stream, &bytes);
+            (conn, frame)
+        });
         p.push_output(stream, bytes);
-        self.notify(session, text);
+        if let Some((conn, wire)) = wire {
+            self.transmit_wire(conn, wire);
+        }
         self.wake_reads(key);
         self.check_ack_window(key);
     }

@@ -96,6 +96,7 @@ impl Server {
     /// `initialize`: opens a fresh session or resumes the one named by `resumeSessionId`
     /// (see `session`), then waits for `initialized`.
     fn initialize(&mut self, now: Instant, conn: ConnId, params: InitializeParams) -> Reply {
+        let asked_binary = params.binary_frames;
         let sid = match params.resume_session_id {
             None => {
                 self.check_new_session()?;
@@ -106,6 +107,11 @@ impl Server {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.phase = ConnPhase::Initializing(sid);
         }
+        let binary_frames = self.negotiate_binary(conn, asked_binary);
+        let capabilities = Capabilities {
+            binary_frames: self.binary_available(conn),
+            ..Capabilities::all()
+        };
         let lossless_output = self.negotiate_lossless(sid, params.lossless_output);
         ok(&InitializeResult {
             session_id: sid.to_string(),
@@ -115,7 +121,8 @@ impl Server {
                 .as_ref()
                 .and_then(|info| serde_json::to_value(info).ok()),
             protocol_version: Some(PROTOCOL_VERSION.to_owned()),
-            capabilities: Some(Capabilities::all()),
+            capabilities: Some(capabilities),
+            binary_frames,
             lossless_output,
         })
     }

@@ -21,11 +21,14 @@
 //! - `outbound`: replies, notifications and closes queued as [`Output`]s;
 //! - `congestion`: unsent bytes per connection, pausing the processes whose output waits for a
 //!   congested connection, and dropping connections that stay congested or do not close (§2.4);
+//! - `binary`: ext binary frames: negotiation, binary `process/output`, binary
+//!   `process/write` (§2.5);
 //! - `lossless`: lossless output (ext): acknowledgements and the window that holds a process
 //!   instead of evicting what its client has not received (§5.11);
 //! - `limits`: the resource bounds of §2.3 (ids, processes, retention, sessions, connections,
 //!   requests in flight).
 
+mod binary;
 mod command;
 mod config;
 mod congestion;
@@ -107,8 +110,8 @@ pub enum ServerError {
 /// while let Some(out) = server.poll_output() {
 ///     match out {
 ///         Output::Transmit { conn, text } => assert!(text.contains("sessionId")),
-///         Output::Close { .. } | Output::Drop { .. } | Output::Command(_) => {}
-///         _ => {}
+///         Output::TransmitBinary { .. } | Output::Close { .. } | Output::Drop { .. } => {}
+///         Output::Command(_) => {}
 ///     }
 /// }
 /// assert_eq!(server.poll_timeout(), None);
@@ -154,6 +157,8 @@ struct Conn {
     inflight: usize,
     /// Who the connection authenticated as.
     principal: Option<Principal>,
+    /// ext binary frames: possible on the transport, negotiated.
+    binary: binary::BinaryFrames,
 }
 
 impl Conn {
@@ -167,6 +172,7 @@ impl Conn {
             congestion_deadline: None,
             inflight: 0,
             principal,
+            binary: binary::BinaryFrames::default(),
         }
     }
 }
@@ -242,7 +248,9 @@ impl Server {
         conn
     }
 
-    /// One inbound frame (the JSON text of one WebSocket message or stdio line) on `conn`.
+    /// One inbound frame (the JSON text of one WebSocket message or stdio line) on `conn`;
+    /// on a connection that negotiated binary frames, a message starting with
+    /// [`BINARY_MAGIC`](crate::protocol::binary::BINARY_MAGIC) is a binary frame (§2.5).
     ///
     /// Bad input of any kind becomes a JSON-RPC error reply (or, for the cases the reference
     /// treats as fatal, an [`Output::Close`]); it never panics.
@@ -270,6 +278,10 @@ impl Server {
         }
         if text.len() > self.config.max_frame_bytes {
             return self.frame_too_large(conn, text.len());
+        }
+        if self.is_binary_message(conn, text) {
+            self.binary_message(conn, text);
+            return Ok(());
         }
         if rpc::exceeds_value_budget(text, self.config.max_json_values) {
             let msg = format!(

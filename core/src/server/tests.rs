@@ -10,6 +10,7 @@ use crate::ids::{ConnId, ProcessKey};
 use crate::protocol::{SandboxType, Stream};
 use crate::sim::Sim;
 
+mod binary;
 mod fs_env;
 mod fs_watch;
 mod lossless;

@@ -58,6 +58,10 @@ pub struct Sim {
     pub raw: BTreeSet<ConnId>,
     /// Frames the server sent on raw connections, in order.
     pub frames: Vec<(ConnId, String)>,
+    /// Binary frames the server sent (ext, PROTOCOL.md §2.5), on any connection, in order.
+    /// They are reported written at once; on the link they also reach the client at once,
+    /// ahead of text frames still in [`Sim::s2c`] (binary frames are not queued).
+    pub binary_frames: Vec<(ConnId, Vec<u8>)>,
     /// Raw connections the server closed, in order.
     pub closed: Vec<ConnId>,
     /// Connections the server dropped ([`Output::Drop`]), in order; the harness reports the
@@ -110,6 +114,7 @@ impl Sim {
             s2c: VecDeque::new(),
             raw: BTreeSet::new(),
             frames: Vec::new(),
+            binary_frames: Vec::new(),
             closed: Vec::new(),
             dropped: Vec::new(),
             stalled: BTreeMap::new(),
@@ -292,6 +297,13 @@ impl Sim {
                         None => self.server.handle_sent(self.now, conn, len),
                     }
                 }
+            }
+            Output::TransmitBinary { conn, frame } => {
+                self.server.handle_sent(self.now, conn, frame.len());
+                if Some(conn) == self.link {
+                    self.client.handle_message(self.now, &frame);
+                }
+                self.binary_frames.push((conn, frame));
             }
             Output::Drop { conn } => {
                 self.dropped.push(conn);

@@ -281,17 +281,37 @@ impl Conn {
         Ok(c)
     }
 
+    /// [`Conn::open`] asking for binary frames (ext, PROTOCOL.md §2.5); `None` when the
+    /// server did not turn them on (the reference, or a stdio server).
+    pub(crate) async fn open_binary(url: &str) -> anyhow::Result<Option<Conn>> {
+        let mut c = Conn::connect(url).await?;
+        let on = c.initialize_with(true).await?;
+        if on {
+            return Ok(Some(c));
+        }
+        c.close().await;
+        Ok(None)
+    }
+
     /// The protocol handshake: `initialize`, its response, `initialized`.
     pub(crate) async fn initialize(&mut self) -> anyhow::Result<()> {
+        self.initialize_with(false).await.map(drop)
+    }
+
+    /// The handshake, asking for binary frames when `binary`; returns whether the server
+    /// turned them on.
+    async fn initialize_with(&mut self, binary: bool) -> anyhow::Result<bool> {
         let c = self;
-        let id = c
-            .request("initialize", json!({"clientName": "execd-bench"}))
-            .await?;
-        c.wait_response(id).await?;
+        let mut params = json!({"clientName": "execd-bench"});
+        if binary {
+            params["binaryFrames"] = json!(true);
+        }
+        let id = c.request("initialize", params).await?;
+        let result = c.wait_result(id).await?;
         c.queue(json!({"method": "initialized", "params": {}}).to_string())
             .await?;
         c.flush().await?;
-        Ok(())
+        Ok(result["binaryFrames"] == json!(true))
     }
 
     /// Queues one frame without flushing.
@@ -353,14 +373,23 @@ impl Conn {
 
     /// Waits for the response to request `id`, skipping notifications; fails on an error.
     pub(crate) async fn wait_response(&mut self, id: i64) -> anyhow::Result<()> {
+        self.wait_result(id).await.map(drop)
+    }
+
+    /// Waits for the response to request `id`, skipping notifications (binary ones too);
+    /// returns its result, fails on an error.
+    pub(crate) async fn wait_result(&mut self, id: i64) -> anyhow::Result<Value> {
         loop {
             let f = self.frame().await?;
+            if matches!(&f, Frame::Binary(b) if execd_core::protocol::binary::is_binary_frame(b)) {
+                continue;
+            }
             let m = parse(&f)?;
             if m.is_response() && m.id == Some(id) {
                 if let Some(e) = m.error {
                     bail!("request {id} failed: {e}");
                 }
-                return Ok(());
+                return Ok(m.result.unwrap_or(Value::Null));
             }
         }
     }

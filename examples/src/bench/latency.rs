@@ -8,7 +8,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::json;
 
-use super::client::{base64_zeros_len, check_response, parse, start_params, Conn};
+use execd_core::protocol::binary;
+
+use super::client::{base64_zeros_len, check_response, parse, start_params, Conn, Frame};
 
 /// Sequential `process/start` of `/bin/true`, each awaited to its `process/closed`.
 pub(crate) struct SpawnSamples {
@@ -146,7 +148,8 @@ pub(crate) struct Throughput {
 /// Streams `bytes` zero bytes from `head -c N /dev/zero` through the server; checks that every
 /// byte is zero, that the total is exact, and that each seq from 1 to that of `process/closed`
 /// arrived exactly once. Seqs arriving out of order are counted, not refused: the reference
-/// may send `process/exited` after output with a higher seq.
+/// may send `process/exited` after output with a higher seq. Output arrives as JSON, or as
+/// binary frames (PROTOCOL.md §2.5) on a connection that negotiated them.
 pub(crate) async fn throughput(c: &mut Conn, bytes: u64) -> anyhow::Result<Throughput> {
     let count = bytes.to_string();
     let t0 = Instant::now();
@@ -157,11 +160,23 @@ pub(crate) async fn throughput(c: &mut Conn, bytes: u64) -> anyhow::Result<Throu
     .await?;
     let mut received: u64 = 0;
     let mut frames: u64 = 0;
-    let mut seen: Vec<bool> = vec![false];
-    let mut out_of_order = 0;
+    let mut seqs = Seqs::default();
     let mut buf = Vec::with_capacity(1 << 20);
     loop {
         let f = c.frame().await?;
+        if let Frame::Binary(b) = &f {
+            if binary::is_binary_frame(b) {
+                let out = binary::decode_output(b)?;
+                ensure!(out.process_id == "flood", "output of {}", out.process_id);
+                seqs.see(out.seq)?;
+                // An OR over all bytes vectorizes; `all` with its early exit does not.
+                let or = out.chunk.iter().fold(0, |acc, b| acc | b);
+                ensure!(or == 0, "corrupt output in seq {}", out.seq);
+                received += out.chunk.len() as u64;
+                frames += 1;
+                continue;
+            }
+        }
         // Output frames: parse only what surrounds the chunk.
         let mut split = f.split_chunk(true);
         if split
@@ -182,16 +197,8 @@ pub(crate) async fn throughput(c: &mut Conn, bytes: u64) -> anyhow::Result<Throu
         let Some(p) = m.params.filter(|p| p.process_id == "flood") else {
             continue;
         };
-        let seq = usize::try_from(p.seq)?;
-        ensure!(seq > 0, "seq 0 arrived");
-        if seq != seen.len() {
-            out_of_order += 1;
-        }
-        if seq >= seen.len() {
-            seen.resize(seq + 1, false);
-        }
-        ensure!(!seen[seq], "seq {seq} arrived twice");
-        seen[seq] = true;
+        let seq = p.seq;
+        seqs.see(seq)?;
         match m.method {
             Some("process/output") => {
                 let chunk = chunk.unwrap_or("");
@@ -214,14 +221,45 @@ pub(crate) async fn throughput(c: &mut Conn, bytes: u64) -> anyhow::Result<Throu
     }
     let secs = t0.elapsed().as_secs_f64();
     ensure!(received == bytes, "received {received} of {bytes} bytes");
-    if let Some(missing) = seen.iter().skip(1).position(|s| !s) {
-        bail!("seq {} never arrived", missing + 1);
-    }
+    seqs.check_complete()?;
     Ok(Throughput {
         secs,
         frames,
-        out_of_order,
+        out_of_order: seqs.out_of_order,
     })
+}
+
+/// The seqs of one process seen so far: each once, all from 1 to the last.
+#[derive(Default)]
+struct Seqs {
+    seen: Vec<bool>,
+    out_of_order: u64,
+}
+
+impl Seqs {
+    fn see(&mut self, seq: u64) -> anyhow::Result<()> {
+        let seq = usize::try_from(seq)?;
+        ensure!(seq > 0, "seq 0 arrived");
+        if self.seen.is_empty() {
+            self.seen.push(false);
+        }
+        if seq != self.seen.len() {
+            self.out_of_order += 1;
+        }
+        if seq >= self.seen.len() {
+            self.seen.resize(seq + 1, false);
+        }
+        ensure!(!self.seen[seq], "seq {seq} arrived twice");
+        self.seen[seq] = true;
+        Ok(())
+    }
+
+    fn check_complete(&self) -> anyhow::Result<()> {
+        if let Some(missing) = self.seen.iter().skip(1).position(|s| !s) {
+            bail!("seq {} never arrived", missing + 1);
+        }
+        Ok(())
+    }
 }
 
 /// Waits for `process/closed` of `process_id`.

@@ -451,36 +451,68 @@ async fn through(
         report.latency("echo", "process/write -> echoed process/output", &s);
     }
     if args.selected(Scenario::Throughput) {
-        let cpu_before = pid.map(rss::cpu_time).transpose()?;
-        let t = latency::throughput(&mut c, args.bytes).await?;
-        report.scalar(
-            "throughput",
-            "stdout throughput (head -c N /dev/zero)",
-            mib_s(args.bytes, t.secs),
-            "MiB/s",
-            Some(format!(
-                "{} bytes in {:.3} s, {} frames of {} bytes on average, {} seqs out of order",
-                args.bytes,
-                t.secs,
-                t.frames,
-                args.bytes / t.frames.max(1),
-                t.out_of_order
-            )),
-        );
-        cpu_per_gib(
-            report,
-            (
-                "throughput_server_cpu",
-                "server CPU per GiB of stdout (user+sys)",
+        throughput(&mut c, pid, args, report, "throughput", "").await?;
+        match Conn::open_binary(url).await? {
+            Some(mut b) => {
+                throughput(
+                    &mut b,
+                    pid,
+                    args,
+                    report,
+                    "throughput_binary",
+                    ", binary frames",
+                )
+                .await?;
+                b.close().await;
+            }
+            None => report.skipped(
+                "throughput_binary",
+                "stdout throughput (head -c N /dev/zero), binary frames",
+                "the server did not negotiate binary frames",
             ),
-            pid.zip(cpu_before),
-            args.bytes,
-        )?;
+        }
     }
     if args.selected(Scenario::Sandbox) {
         sandbox::measure(&mut c, args.iterations, report).await?;
     }
     c.close().await;
+    Ok(())
+}
+
+/// One `throughput` measurement on `c` (JSON, or binary frames when `c` negotiated them),
+/// reported under `key` (and `key` + `_server_cpu`), labels suffixed with `what`.
+async fn throughput(
+    c: &mut Conn,
+    pid: Option<u32>,
+    args: &BenchArgs,
+    report: &mut Report,
+    key: &'static str,
+    what: &str,
+) -> anyhow::Result<()> {
+    let cpu_before = pid.map(rss::cpu_time).transpose()?;
+    let t = latency::throughput(c, args.bytes).await?;
+    report.scalar(
+        key,
+        format!("stdout throughput (head -c N /dev/zero){what}"),
+        mib_s(args.bytes, t.secs),
+        "MiB/s",
+        Some(format!(
+            "{} bytes in {:.3} s, {} frames of {} bytes on average, {} seqs out of order",
+            args.bytes,
+            t.secs,
+            t.frames,
+            args.bytes / t.frames.max(1),
+            t.out_of_order
+        )),
+    );
+    // CPU the server spent per GiB: its efficiency, whatever else loads the machine.
+    let cpu_key = if key == "throughput" {
+        "throughput_server_cpu"
+    } else {
+        "throughput_binary_server_cpu"
+    };
+    let label = format!("server CPU per GiB of stdout (user+sys){what}");
+    cpu_per_gib(report, (cpu_key, &label), pid.zip(cpu_before), args.bytes)?;
     Ok(())
 }
 

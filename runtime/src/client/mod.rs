@@ -53,7 +53,8 @@ pub use ssh::SshOptions;
 #[non_exhaustive]
 pub struct ClientOptions {
     /// The core client's rules: `clientName`, recovery on or off, the recovery window (default
-    /// 25 s) and the reconnect backoff (50 ms doubling to 2 s).
+    /// 25 s) and the reconnect backoff (50 ms doubling to 2 s). Unlike the core's default,
+    /// binary `process/output` frames are asked for (`binary_frames`; PROTOCOL.md §2.5).
     pub core: ClientConfig,
     /// Transport limits (largest inbound frame, ping interval).
     pub limits: Limits,
@@ -67,8 +68,10 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
+        let mut core = ClientConfig::default();
+        core.binary_frames = true;
         ClientOptions {
-            core: ClientConfig::default(),
+            core,
             limits: Limits::default(),
             connect_timeout: Duration::from_secs(10),
             security: transport::ClientSecurity::default(),

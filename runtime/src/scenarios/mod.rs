@@ -28,6 +28,7 @@
 //! [`DefaultRuntime`](crate::DefaultRuntime) and builds that runtime itself; each runtime crate
 //! calls it from one `#[test]`.
 
+pub mod binary;
 pub mod client;
 pub mod containment;
 pub mod fs;
@@ -238,6 +239,12 @@ macro_rules! scenario_tests {
                 disconnect_cancels_the_upstream_request,
                 bad_inputs_are_32602_and_the_connection_keeps_working,
                 an_unread_streamed_body_stops_the_download,
+            }
+            binary {
+                binary_client_gets_every_byte_and_a_json_client_beside_it_gets_json,
+                binary_writes_reach_stdin_and_malformed_ones_get_errors,
+                a_client_that_does_not_ask_gets_the_reference_json_in_text_messages,
+                idle_small_chunks_go_out_at_once,
             }
             lossless {
                 a_detached_session_holds_its_child_and_loses_nothing,

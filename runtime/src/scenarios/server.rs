@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use execd_core::protocol::binary;
 use execd_core::ServerConfig;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use serde_json::{json, Value};
@@ -115,8 +116,25 @@ impl Client {
         within(&self.rt, self.writer.flush()).await.expect("flush");
     }
 
-    async fn recv(&mut self) -> Value {
+    /// Sends one binary frame (ext, PROTOCOL.md §2.5).
+    pub(crate) async fn send_binary(&mut self, frame: Vec<u8>) {
+        within(&self.rt, self.writer.send_binary(frame))
+            .await
+            .expect("send");
+        within(&self.rt, self.writer.flush()).await.expect("flush");
+    }
+
+    /// The next message; a binary `process/output` frame becomes the JSON notification it
+    /// stands for, marked `"binary": true`.
+    pub(crate) async fn recv(&mut self) -> Value {
         match within(&self.rt, self.reader.recv()).await {
+            Some(Ok(Inbound::Frame(bytes))) if binary::is_binary_frame(&bytes) => {
+                let out = binary::decode_output(&bytes).expect("valid binary output frame");
+                json!({"method": "process/output", "binary": true, "params": {
+                    "processId": out.process_id, "seq": out.seq, "stream": out.stream,
+                    "chunk": STANDARD.encode(out.chunk),
+                }})
+            }
             Some(Ok(Inbound::Frame(bytes))) => {
                 serde_json::from_slice(&bytes).expect("server sends JSON")
             }
@@ -182,6 +200,7 @@ impl Client {
                         _ => run.stdout.extend(bytes),
                     }
                     run.events.push("output");
+                    run.binary_outputs += usize::from(n["binary"] == json!(true));
                 }
                 "process/exited" => {
                     run.exit_code = n["params"]["exitCode"].as_i64();
@@ -201,13 +220,15 @@ impl Client {
 pub(crate) struct Run {
     pub(crate) stdout: Vec<u8>,
     stderr: Vec<u8>,
-    seqs: Vec<u64>,
+    pub(crate) seqs: Vec<u64>,
     events: Vec<&'static str>,
     exit_code: Option<i64>,
+    /// `process/output` notifications that came as binary frames.
+    pub(crate) binary_outputs: usize,
 }
 
 impl Run {
-    fn assert_well_formed(&self) {
+    pub(crate) fn assert_well_formed(&self) {
         let want: Vec<u64> = (1..=self.seqs.len() as u64).collect();
         assert_eq!(self.seqs, want, "seq is contiguous from 1");
         assert_eq!(self.events.last(), Some(&"closed"), "closed is last");

@@ -18,7 +18,8 @@
 //! - In process: [`memory_pair`], two connected ends without a socket.
 //!
 //! Rules from PROTOCOL.md "Transport": one JSON-RPC message per WebSocket message; text and
-//! binary frames are accepted, text is sent; `GET /readyz` answers 200; a handshake carrying an
+//! binary frames are accepted, text is sent (and binary frames where the core negotiated them,
+//! [`FrameWriter::send_binary`]); `GET /readyz` answers 200; a handshake carrying an
 //! `Origin` header is refused with 403; the server pings every 30 s.
 
 mod frame_guard;
@@ -176,6 +177,27 @@ impl FrameWriter {
             WriterInner::Stdio(w) => w.send(text).await,
             WriterInner::Mem(w) => w.send(text).await,
         }
+    }
+
+    /// ext: queues one binary frame without flushing (PROTOCOL.md §2.5), as
+    /// [`send`](Self::send) does a text frame. The bytes are handed to the WebSocket as they
+    /// are (no copy before tungstenite formats the frame).
+    ///
+    /// Errors: `Unsupported` on transports that carry text only (stdio, memory; see
+    /// [`carries_binary`](Self::carries_binary)); the connection's I/O error.
+    pub async fn send_binary(&mut self, frame: Vec<u8>) -> io::Result<()> {
+        match &mut self.inner {
+            WriterInner::Ws(w) => w.send_binary(frame).await,
+            WriterInner::Stdio(_) | WriterInner::Mem(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "binary frames need a WebSocket transport",
+            )),
+        }
+    }
+
+    /// Whether [`send_binary`](Self::send_binary) works on this transport (WebSocket).
+    pub fn carries_binary(&self) -> bool {
+        matches!(self.inner, WriterInner::Ws(_))
     }
 
     /// Writes all queued frames to the peer.

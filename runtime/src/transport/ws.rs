@@ -892,6 +892,12 @@ impl WsWriter {
         Ok(())
     }
 
+    pub(super) async fn send_binary(&mut self, frame: Vec<u8>) -> io::Result<()> {
+        tracing::trace!(len = frame.len(), "websocket send binary");
+        // `Bytes::from(Vec)` takes the allocation over: no copy.
+        self.send_message(Message::Binary(Bytes::from(frame))).await
+    }
+
     async fn send_message(&mut self, message: Message) -> io::Result<()> {
         let mut message = Some(message);
         poll_fn(|cx| {

@@ -1,0 +1,370 @@
+//! ext: binary frames (PROTOCOL.md §2.5): `process/output` and `process/write` as WebSocket
+//! binary messages with a small fixed header and the raw bytes, no base64 and no JSON.
+//! Negotiated per connection at `initialize` (`binaryFrames: true`); never sent to a client
+//! that did not ask, so Codex clients see the reference's JSON.
+//!
+//! Layout (all integers big-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 1 | magic `0xEB` (never the first byte of a JSON text) |
+//! | 1 | 1 | kind: `0x01` output (server → client), `0x02` write (client → server) |
+//! | 2 | 1 | stream: `0` stdout, `1` stderr, `2` pty (output); `0` (write) |
+//! | 3 | 1 | flags, `0` (reserved) |
+//! | 4 | 8 | output: seq (u64, ≥ 1); write: the JSON-RPC request id (i64) |
+//! | 12 | 2 | processId length `P` in bytes (1..=65,535) |
+//! | 14 | 2 | writeId length `W` in bytes (write: 1..=65,535; output: 0) |
+//! | 16 | 4 | payload length `N` in bytes (u32) |
+//! | 20 | P | processId, UTF-8 |
+//! | 20+P | W | writeId, UTF-8 |
+//! | 20+P+W | N | payload: the raw output or stdin bytes; the frame ends here |
+
+use super::Stream;
+
+/// The first byte of every binary frame; no JSON text starts with it.
+pub const BINARY_MAGIC: u8 = 0xEB;
+/// Kind byte of a `process/output` frame (server → client).
+pub const KIND_OUTPUT: u8 = 0x01;
+/// Kind byte of a `process/write` frame (client → server).
+pub const KIND_WRITE: u8 = 0x02;
+/// Bytes of the fixed part of the header, before the ids.
+pub const HEADER_BYTES: usize = 20;
+
+/// Whether `frame` is meant as a binary frame (its first byte is [`BINARY_MAGIC`]).
+pub fn is_binary_frame(frame: &[u8]) -> bool {
+    frame.first() == Some(&BINARY_MAGIC)
+}
+
+/// A decoded `process/output` frame, borrowing from the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputFrame<'a> {
+    /// The process.
+    pub process_id: &'a str,
+    /// The chunk's seq (the same number the JSON notification would carry).
+    pub seq: u64,
+    /// The stream.
+    pub stream: Stream,
+    /// The raw bytes.
+    pub chunk: &'a [u8],
+}
+
+/// A decoded `process/write` frame, borrowing from the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteFrame<'a> {
+    /// The JSON-RPC request id the answer (a JSON `{status}` response) carries.
+    pub id: i64,
+    /// The process.
+    pub process_id: &'a str,
+    /// The write id, deduplicated as in `process/write`.
+    pub write_id: &'a str,
+    /// The raw bytes for stdin.
+    pub chunk: &'a [u8],
+}
+
+/// Why a binary frame could not be decoded; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid binary frame: {message}")]
+pub struct BinaryFrameError {
+    /// The request id, when the fixed header of a write frame could be read.
+    pub id: Option<i64>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Encodes a `process/output` frame: the header, then `chunk` copied once behind it.
+/// `process_id` longer than 65,535 bytes is cut (ids are bounded far below that by
+/// `maxIdBytes`).
+pub fn encode_output(process_id: &str, seq: u64, stream: Stream, chunk: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(HEADER_BYTES + process_id.len() + chunk.len());
+    encode_header_into(
+        &mut frame,
+        KIND_OUTPUT,
+        stream_byte(stream),
+        seq.to_be_bytes(),
+        process_id,
+        "",
+        chunk.len(),
+    );
+    frame.extend_from_slice(chunk);
+    frame
+}
+
+/// Encodes a `process/write` frame with request id `id`.
+pub fn encode_write(id: i64, process_id: &str, write_id: &str, chunk: &[u8]) -> Vec<u8> {
+    let mut frame =
+        Vec::with_capacity(HEADER_BYTES + process_id.len() + write_id.len() + chunk.len());
+    encode_header_into(
+        &mut frame,
+        KIND_WRITE,
+        0,
+        id.to_be_bytes(),
+        process_id,
+        write_id,
+        chunk.len(),
+    );
+    frame.extend_from_slice(chunk);
+    frame
+}
+
+/// Decodes a `process/output` frame.
+///
+/// # Errors
+/// [`BinaryFrameError`] for a short frame, a wrong magic, kind, stream or flags byte, seq 0,
+/// an empty or non-UTF-8 processId, a writeId, or a payload length that does not match.
+pub fn decode_output(frame: &[u8]) -> Result<OutputFrame<'_>, BinaryFrameError> {
+    let raw = decode_raw(frame, KIND_OUTPUT)?;
+    let fail = |message: &str| BinaryFrameError {
+        id: None,
+        message: message.to_owned(),
+    };
+    let stream = match raw.stream {
+        0 => Stream::Stdout,
+        1 => Stream::Stderr,
+        2 => Stream::Pty,
+        _ => return Err(fail("unknown stream byte")),
+    };
+    let seq = u64::from_be_bytes(raw.word);
+    if seq == 0 {
+        return Err(fail("seq 0"));
+    }
+    if !raw.write_id.is_empty() {
+        return Err(fail("an output frame carries no writeId"));
+    }
+    Ok(OutputFrame {
+        process_id: raw.process_id,
+        seq,
+        stream,
+        chunk: raw.payload,
+    })
+}
+
+/// Decodes a `process/write` frame.
+///
+/// # Errors
+/// [`BinaryFrameError`] (with the request id once the fixed header was read) for a short
+/// frame, a wrong magic, kind, stream or flags byte, an empty or non-UTF-8 processId or
+/// writeId, or a payload length that does not match.
+pub fn decode_write(frame: &[u8]) -> Result<WriteFrame<'_>, BinaryFrameError> {
+    let raw = decode_raw(frame, KIND_WRITE)?;
+    let id = i64::from_be_bytes(raw.word);
+    let fail = |message: &str| BinaryFrameError {
+        id: Some(id),
+        message: message.to_owned(),
+    };
+    if raw.stream != 0 {
+        return Err(fail("stream byte of a write frame must be 0"));
+    }
+    if raw.write_id.is_empty() {
+        return Err(fail("writeId must not be empty"));
+    }
+    Ok(WriteFrame {
+        id,
+        process_id: raw.process_id,
+        write_id: raw.write_id,
+        chunk: raw.payload,
+    })
+}
+
+/// The fields shared by both kinds.
+struct RawFrame<'a> {
+    stream: u8,
+    word: [u8; 8],
+    process_id: &'a str,
+    write_id: &'a str,
+    payload: &'a [u8],
+}
+
+fn decode_raw(frame: &[u8], kind: u8) -> Result<RawFrame<'_>, BinaryFrameError> {
+    let header: &[u8; HEADER_BYTES] = frame
+        .get(..HEADER_BYTES)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| BinaryFrameError {
+            id: None,
+            message: format!(
+                "{} bytes is shorter than the {HEADER_BYTES}-byte header",
+                frame.len()
+            ),
+        })?;
+    let [magic, got_kind, stream, flags, w0, w1, w2, w3, w4, w5, w6, w7, p0, p1, i0, i1, n0, n1, n2, n3] =
+        *header;
+    let word = [w0, w1, w2, w3, w4, w5, w6, w7];
+    // The request id of a write is readable from here on.
+    let id = (kind == KIND_WRITE).then(|| i64::from_be_bytes(word));
+    let fail = |message: String| BinaryFrameError { id, message };
+    if magic != BINARY_MAGIC {
+        return Err(fail(format!(
+            "magic byte {magic:#04x}, expected {BINARY_MAGIC:#04x}"
+        )));
+    }
+    if got_kind != kind {
+        return Err(fail(format!("kind {got_kind:#04x}, expected {kind:#04x}")));
+    }
+    if flags != 0 {
+        return Err(fail(format!("flags {flags:#04x}, expected 0")));
+    }
+    let pid_len = usize::from(u16::from_be_bytes([p0, p1]));
+    let wid_len = usize::from(u16::from_be_bytes([i0, i1]));
+    let payload_len = u32::from_be_bytes([n0, n1, n2, n3]) as usize;
+    let expected = HEADER_BYTES + pid_len + wid_len + payload_len;
+    if frame.len() != expected {
+        return Err(fail(format!(
+            "frame is {} bytes, the header announces {expected} \
+             (processId {pid_len}, writeId {wid_len}, payload {payload_len})",
+            frame.len()
+        )));
+    }
+    if pid_len == 0 {
+        return Err(fail("processId must not be empty".to_owned()));
+    }
+    let ids = &frame[HEADER_BYTES..HEADER_BYTES + pid_len + wid_len];
+    let (pid, wid) = ids.split_at(pid_len);
+    let text = |what: &str, bytes| {
+        std::str::from_utf8(bytes).map_err(|_| fail(format!("{what} is not UTF-8")))
+    };
+    Ok(RawFrame {
+        stream,
+        word,
+        process_id: text("processId", pid)?,
+        write_id: text("writeId", wid)?,
+        payload: &frame[HEADER_BYTES + pid_len + wid_len..],
+    })
+}
+
+fn stream_byte(stream: Stream) -> u8 {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+        Stream::Pty => 2,
+    }
+}
+
+fn encode_header_into(
+    frame: &mut Vec<u8>,
+    kind: u8,
+    stream: u8,
+    word: [u8; 8],
+    process_id: &str,
+    write_id: &str,
+    payload_len: usize,
+) {
+    let pid = clip(process_id);
+    let wid = clip(write_id);
+    frame.extend_from_slice(&[BINARY_MAGIC, kind, stream, 0]);
+    frame.extend_from_slice(&word);
+    frame.extend_from_slice(&(pid.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&(wid.len() as u16).to_be_bytes());
+    // Chunks and frames are bounded far below 4 GiB (maxFrameBytes); saturate rather than wrap.
+    frame.extend_from_slice(&u32::try_from(payload_len).unwrap_or(u32::MAX).to_be_bytes());
+    frame.extend_from_slice(pid);
+    frame.extend_from_slice(wid);
+}
+
+/// At most `u16::MAX` bytes of `s`.
+fn clip(s: &str) -> &[u8] {
+    &s.as_bytes()[..s.len().min(usize::from(u16::MAX))]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn output_frame_layout_is_as_documented() {
+        let frame = encode_output("p1", 258, Stream::Stderr, b"hi");
+        assert_eq!(
+            frame,
+            [
+                0xEB, 0x01, 1, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 2, 0, 0, 0, 0, 0, 2, b'p', b'1', b'h',
+                b'i'
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_frames_name_what_is_wrong() {
+        let good = encode_write(7, "cat", "w1", b"data");
+        let cases: Vec<(Vec<u8>, &str, Option<i64>)> = vec![
+            (good[..10].to_vec(), "shorter than the 20-byte header", None),
+            ([&[0xEA], &good[1..]].concat(), "magic byte 0xea", Some(7)),
+            (
+                [&good[..1], &[9], &good[2..]].concat(),
+                "kind 0x09",
+                Some(7),
+            ),
+            (
+                [&good[..3], &[1], &good[4..]].concat(),
+                "flags 0x01",
+                Some(7),
+            ),
+            (good[..good.len() - 1].to_vec(), "header announces", Some(7)),
+            ([&good[..], b"x"].concat(), "header announces", Some(7)),
+            (
+                encode_write(7, "cat", "", b"d"),
+                "writeId must not be empty",
+                Some(7),
+            ),
+            (
+                encode_write(7, "", "w", b"d"),
+                "processId must not be empty",
+                Some(7),
+            ),
+        ];
+        for (frame, want, id) in cases {
+            let err = decode_write(&frame).expect_err(want);
+            assert!(
+                err.to_string().contains(want),
+                "{err} should contain {want}"
+            );
+            assert_eq!(err.id, id, "{want}");
+        }
+        let mut bad_utf8 = encode_write(7, "ab", "w", b"");
+        bad_utf8[HEADER_BYTES] = 0xff;
+        assert!(decode_write(&bad_utf8)
+            .expect_err("utf8")
+            .message
+            .contains("processId is not UTF-8"));
+        let zero = encode_output("p", 0, Stream::Stdout, b"x");
+        assert!(decode_output(&zero)
+            .expect_err("seq 0")
+            .message
+            .contains("seq 0"));
+        assert!(decode_output(&good)
+            .expect_err("kind")
+            .message
+            .contains("kind"));
+    }
+
+    proptest! {
+        #[test]
+        fn output_frames_round_trip(
+            pid in "[a-z0-9-]{1,40}",
+            seq in 1u64..,
+            stream in prop::sample::select(vec![Stream::Stdout, Stream::Stderr, Stream::Pty]),
+            chunk in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let frame = encode_output(&pid, seq, stream, &chunk);
+            prop_assert!(is_binary_frame(&frame));
+            let got = decode_output(&frame).expect("round trip");
+            prop_assert_eq!(got, OutputFrame { process_id: &pid, seq, stream, chunk: &chunk });
+        }
+
+        #[test]
+        fn write_frames_round_trip(
+            id in any::<i64>(),
+            pid in "[a-z0-9-]{1,40}",
+            wid in "[a-z0-9-]{1,40}",
+            chunk in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let frame = encode_write(id, &pid, &wid, &chunk);
+            let got = decode_write(&frame).expect("round trip");
+            prop_assert_eq!(got, WriteFrame { id, process_id: &pid, write_id: &wid, chunk: &chunk });
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_output(&frame);
+            let _ = decode_write(&frame);
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! ext binary frames (PROTOCOL.md §2.5): negotiation, binary `process/output`, binary
+//! `process/write`, and the answers to malformed binary frames.
+
+use serde_json::{json, Value};
+
+use super::{b64, error_code, Harness};
+use crate::protocol::binary::{decode_output, encode_write, OutputFrame, HEADER_BYTES};
+use crate::protocol::Stream;
+use crate::server::{Command, ServerConfig};
+use crate::ConnId;
+
+impl Harness {
+    /// A connection on a binary-capable transport with a fresh session; `ask`: whether its
+    /// `initialize` asks for binary frames. Returns the connection and the `initialize`
+    /// result.
+    fn binary_session(&mut self, ask: bool) -> (ConnId, Value) {
+        let conn = self.connect();
+        self.sim.server.allow_binary_frames(conn);
+        let mut params = json!({"clientName": "test"});
+        if ask {
+            params["binaryFrames"] = json!(true);
+        }
+        let r = self.call(conn, 0, "initialize", params);
+        self.send(conn, json!({"method": "initialized", "params": {}}));
+        (conn, r[0]["result"].clone())
+    }
+
+    /// The binary frames sent to `conn`, removed.
+    fn take_binary(&mut self, conn: ConnId) -> Vec<Vec<u8>> {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sim.binary_frames)
+            .into_iter()
+            .partition(|(c, _)| *c == conn);
+        self.sim.binary_frames = rest;
+        mine.into_iter().map(|(_, f)| f).collect()
+    }
+
+    fn send_binary(&mut self, conn: ConnId, frame: &[u8]) {
+        self.sim.send_raw(conn, frame);
+        self.drain();
+    }
+}
+
+#[test]
+fn binary_output_is_negotiated_and_seqs_stay_contiguous_with_json_events() {
+    let mut h = Harness::new();
+    let (conn, init) = h.binary_session(true);
+    assert_eq!(init["binaryFrames"], json!(true));
+    assert_eq!(init["capabilities"]["binaryFrames"], json!(true));
+    let key = h.start(conn, "p", json!({}));
+    h.output(key, Stream::Stdout, b"out\xff");
+    h.output(key, Stream::Stderr, b"err");
+    h.finish(key, 0);
+    let binary = h.take_binary(conn);
+    let decoded: Vec<OutputFrame<'_>> = binary
+        .iter()
+        .map(|f| decode_output(f).expect("valid output frame"))
+        .collect();
+    assert_eq!(
+        decoded,
+        vec![
+            OutputFrame {
+                process_id: "p",
+                seq: 1,
+                stream: Stream::Stdout,
+                chunk: b"out\xff"
+            },
+            OutputFrame {
+                process_id: "p",
+                seq: 2,
+                stream: Stream::Stderr,
+                chunk: b"err"
+            },
+        ]
+    );
+    // Exit and close stay JSON and take the next seqs.
+    let frames = h.take(conn);
+    assert_eq!(frames[0]["params"]["seq"], json!(3));
+    assert_eq!(frames[1]["method"], json!("process/closed"));
+    assert_eq!(frames[1]["params"]["seq"], json!(4));
+    // process/read still answers in JSON, with the same seqs.
+    let r = h.call(conn, 9, "process/read", json!({"processId": "p"}));
+    assert_eq!(r[0]["result"]["chunks"][0]["chunk"], json!(b64(b"out\xff")));
+    assert_eq!(r[0]["result"]["nextSeq"], json!(5));
+}
+
+#[test]
+fn clients_that_do_not_ask_or_cannot_get_binary_frames_see_json() {
+    let mut h = Harness::new();
+    // A Codex client on a WebSocket: binary is possible, not asked for.
+    let (json_conn, init) = h.binary_session(false);
+    assert!(init.get("binaryFrames").is_none(), "{init}");
+    assert_eq!(init["capabilities"]["binaryFrames"], json!(true));
+    // A stdio-like transport: asked for, impossible.
+    let stdio = h.connect();
+    let r = h.call(
+        stdio,
+        0,
+        "initialize",
+        json!({"clientName": "t", "binaryFrames": true}),
+    );
+    assert!(r[0]["result"].get("binaryFrames").is_none());
+    assert_eq!(r[0]["result"]["capabilities"]["binaryFrames"], json!(false));
+    h.send(stdio, json!({"method": "initialized", "params": {}}));
+    // A binary client on the same server.
+    let (bin_conn, _) = h.binary_session(true);
+    for conn in [json_conn, stdio, bin_conn] {
+        let key = h.start(conn, "p", json!({}));
+        h.output(key, Stream::Stdout, b"x");
+    }
+    for conn in [json_conn, stdio] {
+        assert!(h.take_binary(conn).is_empty());
+        assert_eq!(
+            h.take(conn),
+            vec![
+                json!({"method": "process/output", "params": {"processId": "p", "seq": 1, "stream": "stdout", "chunk": b64(b"x")}})
+            ]
+        );
+    }
+    assert_eq!(h.take_binary(bin_conn).len(), 1);
+    assert!(h.take(bin_conn).is_empty());
+}
+
+#[test]
+fn binary_writes_are_answered_with_their_id_and_deduplicated() {
+    let mut h = Harness::new();
+    let (conn, _) = h.binary_session(true);
+    let key = h.start(conn, "cat", json!({"pipeStdin": true}));
+    h.send_binary(conn, &encode_write(41, "cat", "w1", b"\x00hello"));
+    assert_eq!(
+        h.take(conn),
+        vec![json!({"id": 41, "result": {"status": "accepted"}})]
+    );
+    assert_eq!(
+        h.take_commands(),
+        vec![Command::WriteStdin {
+            key,
+            bytes: b"\x00hello".to_vec()
+        }]
+    );
+    // A retry with the same writeId is accepted again without a second write.
+    h.send_binary(conn, &encode_write(42, "cat", "w1", b"\x00hello"));
+    assert_eq!(
+        h.take(conn),
+        vec![json!({"id": 42, "result": {"status": "accepted"}})]
+    );
+    assert!(h.take_commands().is_empty());
+    // Unknown process: the status JSON writes get.
+    h.send_binary(conn, &encode_write(43, "nope", "w2", b"x"));
+    assert_eq!(
+        h.take(conn),
+        vec![json!({"id": 43, "result": {"status": "unknownProcess"}})]
+    );
+}
+
+#[test]
+fn malformed_binary_frames_get_an_error_and_the_connection_keeps_working() {
+    let mut h = Harness::with_config(ServerConfig {
+        max_frame_bytes: 1024,
+        ..ServerConfig::default()
+    });
+    let (conn, _) = h.binary_session(true);
+    h.start(conn, "cat", json!({"pipeStdin": true}));
+    let good = encode_write(5, "cat", "w1", b"data");
+    let cases: Vec<(Vec<u8>, i64, &str)> = vec![
+        // Too short for the header: the id cannot be read.
+        (
+            good[..HEADER_BYTES - 1].to_vec(),
+            -1,
+            "shorter than the 20-byte header",
+        ),
+        // A wrong kind: the id can.
+        ([&good[..1], &[0x01], &good[2..]].concat(), 5, "kind 0x01"),
+        (good[..good.len() - 2].to_vec(), 5, "header announces"),
+        (
+            encode_write(6, "cat", "w", &[0; 2000]),
+            -1,
+            "exceeds the limit of 1024 bytes",
+        ),
+    ];
+    for (frame, id, want) in cases {
+        h.send_binary(conn, &frame);
+        let r = h.take(conn);
+        assert_eq!(r.len(), 1, "{want}: {r:?}");
+        assert_eq!(r[0]["id"], json!(id), "{want}");
+        assert_eq!(error_code(&r[0]), -32600, "{want}");
+        let msg = r[0]["error"]["message"].as_str().expect("message");
+        assert!(msg.contains(want), "{msg} should contain {want}");
+        assert!(h.take_commands().is_empty());
+    }
+    h.send_binary(conn, &good);
+    assert_eq!(
+        h.take(conn),
+        vec![json!({"id": 5, "result": {"status": "accepted"}})]
+    );
+}
+
+#[test]
+fn binary_looking_frames_from_clients_that_did_not_ask_are_json_errors() {
+    let mut h = Harness::new();
+    let (conn, _) = h.binary_session(false);
+    h.start(conn, "cat", json!({"pipeStdin": true}));
+    h.send_binary(conn, &encode_write(5, "cat", "w1", b"data"));
+    let r = h.take(conn);
+    assert_eq!(r[0]["id"], json!(-1));
+    let msg = r[0]["error"]["message"].as_str().expect("message");
+    assert!(msg.starts_with("invalid JSON-RPC message"), "{msg}");
+    assert!(h.take_commands().is_empty());
+}
