@@ -429,10 +429,17 @@ async fn forward_stdin(process: Process, tty: bool) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        match process.write(buf[..n].to_vec()).await {
-            Ok(WriteStatus::Accepted) => {}
-            // The child closed its stdin or is gone; nothing more to forward.
-            Ok(_) | Err(_) => return,
+        loop {
+            match process.write(buf[..n].to_vec()).await {
+                Ok(WriteStatus::Accepted) => break,
+                // A start cut off by a reconnect can be settled (the process exists) while the
+                // server is still spawning it: the write was not taken; send it again shortly.
+                Ok(WriteStatus::Starting) => {
+                    smol::Timer::after(std::time::Duration::from_millis(5)).await;
+                }
+                // The child closed its stdin or is gone; nothing more to forward.
+                Ok(_) | Err(_) => return,
+            }
         }
     }
     if tty {

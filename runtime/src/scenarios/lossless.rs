@@ -162,7 +162,17 @@ pub async fn the_async_client_loses_nothing_through_a_cutting_proxy(rt: Arc<dyn 
     .expect("connect");
     let p = within(
         rt,
-        client.start(params("seq", &["seq", "1", "300000"], false)),
+        // Three bursts 300 ms apart, so the run spans several cuts however fast the transfer
+        // (binary frames move the whole 2 MB in a few ms).
+        client.start(params(
+            "seq",
+            &[
+                "sh",
+                "-c",
+                "seq 1 100000; sleep 0.3; seq 100001 200000; sleep 0.3; seq 200001 300000",
+            ],
+            false,
+        )),
     )
     .await
     .expect("start");
