@@ -435,7 +435,7 @@ async fn forward_stdin(process: Process, tty: bool) {
                 // A start cut off by a reconnect can be settled (the process exists) while the
                 // server is still spawning it: the write was not taken; send it again shortly.
                 Ok(WriteStatus::Starting) => {
-                    smol::Timer::after(std::time::Duration::from_millis(5)).await;
+                    smol::Timer::after(Duration::from_millis(5)).await;
                 }
                 // The child closed its stdin or is gone; nothing more to forward.
                 Ok(_) | Err(_) => return,
