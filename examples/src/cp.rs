@@ -10,7 +10,6 @@
 //! included. Symlinks and special files inside a tree are skipped with a warning. Progress is
 //! drawn on stderr when it is a terminal.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, IsTerminal as _, Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
@@ -140,17 +139,7 @@ async fn connect<R: DefaultRuntime>(args: &CpArgs) -> anyhow::Result<Client<R>> 
                 .await
                 .with_context(|| format!("cannot connect to {url}"))
         }
-        None => {
-            let argv: Vec<OsString> = vec![
-                crate::self_exe()?.into(),
-                "serve".into(),
-                "--listen".into(),
-                "stdio".into(),
-            ];
-            Client::<R>::spawn_stdio(&argv, None, None)
-                .await
-                .context("cannot start a local execd server")
-        }
+        None => crate::local_stdio_client::<R>().await,
     }
 }
 

@@ -1,7 +1,6 @@
 //! `execd fetch`: an HTTP request made by the server's host (`http/request`), like curl: the
 //! status line on stderr, the body streamed to stdout.
 
-use std::ffi::OsString;
 use std::io::{self, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -68,17 +67,7 @@ fn fetch_on<R: DefaultRuntime>(args: FetchArgs) -> anyhow::Result<ExitCode> {
                     .await
                     .with_context(|| format!("cannot connect to {url}"))?
             }
-            None => {
-                let argv: Vec<OsString> = vec![
-                    crate::self_exe()?.into(),
-                    "serve".into(),
-                    "--listen".into(),
-                    "stdio".into(),
-                ];
-                Client::<R>::spawn_stdio(&argv, None, None)
-                    .await
-                    .context("cannot start a local execd server")?
-            }
+            None => crate::local_stdio_client::<R>().await?,
         };
         let (head, mut body) = match client.http_request_stream(params).await {
             Ok(ok) => ok,

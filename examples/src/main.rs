@@ -294,3 +294,21 @@ pub(crate) fn raise_fd_limit() -> std::io::Result<u64> {
 pub(crate) fn self_exe() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("cannot find the execd executable")
 }
+
+/// A client of a local `execd serve --listen stdio` started from this binary (`execd cp` and
+/// `execd fetch` without `--url`).
+///
+/// # Errors
+/// This binary cannot be found or the server cannot be started.
+pub(crate) async fn local_stdio_client<R: DefaultRuntime>(
+) -> anyhow::Result<execd_runtime::Client<R>> {
+    let argv: Vec<std::ffi::OsString> = vec![
+        self_exe()?.into(),
+        "serve".into(),
+        "--listen".into(),
+        "stdio".into(),
+    ];
+    execd_runtime::Client::<R>::spawn_stdio(&argv, None, None)
+        .await
+        .context("cannot start a local execd server")
+}
