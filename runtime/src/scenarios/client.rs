@@ -406,12 +406,14 @@ async fn run_on(
     (got.stdout, got.exit_code)
 }
 
-/// Scenario.
-pub async fn local_and_remote_executors_give_the_same_results(rt: Arc<dyn Runtime>) {
-    let rt = &rt;
-    let server = start_server(rt).await;
+/// A [`RemoteExecutor`] connected to the server at `url` and a [`LocalExecutor`], both on
+/// `rt`, for scenarios that check the two give the same results.
+pub(super) async fn remote_and_local(
+    rt: &Arc<dyn Runtime>,
+    url: &str,
+) -> (RemoteExecutor, LocalExecutor) {
     let remote = within(rt, async {
-        Client::connect_with_runtime(rt.clone(), &server.url, ClientOptions::default())
+        Client::connect_with_runtime(rt.clone(), url, ClientOptions::default())
             .await
             .map(RemoteExecutor::new)
     })
@@ -423,6 +425,14 @@ pub async fn local_and_remote_executors_give_the_same_results(rt: Arc<dyn Runtim
     )
     .await
     .expect("local");
+    (remote, local)
+}
+
+/// Scenario.
+pub async fn local_and_remote_executors_give_the_same_results(rt: Arc<dyn Runtime>) {
+    let rt = &rt;
+    let server = start_server(rt).await;
+    let (remote, local) = remote_and_local(rt, &server.url).await;
     let executors: [(&str, &dyn Executor); 2] = [("remote", &remote), ("local", &local)];
     for (name, executor) in executors {
         assert_eq!(

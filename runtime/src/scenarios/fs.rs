@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::server::{start_server, Client};
 use super::{within, TempDir};
 use crate::runtime::Runtime;
-use crate::{ClientOptions, Executor, LocalExecutor, RemoteExecutor, ServerOptions};
+use crate::Executor;
 
 impl TempDir {
     pub(super) fn uri(&self, name: &str) -> String {
@@ -379,19 +379,7 @@ pub async fn bad_fs_inputs_leave_the_connection_working(rt: Arc<dyn Runtime>) {
 pub async fn local_and_remote_executors_agree_on_files(rt: Arc<dyn Runtime>) {
     let rt = &rt;
     let server = start_server(rt, ServerConfig::default()).await;
-    let remote = within(rt, async {
-        crate::Client::connect_with_runtime(rt.clone(), &server.url, ClientOptions::default())
-            .await
-            .map(RemoteExecutor::new)
-    })
-    .await
-    .expect("connect");
-    let local = within(
-        rt,
-        LocalExecutor::with_runtime(rt.clone(), ServerOptions::default()),
-    )
-    .await
-    .expect("local");
+    let (remote, local) = super::client::remote_and_local(rt, &server.url).await;
     let executors: [&dyn Executor; 2] = [&remote, &local];
     let mut seen = Vec::new();
     for executor in executors {

@@ -13,7 +13,7 @@ use super::server::{start_server, Client};
 use super::within;
 use super::TempDir;
 use crate::runtime::Runtime;
-use crate::{ClientOptions, Executor, LocalExecutor, RemoteExecutor, ServerOptions};
+use crate::Executor;
 
 /// Collects `fs/changed` notifications until watch `watch_id` reports `uri`; returns every
 /// notification seen (of every watch), in order.
@@ -149,19 +149,7 @@ pub async fn unwatch_stops_notifications_and_the_limit_is_named(rt: Arc<dyn Runt
 pub async fn executors_stream_watch_changes(rt: Arc<dyn Runtime>) {
     let rt = &rt;
     let server = start_server(rt, ServerConfig::default()).await;
-    let remote = within(rt, async {
-        crate::Client::connect_with_runtime(rt.clone(), &server.url, ClientOptions::default())
-            .await
-            .map(RemoteExecutor::new)
-    })
-    .await
-    .expect("connect");
-    let local = within(
-        rt,
-        LocalExecutor::with_runtime(rt.clone(), ServerOptions::default()),
-    )
-    .await
-    .expect("local");
+    let (remote, local) = super::client::remote_and_local(rt, &server.url).await;
     let executors: [&dyn Executor; 2] = [&remote, &local];
     for executor in executors {
         let dir = TempDir::new();
