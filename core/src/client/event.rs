@@ -77,6 +77,18 @@ pub enum ClientEvent {
         /// The `result` object, or why there is none.
         result: Result<serde_json::Value, CallError>,
     },
+    /// ext: the answer to call `id` carried by a binary result frame (PROTOCOL.md §2.5): the
+    /// bytes of an `fs/readFile` result (`dataBase64`, `eof` false) or of an `fs/readBlock`
+    /// result (`chunk`, `eof`). Comes only on a connection that negotiated binary frames and
+    /// only for calls of those two methods; their JSON answers stay [`ClientEvent::Response`].
+    DataResponse {
+        /// The id [`Client::call`] returned.
+        id: RequestId,
+        /// The bytes.
+        data: Vec<u8>,
+        /// `eof` of an `fs/readBlock` result.
+        eof: bool,
+    },
     /// An output chunk of a tracked process. Per process, `Output`, `Exited`, `Closed` and
     /// `Gap` come in seq order, each seq once.
     Output {

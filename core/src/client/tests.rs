@@ -1382,8 +1382,8 @@ proptest! {
     }
 }
 
-#[test]
-fn binary_output_frames_are_delivered_like_json_ones() {
+/// A client that asks for binary frames, connected to a server whose transport can carry them.
+fn binary_sim() -> Sim {
     let config = ClientConfig {
         binary_frames: true,
         ..ClientConfig::default()
@@ -1393,6 +1393,12 @@ fn binary_output_frames_are_delivered_like_json_ones() {
     let link = sim.link.expect("connected");
     sim.server.allow_binary_frames(link);
     sim.drive();
+    sim
+}
+
+#[test]
+fn binary_output_frames_are_delivered_like_json_ones() {
+    let mut sim = binary_sim();
     assert!(sim.client.is_ready());
     sim.start("cat");
     let id = sim
@@ -1410,6 +1416,46 @@ fn binary_output_frames_are_delivered_like_json_ones() {
     assert_eq!(sim.binary_frames.len(), 2, "output went out binary");
     assert_eq!(sim.trail("cat"), ["o1:hi\n", "o2:\u{fffd}\u{0}"]);
     assert_eq!(sim.delivered_bytes("cat"), b"hi\n\xff\x00");
+}
+
+#[test]
+fn binary_result_frames_answer_their_call_as_data_responses() {
+    use crate::protocol::fs::ReadBlockResult;
+    use crate::protocol::{Base64Bytes, FsResult};
+    use crate::server::Command;
+    let mut sim = binary_sim();
+    let params = json!({"handleId": "h", "offset": 0, "len": 8});
+    let id = sim
+        .client
+        .call(sim.now, "fs/readBlock", params)
+        .expect("open");
+    sim.drive();
+    let ticket = sim
+        .commands
+        .iter()
+        .find_map(|c| match c {
+            Command::Fs { ticket, .. } => Some(*ticket),
+            _ => None,
+        })
+        .expect("an fs command");
+    let now = sim.now;
+    sim.server.handle_fs(
+        now,
+        ticket,
+        Ok(FsResult::ReadBlock(ReadBlockResult {
+            chunk: Base64Bytes(b"\x00\xffab".to_vec()),
+            eof: true,
+        })),
+    );
+    sim.drive();
+    assert_eq!(sim.binary_frames.len(), 1, "the result went out binary");
+    let data = sim.events.iter().find_map(|e| match e {
+        ClientEvent::DataResponse { id: i, data, eof } if *i == id => Some((data.clone(), *eof)),
+        _ => None,
+    });
+    assert_eq!(data, Some((b"\x00\xffab".to_vec(), true)));
+    assert_eq!(sim.responses(&id), 0, "answered once, as data");
+    assert_eq!(sim.client.pending_count(), 0);
 }
 
 /// Lossless output (PROTOCOL.md §5.11): the child is held instead of having its output evicted

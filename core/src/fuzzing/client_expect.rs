@@ -372,6 +372,10 @@ impl Expect {
                 Ok(())
             }
             ClientEvent::Response { id, result } => self.on_response(&id, result, w),
+            // The simulated client never asks for binary frames.
+            ClientEvent::DataResponse { id, .. } => {
+                Err(format!("DataResponse for {id:?} without binary frames"))
+            }
             ClientEvent::Output {
                 process_id,
                 seq,

@@ -1,5 +1,6 @@
-//! ext: binary frames (PROTOCOL.md §2.5): `process/output` and `process/write` as WebSocket
-//! binary messages with a small fixed header and the raw bytes, no base64 and no JSON.
+//! ext: binary frames (PROTOCOL.md §2.5): `process/output`, `process/write`, the byte-carrying
+//! `fs/readFile` and `fs/readBlock` results and `http/request/bodyDelta` as WebSocket binary
+//! messages with a small fixed header and the raw bytes, no base64 and no JSON.
 //! Negotiated per connection at `initialize` (`binaryFrames: true`); never sent to a client
 //! that did not ask, so Codex clients see the reference's JSON.
 //!
@@ -8,16 +9,21 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 1 | magic `0xEB` (never the first byte of a JSON text) |
-//! | 1 | 1 | kind: `0x01` output (server → client), `0x02` write (client → server) |
-//! | 2 | 1 | stream: `0` stdout, `1` stderr, `2` pty (output); `0` (write) |
-//! | 3 | 1 | flags, `0` (reserved) |
-//! | 4 | 8 | output: seq (u64, ≥ 1); write: the JSON-RPC request id (i64) |
-//! | 12 | 2 | processId length `P` in bytes (1..=65,535) |
-//! | 14 | 2 | writeId length `W` in bytes (write: 1..=65,535; output: 0) |
+//! | 1 | 1 | kind: `0x01` output, `0x03` result, `0x04` body delta (server → client); `0x02` write (client → server) |
+//! | 2 | 1 | stream: `0` stdout, `1` stderr, `2` pty (output); `0` (every other kind) |
+//! | 3 | 1 | flags: bit 0 `last` (result: `eof`; body delta: `done`); `0` for output and write |
+//! | 4 | 8 | output, body delta: seq (u64, ≥ 1); write, result: the JSON-RPC request id (i64) |
+//! | 12 | 2 | id length `P` in bytes: output, write: the processId (1..=65,535); body delta: the requestId; result: 0 |
+//! | 14 | 2 | writeId length `W` in bytes (write: 1..=65,535; every other kind: 0) |
 //! | 16 | 4 | payload length `N` in bytes (u32) |
-//! | 20 | P | processId, UTF-8 |
+//! | 20 | P | processId or requestId, UTF-8 |
 //! | 20+P | W | writeId, UTF-8 |
-//! | 20+P+W | N | payload: the raw output or stdin bytes; the frame ends here |
+//! | 20+P+W | N | payload: the raw bytes; the frame ends here |
+//!
+//! A result frame stands for the JSON response `{"id", "result"}` to an `fs/readFile`
+//! (`{dataBase64}`, flags 0) or `fs/readBlock` (`{chunk, eof}`) request with an integer id; the
+//! client knows which by the id. A body-delta frame stands for `http/request/bodyDelta
+//! {requestId, seq, deltaBase64, done}` without `error` (a delta with an error stays JSON).
 
 use super::Stream;
 
@@ -27,6 +33,14 @@ pub const BINARY_MAGIC: u8 = 0xEB;
 pub const KIND_OUTPUT: u8 = 0x01;
 /// Kind byte of a `process/write` frame (client → server).
 pub const KIND_WRITE: u8 = 0x02;
+/// Kind byte of a result frame: the bytes of an `fs/readFile` or `fs/readBlock` result
+/// (server → client).
+pub const KIND_RESULT: u8 = 0x03;
+/// Kind byte of an `http/request/bodyDelta` frame (server → client).
+pub const KIND_BODY_DELTA: u8 = 0x04;
+/// Flags bit of result and body-delta frames: `eof` of an `fs/readBlock` result, `done` of a
+/// body delta.
+pub const FLAG_LAST: u8 = 0x01;
 /// Bytes of the fixed part of the header, before the ids.
 pub const HEADER_BYTES: usize = 20;
 
@@ -61,6 +75,41 @@ pub struct WriteFrame<'a> {
     pub chunk: &'a [u8],
 }
 
+/// A decoded result frame (kind `0x03`), borrowing from the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultFrame<'a> {
+    /// The id of the `fs/readFile` or `fs/readBlock` request answered.
+    pub id: i64,
+    /// `eof` of an `fs/readBlock` result (always `false` for `fs/readFile`).
+    pub eof: bool,
+    /// The bytes: the whole file, or the block.
+    pub data: &'a [u8],
+}
+
+/// A decoded `http/request/bodyDelta` frame (kind `0x04`), borrowing from the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyDeltaFrame<'a> {
+    /// The streamed request.
+    pub request_id: &'a str,
+    /// The delta's seq (from 1).
+    pub seq: u64,
+    /// The body ended with this delta.
+    pub done: bool,
+    /// The body bytes (at most 1 MiB).
+    pub delta: &'a [u8],
+}
+
+/// Any frame a server sends, decoded by its kind byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerFrame<'a> {
+    /// `process/output`.
+    Output(OutputFrame<'a>),
+    /// The bytes of an `fs/readFile` or `fs/readBlock` result.
+    Result(ResultFrame<'a>),
+    /// `http/request/bodyDelta`.
+    BodyDelta(BodyDeltaFrame<'a>),
+}
+
 /// Why a binary frame could not be decoded; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid binary frame: {message}")]
@@ -78,7 +127,7 @@ pub fn encode_output(process_id: &str, seq: u64, stream: Stream, chunk: &[u8]) -
     let mut frame = Vec::with_capacity(HEADER_BYTES + process_id.len() + chunk.len());
     encode_header_into(
         &mut frame,
-        KIND_OUTPUT,
+        (KIND_OUTPUT, 0),
         stream_byte(stream),
         seq.to_be_bytes(),
         process_id,
@@ -95,7 +144,7 @@ pub fn encode_write(id: i64, process_id: &str, write_id: &str, chunk: &[u8]) -> 
         Vec::with_capacity(HEADER_BYTES + process_id.len() + write_id.len() + chunk.len());
     encode_header_into(
         &mut frame,
-        KIND_WRITE,
+        (KIND_WRITE, 0),
         0,
         id.to_be_bytes(),
         process_id,
@@ -104,6 +153,114 @@ pub fn encode_write(id: i64, process_id: &str, write_id: &str, chunk: &[u8]) -> 
     );
     frame.extend_from_slice(chunk);
     frame
+}
+
+/// Encodes a result frame answering request `id` with `data` (`eof` for `fs/readBlock`).
+pub fn encode_result(id: i64, eof: bool, data: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(HEADER_BYTES + data.len());
+    encode_header_into(
+        &mut frame,
+        (KIND_RESULT, if eof { FLAG_LAST } else { 0 }),
+        0,
+        id.to_be_bytes(),
+        "",
+        "",
+        data.len(),
+    );
+    frame.extend_from_slice(data);
+    frame
+}
+
+/// Encodes an `http/request/bodyDelta` frame (without `error`).
+pub fn encode_body_delta(request_id: &str, seq: u64, done: bool, delta: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(HEADER_BYTES + request_id.len() + delta.len());
+    encode_header_into(
+        &mut frame,
+        (KIND_BODY_DELTA, if done { FLAG_LAST } else { 0 }),
+        0,
+        seq.to_be_bytes(),
+        request_id,
+        "",
+        delta.len(),
+    );
+    frame.extend_from_slice(delta);
+    frame
+}
+
+/// Decodes any frame a server sends, by its kind byte.
+///
+/// # Errors
+/// [`BinaryFrameError`] as [`decode_output`], [`decode_result`] and [`decode_body_delta`], or
+/// for a kind no server sends.
+pub fn decode_server_frame(frame: &[u8]) -> Result<ServerFrame<'_>, BinaryFrameError> {
+    match frame.get(1) {
+        Some(&KIND_RESULT) => decode_result(frame).map(ServerFrame::Result),
+        Some(&KIND_BODY_DELTA) => decode_body_delta(frame).map(ServerFrame::BodyDelta),
+        _ => decode_output(frame).map(ServerFrame::Output),
+    }
+}
+
+/// Decodes a result frame.
+///
+/// # Errors
+/// [`BinaryFrameError`] for a short frame, a wrong magic, kind or stream byte, flags other than
+/// [`FLAG_LAST`], a processId or writeId, or a payload length that does not match.
+pub fn decode_result(frame: &[u8]) -> Result<ResultFrame<'_>, BinaryFrameError> {
+    let raw = decode_raw(frame, KIND_RESULT)?;
+    let id = i64::from_be_bytes(raw.word);
+    let fail = |message: &str| BinaryFrameError {
+        id: Some(id),
+        message: message.to_owned(),
+    };
+    if raw.stream != 0 {
+        return Err(fail("stream byte of a result frame must be 0"));
+    }
+    if !raw.process_id.is_empty() || !raw.write_id.is_empty() {
+        return Err(fail("a result frame carries no processId or writeId"));
+    }
+    Ok(ResultFrame {
+        id,
+        eof: last_flag(raw.flags).map_err(|m| fail(&m))?,
+        data: raw.payload,
+    })
+}
+
+/// Decodes an `http/request/bodyDelta` frame.
+///
+/// # Errors
+/// [`BinaryFrameError`] for a short frame, a wrong magic, kind or stream byte, flags other than
+/// [`FLAG_LAST`], seq 0, a non-UTF-8 requestId, a writeId, or a payload length that does not
+/// match.
+pub fn decode_body_delta(frame: &[u8]) -> Result<BodyDeltaFrame<'_>, BinaryFrameError> {
+    let raw = decode_raw(frame, KIND_BODY_DELTA)?;
+    let fail = |message: &str| BinaryFrameError {
+        id: None,
+        message: message.to_owned(),
+    };
+    if raw.stream != 0 {
+        return Err(fail("stream byte of a body-delta frame must be 0"));
+    }
+    let seq = u64::from_be_bytes(raw.word);
+    if seq == 0 {
+        return Err(fail("seq 0"));
+    }
+    if !raw.write_id.is_empty() {
+        return Err(fail("a body-delta frame carries no writeId"));
+    }
+    Ok(BodyDeltaFrame {
+        request_id: raw.process_id,
+        seq,
+        done: last_flag(raw.flags).map_err(|m| fail(&m))?,
+        delta: raw.payload,
+    })
+}
+
+/// The `last` bit of a flags byte that may carry only it.
+fn last_flag(flags: u8) -> Result<bool, String> {
+    if flags & !FLAG_LAST != 0 {
+        return Err(format!("flags {flags:#04x}, only bit 0 may be set"));
+    }
+    Ok(flags & FLAG_LAST != 0)
 }
 
 /// Decodes a `process/output` frame.
@@ -117,6 +274,7 @@ pub fn decode_output(frame: &[u8]) -> Result<OutputFrame<'_>, BinaryFrameError> 
         id: None,
         message: message.to_owned(),
     };
+    check_process_frame(&raw).map_err(|m| fail(&m))?;
     let stream = match raw.stream {
         0 => Stream::Stdout,
         1 => Stream::Stderr,
@@ -151,6 +309,7 @@ pub fn decode_write(frame: &[u8]) -> Result<WriteFrame<'_>, BinaryFrameError> {
         id: Some(id),
         message: message.to_owned(),
     };
+    check_process_frame(&raw).map_err(|m| fail(&m))?;
     if raw.stream != 0 {
         return Err(fail("stream byte of a write frame must be 0"));
     }
@@ -165,9 +324,21 @@ pub fn decode_write(frame: &[u8]) -> Result<WriteFrame<'_>, BinaryFrameError> {
     })
 }
 
-/// The fields shared by both kinds.
+/// The rules output and write frames share: flags 0, a processId.
+fn check_process_frame(raw: &RawFrame<'_>) -> Result<(), String> {
+    if raw.flags != 0 {
+        return Err(format!("flags {:#04x}, expected 0", raw.flags));
+    }
+    if raw.process_id.is_empty() {
+        return Err("processId must not be empty".to_owned());
+    }
+    Ok(())
+}
+
+/// The fields every kind shares.
 struct RawFrame<'a> {
     stream: u8,
+    flags: u8,
     word: [u8; 8],
     process_id: &'a str,
     write_id: &'a str,
@@ -189,7 +360,7 @@ fn decode_raw(frame: &[u8], kind: u8) -> Result<RawFrame<'_>, BinaryFrameError> 
         *header;
     let word = [w0, w1, w2, w3, w4, w5, w6, w7];
     // The request id of a write is readable from here on.
-    let id = (kind == KIND_WRITE).then(|| i64::from_be_bytes(word));
+    let id = matches!(kind, KIND_WRITE | KIND_RESULT).then(|| i64::from_be_bytes(word));
     let fail = |message: String| BinaryFrameError { id, message };
     if magic != BINARY_MAGIC {
         return Err(fail(format!(
@@ -198,9 +369,6 @@ fn decode_raw(frame: &[u8], kind: u8) -> Result<RawFrame<'_>, BinaryFrameError> 
     }
     if got_kind != kind {
         return Err(fail(format!("kind {got_kind:#04x}, expected {kind:#04x}")));
-    }
-    if flags != 0 {
-        return Err(fail(format!("flags {flags:#04x}, expected 0")));
     }
     let pid_len = usize::from(u16::from_be_bytes([p0, p1]));
     let wid_len = usize::from(u16::from_be_bytes([i0, i1]));
@@ -213,9 +381,6 @@ fn decode_raw(frame: &[u8], kind: u8) -> Result<RawFrame<'_>, BinaryFrameError> 
             frame.len()
         )));
     }
-    if pid_len == 0 {
-        return Err(fail("processId must not be empty".to_owned()));
-    }
     let ids = &frame[HEADER_BYTES..HEADER_BYTES + pid_len + wid_len];
     let (pid, wid) = ids.split_at(pid_len);
     let text = |what: &str, bytes| {
@@ -223,8 +388,16 @@ fn decode_raw(frame: &[u8], kind: u8) -> Result<RawFrame<'_>, BinaryFrameError> 
     };
     Ok(RawFrame {
         stream,
+        flags,
         word,
-        process_id: text("processId", pid)?,
+        process_id: text(
+            if kind == KIND_BODY_DELTA {
+                "requestId"
+            } else {
+                "processId"
+            },
+            pid,
+        )?,
         write_id: text("writeId", wid)?,
         payload: &frame[HEADER_BYTES + pid_len + wid_len..],
     })
@@ -240,7 +413,7 @@ fn stream_byte(stream: Stream) -> u8 {
 
 fn encode_header_into(
     frame: &mut Vec<u8>,
-    kind: u8,
+    (kind, flags): (u8, u8),
     stream: u8,
     word: [u8; 8],
     process_id: &str,
@@ -249,7 +422,7 @@ fn encode_header_into(
 ) {
     let pid = clip(process_id);
     let wid = clip(write_id);
-    frame.extend_from_slice(&[BINARY_MAGIC, kind, stream, 0]);
+    frame.extend_from_slice(&[BINARY_MAGIC, kind, stream, flags]);
     frame.extend_from_slice(&word);
     frame.extend_from_slice(&(pid.len() as u16).to_be_bytes());
     frame.extend_from_slice(&(wid.len() as u16).to_be_bytes());
@@ -335,7 +508,82 @@ mod tests {
             .contains("kind"));
     }
 
+    #[test]
+    fn result_and_body_delta_layouts_are_as_documented() {
+        assert_eq!(
+            encode_result(-2, true, b"ab"),
+            [
+                0xEB, 0x03, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 0,
+                0, 2, b'a', b'b'
+            ]
+        );
+        assert_eq!(
+            encode_body_delta("r", 3, false, b"x"),
+            [0xEB, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 1, 0, 0, 0, 0, 0, 1, b'r', b'x']
+        );
+    }
+
+    #[test]
+    fn malformed_result_and_body_delta_frames_name_what_is_wrong() {
+        let result = encode_result(9, false, b"data");
+        let mut flags = result.clone();
+        flags[3] = 0x02;
+        let e = decode_result(&flags).expect_err("flags");
+        assert!(e.message.contains("only bit 0"), "{e}");
+        assert_eq!(e.id, Some(9));
+        let mut stream = result.clone();
+        stream[2] = 1;
+        assert!(decode_result(&stream).is_err());
+        // A processId on a result frame.
+        let with_pid = encode_output("p", 9, Stream::Stdout, b"data");
+        let mut as_result = with_pid.clone();
+        as_result[1] = KIND_RESULT;
+        assert!(decode_result(&as_result)
+            .expect_err("pid")
+            .message
+            .contains("no processId"));
+        let zero = encode_body_delta("r", 0, true, b"");
+        assert!(decode_body_delta(&zero)
+            .expect_err("seq 0")
+            .message
+            .contains("seq 0"));
+        let mut bad = encode_body_delta("r", 1, true, b"");
+        bad[HEADER_BYTES] = 0xff;
+        assert!(decode_body_delta(&bad)
+            .expect_err("utf8")
+            .message
+            .contains("requestId is not UTF-8"));
+        // Output and write frames still refuse flags.
+        let mut out = encode_output("p", 1, Stream::Stdout, b"");
+        out[3] = FLAG_LAST;
+        assert!(decode_output(&out).is_err());
+        assert!(matches!(
+            decode_server_frame(&encode_write(1, "p", "w", b"")),
+            Err(BinaryFrameError { .. })
+        ));
+    }
+
     proptest! {
+        #[test]
+        fn result_and_body_delta_frames_round_trip(
+            id in any::<i64>(),
+            rid in "[a-z0-9-]{0,40}",
+            seq in 1u64..,
+            last in any::<bool>(),
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let frame = encode_result(id, last, &data);
+            prop_assert_eq!(
+                decode_server_frame(&frame).expect("result"),
+                ServerFrame::Result(ResultFrame { id, eof: last, data: &data })
+            );
+            let frame = encode_body_delta(&rid, seq, last, &data);
+            prop_assert_eq!(
+                decode_server_frame(&frame).expect("delta"),
+                ServerFrame::BodyDelta(BodyDeltaFrame { request_id: &rid, seq, done: last, delta: &data })
+            );
+        }
+
         #[test]
         fn output_frames_round_trip(
             pid in "[a-z0-9-]{1,40}",
@@ -365,6 +613,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_output(&frame);
             let _ = decode_write(&frame);
+            let _ = decode_server_frame(&frame);
         }
     }
 }

@@ -85,6 +85,10 @@ pub mod method {
     pub const ENVIRONMENT_STATUS: &str = "environment/status";
     /// Request: watch paths for appearing.
     pub const FS_WATCH_MISSING: &str = "fs/watchMissing";
+    /// Request: read a whole file (its result may come as a binary result frame, §2.5).
+    pub const FS_READ_FILE: &str = "fs/readFile";
+    /// Request: read a block of an open file (its result may come as a binary result frame).
+    pub const FS_READ_BLOCK: &str = "fs/readBlock";
     /// Notification: a path watched with `fs/watchMissing` changed.
     pub const FS_MISSING_CHANGED: &str = "fs/missingChanged";
     /// ext request: watch a file or tree for changes.

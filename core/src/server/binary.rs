@@ -5,11 +5,15 @@
 //! JSON. Connections that did not ask (Codex clients) see exactly the reference's frames, and
 //! a binary message from them is decoded as JSON, as before.
 
-use super::outbound::output_frame;
+use std::fmt::Write as _;
+
+use super::outbound::{base64_object, output_frame, text_with_id};
 use super::{ConnPhase, Output, Server, SessionId};
 use crate::ids::{ConnId, Seq};
 use crate::protocol::binary::{self, BinaryFrameError};
-use crate::protocol::{Base64Bytes, Stream, WriteParams};
+use crate::protocol::{
+    method, Base64Bytes, FsResult, HttpBodyDeltaNotification, Stream, WriteParams,
+};
 use crate::rpc::{RequestId, RpcError};
 
 /// What a connection may and does use.
@@ -60,6 +64,13 @@ impl Server {
             c.binary = BinaryFrames::On;
         }
         c.binary == BinaryFrames::On
+    }
+
+    /// Whether `conn` negotiated binary frames.
+    pub(super) fn binary_on(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.binary == BinaryFrames::On)
     }
 
     /// Whether `frame` on `conn` is a binary frame to decode as such (binary frames are on and
@@ -127,6 +138,59 @@ impl Server {
             }
         }
     }
+}
+
+/// The answer to an fs request `id` whose result carries bytes (`fs/readFile`,
+/// `fs/readBlock`): a result frame on a binary connection when the id is an integer, else the
+/// JSON result built in one buffer ([`base64_object`]). `None` for every other result.
+pub(super) fn encode_fs_bytes(binary: bool, id: &RequestId, result: &FsResult) -> Option<Wire> {
+    let (key, bytes, eof) = match result {
+        FsResult::ReadFile(r) => ("dataBase64", &r.data_base64.0, None),
+        FsResult::ReadBlock(r) => ("chunk", &r.chunk.0, Some(r.eof)),
+        _ => return None,
+    };
+    Some(match id {
+        RequestId::Int(n) if binary => {
+            Wire::Binary(binary::encode_result(*n, eof.unwrap_or(false), bytes))
+        }
+        _ => {
+            let tail = match eof {
+                Some(true) => ",\"eof\":true",
+                Some(false) => ",\"eof\":false",
+                None => "",
+            };
+            Wire::Text(text_with_id(id, &base64_object(key, bytes, tail)))
+        }
+    })
+}
+
+/// An `http/request/bodyDelta` without `error`: a body-delta frame on a binary connection,
+/// else the JSON notification built in one buffer. `None` for a delta with an error (the
+/// caller encodes it with serde; it is rare and small).
+pub(super) fn encode_body_delta(binary: bool, delta: &HttpBodyDeltaNotification) -> Option<Wire> {
+    if delta.error.is_some() {
+        return None;
+    }
+    let bytes = &delta.delta_base64.0;
+    if binary {
+        return Some(Wire::Binary(binary::encode_body_delta(
+            &delta.request_id,
+            delta.seq,
+            delta.done,
+            bytes,
+        )));
+    }
+    let request_id = serde_json::to_string(&delta.request_id).ok()?;
+    let mut text = String::with_capacity(128 + request_id.len() + bytes.len().div_ceil(3) * 4);
+    let _ = write!(
+        text,
+        "{{\"method\":\"{}\",\"params\":{{\"requestId\":{request_id},\"seq\":{},\"deltaBase64\":\"",
+        method::HTTP_REQUEST_BODY_DELTA,
+        delta.seq
+    );
+    base64_simd::STANDARD.encode_append(bytes, &mut text);
+    let _ = write!(text, "\",\"done\":{},\"error\":null}}}}", delta.done);
+    Some(Wire::Text(text))
 }
 
 /// Encodes one output chunk for a connection: a binary frame or the JSON notification.

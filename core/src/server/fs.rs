@@ -23,6 +23,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::binary::encode_fs_bytes;
 use super::outbound::{ok, Reply};
 use super::{Command, ConnPhase, Output, Server};
 use crate::ids::ConnId;
@@ -203,6 +204,15 @@ impl Server {
             }
         }
         if self.owns_session(p.conn) {
+            let bytes = result
+                .as_ref()
+                .ok()
+                .and_then(|r| encode_fs_bytes(self.binary_on(p.conn), &p.id, r));
+            if let Some(wire) = bytes {
+                self.transmit_wire(p.conn, wire);
+                self.settle(now);
+                return;
+            }
             let reply = match result {
                 Ok(r) => ok(&r),
                 Err(e) => Err(e.to_rpc_error()),

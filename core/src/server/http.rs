@@ -14,12 +14,13 @@ use std::ffi::OsString;
 use std::fmt;
 use std::time::Instant;
 
+use super::binary::encode_body_delta;
 use super::outbound::{ok, Reply};
 use super::{Command, Output, Server, SessionId};
 use crate::ids::ConnId;
 use crate::protocol::{
-    method, request_failed_message, BodyStreams, HttpCancelParams, HttpRequestParams,
-    HttpRequestResult,
+    method, request_failed_message, BodyStreams, HttpBodyDeltaNotification, HttpCancelParams,
+    HttpRequestParams, HttpRequestResult,
 };
 use crate::rpc::{self, ErrorCode, RequestId, RpcError};
 
@@ -200,8 +201,7 @@ impl Server {
                     .map(|s| s.chunk(&p.request_id, bytes))
                     .unwrap_or_default();
                 for delta in deltas {
-                    let text = rpc::encode_notification(method::HTTP_REQUEST_BODY_DELTA, &delta);
-                    self.transmit(conn, text);
+                    self.send_body_delta(conn, &delta);
                 }
                 self.http_credit(ticket, conn);
             }
@@ -260,8 +260,19 @@ impl Server {
             .get_mut(&conn)
             .and_then(|s| s.finish(&p.request_id, error));
         if let Some(last) = last {
-            let text = rpc::encode_notification(method::HTTP_REQUEST_BODY_DELTA, &last);
-            self.transmit(conn, text);
+            self.send_body_delta(conn, &last);
+        }
+    }
+
+    /// Sends one `http/request/bodyDelta` to `conn`: a binary frame when it negotiated them
+    /// (PROTOCOL.md §2.5), else JSON; a delta with an `error` is always JSON.
+    fn send_body_delta(&mut self, conn: ConnId, delta: &HttpBodyDeltaNotification) {
+        match encode_body_delta(self.binary_on(conn), delta) {
+            Some(wire) => self.transmit_wire(conn, wire),
+            None => {
+                let text = rpc::encode_notification(method::HTTP_REQUEST_BODY_DELTA, delta);
+                self.transmit(conn, text);
+            }
         }
     }
 

@@ -72,7 +72,7 @@ pub(super) fn ok<T: Serialize>(value: &T) -> Reply {
 }
 
 /// Wraps an already-encoded result object as a response.
-fn text_with_id(id: &RequestId, result_json: &str) -> String {
+pub(super) fn text_with_id(id: &RequestId, result_json: &str) -> String {
     // A RequestId serializes to a JSON integer or string; neither can fail.
     let id_json = serde_json::to_string(id).unwrap_or_else(|_| "-1".to_owned());
     let mut text = String::with_capacity(result_json.len() + id_json.len() + 16);
@@ -80,6 +80,22 @@ fn text_with_id(id: &RequestId, result_json: &str) -> String {
     text.push_str(&id_json);
     text.push_str(",\"result\":");
     text.push_str(result_json);
+    text.push('}');
+    text
+}
+
+/// `{"KEY":"<base64 of bytes>"TAIL}` built in one buffer, for the results that carry bytes:
+/// serde would pass the base64 through its string escaper or `RawValue`'s validation, each a
+/// second look at every byte (9 % of the server's time in block reads, perf). `key` and
+/// `tail` are JSON the caller wrote.
+pub(super) fn base64_object(key: &str, bytes: &[u8], tail: &str) -> String {
+    let mut text = String::with_capacity(8 + key.len() + tail.len() + bytes.len().div_ceil(3) * 4);
+    text.push_str("{\"");
+    text.push_str(key);
+    text.push_str("\":\"");
+    base64_simd::STANDARD.encode_append(bytes, &mut text);
+    text.push('"');
+    text.push_str(tail);
     text.push('}');
     text
 }

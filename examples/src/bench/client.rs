@@ -293,6 +293,14 @@ impl Conn {
         Ok(None)
     }
 
+    /// [`Conn::open`] asking for binary frames; the connection and whether the server turned
+    /// them on (a server that did not keeps the connection as a JSON one).
+    pub(crate) async fn open_preferring_binary(url: &str) -> anyhow::Result<(Conn, bool)> {
+        let mut c = Conn::connect(url).await?;
+        let on = c.initialize_with(true).await?;
+        Ok((c, on))
+    }
+
     /// The protocol handshake: `initialize`, its response, `initialized`.
     pub(crate) async fn initialize(&mut self) -> anyhow::Result<()> {
         self.initialize_with(false).await.map(drop)
@@ -450,6 +458,15 @@ pub(crate) async fn windowed(
 /// The id of a successful response; `None` for a notification; an error response is an error.
 /// Only the head of a frame that starts with `{"id":N,"result"` is looked at (big results).
 pub(crate) fn response_id(frame: &[u8]) -> anyhow::Result<Option<i64>> {
+    use execd_core::protocol::binary::{decode_server_frame, is_binary_frame, ServerFrame};
+    if is_binary_frame(frame) {
+        // A result frame (ext, PROTOCOL.md §2.5) answers its request; other binary frames are
+        // notifications.
+        return Ok(match decode_server_frame(frame) {
+            Ok(ServerFrame::Result(r)) => Some(r.id),
+            _ => None,
+        });
+    }
     let head = &frame[..frame.len().min(40)];
     let fast = std::str::from_utf8(head)
         .ok()

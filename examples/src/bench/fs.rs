@@ -68,33 +68,52 @@ pub(crate) async fn run(url: &str, args: &FsArgs, report: &mut Report) -> anyhow
         );
     }
 
-    let read = |size: usize| {
-        let (dir, data, file) = (dir.path(), &data, &file);
-        async move {
-            let path = if size == data.len() {
-                file.clone()
-            } else {
-                let p = dir.join(format!("{size}.bin"));
-                std::fs::write(&p, &data[..size])?;
-                p
-            };
-            let mut c = Conn::open(url).await?;
-            let result = read_file(&mut c, &path, &data[..size]).await;
-            c.close().await;
-            result
+    // The reference's JSON, then (when the server grants them) binary result frames.
+    for binary in [false, true] {
+        let (c, on) = open(url, binary).await?;
+        c.close().await;
+        if binary && !on {
+            break;
         }
-    };
-    whole_file(report, ("fs_read_file", "fs/readFile"), bytes, read).await;
+        let suffix = if binary { " (binary frames)" } else { "" };
+        let (file_key, blocks_key) = if binary {
+            ("fs_read_file_binary", "fs_read_blocks_binary")
+        } else {
+            ("fs_read_file", "fs_read_blocks")
+        };
+        let read = |size: usize| {
+            let (dir, data, file) = (dir.path(), &data, &file);
+            async move {
+                let path = if size == data.len() {
+                    file.clone()
+                } else {
+                    let p = dir.join(format!("{size}.bin"));
+                    std::fs::write(&p, &data[..size])?;
+                    p
+                };
+                let (mut c, _) = open(url, binary).await?;
+                let result = read_file(&mut c, &path, &data[..size]).await;
+                c.close().await;
+                result
+            }
+        };
+        let method = format!("fs/readFile{suffix}");
+        whole_file(report, (file_key, &method), bytes, read).await;
 
+        let (mut c, _) = open(url, binary).await?;
+        let secs = read_blocks(&mut c, &file, &data).await?;
+        c.close().await;
+        report.scalar(
+            blocks_key,
+            format!(
+                "fs/open + fs/readBlock of a {mib:.0} MiB file, 1 MiB x {WINDOW} in flight{suffix}"
+            ),
+            mib_s(bytes as u64, secs),
+            "MiB/s",
+            None,
+        );
+    }
     let mut c = Conn::open(url).await?;
-    let secs = read_blocks(&mut c, &file, &data).await?;
-    report.scalar(
-        "fs_read_blocks",
-        format!("fs/open + fs/readBlock of a {mib:.0} MiB file, 1 MiB x {WINDOW} in flight"),
-        mib_s(bytes as u64, secs),
-        "MiB/s",
-        None,
-    );
 
     let write_size = bytes.min(MAX_WRITE_FILE);
     if args.floor {
@@ -185,6 +204,38 @@ pub(crate) async fn run(url: &str, args: &FsArgs, report: &mut Report) -> anyhow
     );
     c.close().await;
     Ok(())
+}
+
+/// A session on `url`, asking for binary frames when `binary`; whether they are on.
+async fn open(url: &str, binary: bool) -> anyhow::Result<(Conn, bool)> {
+    if binary {
+        Conn::open_preferring_binary(url).await
+    } else {
+        Ok((Conn::open(url).await?, false))
+    }
+}
+
+/// The bytes of a byte-carrying result: a binary result frame's payload, or the base64
+/// string member `key` of a JSON result decoded.
+fn result_bytes<'a>(frame: &'a [u8], key: &str) -> anyhow::Result<std::borrow::Cow<'a, [u8]>> {
+    use execd_core::protocol::binary::{decode_server_frame, is_binary_frame, ServerFrame};
+    if is_binary_frame(frame) {
+        return match decode_server_frame(frame) {
+            Ok(ServerFrame::Result(r)) => Ok(std::borrow::Cow::Borrowed(r.data)),
+            other => anyhow::bail!("expected a result frame, got {other:?}"),
+        };
+    }
+    let text = member(frame, key).with_context(|| {
+        format!(
+            "no {key}: {}",
+            String::from_utf8_lossy(&frame[..frame.len().min(200)])
+        )
+    })?;
+    Ok(std::borrow::Cow::Owned(
+        base64_simd::STANDARD
+            .decode_to_vec(text)
+            .context("bad base64")?,
+    ))
 }
 
 /// Measures a whole-file operation (`key`, `method`) with `op(size)` (seconds), halving the
@@ -293,11 +344,9 @@ async fn read_file(c: &mut Conn, path: &Path, want: &[u8]) -> anyhow::Result<f64
     let t0 = Instant::now();
     let id = c.request("fs/readFile", json!({"path": uri(path)})).await?;
     let frame = response(c, id).await?;
-    let data = base64_simd::STANDARD
-        .decode_to_vec(member(&frame, "dataBase64")?)
-        .context("bad base64")?;
+    let data = result_bytes(&frame, "dataBase64")?;
     let secs = t0.elapsed().as_secs_f64();
-    anyhow::ensure!(data == want, "fs/readFile returned other bytes");
+    anyhow::ensure!(*data == *want, "fs/readFile returned other bytes");
     Ok(secs)
 }
 
@@ -371,17 +420,10 @@ async fn read_blocks(c: &mut Conn, path: &Path, want: &[u8]) -> anyhow::Result<f
         let Some(block) = block else {
             return Ok(());
         };
-        let chunk = base64_simd::STANDARD
-            .decode_to_vec(member(frame, "chunk").with_context(|| {
-                format!(
-                    "fs/readBlock: {}",
-                    String::from_utf8_lossy(&frame[..frame.len().min(200)])
-                )
-            })?)
-            .context("bad base64")?;
+        let chunk = result_bytes(frame, "chunk").context("fs/readBlock")?;
         let at = block * BLOCK;
         anyhow::ensure!(
-            chunk == want[at..(at + BLOCK).min(want.len())],
+            *chunk == want[at..(at + BLOCK).min(want.len())],
             "block {block} differs"
         );
         Ok(())

@@ -179,48 +179,57 @@ pub(crate) async fn download(
     let (mut received, mut deltas, mut next_seq) = (0u64, 0u64, 1u64);
     loop {
         let f = c.frame().await?;
-        let split = f.split_string(r#""deltaBase64":""#, false);
-        let (delta, rest) = match &split {
-            Some((delta, rest)) => (Some(*delta), rest.as_bytes()),
-            None => (None, &f[..]),
-        };
-        let m: DeltaMsg<'_> = serde_json::from_slice(rest).with_context(|| {
-            format!(
-                "unexpected server message: {}",
-                String::from_utf8_lossy(&rest[..rest.len().min(200)])
-            )
-        })?;
-        if m.id == Some(request) {
-            if let Some(e) = m.error {
-                bail!("http/request failed: {e}");
+        // (requestId, seq, done, bytes) of a delta, checked alike for both encodings.
+        let (request_id, seq, done, len) = if execd_core::protocol::binary::is_binary_frame(&f) {
+            // ext: a binary body-delta frame (PROTOCOL.md §2.5): the raw bytes.
+            let d = match execd_core::protocol::binary::decode_server_frame(&f) {
+                Ok(execd_core::protocol::binary::ServerFrame::BodyDelta(d)) => d,
+                other => bail!("unexpected binary frame: {other:?}"),
+            };
+            // OR-folded without an early exit, so it vectorises.
+            ensure!(
+                d.delta.iter().fold(0u8, |acc, &b| acc | b) == 0,
+                "delta {} is not all zeros",
+                d.seq
+            );
+            (d.request_id.to_owned(), d.seq, d.done, d.delta.len() as u64)
+        } else {
+            let split = f.split_string(r#""deltaBase64":""#, false);
+            let (delta, rest) = match &split {
+                Some((delta, rest)) => (Some(*delta), rest.as_bytes()),
+                None => (None, &f[..]),
+            };
+            let m: DeltaMsg<'_> = serde_json::from_slice(rest).with_context(|| {
+                format!(
+                    "unexpected server message: {}",
+                    String::from_utf8_lossy(&rest[..rest.len().min(200)])
+                )
+            })?;
+            if m.id == Some(request) {
+                if let Some(e) = m.error {
+                    bail!("http/request failed: {e}");
+                }
+                continue;
             }
-            continue;
-        }
-        let Some(d) = m
-            .params
-            .filter(|_| m.method == Some("http/request/bodyDelta"))
-        else {
-            continue;
+            let Some(d) = m
+                .params
+                .filter(|_| m.method == Some("http/request/bodyDelta"))
+            else {
+                continue;
+            };
+            if let Some(e) = d.error {
+                bail!("the download failed at delta {}: {e}", d.seq);
+            }
+            let len = base64_zeros_len(delta.unwrap_or("").as_bytes())
+                .with_context(|| format!("delta {} is not the base64 of zeros", d.seq))?;
+            (d.request_id.to_owned(), d.seq, d.done, len)
         };
-        ensure!(
-            d.request_id == ID,
-            "delta for unknown request {}",
-            d.request_id
-        );
-        ensure!(
-            d.seq == next_seq,
-            "delta seq {} where {next_seq} was due",
-            d.seq
-        );
+        ensure!(request_id == ID, "delta for unknown request {request_id}");
+        ensure!(seq == next_seq, "delta seq {seq} where {next_seq} was due");
         next_seq += 1;
-        if let Some(e) = d.error {
-            bail!("the download failed: {e}");
-        }
-        let delta = delta.unwrap_or("");
-        received += base64_zeros_len(delta.as_bytes())
-            .with_context(|| format!("delta {} is not the base64 of zeros", d.seq))?;
+        received += len;
         deltas += 1;
-        if d.done {
+        if done {
             break;
         }
     }

@@ -311,51 +311,77 @@ fn http_download(target: &Target, bytes: u64, report: &mut Report) -> anyhow::Re
         "MiB/s",
         None,
     );
-    let server = target.start()?;
-    let peak_reset = server.pid.is_some_and(Rss::reset_peak);
-    let cpu_before = server.pid.map(rss::cpu_time).transpose()?;
-    let d = smol::block_on(async {
-        let mut c = Conn::open(&server.url).await?;
-        let d = http::download(&mut c, &source, bytes).await;
-        c.close().await;
-        d
-    })?;
-    report.scalar(
-        "http_stream",
-        "http/request streamed download (bodyDelta)",
-        mib_s(bytes, d.secs),
-        "MiB/s",
-        Some(format!(
-            "{bytes} bytes in {:.3} s, {} deltas of {} bytes on average",
-            d.secs,
-            d.deltas,
-            bytes / d.deltas.max(1)
-        )),
-    );
-    cpu_per_gib(
-        report,
-        (
-            "http_stream_server_cpu",
-            "server CPU per GiB downloaded (user+sys)",
-        ),
-        server.pid.zip(cpu_before),
-        bytes,
-    )?;
-    match server.pid.map(Rss::read).transpose()? {
-        Some(rss) => report.scalar(
-            "http_stream_peak_rss",
-            "server peak RSS during the download",
-            rss.peak_kib as f64 / 1024.0,
-            "MiB",
-            (!peak_reset).then(|| "peak since the server started".to_owned()),
-        ),
-        None => report.skipped(
-            "http_stream_peak_rss",
-            "server peak RSS during the download",
-            "the server's pid is unknown (pass --server-pid)",
-        ),
+    // The reference's JSON deltas, then (when the server grants them) binary frames; a
+    // fresh server for each, so the peak RSS is each one's own.
+    for binary in [false, true] {
+        let keys: [&'static str; 3] = if binary {
+            [
+                "http_stream_binary",
+                "http_stream_binary_server_cpu",
+                "http_stream_binary_peak_rss",
+            ]
+        } else {
+            [
+                "http_stream",
+                "http_stream_server_cpu",
+                "http_stream_peak_rss",
+            ]
+        };
+        let suffix = if binary { ", binary frames" } else { "" };
+        let server = target.start()?;
+        let peak_reset = server.pid.is_some_and(Rss::reset_peak);
+        let cpu_before = server.pid.map(rss::cpu_time).transpose()?;
+        let d = smol::block_on(async {
+            let (mut c, on) = if binary {
+                Conn::open_preferring_binary(&server.url).await?
+            } else {
+                (Conn::open(&server.url).await?, false)
+            };
+            if binary && !on {
+                c.close().await;
+                return Ok(None);
+            }
+            let d = http::download(&mut c, &source, bytes).await;
+            c.close().await;
+            d.map(Some)
+        })?;
+        let Some(d) = d else {
+            break;
+        };
+        report.scalar(
+            keys[0],
+            format!("http/request streamed download (bodyDelta{suffix})"),
+            mib_s(bytes, d.secs),
+            "MiB/s",
+            Some(format!(
+                "{bytes} bytes in {:.3} s, {} deltas of {} bytes on average",
+                d.secs,
+                d.deltas,
+                bytes / d.deltas.max(1)
+            )),
+        );
+        cpu_per_gib(
+            report,
+            (keys[1], "server CPU per GiB downloaded (user+sys)"),
+            server.pid.zip(cpu_before),
+            bytes,
+        )?;
+        match server.pid.map(Rss::read).transpose()? {
+            Some(rss) => report.scalar(
+                keys[2],
+                "server peak RSS during the download",
+                rss.peak_kib as f64 / 1024.0,
+                "MiB",
+                (!peak_reset).then(|| "peak since the server started".to_owned()),
+            ),
+            None => report.skipped(
+                keys[2],
+                "server peak RSS during the download",
+                "the server's pid is unknown (pass --server-pid)",
+            ),
+        }
+        drop(server);
     }
-    drop(server);
     Ok(())
 }
 

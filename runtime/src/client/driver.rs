@@ -22,6 +22,8 @@ use crate::runtime::{BoxFuture, Child, Runtime};
 use crate::transport::{self, FrameReader, FrameWriter, Inbound, Limits};
 
 type Reply = Sender<Result<serde_json::Value, Error>>;
+/// The answer to an `fs/readFile` or `fs/readBlock` call: the bytes and `eof`.
+pub(super) type DataReply = Sender<Result<(Vec<u8>, bool), Error>>;
 
 /// A request from a handle.
 pub(super) enum Cmd {
@@ -29,6 +31,13 @@ pub(super) enum Cmd {
         method: String,
         params: serde_json::Value,
         reply: Reply,
+    },
+    /// `fs/readFile` or `fs/readBlock`: answered with the bytes, from a binary result frame
+    /// (PROTOCOL.md §2.5) or from the JSON result.
+    DataCall {
+        method: String,
+        params: serde_json::Value,
+        reply: DataReply,
     },
     Start {
         /// Boxed: the `sandbox` object makes it far larger than the other commands.
@@ -120,6 +129,8 @@ pub(super) struct Driver {
     ready: Option<Sender<Result<(), LostReason>>>,
     child: Option<Child>,
     calls: HashMap<RequestId, Reply>,
+    /// `fs/readFile` and `fs/readBlock` calls, answered with bytes.
+    data_calls: HashMap<RequestId, DataReply>,
     /// Start calls, until answered: their result is checked before the process is reported.
     starts: HashMap<RequestId, String>,
     processes: HashMap<String, Sender<Event>>,
@@ -167,6 +178,7 @@ impl Driver {
             ready: Some(ready),
             child,
             calls: HashMap::new(),
+            data_calls: HashMap::new(),
             starts: HashMap::new(),
             processes: HashMap::new(),
             http_streams: HashMap::new(),
@@ -288,6 +300,18 @@ impl Driver {
                     self.calls.insert(id, reply);
                 }
                 Err(e) => answer_refused(&reply, e),
+            },
+            Cmd::DataCall {
+                method,
+                params,
+                reply,
+            } => match self.core.call(now, &method, params) {
+                Ok(id) => {
+                    self.data_calls.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.try_send(Err(refused(e)));
+                }
             },
             Cmd::Start {
                 params,
@@ -421,6 +445,13 @@ impl Driver {
                     }
                     if let Some(reply) = self.calls.remove(&id) {
                         let _ = reply.try_send(result.map_err(Error::from));
+                    } else if let Some(reply) = self.data_calls.remove(&id) {
+                        let _ = reply.try_send(result.map_err(Error::from).and_then(json_data));
+                    }
+                }
+                ClientEvent::DataResponse { id, data, eof } => {
+                    if let Some(reply) = self.data_calls.remove(&id) {
+                        let _ = reply.try_send(Ok((data, eof)));
                     }
                 }
                 ClientEvent::Output {
@@ -577,9 +608,27 @@ impl Driver {
 }
 
 fn answer_refused(reply: &Reply, e: ClientError) {
-    let error = match e {
+    let _ = reply.try_send(Err(refused(e)));
+}
+
+fn refused(e: ClientError) -> Error {
+    match e {
         ClientError::ReservedMethod(m) => Error::ReservedMethod(m),
         _ => Error::Closed,
-    };
-    let _ = reply.try_send(Err(error));
+    }
+}
+
+/// The bytes of a JSON `fs/readFile` (`{dataBase64}`) or `fs/readBlock` (`{chunk, eof}`)
+/// result.
+fn json_data(result: serde_json::Value) -> Result<(Vec<u8>, bool), Error> {
+    let text = result
+        .get("dataBase64")
+        .or_else(|| result.get("chunk"))
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| Error::InvalidResult(format!("no bytes in {result}")))?;
+    let data = base64_simd::STANDARD
+        .decode_to_vec(text)
+        .map_err(|e| Error::InvalidResult(format!("bad base64: {e}")))?;
+    let eof = result.get("eof").and_then(serde_json::Value::as_bool);
+    Ok((data, eof.unwrap_or(false)))
 }

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use execd_core::protocol::fs::{
-    CanonicalizeResult, DirectoryEntry, GetMetadataResult, OpenMode, ReadBlockResult,
-    ReadDirectoryResult, ReadFileResult, WalkOptions, WalkResult,
+    CanonicalizeResult, DirectoryEntry, GetMetadataResult, OpenMode, ReadDirectoryResult,
+    WalkOptions, WalkResult,
 };
+use execd_core::protocol::method;
 use execd_core::PathUri;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -22,10 +23,8 @@ impl<R> Client<R> {
     /// [`Error::InvalidPath`] for a relative path; [`Error::Rpc`] with the server's error
     /// (`-32004` missing, `-32600` permission or over the size cap, `-32603` other I/O).
     pub async fn read_file(&self, path: &Path) -> Result<Vec<u8>, Error> {
-        let r: ReadFileResult = self
-            .fs_call("fs/readFile", json!({"path": uri(path)?}))
-            .await?;
-        Ok(r.data_base64.0)
+        let params = json!({"path": uri(path)?});
+        Ok(self.data_call(method::FS_READ_FILE, params).await?.0)
     }
 
     /// `fs/writeFile`: creates or truncates the file with `data` (the parent must exist).
@@ -163,8 +162,7 @@ impl<R> FileHandle<R> {
     /// [`Error::Rpc`] (`-32004` unknown handle, `-32600` bad length).
     pub async fn read_block(&self, offset: u64, len: u64) -> Result<(Vec<u8>, bool), Error> {
         let params = json!({"handleId": self.id, "offset": offset, "len": len});
-        let r: ReadBlockResult = self.client.fs_call("fs/readBlock", params).await?;
-        Ok((r.chunk.0, r.eof))
+        self.client.data_call(method::FS_READ_BLOCK, params).await
     }
 
     /// `fs/writeBlock`: writes `data` at `offset` (a `replace` handle).

@@ -422,8 +422,36 @@ impl<R> Client<R> {
         method: &str,
         params: serde_json::Value,
     ) -> Result<serde_json::Value, Error> {
+        if matches!(method, method::FS_READ_FILE | method::FS_READ_BLOCK) {
+            // Answered with bytes (a binary result frame when negotiated): give the JSON
+            // result back as the server would have sent it.
+            let (data, eof) = self.data_call(method, params).await?;
+            let data = serde_json::Value::String(base64_simd::STANDARD.encode_to_string(&data));
+            return Ok(if method == method::FS_READ_FILE {
+                serde_json::json!({ "dataBase64": data })
+            } else {
+                serde_json::json!({ "chunk": data, "eof": eof })
+            });
+        }
         let (reply, rx) = async_channel::bounded(1);
         self.send(Cmd::Call {
+            method: method.to_owned(),
+            params,
+            reply,
+        })
+        .await?;
+        rx.recv().await.map_err(|_| Error::Closed)?
+    }
+
+    /// `fs/readFile` or `fs/readBlock`: the result's bytes and `eof`, from a binary result
+    /// frame (PROTOCOL.md §2.5) when the connection negotiated them, else from the JSON.
+    pub(super) async fn data_call(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<(Vec<u8>, bool), Error> {
+        let (reply, rx) = async_channel::bounded(1);
+        self.send(Cmd::DataCall {
             method: method.to_owned(),
             params,
             reply,

@@ -423,3 +423,63 @@ async fn exercise(
     };
     (read, entries, (meta.is_file, meta.size), missing)
 }
+
+/// Scenario: the library client reads a 2.5 MiB file whole and in 1 MiB blocks over a
+/// WebSocket, where the results come as binary result frames (PROTOCOL.md §2.5), byte-exact;
+/// a generic `call` of `fs/readBlock` still gets the reference's JSON result.
+pub async fn the_client_reads_files_and_blocks_byte_exact(rt: Arc<dyn Runtime>) {
+    const MIB: usize = 1 << 20;
+    let rt = &rt;
+    let server = start_server(rt, ServerConfig::default()).await;
+    let client = within(
+        rt,
+        crate::Client::connect_with_runtime(rt.clone(), &server.url, Default::default()),
+    )
+    .await
+    .expect("connect");
+    let dir = TempDir::new();
+    let path = dir.0.join("big.bin");
+    let mut x: u32 = 0x9e37_79b9;
+    let data: Vec<u8> = (0..5 * MIB / 2 + 7)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&path, &data).expect("write");
+    let whole = within(rt, client.read_file(&path))
+        .await
+        .expect("read_file");
+    assert!(whole == data, "fs/readFile gave other bytes");
+    let handle = within(
+        rt,
+        client.open("h", &path, execd_core::protocol::fs::OpenMode::Read),
+    )
+    .await
+    .expect("open");
+    let mut read = Vec::new();
+    for block in 0..3 {
+        let (bytes, eof) = within(rt, handle.read_block((block * MIB) as u64, MIB as u64))
+            .await
+            .expect("read_block");
+        assert_eq!(eof, block == 2, "eof of block {block}");
+        read.extend_from_slice(&bytes);
+    }
+    assert!(read == data, "fs/readBlock gave other bytes");
+    let r = within(
+        rt,
+        client.call(
+            "fs/readBlock",
+            json!({"handleId": "h", "offset": 2 * MIB, "len": MIB}),
+        ),
+    )
+    .await
+    .expect("call");
+    assert_eq!(
+        r,
+        json!({"chunk": STANDARD.encode(&data[2 * MIB..]), "eof": true})
+    );
+    within(rt, handle.close()).await.expect("close");
+}

@@ -213,6 +213,7 @@ macro_rules! scenario_tests {
                 watch_missing_fires_for_parents_present_and_shared_directories,
                 bad_fs_inputs_leave_the_connection_working,
                 local_and_remote_executors_agree_on_files,
+                the_client_reads_files_and_blocks_byte_exact,
             }
             fs_watch {
                 a_file_created_after_the_watch_is_reported_recursively_or_not,

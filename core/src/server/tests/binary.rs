@@ -4,9 +4,12 @@
 use serde_json::{json, Value};
 
 use super::{b64, error_code, Harness};
-use crate::protocol::binary::{decode_output, encode_write, OutputFrame, HEADER_BYTES};
-use crate::protocol::Stream;
-use crate::server::{Command, ServerConfig};
+use crate::protocol::binary::{
+    decode_output, encode_body_delta, encode_result, encode_write, OutputFrame, HEADER_BYTES,
+};
+use crate::protocol::fs::{ReadBlockResult, ReadFileResult};
+use crate::protocol::{Base64Bytes, FsError, FsErrorKind, FsResult, HttpRequestResult, Stream};
+use crate::server::{Command, HttpEvent, ServerConfig};
 use crate::ConnId;
 
 impl Harness {
@@ -205,4 +208,184 @@ fn binary_looking_frames_from_clients_that_did_not_ask_are_json_errors() {
     let msg = r[0]["error"]["message"].as_str().expect("message");
     assert!(msg.starts_with("invalid JSON-RPC message"), "{msg}");
     assert!(h.take_commands().is_empty());
+}
+
+// ----- result and body-delta frames ----------------------------------------------------------
+
+#[test]
+fn fs_byte_results_are_result_frames_on_binary_connections_for_integer_ids() {
+    let mut h = Harness::new();
+    let (conn, _) = h.binary_session(true);
+    let read_block = json!({"handleId": "h", "offset": 0, "len": 4});
+    h.send(
+        conn,
+        json!({"id": 5, "method": "fs/readBlock", "params": read_block}),
+    );
+    let (ticket, ..) = h.take_fs();
+    h.fs_answer(
+        ticket,
+        Ok(FsResult::ReadBlock(ReadBlockResult {
+            chunk: Base64Bytes(b"ab\xff".to_vec()),
+            eof: true,
+        })),
+    );
+    assert!(h.take(conn).is_empty(), "no JSON answer besides the frame");
+    assert_eq!(h.take_binary(conn), vec![encode_result(5, true, b"ab\xff")]);
+    h.send(
+        conn,
+        json!({"id": 6, "method": "fs/readFile", "params": {"path": "file:///tmp/x"}}),
+    );
+    let (ticket, ..) = h.take_fs();
+    h.fs_answer(ticket, Ok(read_file_result(&[0, 255, 1])));
+    assert_eq!(
+        h.take_binary(conn),
+        vec![encode_result(6, false, &[0, 255, 1])]
+    );
+    // A string id cannot be carried: JSON.
+    h.send(
+        conn,
+        json!({"id": "s", "method": "fs/readFile", "params": {"path": "file:///tmp/x"}}),
+    );
+    let (ticket, ..) = h.take_fs();
+    h.fs_answer(ticket, Ok(read_file_result(&[0, 255, 1])));
+    assert!(h.take_binary(conn).is_empty());
+    assert_eq!(
+        h.take(conn),
+        vec![json!({"id": "s", "result": {"dataBase64": "AP8B"}})]
+    );
+    // Errors stay JSON.
+    h.send(
+        conn,
+        json!({"id": 8, "method": "fs/readBlock", "params": read_block}),
+    );
+    let (ticket, ..) = h.take_fs();
+    h.fs_answer(
+        ticket,
+        Err(FsError::new(
+            FsErrorKind::NotFound,
+            "No such file or directory (os error 2)",
+        )),
+    );
+    assert!(h.take_binary(conn).is_empty());
+    assert_eq!(error_code(&h.take(conn)[0]), -32004);
+}
+
+#[test]
+fn fs_byte_results_on_json_connections_are_the_reference_json() {
+    let mut h = Harness::new();
+    let (conn, _) = h.binary_session(false);
+    for (eof, id) in [(false, 3), (true, 4)] {
+        h.send(
+            conn,
+            json!({"id": id, "method": "fs/readBlock",
+                   "params": {"handleId": "h", "offset": 0, "len": 9}}),
+        );
+        let (ticket, ..) = h.take_fs();
+        let bytes: Vec<u8> = (0..=255).collect();
+        h.fs_answer(
+            ticket,
+            Ok(FsResult::ReadBlock(ReadBlockResult {
+                chunk: Base64Bytes(bytes.clone()),
+                eof,
+            })),
+        );
+        assert!(h.take_binary(conn).is_empty());
+        assert_eq!(
+            h.take(conn),
+            vec![json!({"id": id, "result": {"chunk": b64(&bytes), "eof": eof}})]
+        );
+    }
+}
+
+#[test]
+fn body_deltas_are_binary_frames_but_a_delta_with_an_error_stays_json() {
+    let mut h = Harness::new();
+    let (conn, _) = h.binary_session(true);
+    let mut tickets = Vec::new();
+    for (id, request_id) in [(7, "r"), (8, "q")] {
+        tickets.push(h.streamed_request(conn, id, request_id));
+    }
+    h.http_event(tickets[0], HttpEvent::Chunk(vec![1, 2, 3]));
+    h.http_event(tickets[0], HttpEvent::End(Some("boom".to_owned())));
+    h.http_event(tickets[1], HttpEvent::End(None));
+    assert_eq!(
+        h.take_binary(conn),
+        vec![
+            encode_body_delta("r", 1, false, &[1, 2, 3]),
+            encode_body_delta("q", 1, true, &[]),
+        ]
+    );
+    assert_eq!(
+        h.take(conn),
+        vec![
+            json!({"method": "http/request/bodyDelta", "params": {"requestId": "r",
+                    "seq": 2, "deltaBase64": "", "done": true, "error": "boom"}})
+        ]
+    );
+}
+
+#[test]
+fn body_deltas_on_json_connections_are_the_reference_json() {
+    let mut h = Harness::new();
+    let (conn, _) = h.binary_session(false);
+    let ticket = h.streamed_request(conn, 7, "r\"x");
+    h.http_event(ticket, HttpEvent::Chunk(vec![0, 255]));
+    h.http_event(ticket, HttpEvent::End(None));
+    assert!(h.take_binary(conn).is_empty());
+    assert_eq!(
+        h.take(conn),
+        vec![
+            json!({"method": "http/request/bodyDelta", "params": {"requestId": "r\"x",
+                   "seq": 1, "deltaBase64": "AP8=", "done": false, "error": null}}),
+            json!({"method": "http/request/bodyDelta", "params": {"requestId": "r\"x",
+                   "seq": 2, "deltaBase64": "", "done": true, "error": null}}),
+        ]
+    );
+}
+
+fn read_file_result(bytes: &[u8]) -> FsResult {
+    FsResult::ReadFile(ReadFileResult {
+        data_base64: Base64Bytes(bytes.to_vec()),
+    })
+}
+
+impl Harness {
+    /// A streamed `http/request` (id `id`) on `conn` whose 200 head arrived and was answered;
+    /// its ticket.
+    fn streamed_request(
+        &mut self,
+        conn: ConnId,
+        id: i64,
+        request_id: &str,
+    ) -> crate::server::HttpTicket {
+        self.send(
+            conn,
+            json!({"id": id, "method": "http/request", "params": {"requestId": request_id,
+                   "method": "GET", "url": "http://example.test/", "streamResponse": true}}),
+        );
+        let ticket = self
+            .take_commands()
+            .into_iter()
+            .find_map(|c| match c {
+                Command::Http { ticket, .. } => Some(ticket),
+                _ => None,
+            })
+            .expect("an Http command");
+        self.http_event(
+            ticket,
+            HttpEvent::Head(HttpRequestResult {
+                status: 200,
+                headers: Vec::new(),
+                body_base64: Base64Bytes(Vec::new()),
+            }),
+        );
+        assert_eq!(self.response(conn, id)["result"]["status"], json!(200));
+        ticket
+    }
+
+    fn http_event(&mut self, ticket: crate::server::HttpTicket, event: HttpEvent) {
+        let now = self.sim.now;
+        self.sim.server.handle_http(now, ticket, event);
+        self.drain();
+    }
 }

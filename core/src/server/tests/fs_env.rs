@@ -37,7 +37,7 @@ pub(super) fn sample_info() -> EnvironmentInfo {
 
 impl Harness {
     /// The single `Command::Fs` the last input asked for.
-    fn take_fs(&mut self) -> (FsTicket, ConnId, FsOp) {
+    pub(super) fn take_fs(&mut self) -> (FsTicket, ConnId, FsOp) {
         match self.take_commands().as_slice() {
             [Command::Fs {
                 ticket, conn, op, ..
@@ -46,7 +46,7 @@ impl Harness {
         }
     }
 
-    fn fs_answer(&mut self, ticket: FsTicket, result: Result<FsResult, FsError>) {
+    pub(super) fn fs_answer(&mut self, ticket: FsTicket, result: Result<FsResult, FsError>) {
         let now = self.sim.now;
         self.sim.server.handle_fs(now, ticket, result);
         self.drain();
