@@ -29,4 +29,5 @@ pub use rpc::{ErrorCode, RequestId, RpcError};
 pub use server::{
     Command, ConfigError, ExitStatus, FsTicket, HttpEvent, HttpTicket, Output, ProcessEvent,
     PtySize, Server, ServerConfig, ServerError, SessionId, SpawnErrorKind, SpawnSpec,
+    FS_PIECE_HEADROOM,
 };

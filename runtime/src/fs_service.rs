@@ -46,6 +46,9 @@ pub(crate) const WATCH_POLL: Duration = Duration::from_millis(100);
 pub(crate) enum FsDone {
     /// Operation `ticket` finished.
     Op(FsTicket, Result<FsResult, FsError>),
+    /// A piece of the file `fs/readFile` `ticket` is reading (`Command::Fs::pieces`), behind
+    /// [`execd_core::FS_PIECE_HEADROOM`] spare bytes; its `Op` follows.
+    Piece(FsTicket, Vec<u8>),
     /// A watch install was checked: `Some` when it should be installed.
     WatchChecked {
         ticket: FsTicket,
@@ -131,16 +134,26 @@ impl FsService {
         }
     }
 
-    /// `Command::Fs`: runs `op` off the loop and reports [`FsDone::Op`].
+    /// `Command::Fs`: runs `op` off the loop and reports [`FsDone::Op`], an `fs/readFile`
+    /// with `pieces` after [`FsDone::Piece`]s of that many bytes.
     pub(crate) fn perform(
         &mut self,
         ticket: FsTicket,
         conn: ConnId,
         op: FsOp,
-        sandbox: Option<SandboxPolicy>,
+        (sandbox, pieces): (Option<SandboxPolicy>, Option<usize>),
     ) {
         trace!(%conn, %ticket, method = op.method(), "fs op");
         let done = Arc::clone(&self.done);
+        if let Some(piece) = pieces.filter(|_| matches!(op, FsOp::ReadFile { .. })) {
+            self.runtime.spawn_blocking(Box::new(move || {
+                let mut emit = |bytes| done(FsDone::Piece(ticket, bytes));
+                let piece = (piece, execd_core::FS_PIECE_HEADROOM);
+                let result = sandbox::read_file_in_pieces(op, sandbox.as_ref(), piece, &mut emit);
+                done(FsDone::Op(ticket, result));
+            }));
+            return;
+        }
         if op.handle().is_none() {
             self.runtime.spawn_blocking(Box::new(move || {
                 let result = sandbox::perform(op, sandbox.as_ref(), &mut FsHandles::new());

@@ -624,6 +624,9 @@ impl EventLoop {
             LoopEvent::Fs(done) => {
                 match done {
                     FsDone::Op(ticket, result) => self.server.handle_fs(now, ticket, result),
+                    FsDone::Piece(ticket, bytes) => {
+                        self.server.handle_fs_piece(now, ticket, bytes);
+                    }
                     FsDone::WatchChecked {
                         ticket,
                         conn,
@@ -839,7 +842,8 @@ impl EventLoop {
                 conn,
                 op,
                 sandbox,
-            } => self.fs.perform(ticket, conn, op, sandbox),
+                pieces,
+            } => self.fs.perform(ticket, conn, op, (sandbox, pieces)),
             Command::FsCloseConnection { conn } => self.fs.close_connection(conn),
             Command::WatchMissing {
                 ticket,

@@ -37,8 +37,9 @@ impl Client {
         self.handle_notification(now, notification);
     }
 
-    /// A result frame: the answer to user call `id` (an `fs/readFile` or `fs/readBlock`).
-    /// Frames for unknown ids, or for the client's own calls, are ignored.
+    /// A result frame: the answer to user call `id` (an `fs/readFile` or `fs/readBlock`), or
+    /// a piece of it (`more`: kept until the last piece). Frames for unknown ids, or for the
+    /// client's own calls, are ignored.
     fn handle_data_response(&mut self, now: Instant, result: ResultFrame<'_>) {
         if !matches!(
             self.pending.get_mut(result.id).map(|c| &c.kind),
@@ -46,6 +47,20 @@ impl Client {
         ) {
             return;
         }
+        if result.more {
+            self.partial
+                .entry(result.id)
+                .or_default()
+                .extend_from_slice(result.data);
+            return;
+        }
+        let data = match self.partial.remove(&result.id) {
+            Some(mut head) => {
+                head.extend_from_slice(result.data);
+                head
+            }
+            None => result.data.to_vec(),
+        };
         let Some(call) = self.pending.remove(result.id) else {
             return;
         };
@@ -54,7 +69,7 @@ impl Client {
         }
         self.events.push_back(ClientEvent::DataResponse {
             id: RequestId::Int(result.id),
-            data: result.data.to_vec(),
+            data,
             eof: result.eof,
         });
     }

@@ -21,6 +21,8 @@ impl Client {
         result: Result<&RawValue, RpcError>,
     ) {
         let RequestId::Int(n) = *id else { return };
+        // An error after pieces of a binary result voids them.
+        self.partial.remove(&n);
         let Some(call) = self.pending.remove(n) else {
             return;
         };

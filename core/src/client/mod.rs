@@ -138,6 +138,9 @@ pub struct Client {
     /// not granted: output past the server's retention may be evicted).
     lossless: Option<crate::protocol::LosslessWindow>,
     pending: Pending,
+    /// The pieces received so far of results sent as several binary result frames (§2.5),
+    /// by call id.
+    partial: BTreeMap<i64, Vec<u8>>,
     trackers: BTreeMap<String, Tracker>,
     transmits: VecDeque<String>,
     events: VecDeque<ClientEvent>,
@@ -196,6 +199,7 @@ impl Client {
             session_id: None,
             lossless: None,
             pending: Pending::default(),
+            partial: BTreeMap::new(),
             trackers: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -293,6 +297,8 @@ impl Client {
             return;
         }
         self.transmits.clear();
+        // A result begun on the old connection is answered again in full, or fails.
+        self.partial.clear();
         for t in self.trackers.values_mut() {
             t.reading = None;
         }

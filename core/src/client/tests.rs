@@ -1458,6 +1458,51 @@ fn binary_result_frames_answer_their_call_as_data_responses() {
     assert_eq!(sim.client.pending_count(), 0);
 }
 
+#[test]
+fn a_result_in_pieces_is_joined_and_an_error_voids_the_pieces() {
+    use crate::protocol::binary::encode_result;
+    let mut sim = binary_sim();
+    let read_file = |sim: &mut Sim| {
+        let params = json!({"path": "file:///tmp/x"});
+        let id = sim
+            .client
+            .call(sim.now, "fs/readFile", params)
+            .expect("open");
+        sim.drive();
+        id
+    };
+    let id = read_file(&mut sim);
+    let RequestId::Int(n) = id else { panic!() };
+    let now = sim.now;
+    sim.client
+        .handle_message(now, &encode_result(n, false, true, b"ab"));
+    sim.client
+        .handle_message(now, &encode_result(n, false, true, b"cd"));
+    assert_eq!(
+        sim.client.pending_count(),
+        1,
+        "still waiting for the last piece"
+    );
+    sim.client
+        .handle_message(now, &encode_result(n, false, false, b"e"));
+    sim.drive();
+    let data = sim.events.iter().find_map(|e| match e {
+        ClientEvent::DataResponse { id: i, data, .. } if *i == id => Some(data.clone()),
+        _ => None,
+    });
+    assert_eq!(data.as_deref(), Some(&b"abcde"[..]));
+    // Pieces, then an error: the call fails and the pieces are forgotten.
+    let id = read_file(&mut sim);
+    let RequestId::Int(n) = id else { panic!() };
+    sim.client
+        .handle_message(now, &encode_result(n, false, true, b"zz"));
+    let error = format!(r#"{{"id":{n},"error":{{"code":-32600,"message":"grew"}}}}"#);
+    sim.client.handle_message(now, error.as_bytes());
+    sim.drive();
+    assert!(sim.take_response(&id).is_err());
+    assert!(sim.client.partial.is_empty(), "the pieces were dropped");
+}
+
 /// Lossless output (PROTOCOL.md §5.11): the child is held instead of having its output evicted
 /// while the client is away, and the client acknowledges as it delivers.
 #[test]

@@ -11,7 +11,7 @@
 //! | 0 | 1 | magic `0xEB` (never the first byte of a JSON text) |
 //! | 1 | 1 | kind: `0x01` output, `0x03` result, `0x04` body delta (server → client); `0x02` write (client → server) |
 //! | 2 | 1 | stream: `0` stdout, `1` stderr, `2` pty (output); `0` (every other kind) |
-//! | 3 | 1 | flags: bit 0 `last` (result: `eof`; body delta: `done`); `0` for output and write |
+//! | 3 | 1 | flags: bit 0 `last` (result: `eof`; body delta: `done`), bit 1 `more` (result); `0` for output and write |
 //! | 4 | 8 | output, body delta: seq (u64, ≥ 1); write, result: the JSON-RPC request id (i64) |
 //! | 12 | 2 | id length `P` in bytes: output, write: the processId (1..=65,535); body delta: the requestId; result: 0 |
 //! | 14 | 2 | writeId length `W` in bytes (write: 1..=65,535; every other kind: 0) |
@@ -22,7 +22,9 @@
 //!
 //! A result frame stands for the JSON response `{"id", "result"}` to an `fs/readFile`
 //! (`{dataBase64}`, flags 0) or `fs/readBlock` (`{chunk, eof}`) request with an integer id; the
-//! client knows which by the id. A body-delta frame stands for `http/request/bodyDelta
+//! client knows which by the id. An `fs/readFile` result may come as several result frames with
+//! the same id, each but the last flagged `more`, whose payloads in order are the file; an
+//! error response to the id after such frames voids them. A body-delta frame stands for `http/request/bodyDelta
 //! {requestId, seq, deltaBase64, done}` without `error` (a delta with an error stays JSON).
 
 use super::Stream;
@@ -41,6 +43,10 @@ pub const KIND_BODY_DELTA: u8 = 0x04;
 /// Flags bit of result and body-delta frames: `eof` of an `fs/readBlock` result, `done` of a
 /// body delta.
 pub const FLAG_LAST: u8 = 0x01;
+/// Flags bit of result frames: the result continues in the next result frame with the same id
+/// (an `fs/readFile` result sent in pieces); the payloads of the frames, in order, are the
+/// bytes.
+pub const FLAG_MORE: u8 = 0x02;
 /// Bytes of the fixed part of the header, before the ids.
 pub const HEADER_BYTES: usize = 20;
 
@@ -82,6 +88,8 @@ pub struct ResultFrame<'a> {
     pub id: i64,
     /// `eof` of an `fs/readBlock` result (always `false` for `fs/readFile`).
     pub eof: bool,
+    /// The result continues in the next result frame with this id ([`FLAG_MORE`]).
+    pub more: bool,
     /// The bytes: the whole file, or the block.
     pub data: &'a [u8],
 }
@@ -155,12 +163,14 @@ pub fn encode_write(id: i64, process_id: &str, write_id: &str, chunk: &[u8]) -> 
     frame
 }
 
-/// Encodes a result frame answering request `id` with `data` (`eof` for `fs/readBlock`).
-pub fn encode_result(id: i64, eof: bool, data: &[u8]) -> Vec<u8> {
+/// Encodes a result frame answering request `id` with `data` (`eof` for `fs/readBlock`;
+/// `more` when another piece of the result follows).
+pub fn encode_result(id: i64, eof: bool, more: bool, data: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(HEADER_BYTES + data.len());
+    let flags = if eof { FLAG_LAST } else { 0 } | if more { FLAG_MORE } else { 0 };
     encode_header_into(
         &mut frame,
-        (KIND_RESULT, if eof { FLAG_LAST } else { 0 }),
+        (KIND_RESULT, flags),
         0,
         id.to_be_bytes(),
         "",
@@ -169,6 +179,25 @@ pub fn encode_result(id: i64, eof: bool, data: &[u8]) -> Vec<u8> {
     );
     frame.extend_from_slice(data);
     frame
+}
+
+/// A result frame flagged `more` for request `id` built in place: `buf` holds
+/// [`HEADER_BYTES`] spare bytes, then the payload; the header is written over the spare bytes.
+/// `None` when `buf` is shorter than the header.
+pub fn result_in_place(id: i64, mut buf: Vec<u8>) -> Option<Vec<u8>> {
+    let payload = buf.len().checked_sub(HEADER_BYTES)?;
+    let mut header = Vec::with_capacity(HEADER_BYTES);
+    encode_header_into(
+        &mut header,
+        (KIND_RESULT, FLAG_MORE),
+        0,
+        id.to_be_bytes(),
+        "",
+        "",
+        payload,
+    );
+    buf[..HEADER_BYTES].copy_from_slice(&header);
+    Some(buf)
 }
 
 /// Encodes an `http/request/bodyDelta` frame (without `error`).
@@ -204,7 +233,8 @@ pub fn decode_server_frame(frame: &[u8]) -> Result<ServerFrame<'_>, BinaryFrameE
 ///
 /// # Errors
 /// [`BinaryFrameError`] for a short frame, a wrong magic, kind or stream byte, flags other than
-/// [`FLAG_LAST`], a processId or writeId, or a payload length that does not match.
+/// [`FLAG_LAST`] and [`FLAG_MORE`], a processId or writeId, or a payload length that does not
+/// match.
 pub fn decode_result(frame: &[u8]) -> Result<ResultFrame<'_>, BinaryFrameError> {
     let raw = decode_raw(frame, KIND_RESULT)?;
     let id = i64::from_be_bytes(raw.word);
@@ -218,9 +248,16 @@ pub fn decode_result(frame: &[u8]) -> Result<ResultFrame<'_>, BinaryFrameError> 
     if !raw.process_id.is_empty() || !raw.write_id.is_empty() {
         return Err(fail("a result frame carries no processId or writeId"));
     }
+    if raw.flags & !(FLAG_LAST | FLAG_MORE) != 0 {
+        return Err(fail(&format!(
+            "flags {:#04x}, only bits 0 and 1 may be set",
+            raw.flags
+        )));
+    }
     Ok(ResultFrame {
         id,
-        eof: last_flag(raw.flags).map_err(|m| fail(&m))?,
+        eof: raw.flags & FLAG_LAST != 0,
+        more: raw.flags & FLAG_MORE != 0,
         data: raw.payload,
     })
 }
@@ -511,7 +548,7 @@ mod tests {
     #[test]
     fn result_and_body_delta_layouts_are_as_documented() {
         assert_eq!(
-            encode_result(-2, true, b"ab"),
+            encode_result(-2, true, false, b"ab"),
             [
                 0xEB, 0x03, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 0,
                 0, 2, b'a', b'b'
@@ -525,11 +562,11 @@ mod tests {
 
     #[test]
     fn malformed_result_and_body_delta_frames_name_what_is_wrong() {
-        let result = encode_result(9, false, b"data");
+        let result = encode_result(9, false, false, b"data");
         let mut flags = result.clone();
-        flags[3] = 0x02;
+        flags[3] = 0x04;
         let e = decode_result(&flags).expect_err("flags");
-        assert!(e.message.contains("only bit 0"), "{e}");
+        assert!(e.message.contains("only bits 0 and 1"), "{e}");
         assert_eq!(e.id, Some(9));
         let mut stream = result.clone();
         stream[2] = 1;
@@ -572,10 +609,12 @@ mod tests {
             last in any::<bool>(),
             data in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
-            let frame = encode_result(id, last, &data);
+            let frame = encode_result(id, last, !last, &data);
+            let in_place = result_in_place(id, [&[0u8; HEADER_BYTES][..], &data].concat());
+            prop_assert_eq!(in_place, Some(encode_result(id, false, true, &data)));
             prop_assert_eq!(
                 decode_server_frame(&frame).expect("result"),
-                ServerFrame::Result(ResultFrame { id, eof: last, data: &data })
+                ServerFrame::Result(ResultFrame { id, eof: last, more: !last, data: &data })
             );
             let frame = encode_body_delta(&rid, seq, last, &data);
             prop_assert_eq!(

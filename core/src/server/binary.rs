@@ -150,9 +150,12 @@ pub(super) fn encode_fs_bytes(binary: bool, id: &RequestId, result: &FsResult) -
         _ => return None,
     };
     Some(match id {
-        RequestId::Int(n) if binary => {
-            Wire::Binary(binary::encode_result(*n, eof.unwrap_or(false), bytes))
-        }
+        RequestId::Int(n) if binary => Wire::Binary(binary::encode_result(
+            *n,
+            eof.unwrap_or(false),
+            false,
+            bytes,
+        )),
         _ => {
             let tail = match eof {
                 Some(true) => ",\"eof\":true",

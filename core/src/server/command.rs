@@ -141,6 +141,12 @@ pub enum Command {
         /// ([`check_fs_op`](crate::sandbox::check_fs_op)); the runtime checks it again on the
         /// canonical paths (symlinks resolved) just before performing `op`.
         sandbox: Option<crate::sandbox::SandboxPolicy>,
+        /// `Some(n)` for an `fs/readFile` whose answer goes out as binary result frames: the
+        /// runtime may hand the file's bytes ahead in pieces of `n` bytes with
+        /// [`crate::Server::handle_fs_piece`] while it reads, the final
+        /// [`crate::Server::handle_fs`] then carrying the rest (or an error, which voids the
+        /// pieces). `None`: the whole result in `handle_fs`.
+        pieces: Option<usize>,
     },
     /// `conn` is gone: drop its file handles (closing the files), its `fs/watchMissing`
     /// watches and its `fs/watch` watches. Answers to its operations still in flight are ignored.

@@ -28,9 +28,17 @@ use super::outbound::{ok, Reply};
 use super::{Command, ConnPhase, Output, Server};
 use crate::ids::ConnId;
 use crate::protocol::fs::{MissingChangedNotification, WatchMissingParams, WatchMissingResult};
-use crate::protocol::{host_path, method, FsError, FsRequest, FsResult};
+use crate::protocol::{host_path, method, FsError, FsOp, FsRequest, FsResult};
 use crate::rpc::{self, RequestId, RpcError};
 use crate::sandbox::{check_fs_op, ResolveContext, SandboxPolicy};
+
+/// Spare bytes in front of each piece given to [`Server::handle_fs_piece`]: the header of
+/// the result frame it becomes (PROTOCOL.md §2.5).
+pub const FS_PIECE_HEADROOM: usize = crate::protocol::binary::HEADER_BYTES;
+
+/// Bytes per piece of an `fs/readFile` result sent as binary result frames (one WebSocket
+/// frame each with its header, see `OUT_FRAGMENT` in the runtime's transport).
+pub(super) const READ_FILE_PIECE_BYTES: usize = 1 << 20;
 
 /// Most live `fs/watchMissing` watches per connection; more are refused with `-32600`. The
 /// reference publishes no bound.
@@ -104,13 +112,40 @@ impl Server {
     pub(super) fn fs_request(&mut self, conn: ConnId, id: &RequestId, req: FsRequest) -> Reply {
         let sandbox = self.fs_sandbox(&req)?;
         let ticket = self.fs_ticket(conn, id, Install::Nothing)?;
+        // A whole file for a binary connection streams in pieces (PROTOCOL.md §2.5), so the
+        // read, the send and the client's receive overlap.
+        let pieces = (matches!(req.op, FsOp::ReadFile { .. })
+            && matches!(id, RequestId::Int(_))
+            && self.binary_on(conn))
+        .then_some(READ_FILE_PIECE_BYTES);
         self.out.push_back(Output::Command(Command::Fs {
             ticket,
             conn,
             op: req.op,
             sandbox,
+            pieces,
         }));
         Ok(None)
+    }
+
+    /// A piece of the file an `fs/readFile` with [`Command::Fs::pieces`] is reading: `piece`
+    /// holds [`FS_PIECE_HEADROOM`] spare bytes, then the file's bytes. It is sent at once as
+    /// a result frame flagged `more` (its header written into the spare bytes: no copy), to
+    /// the connection that asked while it holds its session. Pieces for unknown tickets (the
+    /// connection is gone) are dropped, as is a piece shorter than the headroom.
+    pub fn handle_fs_piece(&mut self, now: Instant, ticket: FsTicket, piece: Vec<u8>) {
+        let Some(p) = self.fs.pending.get(&ticket) else {
+            return;
+        };
+        let (conn, id) = (p.conn, p.id.clone());
+        if let RequestId::Int(n) = id {
+            if self.owns_session(conn) && self.binary_on(conn) {
+                if let Some(frame) = crate::protocol::binary::result_in_place(n, piece) {
+                    self.transmit_wire(conn, super::binary::Wire::Binary(frame));
+                }
+            }
+        }
+        self.settle(now);
     }
 
     /// `fs/watchMissing {watchId, missing, present?}`.

@@ -60,7 +60,7 @@ use rand_core::SeedableRng;
 
 pub use command::{Command, ExitStatus, Output, ProcessEvent, PtySize, SpawnErrorKind, SpawnSpec};
 pub use config::{ConfigError, ServerConfig, MAX_CONFIG_DURATION, MAX_FRAME_BYTES_LIMIT};
-pub use fs::{FsTicket, MAX_WATCHES_PER_CONNECTION};
+pub use fs::{FsTicket, FS_PIECE_HEADROOM, MAX_WATCHES_PER_CONNECTION};
 pub use http::{HttpEvent, HttpTicket};
 pub use session::SessionId;
 

@@ -23,7 +23,7 @@ use super::report::{mib_s, Report};
 /// `fs/readBlock` length (the protocol's largest).
 const BLOCK: usize = 1 << 20;
 /// Block reads in flight.
-const WINDOW: usize = 8;
+const WINDOW: usize = 16;
 /// Smallest whole-file size tried against a server with a cap.
 const MIN_WHOLE_FILE: usize = 64 << 10;
 /// Largest `fs/writeFile` tried: its frame (4/3 of it in base64, sent as one WebSocket frame)
@@ -339,12 +339,31 @@ fn member<'a>(frame: &'a [u8], key: &str) -> anyhow::Result<&'a [u8]> {
     Ok(&frame[start..start + len])
 }
 
-/// One `fs/readFile`, decoded and compared; seconds.
+/// One `fs/readFile`, decoded and compared; seconds. A binary result may come in pieces
+/// (result frames flagged `more`, PROTOCOL.md §2.5), joined here.
 async fn read_file(c: &mut Conn, path: &Path, want: &[u8]) -> anyhow::Result<f64> {
+    use execd_core::protocol::binary::{decode_server_frame, is_binary_frame, ServerFrame};
     let t0 = Instant::now();
     let id = c.request("fs/readFile", json!({"path": uri(path)})).await?;
-    let frame = response(c, id).await?;
-    let data = result_bytes(&frame, "dataBase64")?;
+    let mut data = Vec::new();
+    let data = loop {
+        let frame = response(c, id).await?;
+        if is_binary_frame(&frame) {
+            if let Ok(ServerFrame::Result(r)) = decode_server_frame(&frame) {
+                if r.more {
+                    data.extend_from_slice(r.data);
+                    continue;
+                }
+            }
+        }
+        let rest = result_bytes(&frame, "dataBase64")?;
+        break if data.is_empty() {
+            rest.into_owned()
+        } else {
+            data.extend_from_slice(&rest);
+            data
+        };
+    };
     let secs = t0.elapsed().as_secs_f64();
     anyhow::ensure!(*data == *want, "fs/readFile returned other bytes");
     Ok(secs)

@@ -134,6 +134,31 @@ fn open_file(path: &Path, flags: OFlags, follow: bool) -> Result<File, FsError> 
 
 /// `fs/readFile`: the whole regular file, at most `max_bytes`.
 fn read_file(path: &Path, follow: bool, max_bytes: u64) -> Result<Vec<u8>, FsError> {
+    read_file_in_pieces(path, follow, max_bytes, (usize::MAX, 0), &mut |_| {})
+}
+
+/// `fs/readFile` handing the bytes to `emit` in pieces of `piece` bytes as it reads, each
+/// behind `headroom` bytes left for the caller (zeroes: room for a frame header, so the piece
+/// is not copied again); returns the rest (shorter than `piece`, maybe empty, without
+/// headroom). With `usize::MAX` nothing is emitted and the whole file is returned. An error
+/// after some pieces (the file grew past the cap, a read failed) voids them.
+///
+/// # Errors
+/// As `fs/readFile` (docs/PROTOCOL.md, Filesystem): not found, not a file, over `max_bytes`.
+pub fn read_file_in_pieces(
+    path: &Path,
+    follow: bool,
+    max_bytes: u64,
+    (piece, headroom): (usize, usize),
+    emit: &mut dyn FnMut(Vec<u8>),
+) -> Result<Vec<u8>, FsError> {
+    let grew = || {
+        FsError::invalid_input(format!(
+            "file `{}` grew over the fs/readFile limit of {max_bytes} bytes; \
+             read it in blocks with fs/open and fs/readBlock",
+            path.display()
+        ))
+    };
     let file = open_file(path, OFlags::RDONLY, follow)?;
     ensure_regular(&file, path)?;
     let size = file.metadata()?.len();
@@ -144,18 +169,27 @@ fn read_file(path: &Path, follow: bool, max_bytes: u64) -> Result<Vec<u8>, FsErr
             path.display()
         )));
     }
-    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     // Read one byte past the cap so a file growing under us is caught too.
-    file.take(max_bytes.saturating_add(1))
-        .read_to_end(&mut data)?;
-    if data.len() as u64 > max_bytes {
-        return Err(FsError::invalid_input(format!(
-            "file `{}` grew over the fs/readFile limit of {max_bytes} bytes; \
-             read it in blocks with fs/open and fs/readBlock",
-            path.display()
-        )));
+    let mut file = file.take(max_bytes.saturating_add(1));
+    let mut total = 0u64;
+    loop {
+        let want = usize::try_from(size).unwrap_or(usize::MAX).min(piece);
+        let mut data = Vec::with_capacity(headroom.saturating_add(want));
+        data.resize(headroom, 0);
+        (&mut file)
+            .take(u64::try_from(piece).unwrap_or(u64::MAX))
+            .read_to_end(&mut data)?;
+        let len = data.len() - headroom;
+        total += len as u64;
+        if total > max_bytes {
+            return Err(grew());
+        }
+        if len < piece {
+            data.drain(..headroom);
+            return Ok(data);
+        }
+        emit(data);
     }
-    Ok(data)
 }
 
 /// `fs/writeFile`: create or truncate, then write everything.

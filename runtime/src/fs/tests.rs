@@ -118,6 +118,35 @@ fn read_file_cap_names_the_limit_and_fs_open() {
 }
 
 #[test]
+fn read_file_in_pieces_emits_full_pieces_behind_their_headroom_and_returns_the_rest() {
+    let (dir, _) = tree();
+    for len in [0usize, 5, 9, 10, 23] {
+        let path = dir.path().join(format!("p{len}"));
+        let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let mut pieces = Vec::new();
+        let rest =
+            super::read_file_in_pieces(&path, true, 1 << 20, (5, 3), &mut |p| pieces.push(p))
+                .expect("read");
+        assert!(
+            pieces.iter().all(|p| p.len() == 8 && p[..3] == [0, 0, 0]),
+            "{len}"
+        );
+        let mut joined: Vec<u8> = pieces.iter().flat_map(|p| p[3..].to_vec()).collect();
+        assert!(rest.len() < 5, "{len}: the rest is shorter than a piece");
+        joined.extend_from_slice(&rest);
+        assert_eq!(joined, data, "{len}");
+    }
+    // Over the cap: refused before any piece.
+    let path = dir.path().join("p23");
+    let mut emitted = 0;
+    let e = super::read_file_in_pieces(&path, true, 20, (5, 0), &mut |_| emitted += 1)
+        .expect_err("over the cap");
+    assert!(e.message.contains("limit of 20 bytes"), "{}", e.message);
+    assert_eq!(emitted, 0);
+}
+
+#[test]
 fn write_file_is_byte_exact_and_refuses_symlinks_when_asked() {
     let (_dir, t) = tree();
     let data: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();

@@ -32,6 +32,35 @@ pub(crate) fn perform(
     fs::perform(op, handles)
 }
 
+/// [`perform`] for an `fs/readFile` whose bytes go to `emit` in pieces of `piece` bytes
+/// behind `headroom` spare bytes as they are read ([`fs::read_file_in_pieces`]); the result
+/// carries the rest. Any other op is performed whole.
+///
+/// # Errors
+/// As [`perform`].
+pub(crate) fn read_file_in_pieces(
+    op: FsOp,
+    sandbox: Option<&SandboxPolicy>,
+    piece: (usize, usize),
+    emit: &mut dyn FnMut(Vec<u8>),
+) -> Result<FsResult, FsError> {
+    if let Some(policy) = sandbox {
+        check(policy, &op)?;
+    }
+    match op {
+        FsOp::ReadFile {
+            path,
+            follow_symlinks,
+            max_bytes,
+        } => fs::read_file_in_pieces(&path, follow_symlinks, max_bytes, piece, emit).map(|rest| {
+            FsResult::ReadFile(execd_core::protocol::fs::ReadFileResult {
+                data_base64: rest.into(),
+            })
+        }),
+        op => fs::perform(op, &mut FsHandles::new()),
+    }
+}
+
 /// The canonical-path check of `op`.
 fn check(policy: &SandboxPolicy, op: &FsOp) -> Result<(), FsError> {
     if policy.file_system == FsRules::Unrestricted {

@@ -23,7 +23,7 @@ use std::path::Path;
 
 use execd_core::sandbox::SandboxPolicy;
 
-pub(crate) use fs_guard::perform;
+pub(crate) use fs_guard::{perform, read_file_in_pieces};
 
 /// Why a sandbox could not be set up; its text is the start's `-32602` message.
 #[derive(Debug, thiserror::Error)]

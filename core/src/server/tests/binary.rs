@@ -9,7 +9,7 @@ use crate::protocol::binary::{
 };
 use crate::protocol::fs::{ReadBlockResult, ReadFileResult};
 use crate::protocol::{Base64Bytes, FsError, FsErrorKind, FsResult, HttpRequestResult, Stream};
-use crate::server::{Command, HttpEvent, ServerConfig};
+use crate::server::{Command, HttpEvent, ServerConfig, FS_PIECE_HEADROOM};
 use crate::ConnId;
 
 impl Harness {
@@ -230,7 +230,10 @@ fn fs_byte_results_are_result_frames_on_binary_connections_for_integer_ids() {
         })),
     );
     assert!(h.take(conn).is_empty(), "no JSON answer besides the frame");
-    assert_eq!(h.take_binary(conn), vec![encode_result(5, true, b"ab\xff")]);
+    assert_eq!(
+        h.take_binary(conn),
+        vec![encode_result(5, true, false, b"ab\xff")]
+    );
     h.send(
         conn,
         json!({"id": 6, "method": "fs/readFile", "params": {"path": "file:///tmp/x"}}),
@@ -239,7 +242,7 @@ fn fs_byte_results_are_result_frames_on_binary_connections_for_integer_ids() {
     h.fs_answer(ticket, Ok(read_file_result(&[0, 255, 1])));
     assert_eq!(
         h.take_binary(conn),
-        vec![encode_result(6, false, &[0, 255, 1])]
+        vec![encode_result(6, false, false, &[0, 255, 1])]
     );
     // A string id cannot be carried: JSON.
     h.send(
@@ -268,6 +271,53 @@ fn fs_byte_results_are_result_frames_on_binary_connections_for_integer_ids() {
     );
     assert!(h.take_binary(conn).is_empty());
     assert_eq!(error_code(&h.take(conn)[0]), -32004);
+}
+
+#[test]
+fn read_file_on_binary_connections_streams_in_pieces_without_a_copy() {
+    let mut h = Harness::new();
+    let (conn, _) = h.binary_session(true);
+    h.send(
+        conn,
+        json!({"id": 9, "method": "fs/readFile", "params": {"path": "file:///tmp/x"}}),
+    );
+    let (ticket, pieces) = match h.take_commands().as_slice() {
+        [Command::Fs { ticket, pieces, .. }] => (*ticket, *pieces),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(pieces, Some(1 << 20), "a binary connection asks for pieces");
+    let now = h.sim.now;
+    let piece = [&[0u8; FS_PIECE_HEADROOM][..], b"abc"].concat();
+    h.sim.server.handle_fs_piece(now, ticket, piece);
+    h.drain();
+    h.fs_answer(ticket, Ok(read_file_result(b"de")));
+    assert_eq!(
+        h.take_binary(conn),
+        vec![
+            encode_result(9, false, true, b"abc"),
+            encode_result(9, false, false, b"de")
+        ]
+    );
+    // A piece after the answer (unknown ticket) is dropped.
+    let piece = [&[0u8; FS_PIECE_HEADROOM][..], b"late"].concat();
+    h.sim.server.handle_fs_piece(now, ticket, piece);
+    h.drain();
+    assert!(h.take_binary(conn).is_empty());
+    // JSON connections and string ids get the whole file in one answer.
+    let (json_conn, _) = h.binary_session(false);
+    h.send(
+        json_conn,
+        json!({"id": 1, "method": "fs/readFile", "params": {"path": "file:///tmp/x"}}),
+    );
+    h.send(
+        conn,
+        json!({"id": "s", "method": "fs/readFile", "params": {"path": "file:///tmp/x"}}),
+    );
+    let commands = h.take_commands();
+    assert_eq!(commands.len(), 2);
+    assert!(commands
+        .iter()
+        .all(|c| matches!(c, Command::Fs { pieces: None, .. })));
 }
 
 #[test]
