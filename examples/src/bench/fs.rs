@@ -1,5 +1,6 @@
 //! The `fs` scenario: a `--fs-bytes` file (256 MiB by default) read through the server whole
-//! (`fs/readFile`) and in 1 MiB blocks (`fs/open` + `fs/readBlock`, 8 in flight), every byte
+//! (`fs/readFile`) and in 1 MiB blocks (`fs/open` + `fs/readBlock`, 16 in flight), each in
+//! the reference's JSON and, when the server grants them, in binary frames, every byte
 //! decoded and checked, next to the floor of a local `cat` of the same file through a pipe; the
 //! file written back with `fs/writeFile` (checked on disk) next to a local write; `fs/getMetadata`
 //! of one file, `--iterations` sequential round trips and 1,000 with 64 in flight, next to a
@@ -22,7 +23,7 @@ use super::report::{mib_s, Report};
 
 /// `fs/readBlock` length (the protocol's largest).
 const BLOCK: usize = 1 << 20;
-/// Block reads in flight.
+/// Block reads in flight (16 MiB outstanding: enough to hide a round trip at a few GiB/s).
 const WINDOW: usize = 16;
 /// Smallest whole-file size tried against a server with a cap.
 const MIN_WHOLE_FILE: usize = 64 << 10;

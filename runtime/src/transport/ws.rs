@@ -1017,7 +1017,7 @@ fn ws_to_io(e: WsError) -> io::Error {
         | WsError::Protocol(ProtocolError::SendAfterClosing) => {
             io::Error::new(io::ErrorKind::NotConnected, e)
         }
-        WsError::Capacity(_) | WsError::Utf8 | WsError::Protocol(_) => {
+        WsError::Capacity(_) | WsError::Utf8(_) | WsError::Protocol(_) => {
             io::Error::new(io::ErrorKind::InvalidData, e)
         }
         e => io::Error::other(e),
