@@ -1,5 +1,5 @@
 //! The `fs` scenario: a `--fs-bytes` file (256 MiB by default) read through the server whole
-//! (`fs/readFile`) and in 1 MiB blocks (`fs/open` + `fs/readBlock`, 16 in flight), each in
+//! (`fs/readFile`) and in 1 MiB blocks (`fs/open` + `fs/readBlock`, 8 in flight), each in
 //! the reference's JSON and, when the server grants them, in binary frames, every byte
 //! decoded and checked, next to the floor of a local `cat` of the same file through a pipe; the
 //! file written back with `fs/writeFile` (checked on disk) next to a local write; `fs/getMetadata`
@@ -23,8 +23,6 @@ use super::report::{mib_s, Report};
 
 /// `fs/readBlock` length (the protocol's largest).
 const BLOCK: usize = 1 << 20;
-/// Block reads in flight (16 MiB outstanding: enough to hide a round trip at a few GiB/s).
-const WINDOW: usize = 16;
 /// Smallest whole-file size tried against a server with a cap.
 const MIN_WHOLE_FILE: usize = 64 << 10;
 /// Largest `fs/writeFile` tried: its frame (4/3 of it in base64, sent as one WebSocket frame)
@@ -43,6 +41,9 @@ const TREE: (usize, usize) = (100, 100);
 pub(crate) struct FsArgs {
     /// Bytes of the file read (and, up to [`MAX_WRITE_FILE`], written).
     pub(crate) bytes: usize,
+    /// Block reads in flight (`--fs-window`, 8 by default: 8 MiB outstanding hides a round
+    /// trip at a few GiB/s).
+    pub(crate) window: usize,
     /// Sequential `fs/getMetadata` round trips.
     pub(crate) iterations: usize,
     /// Measure the local floors too.
@@ -102,12 +103,13 @@ pub(crate) async fn run(url: &str, args: &FsArgs, report: &mut Report) -> anyhow
         whole_file(report, (file_key, &method), bytes, read).await;
 
         let (mut c, _) = open(url, binary).await?;
-        let secs = read_blocks(&mut c, &file, &data).await?;
+        let secs = read_blocks(&mut c, &file, &data, args.window).await?;
         c.close().await;
         report.scalar(
             blocks_key,
             format!(
-                "fs/open + fs/readBlock of a {mib:.0} MiB file, 1 MiB x {WINDOW} in flight{suffix}"
+                "fs/open + fs/readBlock of a {mib:.0} MiB file, 1 MiB x {} in flight{suffix}",
+                args.window
             ),
             mib_s(bytes as u64, secs),
             "MiB/s",
@@ -423,9 +425,9 @@ fn check_metadata(frame: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `fs/open`, `fs/readBlock` of every block with [`WINDOW`] in flight (each decoded and
+/// `fs/open`, `fs/readBlock` of every block with `window` in flight (each decoded and
 /// compared), `fs/close`; seconds.
-async fn read_blocks(c: &mut Conn, path: &Path, want: &[u8]) -> anyhow::Result<f64> {
+async fn read_blocks(c: &mut Conn, path: &Path, want: &[u8], window: usize) -> anyhow::Result<f64> {
     let t0 = Instant::now();
     let id = c
         .request("fs/open", json!({"handleId": "bench", "path": uri(path)}))
@@ -436,7 +438,7 @@ async fn read_blocks(c: &mut Conn, path: &Path, want: &[u8]) -> anyhow::Result<f
         let params = json!({"handleId": "bench", "offset": i * BLOCK, "len": BLOCK});
         ("fs/readBlock", params)
     };
-    windowed(c, blocks, WINDOW, request, |block, frame| {
+    windowed(c, blocks, window, request, |block, frame| {
         let Some(block) = block else {
             return Ok(());
         };

@@ -127,6 +127,9 @@ pub(crate) struct BenchArgs {
     /// Bytes of the file the `fs` scenario reads (and writes, up to 8 MiB).
     #[arg(long, default_value_t = 256 << 20)]
     fs_bytes: usize,
+    /// `fs/readBlock` requests of 1 MiB the `fs` scenario keeps in flight.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    fs_window: u16,
     /// Skip the local floor measurements (same as leaving `floor` out of --only).
     #[arg(long)]
     no_floor: bool,
@@ -225,6 +228,7 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let server = target.start()?;
         let fs_args = fs::FsArgs {
             bytes: args.fs_bytes,
+            window: usize::from(args.fs_window),
             iterations: args.iterations,
             floor: !args.no_floor,
         };

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -83,17 +82,20 @@ impl FsHandles {
         len: usize,
     ) -> Result<ReadBlockResult, FsError> {
         let file = self.get(id)?;
-        let mut buf = vec![0; len];
-        let mut filled = 0;
-        while filled < len {
-            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+        // Read into the spare capacity: no zero-fill of the block first.
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            let at = offset + buf.len() as u64;
+            match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
                 Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(FsError::from_io(&e)),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(FsError::from_io(&std::io::Error::from(e))),
             }
         }
-        buf.truncate(filled);
+        // The capacity may exceed `len`; never answer more than asked.
+        buf.truncate(len);
+        let filled = buf.len();
         Ok(ReadBlockResult {
             eof: filled < len,
             chunk: buf.into(),
