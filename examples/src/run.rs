@@ -432,8 +432,8 @@ async fn forward_stdin(process: Process, tty: bool) {
         loop {
             match process.write(buf[..n].to_vec()).await {
                 Ok(WriteStatus::Accepted) => break,
-                // A start cut off by a reconnect can be settled (the process exists) while the
-                // server is still spawning it: the write was not taken; send it again shortly.
+                // execd accepts writes while a spawn is pending; a server that answers
+                // `starting` (the reference's status) did not take it: send it again shortly.
                 Ok(WriteStatus::Starting) => {
                     smol::Timer::after(Duration::from_millis(5)).await;
                 }

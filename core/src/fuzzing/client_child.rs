@@ -39,6 +39,8 @@ pub(crate) struct FakeProc {
     pub(crate) evicted_through: u64,
     /// The write calls whose bytes reached stdin, in arrival order.
     pub(crate) stdin_calls: Vec<i64>,
+    /// Writes accepted while the spawn was held: `(call, bytes)`, delivered at the spawn.
+    pub(crate) pending_stdin: Vec<(i64, Vec<u8>)>,
     /// The server paused reading its output (`PauseOutput`, until `ResumeOutput`).
     pub(crate) paused: bool,
 }
@@ -75,6 +77,7 @@ impl FakeProc {
             retained_bytes: 0,
             evicted_through: 0,
             stdin_calls: Vec::new(),
+            pending_stdin: Vec::new(),
             paused: false,
         }
     }

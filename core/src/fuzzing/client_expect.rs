@@ -78,6 +78,10 @@ struct CallRec {
     outcome: Option<Outcome>,
     /// How often its bytes reached a child (writes).
     reached: u32,
+    /// A write accepted while its process's spawn was pending, dropped because the spawn
+    /// failed or the process was forgotten before it ran (a resend may still have reached
+    /// another process of the same id).
+    dropped: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +185,7 @@ impl Expect {
                 sent: false,
                 outcome: None,
                 reached: 0,
+                dropped: false,
             },
         );
         Ok(())
@@ -274,6 +279,14 @@ impl Expect {
             ));
         }
         Ok(())
+    }
+
+    /// Write `call` was accepted while its process was starting and never ran: its bytes are
+    /// dropped (as the runtime does).
+    pub(crate) fn on_write_dropped(&mut self, call: i64) {
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.dropped = true;
+        }
     }
 
     /// Recovery begins now unless it already did.
@@ -800,6 +813,10 @@ impl Expect {
                 continue;
             };
             let want = match &c.outcome {
+                // Dropped with a child that never ran, it may still have reached a later
+                // process of the same id when resent after a reconnect (at most once, which
+                // `on_write_reached` checks).
+                Some(Outcome::Ok(_)) if c.dropped => None,
                 Some(Outcome::Ok(v)) if v["status"] == "accepted" => {
                     Some(u32::from(!bytes.is_empty()))
                 }

@@ -3,7 +3,7 @@
 //! says so, and fake children that answer the server's commands. What the client must deliver
 //! is checked by [`Expect`] after every step; see [`check`].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -140,8 +140,6 @@ pub(crate) struct Sim {
     write_ids: BTreeMap<String, i64>,
     /// The write call whose frame the server is handling.
     delivering_write: Option<i64>,
-    /// Write calls the server once answered `starting` (on any connection).
-    answered_starting: BTreeSet<i64>,
     pub(crate) expect: Expect,
     pub(crate) stats: ClientStats,
     /// The log of a traced run.
@@ -198,7 +196,6 @@ impl Sim {
             sent_ids: Vec::new(),
             write_ids: BTreeMap::new(),
             delivering_write: None,
-            answered_starting: BTreeSet::new(),
             expect: Expect::new(cfg.recovery(), cfg.recovery_window(), now),
             stats: ClientStats::default(),
             trace: None,
@@ -243,7 +240,7 @@ impl Sim {
                 }
             }
             ClientOp::Child { proc, act } => self.child(*proc, act),
-            ClientOp::SpawnResult { which, fail } => self.spawn_result(*which, *fail),
+            ClientOp::SpawnResult { which, fail } => self.spawn_result(*which, *fail)?,
             ClientOp::ToServer(n) => {
                 for _ in 0..=(n % 8) {
                     self.deliver_c2s()?;
@@ -522,18 +519,44 @@ impl Sim {
         }
     }
 
-    fn spawn_result(&mut self, which: u8, fail: bool) {
-        if self.held.is_empty() {
-            return;
+    /// The bytes of write `call` reach the stdin of `key`'s child (`cat`), in the order the
+    /// writes were made.
+    fn stdin_reached(&mut self, key: ProcessKey, call: i64, bytes: &[u8]) -> Result<(), String> {
+        let p = self.procs.get_mut(&key).expect("spawned key");
+        if p.stdin_calls.last().is_some_and(|&last| last >= call) {
+            return Err(format!(
+                "write {call} reached {} after write {:?}",
+                p.pid, p.stdin_calls
+            ));
         }
-        let key = self.held.remove(usize::from(which) % self.held.len());
-        self.answer_spawn(key, fail);
+        p.stdin_calls.push(call);
+        self.stats.writes_reached += 1;
+        self.expect.on_write_reached(call, key, bytes)?;
+        // The child is `cat`: it echoes what it reads.
+        let stream = if p.tty { Stream::Pty } else { Stream::Stdout };
+        self.child_output(key, stream, bytes);
+        Ok(())
     }
 
-    fn answer_spawn(&mut self, key: ProcessKey, fail: bool) {
+    fn spawn_result(&mut self, which: u8, fail: bool) -> Result<(), String> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let key = self.held.remove(usize::from(which) % self.held.len());
+        self.answer_spawn(key, fail)
+    }
+
+    fn answer_spawn(&mut self, key: ProcessKey, fail: bool) -> Result<(), String> {
+        let p = self.procs.get_mut(&key).expect("spawned key");
+        if p.released || fail {
+            // Writes queued for a child that never runs are dropped.
+            for (call, _) in std::mem::take(&mut p.pending_stdin) {
+                self.expect.on_write_dropped(call);
+            }
+        }
         let p = self.procs.get_mut(&key).expect("spawned key");
         if p.released {
-            return;
+            return Ok(());
         }
         if fail {
             p.failed = true;
@@ -546,15 +569,22 @@ impl Sim {
                     error,
                 },
             );
-            return;
+            return Ok(());
         }
         p.spawned = true;
         let pending = p.pending_finish.take();
+        let stdin = std::mem::take(&mut p.pending_stdin);
         self.server
             .handle_process(self.now, key, ProcessEvent::Spawned { pid: 4242 });
+        // Writes queued during the spawn reach the child first, then a stdin close or
+        // signal that came meanwhile.
+        for (call, bytes) in stdin {
+            self.stdin_reached(key, call, &bytes)?;
+        }
         if let Some(status) = pending {
             self.finish_child(key, status);
         }
+        Ok(())
     }
 
     // ----- the server's outputs ----------------------------------------------------------
@@ -664,11 +694,6 @@ impl Sim {
         for out in batch {
             match out {
                 Output::Transmit { conn, text } => {
-                    if let Some(call) = self.delivering_write {
-                        if text.contains(r#""status":"starting""#) {
-                            self.answered_starting.insert(call);
-                        }
-                    }
                     if Some(conn) == self.link {
                         let key = self.source_of(&text);
                         self.s2c.push_back((text, key));
@@ -730,7 +755,7 @@ impl Sim {
                 if self.cfg.hold_spawns() {
                     self.held.push(key);
                 } else {
-                    self.answer_spawn(key, false);
+                    self.answer_spawn(key, false)?;
                 }
             }
             Command::WriteStdin { key, bytes } => {
@@ -738,23 +763,12 @@ impl Sim {
                     return Err(format!("WriteStdin {bytes:?} outside a write request"));
                 };
                 let p = self.procs.get_mut(&key).expect("spawned key");
-                // Writes reach a child in the order they were made, except that a write the
-                // server refused as `starting` (not remembered) and whose answer was lost is
-                // resent, and accepted, after later writes that came when the spawn was done
-                // (a known gap, only with runtimes that spawn asynchronously).
-                let late = self.answered_starting.contains(&call);
-                if p.stdin_calls.last().is_some_and(|&last| last >= call) && !late {
-                    return Err(format!(
-                        "write {call} reached {} after write {:?}",
-                        p.pid, p.stdin_calls
-                    ));
+                if !p.spawned && p.held() {
+                    // As the runtime: queued until the child runs, dropped if it never does.
+                    p.pending_stdin.push((call, bytes));
+                    return Ok(());
                 }
-                p.stdin_calls.push(call);
-                self.stats.writes_reached += 1;
-                self.expect.on_write_reached(call, key, &bytes)?;
-                // The child is `cat`: it echoes what it reads.
-                let stream = if p.tty { Stream::Pty } else { Stream::Stdout };
-                self.child_output(key, stream, &bytes);
+                self.stdin_reached(key, call, &bytes)?;
             }
             // `cat` exits at stdin EOF; the signals sent here all end it.
             Command::CloseStdin { key } => self.finish_child(key, ExitStatus::Code(0)),
@@ -903,7 +917,7 @@ impl Sim {
         for _ in 0..2_000 {
             self.answer_reconnect(true);
             for key in std::mem::take(&mut self.held) {
-                self.answer_spawn(key, false);
+                self.answer_spawn(key, false)?;
             }
             self.settle()?;
             if self.quiet() {

@@ -802,8 +802,6 @@ impl Model {
                 let p = self.procs.get_mut(&key).expect("indexed");
                 let status = if p.writes.contains(&wid) {
                     "accepted"
-                } else if p.starting {
-                    "starting"
                 } else if p.stdin != Stdin::Open {
                     "stdinClosed"
                 } else {

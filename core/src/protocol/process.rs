@@ -142,7 +142,8 @@ pub enum WriteStatus {
     Accepted,
     /// No such process in this session.
     UnknownProcess,
-    /// The process is still starting.
+    /// The process is still starting and the write was not taken (a status of the reference;
+    /// execd accepts and queues writes while a spawn is pending, so it never sends this).
     Starting,
     /// The process has no writable stdin (no PTY, no `pipeStdin`, or stdin gone).
     StdinClosed,

@@ -916,8 +916,14 @@ fn write_statuses() {
     assert_eq!(status(&mut h, "nostdin", "w"), "stdinClosed");
     let params = json!({"processId": "s", "argv": ["x"], "cwd": "file:///", "env": {}, "tty": false, "pipeStdin": true});
     h.call(conn, 2, "process/start", params);
-    assert_eq!(status(&mut h, "s", "w"), "starting");
     h.take_commands();
+    // A write while the spawn is pending is accepted and queued for the runtime, which holds
+    // it until the child runs; `starting` is never answered.
+    assert_eq!(status(&mut h, "s", "w"), "accepted");
+    assert!(
+        matches!(h.take_commands().as_slice(), [Command::WriteStdin { bytes, .. }] if bytes == b"x"),
+        "the write is queued at once"
+    );
     // Rejected writes are not remembered: the same id is accepted once the state allows it.
     let key = h.start(conn, "t", json!({"tty": true}));
     assert_eq!(status(&mut h, "t", "w"), "accepted");

@@ -3,7 +3,7 @@
 //! reaching the child, so a retry after a reconnect writes once.
 
 use super::outbound::{ok, Reply};
-use super::process::{Phase, Stdin};
+use super::process::Stdin;
 use super::session::session_gone;
 use super::{Command, Output, Server, SessionId};
 use crate::ids::ProcessKey;
@@ -11,8 +11,12 @@ use crate::protocol::{ProcessIdParams, WriteParams, WriteResult, WriteStatus};
 use crate::rpc::RpcError;
 
 impl Server {
-    /// `process/write`: `{status}` is `accepted`, `starting`, `stdinClosed` or
-    /// `unknownProcess`; only a fresh accepted id queues a [`Command::WriteStdin`].
+    /// `process/write`: `{status}` is `accepted`, `stdinClosed` or `unknownProcess`; only a
+    /// fresh accepted id queues a [`Command::WriteStdin`]. A write while the spawn is pending
+    /// is accepted like any other: the runtime queues it until the child runs (and drops it if
+    /// the spawn fails, when the start is answered with the error). The status `starting` is
+    /// never sent: answering it made a client retry, and a retry could overtake writes made
+    /// after it once the spawn was done.
     pub(super) fn write(&mut self, sid: SessionId, params: WriteParams) -> Reply {
         if params.write_id.is_empty() {
             return Err(RpcError::invalid_params("writeId must not be empty"));
@@ -26,8 +30,6 @@ impl Server {
                 let p = self.processes.get_mut(&key).ok_or_else(session_gone)?;
                 if p.dedupe.contains(&write_id) {
                     WriteStatus::Accepted
-                } else if p.phase == Phase::Starting {
-                    WriteStatus::Starting
                 } else if p.stdin != Stdin::Open {
                     WriteStatus::StdinClosed
                 } else {

@@ -167,6 +167,7 @@ macro_rules! scenario_tests {
                 eight_mib_of_output_arrives_in_order_without_loss,
                 large_binary_output_is_exact,
                 write_dedupe_reaches_the_child_once,
+                writes_pipelined_behind_the_start_reach_the_child_in_order,
                 stdin_is_null_without_pipe_stdin,
                 resume_after_disconnect_keeps_output_produced_while_detached,
                 resume_while_attached_is_refused_with_32010,

@@ -313,6 +313,46 @@ pub async fn write_dedupe_reaches_the_child_once(rt: Arc<dyn Runtime>) {
     assert_eq!(run.stdout, b"hello\nworld\n");
 }
 
+/// Writes and a stdin close pipelined right behind `process/start` (before its response, so
+/// while the spawn may still be pending) are accepted, never `starting`, and reach the child
+/// in order before the EOF; repeated for 20 processes so that some land during the spawn.
+pub async fn writes_pipelined_behind_the_start_reach_the_child_in_order(rt: Arc<dyn Runtime>) {
+    let server = start_server(&rt, ServerConfig::default()).await;
+    let (mut c, _) = Client::session(&rt, &server.url).await;
+    for n in 0..20 {
+        let pid = format!("cat{n}");
+        let frames = [
+            json!({"id": 1000 + n * 10, "method": "process/start", "params": {
+                "processId": pid, "argv": ["cat"], "cwd": "file:///tmp",
+                "env": {"PATH": "/usr/bin:/bin"}, "pipeStdin": true}}),
+            json!({"id": 1001 + n * 10, "method": "process/write", "params": {
+                "processId": pid, "chunk": STANDARD.encode(b"one "), "writeId": "a"}}),
+            json!({"id": 1002 + n * 10, "method": "process/write", "params": {
+                "processId": pid, "chunk": STANDARD.encode(b"two"), "writeId": "b"}}),
+            json!({"id": 1003 + n * 10, "method": "process/closeStdin",
+                   "params": {"processId": pid}}),
+        ];
+        for frame in &frames {
+            c.send_raw(&frame.to_string()).await;
+        }
+        let mut answered = 0;
+        while answered < frames.len() {
+            let msg = c.recv().await;
+            if msg.get("id").is_none() {
+                c.notifications.push_back(msg);
+                continue;
+            }
+            answered += 1;
+            assert!(msg.get("error").is_none(), "{msg}");
+            if let Some(status) = msg["result"].get("status") {
+                assert_eq!(status, "accepted", "{msg}");
+            }
+        }
+        let run = c.until_closed(&pid).await;
+        assert_eq!(run.stdout, b"one two", "{pid}");
+    }
+}
+
 /// Without `pipeStdin` the child reads `/dev/null` and a write answers `stdinClosed`.
 pub async fn stdin_is_null_without_pipe_stdin(rt: Arc<dyn Runtime>) {
     let server = start_server(&rt, ServerConfig::default()).await;
