@@ -37,6 +37,27 @@ pub enum PathUriError {
     },
 }
 
+/// Bytes a path keeps as they are in a PathUri: ASCII letters and digits and
+/// `/-._~!$&'()*+,;=:@`; every other byte is percent-encoded.
+const URI_KEEP: [bool; 256] = {
+    let mut keep = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        keep[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"/-._~!$&'()*+,;=:@";
+    let mut i = 0;
+    while i < extra.len() {
+        keep[extra[i] as usize] = true;
+        i += 1;
+    }
+    keep
+};
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
 impl PathUri {
     /// Parses and validates `uri`.
     ///
@@ -83,13 +104,25 @@ impl PathUri {
         if bytes.first() != Some(&b'/') {
             return Err(PathUriError::NotFileUri(path.display().to_string()));
         }
-        let mut uri = String::from("file://");
-        for &b in bytes.iter() {
-            if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
-                uri.push(b as char);
-            } else {
-                uri.push_str(&format!("%{b:02X}"));
-            }
+        let mut uri = String::with_capacity("file://".len() + bytes.len() + 8);
+        uri.push_str("file://");
+        // Runs of bytes kept as they are go in at once; the rest as `%XX` (a lookup table:
+        // this is per entry of an `fs/walk`, 10,000 of them for a 100-directory tree).
+        let mut rest: &[u8] = &bytes;
+        while !rest.is_empty() {
+            let run = rest
+                .iter()
+                .position(|&b| !URI_KEEP[usize::from(b)])
+                .unwrap_or(rest.len());
+            // Every kept byte is ASCII, so the run is valid UTF-8.
+            uri.push_str(std::str::from_utf8(&rest[..run]).unwrap_or_default());
+            let Some((&b, tail)) = rest[run..].split_first() else {
+                break;
+            };
+            uri.push('%');
+            uri.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
+            uri.push(char::from(HEX_UPPER[usize::from(b & 0x0f)]));
+            rest = tail;
         }
         Ok(PathUri {
             path_start: "file://".len(),
@@ -176,14 +209,14 @@ fn bytes_to_path(bytes: Vec<u8>) -> PathBuf {
 }
 
 #[cfg(unix)]
-fn path_bytes(path: &std::path::Path) -> Vec<u8> {
+fn path_bytes(path: &std::path::Path) -> std::borrow::Cow<'_, [u8]> {
     use std::os::unix::ffi::OsStrExt;
-    path.as_os_str().as_bytes().to_vec()
+    std::borrow::Cow::Borrowed(path.as_os_str().as_bytes())
 }
 
 #[cfg(not(unix))]
-fn path_bytes(path: &std::path::Path) -> Vec<u8> {
-    path.to_string_lossy().as_bytes().to_vec()
+fn path_bytes(path: &std::path::Path) -> std::borrow::Cow<'_, [u8]> {
+    std::borrow::Cow::Owned(path.to_string_lossy().as_bytes().to_vec())
 }
 
 impl fmt::Display for PathUri {
@@ -264,5 +297,36 @@ mod tests {
             assert_eq!(again.to_host_path().expect("local"), Path::new(p));
         }
         assert!(PathUri::from_host_path(Path::new("rel")).is_err());
+        assert_eq!(
+            PathUri::from_host_path(Path::new("/a b/%/é/x~y@z"))
+                .expect("absolute")
+                .as_str(),
+            "file:///a%20b/%25/%C3%A9/x~y@z"
+        );
+    }
+
+    proptest::proptest! {
+        /// Any absolute path of any bytes round-trips, and is encoded byte by byte: kept
+        /// bytes as they are, every other one as `%XX`.
+        #[test]
+        fn any_host_path_round_trips_and_encodes_byte_by_byte(
+            tail in proptest::collection::vec(1u8.., 0..40),
+        ) {
+            use std::os::unix::ffi::OsStrExt;
+            let bytes = [&b"/"[..], &tail].concat();
+            let path = Path::new(std::ffi::OsStr::from_bytes(&bytes));
+            let uri = PathUri::from_host_path(path).expect("absolute");
+            let mut want = String::from("file://");
+            for &b in &bytes {
+                if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+                    want.push(char::from(b));
+                } else {
+                    want.push_str(&format!("%{b:02X}"));
+                }
+            }
+            proptest::prop_assert_eq!(uri.as_str(), want.as_str());
+            let again = PathUri::parse(uri.as_str()).expect("re-parses");
+            proptest::prop_assert_eq!(again.to_host_path().expect("local"), path);
+        }
     }
 }
