@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use super::pending::Kind;
-use super::{Client, ClientEvent};
+use super::{CallError, Client, ClientEvent};
 use crate::protocol::binary::{decode_server_frame, ResultFrame, ServerFrame};
 use crate::protocol::{Base64Bytes, HttpBodyDeltaNotification, Notification, OutputNotification};
 use crate::rpc::RequestId;
@@ -48,10 +48,21 @@ impl Client {
             return;
         }
         if result.more {
-            self.partial
-                .entry(result.id)
-                .or_default()
-                .extend_from_slice(result.data);
+            let limit = self.config.max_result_bytes;
+            let partial = self.partial.entry(result.id).or_default();
+            if partial.len().saturating_add(result.data.len()) <= limit {
+                partial.extend_from_slice(result.data);
+                return;
+            }
+            // Over the limit: the call fails now; its later pieces find no pending call.
+            self.partial.remove(&result.id);
+            self.pending.remove(result.id);
+            self.events.push_back(ClientEvent::Response {
+                id: RequestId::Int(result.id),
+                result: Err(CallError::InvalidResult(format!(
+                    "the result is over max_result_bytes ({limit} bytes)"
+                ))),
+            });
             return;
         }
         let data = match self.partial.remove(&result.id) {

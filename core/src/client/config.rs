@@ -32,10 +32,16 @@ pub struct ClientConfig {
     /// with each page instead of asking for all retained output (up to 1 MiB, ~1.4 MB of
     /// JSON) again and again. Default 256 KiB.
     pub recovery_read_bytes: u64,
-    /// ext: ask for binary `process/output` frames at `initialize` (PROTOCOL.md §2.5). The
-    /// server turns them on only where its transport can carry them (not stdio) and says so
-    /// in its answer; the client decodes both forms either way. Default `false`.
+    /// ext: ask for binary frames at `initialize` (PROTOCOL.md §2.5): `process/output`,
+    /// `fs/readFile` and `fs/readBlock` results, `http/request/bodyDelta`. The server turns
+    /// them on only where its transport can carry them (not stdio) and says so in its answer;
+    /// the client decodes both forms either way. Default `false`.
     pub binary_frames: bool,
+    /// The most bytes one result sent in pieces (an `fs/readFile` as binary result frames
+    /// flagged `more`, §2.5) may add up to; a server that sends more fails the call with
+    /// [`crate::client::CallError::InvalidResult`] naming this limit, and the rest of its
+    /// pieces are ignored. Default 1 GiB (execd's `fs/readFile` cap is 256 MiB).
+    pub max_result_bytes: usize,
     /// Whether `initialize` asks for lossless output (ext, PROTOCOL.md §5.11): the server then
     /// never evicts output this client has not acknowledged, pausing the process instead, and
     /// the client acknowledges delivered output with `process/ack` (every half window). A
@@ -60,6 +66,7 @@ impl Default for ClientConfig {
             close_retention: Duration::from_secs(30),
             recovery_read_bytes: 256 * 1024,
             binary_frames: false,
+            max_result_bytes: 1 << 30,
             lossless_output: true,
             acknowledge_output: true,
         }

@@ -1384,9 +1384,14 @@ proptest! {
 
 /// A client that asks for binary frames, connected to a server whose transport can carry them.
 fn binary_sim() -> Sim {
+    binary_sim_with(ClientConfig::default())
+}
+
+/// [`binary_sim`] with `config` (its `binary_frames` set).
+fn binary_sim_with(config: ClientConfig) -> Sim {
     let config = ClientConfig {
         binary_frames: true,
-        ..ClientConfig::default()
+        ..config
     };
     let mut sim = Sim::with(ServerConfig::default(), config);
     sim.connect();
@@ -1458,19 +1463,21 @@ fn binary_result_frames_answer_their_call_as_data_responses() {
     assert_eq!(sim.client.pending_count(), 0);
 }
 
+/// An `fs/readFile` call, sent; its id.
+fn read_file(sim: &mut Sim) -> RequestId {
+    let params = json!({"path": "file:///tmp/x"});
+    let id = sim
+        .client
+        .call(sim.now, "fs/readFile", params)
+        .expect("open");
+    sim.drive();
+    id
+}
+
 #[test]
 fn a_result_in_pieces_is_joined_and_an_error_voids_the_pieces() {
     use crate::protocol::binary::encode_result;
     let mut sim = binary_sim();
-    let read_file = |sim: &mut Sim| {
-        let params = json!({"path": "file:///tmp/x"});
-        let id = sim
-            .client
-            .call(sim.now, "fs/readFile", params)
-            .expect("open");
-        sim.drive();
-        id
-    };
     let id = read_file(&mut sim);
     let RequestId::Int(n) = id else { panic!() };
     let now = sim.now;
@@ -1501,6 +1508,38 @@ fn a_result_in_pieces_is_joined_and_an_error_voids_the_pieces() {
     sim.drive();
     assert!(sim.take_response(&id).is_err());
     assert!(sim.client.partial.is_empty(), "the pieces were dropped");
+}
+
+#[test]
+fn a_result_in_pieces_over_max_result_bytes_fails_the_call() {
+    use crate::protocol::binary::encode_result;
+    let mut sim = binary_sim_with(ClientConfig {
+        max_result_bytes: 5,
+        ..ClientConfig::default()
+    });
+    let id = read_file(&mut sim);
+    let RequestId::Int(n) = id else { panic!() };
+    let now = sim.now;
+    for piece in [&b"abc"[..], b"def", b"ghi"] {
+        sim.client
+            .handle_message(now, &encode_result(n, false, true, piece));
+    }
+    sim.client
+        .handle_message(now, &encode_result(n, false, false, b"j"));
+    sim.drive();
+    match sim.take_response(&id) {
+        Err(CallError::InvalidResult(m)) => {
+            assert!(m.contains("max_result_bytes (5 bytes)"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.responses(&id), 0, "answered once");
+    assert!(!sim
+        .events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::DataResponse { .. })));
+    assert!(sim.client.partial.is_empty());
+    assert_eq!(sim.client.pending_count(), 0);
 }
 
 /// Lossless output (PROTOCOL.md §5.11): the child is held instead of having its output evicted

@@ -172,6 +172,7 @@ impl Sim {
             close_retention: cfg.closed_retention(),
             recovery_read_bytes: cfg.recovery_read_bytes(),
             binary_frames: false,
+            max_result_bytes: 1 << 30,
             lossless_output: cfg.lossless(),
             acknowledge_output: true,
         };
