@@ -98,6 +98,9 @@ pub(crate) struct FsService {
     checker: Option<Task>,
     /// `fs/watch` watches (ext).
     changes: FsWatches,
+    /// The piece credits (`Command::FsPull`) of each `fs/readFile` read in pieces, and the
+    /// connection it reads for; the reader waits on the other end before each next piece.
+    piece_credits: HashMap<FsTicket, (ConnId, async_channel::Sender<()>)>,
 }
 
 /// One connection's handles and its queue of handle operations.
@@ -131,6 +134,7 @@ impl FsService {
             touched,
             touched_rx,
             checker: None,
+            piece_credits: HashMap::new(),
         }
     }
 
@@ -146,10 +150,20 @@ impl FsService {
         trace!(%conn, %ticket, method = op.method(), "fs op");
         let done = Arc::clone(&self.done);
         if let Some(piece) = pieces.filter(|_| matches!(op, FsOp::ReadFile { .. })) {
+            let (credit, credits) = async_channel::unbounded();
+            self.piece_credits.insert(ticket, (conn, credit));
             self.runtime.spawn_blocking(Box::new(move || {
-                let mut emit = |bytes| done(FsDone::Piece(ticket, bytes));
+                // Each piece waits for its credit; without one (the connection or the read
+                // is gone) the read stops.
+                let mut emit = |bytes| {
+                    done(FsDone::Piece(ticket, bytes));
+                    credits.recv_blocking().is_ok()
+                };
                 let piece = (piece, execd_core::FS_PIECE_HEADROOM);
-                let result = sandbox::read_file_in_pieces(op, sandbox.as_ref(), piece, &mut emit);
+                let result = match credits.recv_blocking() {
+                    Ok(()) => sandbox::read_file_in_pieces(op, sandbox.as_ref(), piece, &mut emit),
+                    Err(_) => Err(crate::fs::read_stopped()),
+                };
                 done(FsDone::Op(ticket, result));
             }));
             return;
@@ -171,6 +185,19 @@ impl FsService {
             self.runtime
                 .spawn_blocking(Box::new(move || drain_handle_queue(&c, &done)));
         }
+    }
+
+    /// `Command::FsPull`: one more piece for `fs/readFile` `ticket` (unknown tickets are
+    /// ignored).
+    pub(crate) fn pull(&mut self, ticket: FsTicket) {
+        if let Some((_, credit)) = self.piece_credits.get(&ticket) {
+            let _ = credit.try_send(());
+        }
+    }
+
+    /// `fs/readFile` `ticket` was answered: its credits end (a reader still waiting stops).
+    pub(crate) fn answered(&mut self, ticket: FsTicket) {
+        self.piece_credits.remove(&ticket);
     }
 
     /// `Command::WatchMissing`: checks the paths and installs the watch's routes off the loop
@@ -238,6 +265,8 @@ impl FsService {
     /// `Command::FsCloseConnection`: drops the handles (once queued operations finish) and
     /// the watches of `conn`.
     pub(crate) fn close_connection(&mut self, conn: ConnId) {
+        // Readers of this connection waiting for a credit stop.
+        self.piece_credits.retain(|_, (c, _)| *c != conn);
         if self.conns.remove(&conn).is_some() {
             debug!(%conn, "fs handles dropped");
             self.changes.submit_remove(&*self.runtime, conn, Which::All);

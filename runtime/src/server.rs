@@ -623,7 +623,10 @@ impl EventLoop {
             }
             LoopEvent::Fs(done) => {
                 match done {
-                    FsDone::Op(ticket, result) => self.server.handle_fs(now, ticket, result),
+                    FsDone::Op(ticket, result) => {
+                        self.fs.answered(ticket);
+                        self.server.handle_fs(now, ticket, result);
+                    }
                     FsDone::Piece(ticket, bytes) => {
                         self.server.handle_fs_piece(now, ticket, bytes);
                     }
@@ -844,6 +847,7 @@ impl EventLoop {
                 sandbox,
                 pieces,
             } => self.fs.perform(ticket, conn, op, (sandbox, pieces)),
+            Command::FsPull { ticket } => self.fs.pull(ticket),
             Command::FsCloseConnection { conn } => self.fs.close_connection(conn),
             Command::WatchMissing {
                 ticket,

@@ -142,11 +142,20 @@ pub enum Command {
         /// canonical paths (symlinks resolved) just before performing `op`.
         sandbox: Option<crate::sandbox::SandboxPolicy>,
         /// `Some(n)` for an `fs/readFile` whose answer goes out as binary result frames: the
-        /// runtime may hand the file's bytes ahead in pieces of `n` bytes with
-        /// [`crate::Server::handle_fs_piece`] while it reads, the final
-        /// [`crate::Server::handle_fs`] then carrying the rest (or an error, which voids the
-        /// pieces). `None`: the whole result in `handle_fs`.
+        /// runtime hands the file's bytes ahead in pieces of `n` bytes with
+        /// [`crate::Server::handle_fs_piece`] while it reads, one piece per
+        /// [`Command::FsPull`] credit, the final [`crate::Server::handle_fs`] then carrying the
+        /// rest (or an error, which voids the pieces). `None`: the whole result in
+        /// `handle_fs`.
         pieces: Option<usize>,
+    },
+    /// `fs/readFile` `ticket` (with [`Command::Fs::pieces`]) may read one more piece (one
+    /// credit; credits add up). A window of credits follows the `Fs` command, then one per
+    /// piece queued for `conn`, only while `conn` is not congested (held until it drains), so
+    /// the file is read only as fast as the client takes it.
+    FsPull {
+        /// The read.
+        ticket: FsTicket,
     },
     /// `conn` is gone: drop its file handles (closing the files), its `fs/watchMissing`
     /// watches and its `fs/watch` watches. Answers to its operations still in flight are ignored.

@@ -67,6 +67,7 @@ impl Server {
             self.set_session_paused(sid, false);
         }
         self.release_http_credits(conn);
+        self.release_fs_credits(conn);
     }
 
     /// Stamps the deadlines of connections that became congested or closing during this

@@ -32,6 +32,9 @@ use crate::protocol::{host_path, method, FsError, FsOp, FsRequest, FsResult};
 use crate::rpc::{self, RequestId, RpcError};
 use crate::sandbox::{check_fs_op, ResolveContext, SandboxPolicy};
 
+/// Pieces an `fs/readFile` may read ahead of the client (credits issued with the command).
+const READ_FILE_PIECE_WINDOW: usize = 4;
+
 /// Spare bytes in front of each piece given to [`Server::handle_fs_piece`]: the header of
 /// the result frame it becomes (PROTOCOL.md §2.5).
 pub const FS_PIECE_HEADROOM: usize = crate::protocol::binary::HEADER_BYTES;
@@ -68,6 +71,8 @@ pub(super) struct FsState {
     next_ticket: u64,
     pending: BTreeMap<FsTicket, Pending>,
     conns: BTreeMap<ConnId, ConnFs>,
+    /// Piece credits held while their connection is congested.
+    held: BTreeMap<ConnId, Vec<FsTicket>>,
 }
 
 /// One request waiting for the runtime.
@@ -125,14 +130,41 @@ impl Server {
             sandbox,
             pieces,
         }));
+        if pieces.is_some() {
+            for _ in 0..READ_FILE_PIECE_WINDOW {
+                self.fs_piece_credit(ticket, conn);
+            }
+        }
         Ok(None)
+    }
+
+    /// One more piece for `fs/readFile` `ticket`: a [`Command::FsPull`] now, or when `conn`
+    /// drains.
+    fn fs_piece_credit(&mut self, ticket: FsTicket, conn: ConnId) {
+        if self.is_congested(conn) {
+            self.fs.held.entry(conn).or_default().push(ticket);
+        } else {
+            self.out
+                .push_back(Output::Command(Command::FsPull { ticket }));
+        }
+    }
+
+    /// `conn` drained below the low mark: its held piece credits go out.
+    pub(super) fn release_fs_credits(&mut self, conn: ConnId) {
+        for ticket in self.fs.held.remove(&conn).unwrap_or_default() {
+            if self.fs.pending.contains_key(&ticket) {
+                self.out
+                    .push_back(Output::Command(Command::FsPull { ticket }));
+            }
+        }
     }
 
     /// A piece of the file an `fs/readFile` with [`Command::Fs::pieces`] is reading: `piece`
     /// holds [`FS_PIECE_HEADROOM`] spare bytes, then the file's bytes. It is sent at once as
     /// a result frame flagged `more` (its header written into the spare bytes: no copy), to
-    /// the connection that asked while it holds its session. Pieces for unknown tickets (the
-    /// connection is gone) are dropped, as is a piece shorter than the headroom.
+    /// the connection that asked while it holds its session, and earns the next piece's
+    /// [`Command::FsPull`] (held while the connection is congested). Pieces for unknown
+    /// tickets (the connection is gone) are dropped, as is a piece shorter than the headroom.
     pub fn handle_fs_piece(&mut self, now: Instant, ticket: FsTicket, piece: Vec<u8>) {
         let Some(p) = self.fs.pending.get(&ticket) else {
             return;
@@ -145,6 +177,7 @@ impl Server {
                 }
             }
         }
+        self.fs_piece_credit(ticket, conn);
         self.settle(now);
     }
 
@@ -285,6 +318,7 @@ impl Server {
     /// handles and watches (only when it used fs at all).
     pub(super) fn drop_fs_of(&mut self, conn: ConnId) {
         self.fs.pending.retain(|_, p| p.conn != conn);
+        self.fs.held.remove(&conn);
         self.drop_fs_watches_of(conn);
         if self.fs.conns.remove(&conn).is_some() {
             self.out

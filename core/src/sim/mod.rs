@@ -299,7 +299,10 @@ impl Sim {
                 }
             }
             Output::TransmitBinary { conn, frame } => {
-                self.server.handle_sent(self.now, conn, frame.len());
+                match self.stalled.get_mut(&conn) {
+                    Some(held) => *held += frame.len(),
+                    None => self.server.handle_sent(self.now, conn, frame.len()),
+                }
                 if Some(conn) == self.link {
                     self.client.handle_message(self.now, &frame);
                 }

@@ -134,14 +134,15 @@ fn open_file(path: &Path, flags: OFlags, follow: bool) -> Result<File, FsError> 
 
 /// `fs/readFile`: the whole regular file, at most `max_bytes`.
 fn read_file(path: &Path, follow: bool, max_bytes: u64) -> Result<Vec<u8>, FsError> {
-    read_file_in_pieces(path, follow, max_bytes, (usize::MAX, 0), &mut |_| {})
+    read_file_in_pieces(path, follow, max_bytes, (usize::MAX, 0), &mut |_| true)
 }
 
 /// `fs/readFile` handing the bytes to `emit` in pieces of `piece` bytes as it reads, each
 /// behind `headroom` bytes left for the caller (zeroes: room for a frame header, so the piece
 /// is not copied again); returns the rest (shorter than `piece`, maybe empty, without
-/// headroom). With `usize::MAX` nothing is emitted and the whole file is returned. An error
-/// after some pieces (the file grew past the cap, a read failed) voids them.
+/// headroom). `emit` answers whether to go on: `false` stops the read with
+/// [`read_stopped`]. With `usize::MAX` nothing is emitted and the whole file is returned. An
+/// error after some pieces (the file grew past the cap, a read failed) voids them.
 ///
 /// # Errors
 /// As `fs/readFile` (docs/PROTOCOL.md, Filesystem): not found, not a file, over `max_bytes`.
@@ -150,7 +151,7 @@ pub fn read_file_in_pieces(
     follow: bool,
     max_bytes: u64,
     (piece, headroom): (usize, usize),
-    emit: &mut dyn FnMut(Vec<u8>),
+    emit: &mut dyn FnMut(Vec<u8>) -> bool,
 ) -> Result<Vec<u8>, FsError> {
     let grew = || {
         FsError::invalid_input(format!(
@@ -188,8 +189,19 @@ pub fn read_file_in_pieces(
             data.drain(..headroom);
             return Ok(data);
         }
-        emit(data);
+        if !emit(data) {
+            return Err(read_stopped());
+        }
     }
+}
+
+/// The error of an `fs/readFile` in pieces stopped because its reader was no longer wanted
+/// (the connection closed, the answer was dropped); nobody sees it.
+pub fn read_stopped() -> FsError {
+    FsError::new(
+        execd_core::protocol::FsErrorKind::Other,
+        "fs/readFile stopped: the connection is gone",
+    )
 }
 
 /// `fs/writeFile`: create or truncate, then write everything.

@@ -125,9 +125,11 @@ fn read_file_in_pieces_emits_full_pieces_behind_their_headroom_and_returns_the_r
         let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
         std::fs::write(&path, &data).expect("write");
         let mut pieces = Vec::new();
-        let rest =
-            super::read_file_in_pieces(&path, true, 1 << 20, (5, 3), &mut |p| pieces.push(p))
-                .expect("read");
+        let rest = super::read_file_in_pieces(&path, true, 1 << 20, (5, 3), &mut |p| {
+            pieces.push(p);
+            true
+        })
+        .expect("read");
         assert!(
             pieces.iter().all(|p| p.len() == 8 && p[..3] == [0, 0, 0]),
             "{len}"
@@ -140,10 +142,22 @@ fn read_file_in_pieces_emits_full_pieces_behind_their_headroom_and_returns_the_r
     // Over the cap: refused before any piece.
     let path = dir.path().join("p23");
     let mut emitted = 0;
-    let e = super::read_file_in_pieces(&path, true, 20, (5, 0), &mut |_| emitted += 1)
-        .expect_err("over the cap");
+    let e = super::read_file_in_pieces(&path, true, 20, (5, 0), &mut |_| {
+        emitted += 1;
+        true
+    })
+    .expect_err("over the cap");
     assert!(e.message.contains("limit of 20 bytes"), "{}", e.message);
     assert_eq!(emitted, 0);
+    // `emit` answering false stops the read after that piece.
+    let mut emitted = 0;
+    let e = super::read_file_in_pieces(&path, true, 1 << 20, (5, 0), &mut |_| {
+        emitted += 1;
+        false
+    })
+    .expect_err("stopped");
+    assert_eq!(e.message, super::read_stopped().message);
+    assert_eq!(emitted, 1);
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub(crate) fn read_file_in_pieces(
     op: FsOp,
     sandbox: Option<&SandboxPolicy>,
     piece: (usize, usize),
-    emit: &mut dyn FnMut(Vec<u8>),
+    emit: &mut dyn FnMut(Vec<u8>) -> bool,
 ) -> Result<FsResult, FsError> {
     if let Some(policy) = sandbox {
         check(policy, &op)?;

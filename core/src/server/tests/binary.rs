@@ -282,7 +282,7 @@ fn read_file_on_binary_connections_streams_in_pieces_without_a_copy() {
         json!({"id": 9, "method": "fs/readFile", "params": {"path": "file:///tmp/x"}}),
     );
     let (ticket, pieces) = match h.take_commands().as_slice() {
-        [Command::Fs { ticket, pieces, .. }] => (*ticket, *pieces),
+        [Command::Fs { ticket, pieces, .. }, ..] => (*ticket, *pieces),
         other => panic!("{other:?}"),
     };
     assert_eq!(pieces, Some(1 << 20), "a binary connection asks for pieces");
@@ -303,6 +303,7 @@ fn read_file_on_binary_connections_streams_in_pieces_without_a_copy() {
     h.sim.server.handle_fs_piece(now, ticket, piece);
     h.drain();
     assert!(h.take_binary(conn).is_empty());
+    h.take_commands();
     // JSON connections and string ids get the whole file in one answer.
     let (json_conn, _) = h.binary_session(false);
     h.send(
@@ -318,6 +319,44 @@ fn read_file_on_binary_connections_streams_in_pieces_without_a_copy() {
     assert!(commands
         .iter()
         .all(|c| matches!(c, Command::Fs { pieces: None, .. })));
+}
+
+#[test]
+fn read_file_pieces_are_read_on_credits_held_while_the_connection_is_congested() {
+    let mut h = Harness::with_config(ServerConfig {
+        congestion_high_bytes: 1000,
+        congestion_low_bytes: 100,
+        ..ServerConfig::default()
+    });
+    let (conn, _) = h.binary_session(true);
+    h.send(
+        conn,
+        json!({"id": 9, "method": "fs/readFile", "params": {"path": "file:///tmp/x"}}),
+    );
+    let commands = h.take_commands();
+    let Some(Command::Fs { ticket, .. }) = commands.first() else {
+        panic!("{commands:?}")
+    };
+    let ticket = *ticket;
+    let pulls = |commands: &[Command]| {
+        commands
+            .iter()
+            .filter(|c| matches!(c, Command::FsPull { ticket: t } if *t == ticket))
+            .count()
+    };
+    assert_eq!(pulls(&commands), 4, "a window of credits with the command");
+    let now = h.sim.now;
+    let piece = |len: usize| [&[0u8; FS_PIECE_HEADROOM][..], &vec![7; len]].concat();
+    h.sim.server.handle_fs_piece(now, ticket, piece(10));
+    h.drain();
+    assert_eq!(pulls(&h.take_commands()), 1, "each piece earns one more");
+    h.sim.stall_raw(conn);
+    h.sim.server.handle_fs_piece(now, ticket, piece(4000));
+    h.drain();
+    let held = h.take_commands();
+    assert_eq!(pulls(&held), 0, "no credit while congested: {held:?}");
+    h.sim.flush_raw(conn);
+    assert_eq!(pulls(&h.take_commands()), 1, "the credit follows the drain");
 }
 
 #[test]
