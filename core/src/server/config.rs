@@ -55,6 +55,12 @@ pub struct ServerConfig {
     /// in flight; more are refused with `-32600`. Default 64 (the reference serves one
     /// request at a time per connection, so it needs no bound).
     pub max_fs_in_flight: usize,
+    /// Most `fs/readFile`s answered whole (JSON connections; binary ones stream in pieces on
+    /// credits, §2.5) one connection may have running; later ones wait in order until one is
+    /// answered and the connection is not congested. A whole file is held in memory until it
+    /// is written, so this bounds what a client that stops reading can make the server hold
+    /// (about this many × the `fs/readFile` cap × 4/3). Default 2.
+    pub max_whole_file_reads: usize,
     /// ext: most live `fs/watch` watches per connection (installing or installed); one more is
     /// refused with `-32600`. Each recursive watch costs one inotify watch per directory of its
     /// tree (the kernel's `max_user_watches` is shared by the user). Default 64.
@@ -137,6 +143,7 @@ impl Default for ServerConfig {
             max_http_requests: 64,
             fs_policy: FsPolicy::default(),
             max_fs_in_flight: 64,
+            max_whole_file_reads: 2,
             max_fs_watches: 64,
             fs_watch_coalesce: Duration::from_millis(50),
             max_fs_watch_paths: 1024,
@@ -235,6 +242,7 @@ impl ServerConfig {
             ("maxConnections", self.max_connections),
             ("maxInflightRequests", self.max_inflight_requests),
             ("maxFsWatches", self.max_fs_watches),
+            ("maxWholeFileReads", self.max_whole_file_reads),
             ("maxFsWatchPaths", self.max_fs_watch_paths),
             ("maxChunkBytes", self.max_chunk_bytes),
         ];

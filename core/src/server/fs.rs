@@ -18,7 +18,7 @@
 //! 30)", a refused read `-32600` "Permission denied (os error 13)"), and travels with the
 //! [`Command::Fs`] so the runtime checks the canonical paths again (no symlink escape).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -81,6 +81,8 @@ struct Pending {
     conn: ConnId,
     id: RequestId,
     install: Install,
+    /// An `fs/readFile` answered whole: counted in [`ConnFs::whole_reads`] while it runs.
+    whole_read: bool,
 }
 
 /// What a ticket installs besides answering its request.
@@ -100,6 +102,10 @@ struct ConnFs {
     in_flight: usize,
     /// Live watch ids (installing or installed).
     watches: BTreeMap<u64, ()>,
+    /// Whole-file reads running (at most `max_whole_file_reads`).
+    whole_reads: usize,
+    /// Whole-file reads waiting for one of them to end (and the connection to drain).
+    waiting: VecDeque<Command>,
 }
 
 impl FsState {
@@ -123,13 +129,28 @@ impl Server {
             && matches!(id, RequestId::Int(_))
             && self.binary_on(conn))
         .then_some(READ_FILE_PIECE_BYTES);
-        self.out.push_back(Output::Command(Command::Fs {
+        let whole_read = pieces.is_none() && matches!(req.op, FsOp::ReadFile { .. });
+        let command = Command::Fs {
             ticket,
             conn,
             op: req.op,
             sandbox,
             pieces,
-        }));
+        };
+        if whole_read {
+            if let Some(p) = self.fs.pending.get_mut(&ticket) {
+                p.whole_read = true;
+            }
+            self.fs
+                .conns
+                .entry(conn)
+                .or_default()
+                .waiting
+                .push_back(command);
+            self.start_whole_reads(conn);
+            return Ok(None);
+        }
+        self.out.push_back(Output::Command(command));
         if pieces.is_some() {
             for _ in 0..READ_FILE_PIECE_WINDOW {
                 self.fs_piece_credit(ticket, conn);
@@ -149,13 +170,33 @@ impl Server {
         }
     }
 
-    /// `conn` drained below the low mark: its held piece credits go out.
+    /// `conn` drained below the low mark: its held piece credits go out, and waiting
+    /// whole-file reads start.
     pub(super) fn release_fs_credits(&mut self, conn: ConnId) {
         for ticket in self.fs.held.remove(&conn).unwrap_or_default() {
             if self.fs.pending.contains_key(&ticket) {
                 self.out
                     .push_back(Output::Command(Command::FsPull { ticket }));
             }
+        }
+        self.start_whole_reads(conn);
+    }
+
+    /// Starts the waiting whole-file reads of `conn` up to
+    /// [`max_whole_file_reads`](super::ServerConfig::max_whole_file_reads) running, unless it
+    /// is congested (its answers would only pile up).
+    fn start_whole_reads(&mut self, conn: ConnId) {
+        let limit = self.config.max_whole_file_reads;
+        let congested = self.is_congested(conn);
+        let Some(c) = self.fs.conns.get_mut(&conn) else {
+            return;
+        };
+        while c.whole_reads < limit && !congested {
+            let Some(command) = c.waiting.pop_front() else {
+                break;
+            };
+            c.whole_reads += 1;
+            self.out.push_back(Output::Command(command));
         }
     }
 
@@ -263,6 +304,9 @@ impl Server {
         };
         if let Some(c) = self.fs.conns.get_mut(&p.conn) {
             c.in_flight = c.in_flight.saturating_sub(1);
+            if p.whole_read {
+                c.whole_reads = c.whole_reads.saturating_sub(1);
+            }
         }
         match p.install {
             Install::Nothing => {}
@@ -276,16 +320,20 @@ impl Server {
                 .as_ref()
                 .ok()
                 .and_then(|r| encode_fs_bytes(self.binary_on(p.conn), &p.id, r));
-            if let Some(wire) = bytes {
-                self.transmit_wire(p.conn, wire);
-                self.settle(now);
-                return;
+            match bytes {
+                Some(wire) => self.transmit_wire(p.conn, wire),
+                None => {
+                    let reply = match result {
+                        Ok(r) => ok(&r),
+                        Err(e) => Err(e.to_rpc_error()),
+                    };
+                    self.reply(p.conn, &p.id, reply);
+                }
             }
-            let reply = match result {
-                Ok(r) => ok(&r),
-                Err(e) => Err(e.to_rpc_error()),
-            };
-            self.reply(p.conn, &p.id, reply);
+        }
+        if p.whole_read {
+            // After the answer was queued: a congested connection starts nothing more.
+            self.start_whole_reads(p.conn);
         }
         self.settle(now);
     }
@@ -366,6 +414,7 @@ impl Server {
                 conn,
                 id: id.clone(),
                 install,
+                whole_read: false,
             },
         );
         Ok(ticket)

@@ -243,6 +243,57 @@ fn in_flight_fs_requests_are_bounded_per_connection() {
 }
 
 #[test]
+fn whole_file_reads_run_a_few_at_a_time_and_not_while_congested() {
+    let mut h = Harness::with_config(ServerConfig {
+        max_whole_file_reads: 2,
+        congestion_high_bytes: 1000,
+        congestion_low_bytes: 100,
+        ..ServerConfig::default()
+    });
+    let (conn, _) = h.session();
+    let tickets = |h: &mut Harness| -> Vec<FsTicket> {
+        h.take_commands()
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Fs { ticket, .. } => Some(ticket),
+                _ => None,
+            })
+            .collect()
+    };
+    for id in 1..=4 {
+        h.send(conn, read_file(id, "file:///a"));
+    }
+    // Other fs requests are not held behind them.
+    h.send(
+        conn,
+        json!({"id": 9, "method": "fs/getMetadata", "params": {"path": "file:///a"}}),
+    );
+    let started = tickets(&mut h);
+    assert_eq!(started.len(), 3, "two reads and the getMetadata start");
+    h.fs_answer(
+        started[0],
+        Ok(FsResult::ReadFile(ReadFileResult {
+            data_base64: Base64Bytes(vec![1]),
+        })),
+    );
+    assert_eq!(h.response(conn, 1)["result"]["dataBase64"], "AQ==");
+    let third = tickets(&mut h);
+    assert_eq!(third.len(), 1, "an answer lets the next read start");
+    // A big answer the peer does not take congests the connection: nothing more starts.
+    h.sim.stall_raw(conn);
+    h.fs_answer(
+        started[1],
+        Ok(FsResult::ReadFile(ReadFileResult {
+            data_base64: Base64Bytes(vec![0; 2000]),
+        })),
+    );
+    assert!(tickets(&mut h).is_empty(), "no read starts while congested");
+    h.sim.flush_raw(conn);
+    assert_eq!(tickets(&mut h).len(), 1, "the fourth starts once it drains");
+    h.take(conn);
+}
+
+#[test]
 fn disconnect_drops_handles_and_late_answers() {
     let mut h = Harness::new();
     let (conn, sid) = h.session();
