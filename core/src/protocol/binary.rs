@@ -132,53 +132,31 @@ pub struct BinaryFrameError {
 /// `process_id` longer than 65,535 bytes is cut (ids are bounded far below that by
 /// `maxIdBytes`).
 pub fn encode_output(process_id: &str, seq: u64, stream: Stream, chunk: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(HEADER_BYTES + process_id.len() + chunk.len());
-    encode_header_into(
-        &mut frame,
+    encode_frame(
         (KIND_OUTPUT, 0),
         stream_byte(stream),
         seq.to_be_bytes(),
-        process_id,
-        "",
-        chunk.len(),
-    );
-    frame.extend_from_slice(chunk);
-    frame
+        (process_id, ""),
+        chunk,
+    )
 }
 
 /// Encodes a `process/write` frame with request id `id`.
 pub fn encode_write(id: i64, process_id: &str, write_id: &str, chunk: &[u8]) -> Vec<u8> {
-    let mut frame =
-        Vec::with_capacity(HEADER_BYTES + process_id.len() + write_id.len() + chunk.len());
-    encode_header_into(
-        &mut frame,
+    encode_frame(
         (KIND_WRITE, 0),
         0,
         id.to_be_bytes(),
-        process_id,
-        write_id,
-        chunk.len(),
-    );
-    frame.extend_from_slice(chunk);
-    frame
+        (process_id, write_id),
+        chunk,
+    )
 }
 
 /// Encodes a result frame answering request `id` with `data` (`eof` for `fs/readBlock`;
 /// `more` when another piece of the result follows).
 pub fn encode_result(id: i64, eof: bool, more: bool, data: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(HEADER_BYTES + data.len());
     let flags = if eof { FLAG_LAST } else { 0 } | if more { FLAG_MORE } else { 0 };
-    encode_header_into(
-        &mut frame,
-        (KIND_RESULT, flags),
-        0,
-        id.to_be_bytes(),
-        "",
-        "",
-        data.len(),
-    );
-    frame.extend_from_slice(data);
-    frame
+    encode_frame((KIND_RESULT, flags), 0, id.to_be_bytes(), ("", ""), data)
 }
 
 /// A result frame flagged `more` for request `id` built in place: `buf` holds
@@ -202,18 +180,14 @@ pub fn result_in_place(id: i64, mut buf: Vec<u8>) -> Option<Vec<u8>> {
 
 /// Encodes an `http/request/bodyDelta` frame (without `error`).
 pub fn encode_body_delta(request_id: &str, seq: u64, done: bool, delta: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(HEADER_BYTES + request_id.len() + delta.len());
-    encode_header_into(
-        &mut frame,
-        (KIND_BODY_DELTA, if done { FLAG_LAST } else { 0 }),
+    let flags = if done { FLAG_LAST } else { 0 };
+    encode_frame(
+        (KIND_BODY_DELTA, flags),
         0,
         seq.to_be_bytes(),
-        request_id,
-        "",
-        delta.len(),
-    );
-    frame.extend_from_slice(delta);
-    frame
+        (request_id, ""),
+        delta,
+    )
 }
 
 /// Decodes any frame a server sends, by its kind byte.
@@ -446,6 +420,28 @@ fn stream_byte(stream: Stream) -> u8 {
         Stream::Stderr => 1,
         Stream::Pty => 2,
     }
+}
+
+/// One whole frame: the header, then `payload` copied once behind it.
+fn encode_frame(
+    kind_flags: (u8, u8),
+    stream: u8,
+    word: [u8; 8],
+    (id, write_id): (&str, &str),
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(HEADER_BYTES + id.len() + write_id.len() + payload.len());
+    encode_header_into(
+        &mut frame,
+        kind_flags,
+        stream,
+        word,
+        id,
+        write_id,
+        payload.len(),
+    );
+    frame.extend_from_slice(payload);
+    frame
 }
 
 fn encode_header_into(

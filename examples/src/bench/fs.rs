@@ -218,13 +218,17 @@ async fn open(url: &str, binary: bool) -> anyhow::Result<(Conn, bool)> {
     }
 }
 
-/// The bytes of a byte-carrying result: a binary result frame's payload, or the base64
-/// string member `key` of a JSON result decoded.
-fn result_bytes<'a>(frame: &'a [u8], key: &str) -> anyhow::Result<std::borrow::Cow<'a, [u8]>> {
+/// The bytes of a byte-carrying result, and whether more pieces of it follow: a binary
+/// result frame's payload and `more` flag, or the base64 string member `key` of a JSON result
+/// decoded (never more).
+fn result_bytes<'a>(
+    frame: &'a [u8],
+    key: &str,
+) -> anyhow::Result<(std::borrow::Cow<'a, [u8]>, bool)> {
     use execd_core::protocol::binary::{decode_server_frame, is_binary_frame, ServerFrame};
     if is_binary_frame(frame) {
         return match decode_server_frame(frame) {
-            Ok(ServerFrame::Result(r)) => Ok(std::borrow::Cow::Borrowed(r.data)),
+            Ok(ServerFrame::Result(r)) => Ok((std::borrow::Cow::Borrowed(r.data), r.more)),
             other => anyhow::bail!("expected a result frame, got {other:?}"),
         };
     }
@@ -234,11 +238,10 @@ fn result_bytes<'a>(frame: &'a [u8], key: &str) -> anyhow::Result<std::borrow::C
             String::from_utf8_lossy(&frame[..frame.len().min(200)])
         )
     })?;
-    Ok(std::borrow::Cow::Owned(
-        base64_simd::STANDARD
-            .decode_to_vec(text)
-            .context("bad base64")?,
-    ))
+    let bytes = base64_simd::STANDARD
+        .decode_to_vec(text)
+        .context("bad base64")?;
+    Ok((std::borrow::Cow::Owned(bytes), false))
 }
 
 /// Measures a whole-file operation (`key`, `method`) with `op(size)` (seconds), halving the
@@ -345,28 +348,21 @@ fn member<'a>(frame: &'a [u8], key: &str) -> anyhow::Result<&'a [u8]> {
 /// One `fs/readFile`, decoded and compared; seconds. A binary result may come in pieces
 /// (result frames flagged `more`, PROTOCOL.md §2.5), joined here.
 async fn read_file(c: &mut Conn, path: &Path, want: &[u8]) -> anyhow::Result<f64> {
-    use execd_core::protocol::binary::{decode_server_frame, is_binary_frame, ServerFrame};
     let t0 = Instant::now();
     let id = c.request("fs/readFile", json!({"path": uri(path)})).await?;
     let mut data = Vec::new();
-    let data = loop {
+    loop {
         let frame = response(c, id).await?;
-        if is_binary_frame(&frame) {
-            if let Ok(ServerFrame::Result(r)) = decode_server_frame(&frame) {
-                if r.more {
-                    data.extend_from_slice(r.data);
-                    continue;
-                }
-            }
-        }
-        let rest = result_bytes(&frame, "dataBase64")?;
-        break if data.is_empty() {
-            rest.into_owned()
+        let (bytes, more) = result_bytes(&frame, "dataBase64")?;
+        if data.is_empty() && !more {
+            data = bytes.into_owned();
         } else {
-            data.extend_from_slice(&rest);
-            data
-        };
-    };
+            data.extend_from_slice(&bytes);
+        }
+        if !more {
+            break;
+        }
+    }
     let secs = t0.elapsed().as_secs_f64();
     anyhow::ensure!(*data == *want, "fs/readFile returned other bytes");
     Ok(secs)
@@ -442,7 +438,7 @@ async fn read_blocks(c: &mut Conn, path: &Path, want: &[u8], window: usize) -> a
         let Some(block) = block else {
             return Ok(());
         };
-        let chunk = result_bytes(frame, "chunk").context("fs/readBlock")?;
+        let (chunk, _) = result_bytes(frame, "chunk").context("fs/readBlock")?;
         let at = block * BLOCK;
         anyhow::ensure!(
             *chunk == want[at..(at + BLOCK).min(want.len())],
