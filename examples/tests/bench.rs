@@ -19,9 +19,21 @@ fn bench(args: &[&str]) -> Output {
     common::output_within(cmd, TIMEOUT)
 }
 
+/// The metrics of a successful `execd bench --json` run with `args`.
+fn metrics(args: &[&str]) -> Vec<Value> {
+    let out = bench(args);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    report["metrics"].as_array().expect("metrics array").clone()
+}
+
 #[test]
 fn json_report_has_every_selected_metric() {
-    let out = bench(&[
+    let metrics = metrics(&[
         "--json",
         "--only",
         "rss,spawn,concurrent,echo,throughput,sandbox,http,floor",
@@ -38,13 +50,6 @@ fn json_report_has_every_selected_metric() {
         "--http-bytes",
         "3000000",
     ]);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    let metrics = report["metrics"].as_array().expect("metrics array");
     let keys: Vec<&str> = metrics.iter().filter_map(|m| m["key"].as_str()).collect();
     for key in [
         "floor_spawn",
@@ -72,10 +77,12 @@ fn json_report_has_every_selected_metric() {
         "http_floor",
         "http_stream",
         "http_stream_peak_rss",
+        "http_stream_binary",
+        "http_stream_binary_peak_rss",
     ] {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }
-    for m in metrics {
+    for m in &metrics {
         let has_number = m["p50_ms"].is_number() || m["value"].is_number();
         assert!(has_number, "metric without a number: {m}");
     }
@@ -90,14 +97,7 @@ fn json_report_has_every_selected_metric() {
 
 #[test]
 fn rss_is_skipped_without_a_server_pid() {
-    let out = bench(&["--url", "ws://127.0.0.1:9", "--only", "rss", "--json"]);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    let metrics = report["metrics"].as_array().expect("metrics array");
+    let metrics = metrics(&["--url", "ws://127.0.0.1:9", "--only", "rss", "--json"]);
     assert!(!metrics.is_empty());
     assert!(
         metrics.iter().all(|m| m["skipped"].is_string()),
@@ -135,7 +135,7 @@ fn tls_reports_plain_and_tls_connects() {
 
 #[test]
 fn fs_reports_reads_writes_metadata_and_walk() {
-    let out = bench(&[
+    let metrics = metrics(&[
         "--json",
         "--only",
         "fs",
@@ -144,17 +144,12 @@ fn fs_reports_reads_writes_metadata_and_walk() {
         "--iterations",
         "3",
     ]);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    let metrics = report["metrics"].as_array().expect("metrics array");
     for key in [
         "floor_fs_cat",
         "fs_read_file",
         "fs_read_blocks",
+        "fs_read_file_binary",
+        "fs_read_blocks_binary",
         "floor_fs_write",
         "fs_write_file",
         "floor_fs_stat",
