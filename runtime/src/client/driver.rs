@@ -16,7 +16,7 @@ use tracing::{debug, info, trace};
 
 use super::fs_watch::{ChangeItem, FsChange};
 use super::http::DeltaItem;
-use super::process::Event;
+use super::process::{Event, EventSender};
 use super::{with_timeout, Error, Status};
 use crate::runtime::{BoxFuture, Child, Runtime};
 use crate::transport::{self, FrameReader, FrameWriter, Inbound, Limits};
@@ -42,7 +42,7 @@ pub(super) enum Cmd {
     Start {
         /// Boxed: the `sandbox` object makes it far larger than the other commands.
         params: Box<StartParams>,
-        events: Sender<Event>,
+        events: EventSender,
         reply: Reply,
     },
     Write {
@@ -133,7 +133,7 @@ pub(super) struct Driver {
     data_calls: HashMap<RequestId, DataReply>,
     /// Start calls, until answered: their result is checked before the process is reported.
     starts: HashMap<RequestId, String>,
-    processes: HashMap<String, Sender<Event>>,
+    processes: HashMap<String, EventSender>,
     /// Streamed `http/request`s by `requestId`, from the call until the terminal delta.
     http_streams: HashMap<String, Sender<DeltaItem>>,
     /// Their calls, until answered: an error answer ends the stream.
@@ -510,7 +510,7 @@ impl Driver {
                     self.drop_transport();
                     self.connecting = None;
                     for (_, events) in self.processes.drain() {
-                        let _ = events.try_send(Event::SessionLost(reason.clone()));
+                        events.try_send(Event::SessionLost(reason.clone()));
                     }
                     self.end_http_streams();
                     if let Some(ready) = self.ready.take() {
@@ -571,7 +571,7 @@ impl Driver {
     /// Hands an informational event to every process, dropping it where the queue is full.
     fn notify_all(&self, event: &Event) {
         for events in self.processes.values() {
-            let _ = events.try_send(event.clone());
+            events.try_send(event.clone());
         }
     }
 

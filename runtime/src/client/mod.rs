@@ -469,7 +469,7 @@ impl<R> Client<R> {
     /// session is lost.
     pub async fn start(&self, params: StartParams) -> Result<Process, Error> {
         let process_id = params.process_id.clone();
-        let (events_tx, events) = async_channel::bounded(process::EVENT_QUEUE);
+        let (events_tx, events) = process::event_queue();
         let (reply, rx) = async_channel::bounded(1);
         self.send(Cmd::Start {
             params: Box::new(params),

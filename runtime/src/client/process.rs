@@ -3,7 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use async_channel::Receiver;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_channel::{Receiver, Sender};
 use execd_core::client::LostReason;
 use execd_core::protocol::{
     method, ReadParams, ReadResult, SandboxType, Signal, Stream, TerminateResult, WriteResult,
@@ -17,6 +19,99 @@ use super::{Client, Error};
 /// Events buffered per process before the client stops reading the connection (and the
 /// server, in turn, pauses the children's pipes): backpressure instead of unbounded memory.
 pub(super) const EVENT_QUEUE: usize = 4096;
+
+/// Output bytes buffered per process (besides [`EVENT_QUEUE`]): with chunks of up to 256 KiB,
+/// 4,096 events could hold a gigabyte for a consumer that is slow or stopped (`execd run`
+/// into a full pipe). One chunk is always let through into an empty queue.
+pub(super) const QUEUE_BYTES: usize = 1 << 20;
+
+/// A process's event queue: bounded by [`EVENT_QUEUE`] events and [`QUEUE_BYTES`] of output.
+pub(super) fn event_queue() -> (EventSender, EventReceiver) {
+    let (events_tx, events) = async_channel::bounded(EVENT_QUEUE);
+    let (freed_tx, freed) = async_channel::bounded(1);
+    let budget = Arc::new(Budget {
+        queued: AtomicUsize::new(0),
+        freed_tx,
+        freed,
+    });
+    (
+        EventSender {
+            events: events_tx,
+            budget: Arc::clone(&budget),
+        },
+        EventReceiver { events, budget },
+    )
+}
+
+/// The output bytes queued and not yet taken, and a wake-up for a sender waiting on them.
+struct Budget {
+    queued: AtomicUsize,
+    /// One token after each release (or when the consumer goes): the waiting sender looks
+    /// again.
+    freed_tx: Sender<()>,
+    freed: Receiver<()>,
+}
+
+impl Budget {
+    fn release(&self, event: &Event) {
+        let len = output_len(event);
+        if len > 0 {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            let _ = self.freed_tx.try_send(());
+        }
+    }
+}
+
+fn output_len(event: &Event) -> usize {
+    match event {
+        Event::Output { chunk, .. } => chunk.len(),
+        _ => 0,
+    }
+}
+
+/// The driver's end of a process's event queue.
+pub(super) struct EventSender {
+    events: Sender<Event>,
+    budget: Arc<Budget>,
+}
+
+impl EventSender {
+    /// Queues `event`, waiting while the queue is full (by count or, for output, by bytes);
+    /// `Err` when nobody listens any more.
+    pub(super) async fn send(&self, event: Event) -> Result<(), ()> {
+        let len = output_len(&event);
+        loop {
+            let queued = self.budget.queued.load(Ordering::Acquire);
+            if len == 0 || queued == 0 || queued.saturating_add(len) <= QUEUE_BYTES {
+                break;
+            }
+            if self.events.is_closed() || self.budget.freed.recv().await.is_err() {
+                return Err(());
+            }
+        }
+        self.budget.queued.fetch_add(len, Ordering::AcqRel);
+        self.events.send(event).await.map_err(drop)
+    }
+
+    /// Queues an informational event if there is room (no output: no bytes counted).
+    pub(super) fn try_send(&self, event: Event) {
+        debug_assert_eq!(output_len(&event), 0);
+        let _ = self.events.try_send(event);
+    }
+}
+
+/// The handles' end of a process's event queue.
+pub(super) struct EventReceiver {
+    events: Receiver<Event>,
+    budget: Arc<Budget>,
+}
+
+impl Drop for EventReceiver {
+    /// A sender waiting for room looks again, and finds nobody listening.
+    fn drop(&mut self) {
+        let _ = self.budget.freed_tx.try_send(());
+    }
+}
 
 /// One event of a process, in seq order: `Output`s, then `Exited`, then `Closed` (the last),
 /// with `Gap` where the server had evicted output this client never saw. The stream ends after
@@ -82,7 +177,7 @@ struct Inner {
     id: String,
     sandbox_type: SandboxType,
     client: Client,
-    events: Receiver<Event>,
+    events: EventReceiver,
 }
 
 impl Process {
@@ -90,7 +185,7 @@ impl Process {
         id: String,
         sandbox_type: SandboxType,
         client: Client,
-        events: Receiver<Event>,
+        events: EventReceiver,
     ) -> Self {
         Process {
             inner: Arc::new(Inner {
@@ -120,12 +215,19 @@ impl Process {
     /// The next event; `None` once the stream ended (after `Closed`, `ProcessLost` or
     /// `SessionLost`).
     pub async fn next_event(&self) -> Option<Event> {
-        self.inner.events.recv().await.ok()
+        let event = self.inner.events.events.recv().await.ok()?;
+        self.inner.events.budget.release(&event);
+        Some(event)
     }
 
     /// The events as a stream (sharing the queue with [`next_event`](Self::next_event)).
     pub fn events(&self) -> impl futures_lite::Stream<Item = Event> + Send + 'static {
-        self.inner.events.clone()
+        use futures_lite::StreamExt as _;
+        let budget = Arc::clone(&self.inner.events.budget);
+        self.inner.events.events.clone().map(move |event| {
+            budget.release(&event);
+            event
+        })
     }
 
     /// Consumes events until the process closes; returns its exit code (128+n for signal n),
@@ -256,5 +358,58 @@ impl fmt::Debug for Process {
             .field("id", &self.inner.id)
             .field("sandbox_type", &self.inner.sandbox_type)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_lite::future;
+
+    use super::*;
+
+    fn output(len: usize) -> Event {
+        Event::Output {
+            seq: Seq(1),
+            stream: Stream::Stdout,
+            chunk: vec![0; len],
+        }
+    }
+
+    /// Polls `f` once: whether it finished.
+    fn ready<F: std::future::Future>(f: F) -> bool {
+        future::block_on(future::poll_once(std::pin::pin!(f))).is_some()
+    }
+
+    #[test]
+    fn output_past_the_byte_budget_waits_for_the_consumer() {
+        let (tx, rx) = event_queue();
+        // One chunk always goes into an empty queue, however large.
+        assert!(ready(tx.send(output(QUEUE_BYTES + 1))));
+        // The queue now holds more than the budget: the next output waits...
+        let mut next = Box::pin(tx.send(output(10)));
+        assert!(future::block_on(future::poll_once(next.as_mut())).is_none());
+        // ...events without bytes do not.
+        tx.try_send(Event::Resumed);
+        // Taking the big chunk frees the budget and wakes the sender.
+        let taken = future::block_on(rx.events.recv()).expect("event");
+        rx.budget.release(&taken);
+        assert_eq!(
+            future::block_on(future::poll_once(next.as_mut())),
+            Some(Ok(()))
+        );
+        assert_eq!(rx.budget.queued.load(Ordering::Acquire), 10);
+    }
+
+    #[test]
+    fn a_sender_waiting_for_room_fails_once_the_consumer_is_gone() {
+        let (tx, rx) = event_queue();
+        assert!(ready(tx.send(output(QUEUE_BYTES))));
+        let mut waiting = Box::pin(tx.send(output(1)));
+        assert!(future::block_on(future::poll_once(waiting.as_mut())).is_none());
+        drop(rx);
+        assert_eq!(
+            future::block_on(future::poll_once(waiting.as_mut())),
+            Some(Err(()))
+        );
     }
 }
