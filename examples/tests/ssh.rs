@@ -207,13 +207,26 @@ fn ssh_forwards_stdin_exactly() {
     assert!(out.stdout == input.as_bytes(), "stdout differs from stdin");
 }
 
-/// The headline: `seq 1 1000000` while the ssh process under `execd run` is SIGKILLed three
-/// times; every line arrives exactly once, in order, and the run reports three reconnects.
+/// The headline: `seq 1 2000000` (14.9 MB) while the ssh process under `execd run` is
+/// SIGKILLed three times; every line arrives exactly once, in order, and the run reports three
+/// reconnects.
+///
+/// The kills are [`KILL_EVERY`] bytes of output apart, more than execd can hold for a reader
+/// that does not read (about 1.4 MB: its 1 MiB event queue, the stdout pipe, one chunk): the
+/// output read between two kills came over the connection that replaced the killed one, so
+/// each kill lands after the previous reconnect finished (a kill during a reconnect is one
+/// reconnect, not two), and the output left after the last kill cannot already be in execd.
 #[test]
 fn seq_survives_the_ssh_process_being_killed_three_times() {
     let sshd = Sshd::start();
     let remote_execd = sshd.dir.path().join("remote-execd");
-    let mut cmd = sshd.run_with(&["--stats"], &remote_execd, &["seq", "1", "1000000"]);
+    const LINES: u32 = 2_000_000;
+    const KILL_EVERY: usize = 3_000_000;
+    let mut cmd = sshd.run_with(
+        &["--stats"],
+        &remote_execd,
+        &["seq", "1", &LINES.to_string()],
+    );
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -249,7 +262,7 @@ fn seq_survives_the_ssh_process_being_killed_three_times() {
     let mut out = Vec::new();
     let mut killed = Vec::new();
     for round in 1..=3 {
-        while out.len() < round * 1_000_000 {
+        while out.len() < round * KILL_EVERY {
             let chunk = rx
                 .recv_timeout(LIMIT)
                 .unwrap_or_else(|_| panic!("output stalled at {} bytes", out.len()));
@@ -274,7 +287,7 @@ fn seq_survives_the_ssh_process_being_killed_three_times() {
         std::thread::sleep(Duration::from_millis(10));
     };
     let stderr = err_rx.recv_timeout(LIMIT).unwrap_or_default();
-    let want: Vec<u8> = (1..=1_000_000)
+    let want: Vec<u8> = (1..=LINES)
         .flat_map(|i| format!("{i}\n").into_bytes())
         .collect();
     let first_difference = out.iter().zip(&want).position(|(a, b)| a != b);
